@@ -1,0 +1,1 @@
+"""The fedsilo server: REST API, session engine, database and artifact store."""

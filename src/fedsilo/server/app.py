@@ -1,0 +1,110 @@
+"""The FastAPI application factory and the ``fedsilo server start`` entry point."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from fedsilo import __version__
+from fedsilo.errors import ConfigError
+from fedsilo.server.api import packages, participants, sessions, tokens
+from fedsilo.server.auth import bootstrap_admin_token
+from fedsilo.server.db import Database
+from fedsilo.server.engine import SessionEngine
+from fedsilo.server.settings import Settings
+from fedsilo.server.store import ArtifactStore
+from fedsilo.wire import API_PREFIX
+
+__all__ = ["create_app", "serve"]
+
+logger = logging.getLogger("fedsilo.server")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the server: database, artifact store, engine and routers.
+
+    Nothing is opened until the app starts (its lifespan), so building an app has no side
+    effects; on start it creates the data dir, the tables, the admin token on first start,
+    and resumes the sessions that were active when the server last stopped.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        data_dir = settings.resolved_data_dir()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_db_url())
+        store = ArtifactStore(settings.resolved_artifacts_url())
+        admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+        bootstrap_admin_token(db, data_dir, admin)
+        engine = SessionEngine(db, store, settings)
+        app.state.db = db
+        app.state.store = store
+        app.state.engine = engine
+        resumed = engine.resume_all()
+        if resumed:
+            logger.warning("resumed %d active session(s): %s", len(resumed), ", ".join(resumed))
+        try:
+            yield
+        finally:
+            engine.stop()
+            db.dispose()
+
+    app = FastAPI(
+        title="fedsilo",
+        version=__version__,
+        summary="Federated learning and analytics across data silos.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _describe(exc)})
+
+    @app.exception_handler(ConfigError)
+    async def _config_error(_: Request, exc: ConfigError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    for module in (sessions, participants, tokens, packages):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app
+
+
+def _describe(exc: RequestValidationError) -> str:
+    """``field.path: message (got value)`` per problem, like the packages' config errors."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        given = err.get("input")
+        shown = repr(given) if not isinstance(given, dict) else "{...}"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        parts.append(f"{loc}: {err.get('msg')} (got {shown})")
+    return "; ".join(parts)
+
+
+def serve(settings: Settings) -> None:
+    """Run the server in the foreground until SIGINT/SIGTERM."""
+    import uvicorn
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        # Long-polls hold connections open; don't let them delay a shutdown for long.
+        timeout_graceful_shutdown=2,
+    )

@@ -1,0 +1,148 @@
+"""Bearer tokens: random secrets, stored hashed, with scopes, expiry and revocation.
+
+The first start of a server (no token in the database) creates an admin token -- the value
+of ``FEDSILO_ADMIN_TOKEN`` when set, a fresh random one otherwise -- prints it once and writes
+it to ``<data_dir>/admin_token`` with mode 0600.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy import func, select
+
+from fedsilo.server.db import Database
+from fedsilo.server.tables import TokenRow, utcnow
+from fedsilo.wire import TokenCreated, TokenPublic
+
+__all__ = ["AuthToken", "CurrentToken", "bootstrap_admin_token", "issue_token", "hash_token"]
+
+TOKEN_PREFIX = "fs_"
+# last_used_at is bookkeeping, not security: writing it on every long-poll would put a
+# database write in the round's hot path, so it is refreshed at most once a minute.
+_LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class AuthToken:
+    """The token a request authenticated with."""
+
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+
+
+def issue_token(
+    db: Database,
+    name: str,
+    scopes: list[str],
+    expires_in: timedelta | None,
+    secret: str | None = None,
+) -> TokenCreated:
+    """Store a new token (hashed) and return it with its secret, which is never stored."""
+    secret = secret or new_secret()
+    now = utcnow()
+    row = TokenRow(
+        id=secrets.token_hex(6),
+        name=name,
+        token_hash=hash_token(secret),
+        scopes=list(scopes),
+        created_at=now,
+        expires_at=now + expires_in if expires_in is not None else None,
+    )
+    with db.session() as s:
+        s.add(row)
+    return TokenCreated(**token_public(row).model_dump(), token=secret)
+
+
+def token_public(row: TokenRow) -> TokenPublic:
+    return TokenPublic(
+        id=row.id,
+        name=row.name,
+        scopes=list(row.scopes),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+def bootstrap_admin_token(db: Database, data_dir: Path, configured: str | None) -> str | None:
+    """Create the admin token on first start; return the secret when one was created."""
+    with db.session() as s:
+        count = s.scalar(select(func.count()).select_from(TokenRow)) or 0
+        known = (
+            configured is not None
+            and s.scalar(select(TokenRow.id).where(TokenRow.token_hash == hash_token(configured)))
+            is not None
+        )
+    if known or (count and configured is None):
+        return None
+    # The bootstrap token never expires: an expired only-admin would lock the operator out.
+    created = issue_token(db, "admin", ["admin"], None, secret=configured)
+    path = data_dir / "admin_token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(created.token + "\n")
+    os.chmod(path, 0o600)
+    if configured is None:
+        print(
+            f"fedsilo: admin token (shown once; also in {path}, mode 0600): {created.token}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return created.token
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_token(request: Request) -> AuthToken:
+    """FastAPI dependency: the request's valid bearer token, or 401 with a stable detail."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise _unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'.")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise _unauthorized("Malformed Authorization header: expected 'Bearer <token>'.")
+    db: Database = request.app.state.db
+    now = utcnow()
+    with db.session() as s:
+        row = s.scalar(select(TokenRow).where(TokenRow.token_hash == hash_token(secret.strip())))
+        if row is None:
+            raise _unauthorized("Invalid token.")
+        if row.revoked_at is not None:
+            raise _unauthorized("Token has been revoked.")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise _unauthorized("Token has expired.")
+        if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
+            row.last_used_at = now
+        return AuthToken(id=row.id, name=row.name, scopes=tuple(row.scopes))
+
+
+CurrentToken = Annotated[AuthToken, Depends(require_token)]
+
+
+def expiry_from_days(days: float | None) -> timedelta | None:
+    return timedelta(days=days) if days is not None else None
+
+
+def is_expired(expires_at: datetime | None) -> bool:
+    return expires_at is not None and expires_at <= utcnow()

@@ -1,0 +1,240 @@
+"""Runs session workflows, accepts replies, resumes sessions after a restart."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from fedsilo.errors import FedsiloError, WireError
+from fedsilo.packages import get_package
+from fedsilo.packages.base import Reply, SessionInfo
+from fedsilo.server.db import Database
+from fedsilo.server.engine.context import EngineContext, Interrupted, SessionCanceled
+from fedsilo.server.engine.hub import TaskHub, TaskOutcome
+from fedsilo.server.settings import Settings
+from fedsilo.server.store import ArtifactStore
+from fedsilo.server.tables import ParticipantRow, SessionLogRow, SessionRow, TaskRow, utcnow
+from fedsilo.wire import ReplyEnvelope, SessionStatus, decode_frame, parse_header
+
+__all__ = ["ReplyRejected", "SessionEngine"]
+
+logger = logging.getLogger("fedsilo.engine")
+
+_ACTIVE = (SessionStatus.pending, SessionStatus.running)
+
+
+class ReplyRejected(FedsiloError):
+    """A reply the engine could not take; ``status_code`` is what the API answers."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        self.status_code = status_code
+        self.detail = detail
+        super().__init__(detail)
+
+
+@dataclass
+class _Worker:
+    thread: threading.Thread
+    context: EngineContext
+
+
+class SessionEngine:
+    """One per server. Each active session's workflow runs in its own daemon thread."""
+
+    def __init__(self, db: Database, store: ArtifactStore, settings: Settings) -> None:
+        self.db = db
+        self.store = store
+        self.settings = settings
+        self.hub = TaskHub()
+        self.stopping = threading.Event()
+        self.joined = threading.Condition()
+        self._workers: dict[str, _Worker] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def resume_all(self) -> list[str]:
+        """Restart the workflows of sessions that were pending or running at the last stop.
+
+        Tasks queued before the stop are marked stale: their payloads lived in memory, and the
+        workflow re-asks from its last checkpoint.
+        """
+        with self.db.session() as s:
+            ids = list(s.scalars(select(SessionRow.id).where(SessionRow.status.in_(_ACTIVE))))
+            if ids:
+                s.execute(
+                    update(TaskRow)
+                    .where(TaskRow.session_id.in_(ids), TaskRow.status == "queued")
+                    .values(status="stale", error="server restarted")
+                )
+        for session_id in ids:
+            self.start_session(session_id)
+        return ids
+
+    def start_session(self, session_id: str) -> None:
+        with self.db.session() as s:
+            row = s.get(SessionRow, session_id)
+            if row is None:
+                raise KeyError(session_id)
+            info = SessionInfo(
+                id=row.id,
+                name=row.name,
+                package_name=row.package_name,
+                min_num_clients=row.min_num_clients,
+                num_rounds=row.num_rounds,
+                model_config=dict(row.model_config_),
+                data_config=dict(row.data_config),
+            )
+        context = EngineContext(self, info)
+        thread = threading.Thread(
+            target=self._run, args=(context,), name=f"session-{session_id}", daemon=True
+        )
+        with self._lock:
+            self._workers[session_id] = _Worker(thread, context)
+        thread.start()
+
+    def cancel(self, session_id: str) -> None:
+        with self._lock:
+            worker = self._workers.get(session_id)
+        if worker is not None:
+            worker.context.canceled.set()
+        self.hub.fail_session(session_id, "session canceled")
+        self.wake_participants(session_id)
+        self.notify_join()
+
+    def wake_participants(self, session_id: str) -> None:
+        """Wake every long-poll of a session so its clients see that it ended."""
+        with self.db.session() as s:
+            ids = set(
+                s.scalars(select(ParticipantRow.id).where(ParticipantRow.session_id == session_id))
+            )
+        self.hub.wake(ids)
+
+    def notify_join(self) -> None:
+        with self.joined:
+            self.joined.notify_all()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Interrupt every workflow; their sessions stay active and resume on restart."""
+        self.stopping.set()
+        self.hub.fail_all("server stopping")
+        self.notify_join()
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.thread.join(timeout=timeout)
+
+    def is_running(self, session_id: str) -> bool:
+        with self._lock:
+            worker = self._workers.get(session_id)
+        return worker is not None and worker.thread.is_alive()
+
+    # ------------------------------------------------------------------- workers
+
+    def _run(self, context: EngineContext) -> None:
+        info = context.session
+        try:
+            package = get_package(info.package_name)
+            model_config, data_config = package.parse_configs(info.model_config, info.data_config)
+            package.workflow(context, model_config, data_config)
+        except SessionCanceled:
+            logger.info("session %s canceled", info.id)
+        except Interrupted:
+            logger.info("session %s interrupted by shutdown; it resumes on restart", info.id)
+            return
+        except FedsiloError as exc:
+            self._end(info.id, SessionStatus.failed, str(exc))
+        except Exception as exc:
+            logger.exception("session %s workflow crashed", info.id)
+            self._end(info.id, SessionStatus.failed, f"{type(exc).__name__}: {exc}")
+        else:
+            self._end(info.id, SessionStatus.completed, None)
+        finally:
+            self.hub.fail_session(info.id, "session ended")
+            with self._lock:
+                self._workers.pop(info.id, None)
+            self.wake_participants(info.id)
+
+    def _end(self, session_id: str, status: SessionStatus, reason: str | None) -> None:
+        now = utcnow()
+        with self.db.session() as s:
+            # Only an active session ends here: a cancel that won the race keeps its status.
+            s.execute(
+                update(SessionRow)
+                .where(SessionRow.id == session_id, SessionRow.status.in_(_ACTIVE))
+                .values(status=status, failure_reason=reason, ended_at=now, updated_at=now)
+            )
+        if reason:
+            self.log(session_id, f"session {status}: {reason}")
+
+    # --------------------------------------------------------------------- replies
+
+    def accept_reply(
+        self, session_id: str, participant_id: str, task_id: str, body: bytes
+    ) -> TaskOutcome:
+        """Hand a client's reply frame to the waiting workflow.
+
+        Raises
+        ------
+        ReplyRejected
+            404 for an unknown task, 409 for a task no longer awaited, 422 for a malformed
+            frame (the task then fails and the workflow applies its failure policy).
+        """
+        task = self.hub.take_if(task_id, session_id, participant_id)
+        if task is None:
+            with self.db.session() as s:
+                row = s.get(TaskRow, task_id)
+                if (
+                    row is None
+                    or row.session_id != session_id
+                    or row.participant_id != participant_id
+                ):
+                    raise ReplyRejected(404, f"Task {task_id} not found for this participant.")
+                raise ReplyRejected(
+                    409, f"Task {task_id} is no longer awaited (it is {row.status})."
+                )
+        participant = task.participant
+        try:
+            arrays, header = decode_frame(body)
+            envelope = parse_header(ReplyEnvelope, header, "reply header")
+        except WireError as exc:
+            reason = f"malformed reply from client {participant.client_name!r}: {exc}"
+            self.record_task_failure(task_id, reason)
+            task.future.set_result(TaskOutcome(error=reason))
+            raise ReplyRejected(422, f"Malformed reply: {exc}") from exc
+        if envelope.status == "error":
+            reason = f"client reported an error: {envelope.error or 'no message'}"
+            self.record_task_failure(task_id, reason, reply_meta=envelope.meta)
+            outcome = TaskOutcome(error=reason)
+        else:
+            with self.db.session() as s:
+                s.execute(
+                    update(TaskRow)
+                    .where(TaskRow.id == task_id)
+                    .values(
+                        status="done",
+                        reply_meta=envelope.meta,
+                        delivered_at=task.delivered_at,
+                        replied_at=utcnow(),
+                    )
+                )
+            outcome = TaskOutcome(reply=Reply(participant, envelope.meta, arrays))
+        task.future.set_result(outcome)
+        return outcome
+
+    def log(self, session_id: str, message: str) -> None:
+        with self.db.session() as s:
+            s.add(SessionLogRow(session_id=session_id, created_at=utcnow(), message=message))
+
+    def record_task_failure(
+        self, task_id: str, reason: str, reply_meta: dict[str, object] | None = None
+    ) -> None:
+        with self.db.session() as s:
+            s.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id)
+                .values(status="failed", error=reason, reply_meta=reply_meta, replied_at=utcnow())
+            )

@@ -1,0 +1,332 @@
+"""What travels between the SDK, the server and the clients.
+
+Two kinds of payload cross the wire:
+
+* **Control data** is JSON, validated on both ends by the pydantic models below.
+* **Arrays** travel as ``application/octet-stream`` frames in the safetensors format: an
+  8-byte little-endian header length, a JSON header naming each tensor's dtype, shape and byte
+  range, then the raw little-endian buffers. Nothing is ever pickled. A frame's header carries
+  one extra JSON document under ``__metadata__["fedsilo"]`` (a task envelope, a reply
+  envelope, or model metadata) so one request moves both the control data and the arrays.
+
+REST surface (all under ``/api/v1`` and behind ``Authorization: Bearer <token>``)::
+
+    POST   /sessions                                   SessionCreate -> 201 SessionPublic
+    GET    /sessions                                   -> list[SessionPublic]
+    GET    /sessions/{sid}                             -> SessionPublic
+    POST   /sessions/{sid}/start                       -> SessionPublic
+    POST   /sessions/{sid}/cancel                      -> SessionPublic
+    DELETE /sessions/{sid}                             -> 204 (not while pending/running)
+    GET    /sessions/{sid}/metrics                     -> SessionMetricsPublic
+    GET    /sessions/{sid}/model                       -> frame(model arrays, ModelMeta)
+    GET    /sessions/{sid}/participants                -> list[ParticipantPublic]
+    POST   /sessions/{sid}/participants                ParticipantJoin -> 201 ParticipantPublic
+    GET    /sessions/{sid}/participants/{pid}/tasks/next?wait=S
+                                                       -> 200 frame(arrays, TaskEnvelope)
+                                                          204 no task within S seconds
+                                                          410 SessionEnded (session is over)
+    POST   /sessions/{sid}/participants/{pid}/tasks/{tid}/reply
+                                                       frame(arrays, ReplyEnvelope) -> 200 ReplyAck
+    GET    /packages                                   -> list[PackagePublic]
+    POST   /tokens                                     TokenCreate -> 201 TokenCreated
+    GET    /tokens                                     -> list[TokenPublic]
+    DELETE /tokens/{token_id}                          -> TokenPublic (revoked)
+
+``GET /healthz`` (no prefix, no auth) answers ``{"status": "ok", "version": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import safetensors.numpy
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fedsilo.errors import WireError
+
+API_PREFIX = "/api/v1"
+OCTET_STREAM = "application/octet-stream"
+SESSION_ID_PATTERN = re.compile(r"^[0-9a-f]{10}$")
+CLIENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
+
+Arrays = dict[str, np.ndarray]
+
+_META_KEY = "fedsilo"
+_M = TypeVar("_M", bound=BaseModel)
+
+
+# --------------------------------------------------------------------------- codec
+
+
+def encode_frame(arrays: Mapping[str, np.ndarray] | None = None, header: Any = None) -> bytes:
+    """Encode named arrays and one JSON-able header into a safetensors frame.
+
+    Parameters
+    ----------
+    arrays : mapping of str to ndarray, optional
+        Arrays to send; they are written little-endian and C-contiguous.
+    header : JSON-able or pydantic model, optional
+        Control data carried in the frame's metadata.
+
+    Returns
+    -------
+    bytes
+    """
+    if isinstance(header, BaseModel):
+        header_json = header.model_dump_json()
+    else:
+        header_json = json.dumps(header if header is not None else {})
+    prepared: dict[str, np.ndarray] = {}
+    for name, value in (arrays or {}).items():
+        array = np.asarray(value)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        prepared[name] = np.ascontiguousarray(array)
+    data: bytes = safetensors.numpy.save(prepared, metadata={_META_KEY: header_json})
+    return data
+
+
+def decode_frame(data: bytes) -> tuple[Arrays, Any]:
+    """Decode a frame made by :func:`encode_frame`.
+
+    Returns
+    -------
+    arrays : dict of str to ndarray
+    header : the JSON document from the frame's metadata (``{}`` when absent)
+
+    Raises
+    ------
+    WireError
+        When the bytes are not a valid safetensors frame or the header is not JSON.
+    """
+    if len(data) < 8:
+        raise WireError(f"frame is {len(data)} bytes; expected at least the 8-byte header length")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > len(data) - 8:
+        raise WireError(f"frame header claims {header_len} bytes but only {len(data) - 8} follow")
+    try:
+        raw_header = json.loads(data[8 : 8 + header_len])
+        arrays: Arrays = safetensors.numpy.load(bytes(data))
+    except Exception as exc:  # safetensors raises its own untyped error
+        raise WireError(f"frame is not valid safetensors: {exc}") from exc
+    metadata = raw_header.get("__metadata__") or {}
+    try:
+        header = json.loads(metadata.get(_META_KEY, "{}"))
+    except json.JSONDecodeError as exc:
+        raise WireError(f"frame metadata is not JSON: {exc}") from exc
+    return arrays, header
+
+
+def parse_header(model: type[_M], header: Any, what: str) -> _M:
+    """Validate a frame header against ``model``; raise :class:`WireError` naming the field."""
+    try:
+        return model.model_validate(header)
+    except ValidationError as exc:
+        raise WireError(f"{what} is malformed: {format_validation_error(exc)}") from exc
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field.path: message (got value)``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        given = err.get("input")
+        shown = json.dumps(given, default=str) if given is not None else "null"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        parts.append(f"{loc}: {err['msg']} (got {shown})")
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------ session schemas
+
+
+class SessionStatus(StrEnum):
+    created = "created"
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def ended(self) -> bool:
+        return self in (SessionStatus.completed, SessionStatus.failed, SessionStatus.canceled)
+
+
+class SessionKind(StrEnum):
+    hfl = "hfl"
+    eda = "eda"
+    prl = "prl"
+    vfl = "vfl"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionCreate(_Strict):
+    """Body of ``POST /sessions``."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=4000)
+    kind: SessionKind = SessionKind.hfl
+    package_name: str
+    min_num_clients: int = Field(ge=1, le=10_000)
+    num_rounds: int = Field(ge=1, le=100_000)
+    model_config_: dict[str, Any] = Field(alias="model_config")
+    data_config: dict[str, Any]
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+
+
+class SessionPublic(BaseModel):
+    id: str
+    name: str
+    description: str
+    kind: SessionKind
+    package_name: str
+    min_num_clients: int
+    num_rounds: int
+    model_config_: dict[str, Any] = Field(alias="model_config")
+    data_config: dict[str, Any]
+    status: SessionStatus
+    round: int
+    failure_reason: str | None = None
+    created_by: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    model_config = ConfigDict(
+        populate_by_name=True, serialize_by_alias=True, protected_namespaces=()
+    )
+
+
+class SessionEnded(BaseModel):
+    """410 body of a long-poll on a session that is over."""
+
+    detail: str
+    status: SessionStatus
+    reason: str | None = None
+
+
+class SessionMetricsPublic(BaseModel):
+    """The seed documentation's metrics shape."""
+
+    session_id: str
+    federated_metrics: list[dict[str, float]]
+    client_metrics: list[dict[str, dict[str, float]]]
+    latest_global_model_federated_loss: float | None
+
+
+# -------------------------------------------------------------- participant schemas
+
+
+class ColumnSummary(_Strict):
+    name: str
+    dtype: str
+
+
+class DatasetSummary(_Strict):
+    """What a client tells the server about its data: shapes and types, never values."""
+
+    train_rows: int = Field(ge=0)
+    test_rows: int = Field(ge=0)
+    columns: list[ColumnSummary]
+
+
+class ParticipantJoin(_Strict):
+    client_name: str = Field(pattern=CLIENT_NAME_PATTERN.pattern)
+    dataset: DatasetSummary
+
+
+class ParticipantPublic(BaseModel):
+    id: str
+    session_id: str
+    client_name: str
+    dataset: DatasetSummary
+    joined_at: datetime
+    last_seen_at: datetime | None = None
+    rejoined: bool = False
+
+
+# --------------------------------------------------------------------- task frames
+
+
+class TaskEnvelope(_Strict):
+    """Header of the frame a client receives from ``tasks/next``."""
+
+    id: str
+    session_id: str
+    kind: str
+    round: int = 0
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReplyEnvelope(_Strict):
+    """Header of the frame a client posts to ``tasks/{tid}/reply``."""
+
+    status: Literal["ok", "error"] = "ok"
+    meta: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class ReplyAck(BaseModel):
+    task_id: str
+    accepted: bool
+
+
+# ------------------------------------------------------------------ model, packages
+
+
+class ModelMeta(BaseModel):
+    """Header of the model frame from ``GET /sessions/{sid}/model``."""
+
+    session_id: str
+    package_name: str
+    round: int
+    model_config_: dict[str, Any] = Field(alias="model_config")
+    data_config: dict[str, Any]
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(
+        populate_by_name=True, serialize_by_alias=True, protected_namespaces=()
+    )
+
+
+class PackagePublic(BaseModel):
+    name: str
+    description: str
+    kind: SessionKind
+
+
+# -------------------------------------------------------------------------- tokens
+
+
+class TokenCreate(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    expires_in_days: float | None = Field(default=90, gt=0)
+    scopes: list[str] = Field(default_factory=lambda: ["admin"])
+
+
+class TokenPublic(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="The secret; shown once, stored only as a hash.")

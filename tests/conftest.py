@@ -1,0 +1,99 @@
+"""Shared fixtures: a real fedsilo server served in a thread of the test process.
+
+The server is the real app under uvicorn on a free 127.0.0.1 port (httpx's own test-suite
+pattern), so unit tests of the SDK and the API go through real HTTP without the cost of a
+process start. End-to-end tests start real processes instead (``fedsilo.runners.local``).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from fedsilo.server.app import create_app
+from fedsilo.server.settings import Settings
+
+ADMIN_TOKEN = "fs_test-admin-token"
+
+
+@dataclass
+class ThreadServer:
+    url: str
+    token: str
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+    app: FastAPI
+
+    @property
+    def app_state(self) -> Any:
+        return self.app.state
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def serve_in_thread(settings: Settings) -> ThreadServer:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("in-thread fedsilo server did not start")
+        time.sleep(0.01)
+    return ThreadServer(
+        url=f"http://127.0.0.1:{settings.port}",
+        token=ADMIN_TOKEN,
+        settings=settings,
+        server=server,
+        thread=thread,
+        app=app,
+    )
+
+
+def stop_thread_server(ts: ThreadServer) -> None:
+    ts.server.should_exit = True
+    ts.thread.join(timeout=15)
+
+
+@pytest.fixture
+def server_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "server",
+        port=_free_port(),
+        admin_token=ADMIN_TOKEN,
+        task_timeout=60,
+    )
+
+
+@pytest.fixture
+def thread_server(server_settings: Settings) -> Iterator[ThreadServer]:
+    """A real server (uvicorn + the app) on a free port, in a thread; stopped after the test."""
+    ts = serve_in_thread(server_settings)
+    try:
+        yield ts
+    finally:
+        stop_thread_server(ts)
