@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 from collections.abc import Mapping, Sequence
@@ -218,10 +219,8 @@ class EngineContext:
         per_client: Mapping[str, Mapping[str, float]],
     ) -> None:
         now = utcnow()
-        federated_clean = {k: float(v) for k, v in federated.items()}
-        per_client_clean = {
-            name: {k: float(v) for k, v in metrics.items()} for name, metrics in per_client.items()
-        }
+        federated_clean = _finite(federated)
+        per_client_clean = {name: _finite(metrics) for name, metrics in per_client.items()}
         with self._engine.db.session() as s:
             row = s.scalar(
                 select(RoundRow).where(RoundRow.session_id == self._info.id, RoundRow.round == rnd)
@@ -281,3 +280,16 @@ class EngineContext:
 
     def log(self, message: str) -> None:
         self._engine.log(self._info.id, message)
+
+
+def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics as JSON numbers. A metric that does not exist for a round (None, or NaN such as
+    ROC AUC on a one-class test set) is left out rather than stored as a non-JSON NaN."""
+    clean = {}
+    for key, value in metrics.items():
+        if value is None:
+            continue
+        number = float(value)
+        if math.isfinite(number):
+            clean[key] = number
+    return clean

@@ -1,0 +1,361 @@
+"""The client half of ffnet: local training and evaluation on a silo's data.
+
+Pure computation: :class:`FFNetExecutor` receives the global weights as named arrays and
+returns new weights or metrics; it never touches the network, so it unit-tests alone.
+
+Task kinds
+----------
+``fit``
+    meta ``{"round": int, "local_epochs": int (optional)}``, arrays = global ``state_dict``.
+    Replies ``{"num_examples", "train_loss", "local_epochs"}`` and the trained ``state_dict``.
+``evaluate``
+    meta ``{"round": int}``, arrays = global ``state_dict``. Replies metrics only:
+    classification ``test_loss`` (cross-entropy), ``test_accuracy``, ``test_roc_auc``;
+    regression ``test_loss`` (mean squared error), ``test_r2``, plus ``target_mean`` and
+    ``target_m2`` (the test target's mean and sum of squared deviations, so the server can
+    pool R^2 exactly); always ``test_num_examples`` and ``evaluated_on`` (``"test"``, or
+    ``"train"`` when the client has no test set).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F  # noqa: N812  (the conventional alias)
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from fedsilo.data.dataset import LocalDataset
+from fedsilo.errors import ConfigError, DataError, TaskError
+from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig, check_consistency
+from fedsilo.packages.ffnet.model import (
+    build_module,
+    column_problems,
+    forward_in_batches,
+    load_arrays,
+    module_arrays,
+)
+from fedsilo.wire import Arrays
+
+__all__ = ["KINDS", "FFNetExecutor", "compute_metrics", "shuffle_seed", "targets_tensor"]
+
+#: the task kinds the executor handles
+KINDS = ("evaluate", "fit")
+
+
+class FFNetExecutor:
+    """Runs ffnet tasks on one silo's data.
+
+    The data is validated and converted to float32 tensors once, here; tasks only index it.
+
+    Parameters
+    ----------
+    model_config : FFNetModelConfig
+    data_config : FFNetDataConfig
+    dataset : LocalDataset
+        ``train`` (required, non-empty), ``test`` (optional) and the mini-batch size.
+
+    Raises
+    ------
+    ConfigError
+        When the two configs disagree (see :func:`check_consistency`) or ``batch_size < 1``.
+    DataError
+        Listing every problem with the training and test frames (missing or non-numeric
+        columns, nulls, class labels outside ``0 .. output_size - 1``).
+    """
+
+    def __init__(
+        self,
+        model_config: FFNetModelConfig,
+        data_config: FFNetDataConfig,
+        dataset: LocalDataset,
+    ) -> None:
+        check_consistency(model_config, data_config)
+        if dataset.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1. Got {dataset.batch_size}.")
+        self.model_config = model_config
+        self.data_config = data_config
+        self.batch_size = dataset.batch_size
+        self.module = build_module(model_config)
+
+        frames: dict[str, pd.DataFrame] = {"train": dataset.train}
+        if dataset.test is not None and len(dataset.test) > 0:
+            frames["test"] = dataset.test
+        problems: list[str] = []
+        tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for split, frame in frames.items():
+            found = _frame_problems(frame, model_config, data_config)
+            problems += [f"{split}: {p}" for p in found]
+            if not found:
+                tensors[split] = _tensors(frame, model_config, data_config)
+        if len(dataset.train) == 0:
+            problems.append("train: the training data has no rows")
+        if problems:
+            raise DataError(problems, source="ffnet client data")
+        self.x_train, self.y_train = tensors["train"]
+        self.evaluated_on = "test" if "test" in tensors else "train"
+        self.x_eval, self.y_eval = tensors[self.evaluated_on]
+        self.criterion = make_criterion(model_config)
+        # Row indices of each class, for undersampling the majority classes every epoch.
+        self._class_rows: list[torch.Tensor] = []
+        if model_config.balance_train_datasets:
+            labels = self.y_train
+            self._class_rows = [
+                torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()
+            ]
+
+    # ------------------------------------------------------------------- tasks
+
+    def handle(
+        self, kind: str, meta: dict[str, Any], arrays: Arrays
+    ) -> tuple[dict[str, Any], Arrays]:
+        """Run one task; see the module docstring for the kinds and their meta.
+
+        Raises
+        ------
+        TaskError
+            On an unknown kind, or arrays that do not match the network.
+        """
+        if kind == "fit":
+            return self.fit(meta, arrays)
+        if kind == "evaluate":
+            return self.evaluate(meta, arrays), {}
+        raise TaskError(
+            f"The ffnet client cannot run task kind {kind!r}; known kinds: {', '.join(KINDS)}."
+        )
+
+    def fit(self, meta: dict[str, Any], arrays: Arrays) -> tuple[dict[str, Any], Arrays]:
+        """Train ``local_epochs`` epochs of mini-batch SGD from the given weights.
+
+        Returns
+        -------
+        meta : dict
+            ``num_examples`` (rows seen per epoch), ``train_loss`` (mean loss over the
+            last epoch), ``local_epochs``.
+        arrays : dict of str to ndarray
+            The trained ``state_dict``.
+        """
+        self._load(arrays, "fit")
+        rnd = _meta_int(meta, "round", 0, minimum=0)
+        epochs = _meta_int(meta, "local_epochs", self.model_config.local_epochs, minimum=1)
+        params = self.model_config.optimizer.params
+        optimizer = torch.optim.SGD(
+            self.module.parameters(), lr=params.learning_rate, momentum=params.momentum
+        )
+        generator = torch.Generator().manual_seed(shuffle_seed(self.model_config.seed, rnd))
+        self.module.train()
+        train_loss = math.nan
+        num_examples = 0
+        for _ in range(epochs):
+            order = self._epoch_rows(generator)
+            num_examples = int(order.numel())
+            loss_sum = 0.0
+            for rows in torch.split(order, self.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                loss = self.criterion(self.module(self.x_train[rows]), self.y_train[rows])
+                loss.backward()
+                optimizer.step()
+                loss_sum += float(loss.item()) * int(rows.numel())
+            train_loss = loss_sum / max(num_examples, 1)
+        reply = {"num_examples": num_examples, "train_loss": train_loss, "local_epochs": epochs}
+        return reply, module_arrays(self.module)
+
+    def evaluate(self, meta: dict[str, Any], arrays: Arrays) -> dict[str, Any]:
+        """Metrics of the given weights on the test set (the training set when none).
+
+        Returns
+        -------
+        dict
+            See the module docstring for the keys.
+        """
+        self._load(arrays, "evaluate")
+        metrics: dict[str, Any] = dict(
+            compute_metrics(
+                self.model_config, self.module, self.x_eval, self.y_eval, self.batch_size
+            )
+        )
+        if self.model_config.ml_task.type == "regression":
+            target = self.y_eval.double().flatten()
+            mean = float(target.mean())
+            metrics["target_mean"] = mean
+            metrics["target_m2"] = float(((target - mean) ** 2).sum())
+        metrics["evaluated_on"] = self.evaluated_on
+        return metrics
+
+    # ----------------------------------------------------------------- helpers
+
+    def _load(self, arrays: Arrays, kind: str) -> None:
+        problems = load_arrays(self.module, arrays)
+        if problems:
+            raise TaskError(
+                f"The {kind} task's arrays do not match the ffnet network: {'; '.join(problems)}."
+            )
+
+    def _epoch_rows(self, generator: torch.Generator) -> torch.Tensor:
+        """Training row indices for one epoch, shuffled; undersampled when balancing."""
+        if not self._class_rows:
+            return torch.randperm(self.x_train.shape[0], generator=generator)
+        smallest = min(int(rows.numel()) for rows in self._class_rows)
+        kept = [
+            rows[torch.randperm(int(rows.numel()), generator=generator)[:smallest]]
+            for rows in self._class_rows
+        ]
+        rows = torch.cat(kept)
+        return rows[torch.randperm(int(rows.numel()), generator=generator)]
+
+
+# --------------------------------------------------------------------- functions
+
+
+def shuffle_seed(seed: int, rnd: int) -> int:
+    """The seed of a round's shuffles: a fixed mix of the config seed and the round.
+
+    Deterministic across processes (unlike ``hash``), so a round redone after a restart
+    sees the same batches.
+    """
+    return int(np.random.SeedSequence([seed, rnd]).generate_state(1)[0])
+
+
+def make_criterion(model_config: FFNetModelConfig) -> nn.Module:
+    """The training loss: cross-entropy (with ``loss_weights``) or mean squared error."""
+    if model_config.ml_task.type == "regression":
+        return nn.MSELoss()
+    weights = model_config.ml_task.params.loss_weights
+    weight = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
+    return nn.CrossEntropyLoss(weight=weight)
+
+
+def compute_metrics(
+    model_config: FFNetModelConfig,
+    module: nn.Module,
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int,
+) -> dict[str, float]:
+    """The evaluation metrics of ``module`` on one dataset.
+
+    Parameters
+    ----------
+    model_config : FFNetModelConfig
+        The task and ``eval_metrics`` decide which metrics are computed.
+    module : torch.nn.Module
+    features : torch.Tensor of shape (n_samples, input_size), float32
+    targets : torch.Tensor of shape (n_samples,), int64 class labels for classification;
+        of shape (n_samples, 1), float32 for regression (see :func:`targets_tensor`)
+    batch_size : int
+
+    Returns
+    -------
+    dict of str to float
+        ``test_loss`` (cross-entropy weighted by ``loss_weights`` when set, or mean squared
+        error), ``test_accuracy`` / ``test_roc_auc`` or ``test_r2`` as ``eval_metrics``
+        asks, and ``test_num_examples``. An undefined metric (AUC with one class present,
+        R^2 of a constant target) is NaN.
+    """
+    outputs = forward_in_batches(module, features, batch_size).double()
+    wanted = model_config.reported_metrics()
+    n = int(targets.shape[0])
+    metrics: dict[str, float] = {}
+    if model_config.ml_task.type == "classification":
+        weights = model_config.ml_task.params.loss_weights
+        weight = torch.tensor(weights, dtype=torch.float64) if weights is not None else None
+        metrics["test_loss"] = float(F.cross_entropy(outputs, targets, weight=weight))
+        probabilities = torch.softmax(outputs, dim=1).numpy()
+        labels = targets.numpy()
+        if "accuracy" in wanted:
+            metrics["test_accuracy"] = float(np.mean(probabilities.argmax(axis=1) == labels))
+        if "roc_auc" in wanted:
+            metrics["test_roc_auc"] = roc_auc(labels, probabilities)
+    else:
+        predictions = outputs.flatten()
+        target = targets.double().flatten()
+        sse = float(((predictions - target) ** 2).sum())
+        metrics["test_loss"] = sse / n if n else math.nan
+        if "r2" in wanted:
+            sst = float(((target - target.mean()) ** 2).sum()) if n else 0.0
+            metrics["test_r2"] = 1.0 - sse / sst if sst > 0 else math.nan
+    metrics["test_num_examples"] = n  # an int, as in the seed's client_metrics
+    return metrics
+
+
+def roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Area under the ROC curve; one-vs-rest macro average for more than two classes.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples,), int
+    probabilities : ndarray of shape (n_samples, n_classes)
+
+    Returns
+    -------
+    float
+        NaN when fewer than two classes are present (the AUC is undefined there). With more
+        than two classes of which some are absent, the average runs over the present ones
+        (scikit-learn refuses that case).
+    """
+    present = np.unique(labels)
+    if present.size < 2:
+        return math.nan
+    n_classes = probabilities.shape[1]
+    if n_classes == 2:
+        return float(roc_auc_score(labels, probabilities[:, 1]))
+    if present.size == n_classes:
+        return float(roc_auc_score(labels, probabilities, multi_class="ovr"))
+    scores = [roc_auc_score(labels == c, probabilities[:, c]) for c in present]
+    return float(np.mean(scores))
+
+
+def targets_tensor(
+    frame: pd.DataFrame, model_config: FFNetModelConfig, target: str
+) -> torch.Tensor:
+    """The target column as the loss expects it (validate with :func:`_frame_problems`).
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (n_samples,), int64 class labels for classification; shape (n_samples, 1),
+        float32 for regression.
+    """
+    values = frame[target].to_numpy(dtype=np.float64)
+    if model_config.ml_task.type == "classification":
+        return torch.from_numpy(values.astype(np.int64))
+    return torch.from_numpy(values.astype(np.float32).reshape(-1, 1))
+
+
+def _tensors(
+    frame: pd.DataFrame, model_config: FFNetModelConfig, data_config: FFNetDataConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    values = frame[data_config.predictors].to_numpy(dtype=np.float32)
+    features = torch.from_numpy(np.ascontiguousarray(values))
+    return features, targets_tensor(frame, model_config, data_config.target)
+
+
+def _frame_problems(
+    frame: pd.DataFrame, model_config: FFNetModelConfig, data_config: FFNetDataConfig
+) -> list[str]:
+    problems = column_problems(frame, data_config.required_columns())
+    target = data_config.target
+    if problems or model_config.ml_task.type != "classification":
+        return problems
+    values = frame[target].to_numpy(dtype=np.float64)
+    classes = model_config.model.params.output_size
+    bad = (values != np.round(values)) | (values < 0) | (values > classes - 1)
+    if bad.any():
+        shown = sorted({float(v) for v in values[bad][:1000]})[:5]
+        examples = ", ".join(f"{v:g}" for v in shown)
+        problems.append(
+            f"target column {target!r} must hold integer class labels 0..{classes - 1} "
+            f"(output_size={classes}); {int(bad.sum())} row(s) do not, e.g. {examples}"
+        )
+    return problems
+
+
+def _meta_int(meta: dict[str, Any], key: str, default: int, minimum: int) -> int:
+    value = meta.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TaskError(f"Task meta {key!r} must be an integer >= {minimum}. Got {value!r}.")
+    return value

@@ -1,0 +1,338 @@
+"""The ffnet package's model_config and data_config.
+
+The model_config takes the seed documentation's FFNet config as written::
+
+    {
+      "experiment_name": "test_synthetic_tabular",
+      "experiment_description": "test_synthetic_tabular",
+      "strategy": {"name": "FedAvg", "params": {}},
+      "model": {"params": {"input_size": 15, "hidden_layer_sizes": [6, 6, 6], "output_size": 2}},
+      "balance_train_datasets": false,
+      "ml_task": {"type": "classification", "params": {"loss_weights": null}},
+      "optimizer": {"name": "SGD", "params": {"learning_rate": 0.2, "momentum": 0.0}},
+      "save_best_model": {"metric": "loss", "mode": "min"},
+      "seed": 23
+    }
+
+Every level refuses unknown keys, so a typo is an error naming it rather than a silently
+ignored setting. ``differential_privacy_params`` is recognised but must be null until DP-SGD
+lands with the privacy work.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from fedsilo.errors import ConfigError
+from fedsilo.packages.base import DataConfigBase
+from fedsilo.strategies import STRATEGIES, strategy_names
+
+__all__ = [
+    "COLUMN_NAME_PATTERN",
+    "TASK_METRICS",
+    "FFNetDataConfig",
+    "FFNetModelConfig",
+    "check_consistency",
+]
+
+#: column names a data_config may use (safe in files, SQL and metric keys)
+COLUMN_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
+
+#: the metrics each task reports (as ``test_<name>`` per client; see the server workflow)
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("loss", "accuracy", "roc_auc"),
+    "regression": ("loss", "r2"),
+}
+
+Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "elu", "gelu"]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StrategyConfig(_Strict):
+    """``strategy``: a name from :data:`fedsilo.strategies.STRATEGIES` and its params."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise PydanticCustomError(
+                "unknown_strategy",
+                "unknown strategy; known strategies: {known}",
+                {"known": ", ".join(strategy_names())},
+            )
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _valid_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        strategy = STRATEGIES.get(info.data.get("name", ""))
+        if strategy is not None:
+            # A ValidationError raised here is merged into the outer one with its location
+            # under ``strategy.params``, so the message names e.g. strategy.params.fraction_fit.
+            strategy.params_type.model_validate(value)
+        return value
+
+
+class FFNetParams(_Strict):
+    """``model.params``: the layer sizes and the hidden activation."""
+
+    input_size: PositiveInt
+    hidden_layer_sizes: list[PositiveInt]
+    output_size: PositiveInt
+    hidden_activation: Activation = "relu"
+
+
+class ModelSection(_Strict):
+    """``model``. ``type`` is accepted because the seed's long-form example carries it."""
+
+    type: Literal["FFNet", "ffnet"] | None = None
+    params: FFNetParams
+
+
+class MLTaskParams(_Strict):
+    """``ml_task.params``: ``loss_weights`` are CrossEntropyLoss class weights."""
+
+    loss_weights: list[NonNegativeFloat] | None = None
+
+
+class MLTask(_Strict):
+    type: Literal["classification", "regression"]
+    params: MLTaskParams = Field(default_factory=MLTaskParams)
+
+
+class SGDParams(_Strict):
+    learning_rate: NonNegativeFloat
+    momentum: NonNegativeFloat = 0.0
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["SGD"]
+    params: SGDParams
+
+
+class SaveBestModel(_Strict):
+    """``save_best_model``: the federated metric and direction that pick the saved round.
+
+    ``metric`` null keeps the last round's model. ``mode`` defaults to ``min`` for loss and
+    ``max`` for the others.
+    """
+
+    metric: str | None = None
+    mode: Literal["min", "max"] | None = None
+
+    def resolved_mode(self) -> Literal["min", "max"]:
+        if self.mode is not None:
+            return self.mode
+        return "min" if self.metric == "loss" else "max"
+
+
+_DP_MESSAGE = (
+    "differential_privacy_params is not supported by ffnet yet (DP-SGD lands with the "
+    "privacy work); remove the key or set it to null."
+)
+
+
+class FFNetModelConfig(_Strict):
+    """The ffnet model_config (see the module docstring for an example).
+
+    Attributes
+    ----------
+    local_epochs : int >= 1, default 1
+        Passes over its training set a client makes per round.
+    seed : int >= 0, default 23
+        Seeds the initial weights, the client shuffles and the server's client sampling.
+    eval_metrics : list of str, optional
+        Metrics to report besides ``loss`` (default: all the task has).
+    """
+
+    experiment_name: str = ""
+    experiment_description: str = ""
+    # The seed's long-form example names the job; training is the only ffnet job.
+    job_type: Literal["training"] | None = None
+    strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(name="FedAvg"))
+    model: ModelSection
+    balance_train_datasets: bool = False
+    ml_task: MLTask
+    optimizer: OptimizerConfig
+    differential_privacy_params: Any = None
+    save_best_model: SaveBestModel | None = None
+    seed: int = Field(default=23, ge=0)
+    eval_metrics: list[str] | None = Field(default=None, min_length=1)
+    local_epochs: PositiveInt = 1
+
+    @field_validator("ml_task", mode="before")
+    @classmethod
+    def _task_shorthand(cls, value: Any) -> Any:
+        # The seed's long-form example writes "ml_task": "classification".
+        return {"type": value} if isinstance(value, str) else value
+
+    @field_validator("differential_privacy_params")
+    @classmethod
+    def _no_dp_yet(cls, value: Any) -> Any:
+        if value is not None:
+            raise PydanticCustomError("dp_not_supported", _DP_MESSAGE)
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> FFNetModelConfig:
+        problems: list[InitErrorDetails] = []
+
+        def fail(loc: tuple[str | int, ...], message: str, value: Any) -> None:
+            error = PydanticCustomError("ffnet_config", message)
+            problems.append(InitErrorDetails(type=error, loc=loc, input=value))
+
+        task = self.ml_task.type
+        params = self.model.params
+        if task == "classification" and params.output_size < 2:
+            fail(
+                ("model", "params", "output_size"),
+                "classification needs output_size >= 2 (one logit per class)",
+                params.output_size,
+            )
+        weights = self.ml_task.params.loss_weights
+        if weights is not None:
+            if task != "classification":
+                fail(
+                    ("ml_task", "params", "loss_weights"),
+                    "loss_weights apply to classification only; set it to null",
+                    weights,
+                )
+            elif len(weights) != params.output_size:
+                fail(
+                    ("ml_task", "params", "loss_weights"),
+                    f"loss_weights needs one weight per class (output_size="
+                    f"{params.output_size}), got {len(weights)}",
+                    weights,
+                )
+            elif sum(weights) <= 0:
+                fail(("ml_task", "params", "loss_weights"), "loss_weights sum to 0", weights)
+        if self.balance_train_datasets and task != "classification":
+            fail(
+                ("balance_train_datasets",),
+                "balance_train_datasets undersamples classes, so it needs ml_task.type "
+                "classification",
+                True,
+            )
+        known = TASK_METRICS[task]
+        for i, metric in enumerate(self.eval_metrics or []):
+            if metric not in known:
+                fail(
+                    ("eval_metrics", i),
+                    f"{task} reports the metrics {', '.join(known)}",
+                    metric,
+                )
+        best = self.save_best_model
+        if best is not None and best.metric is not None:
+            reported = self.reported_metrics()
+            if best.metric not in reported:
+                fail(
+                    ("save_best_model", "metric"),
+                    f"save_best_model.metric must be one of the reported metrics "
+                    f"{', '.join(reported)} for {task}",
+                    best.metric,
+                )
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
+
+    def reported_metrics(self) -> tuple[str, ...]:
+        """The metric names evaluation reports: ``loss`` plus ``eval_metrics`` (or all)."""
+        known = TASK_METRICS[self.ml_task.type]
+        if self.eval_metrics is None:
+            return known
+        return tuple(m for m in known if m == "loss" or m in self.eval_metrics)
+
+
+class FFNetDataConfig(DataConfigBase):
+    """The ffnet data_config: numeric predictor columns and one target column.
+
+    Parameters
+    ----------
+    predictors : list of str
+        Input columns, in the order the network reads them; unique, non-empty.
+    target : str
+        The label column: integer classes ``0 .. output_size - 1`` for classification, a
+        number for regression.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    predictors: list[Annotated[str, Field(pattern=COLUMN_NAME_PATTERN)]] = Field(min_length=1)
+    target: Annotated[str, Field(pattern=COLUMN_NAME_PATTERN)]
+
+    @field_validator("predictors")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise PydanticCustomError(
+                "duplicate_predictors",
+                "predictors must be unique; repeated: {repeated}",
+                {"repeated": ", ".join(repeated)},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _target_not_predictor(self) -> FFNetDataConfig:
+        if self.target in self.predictors:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "target_is_predictor", "the target cannot also be a predictor"
+                        ),
+                        loc=("target",),
+                        input=self.target,
+                    )
+                ],
+            )
+        return self
+
+    def required_columns(self) -> list[str]:
+        return [*self.predictors, self.target]
+
+
+def check_consistency(model_config: FFNetModelConfig, data_config: FFNetDataConfig) -> None:
+    """Check that a model_config and a data_config fit together.
+
+    Raises
+    ------
+    ConfigError
+        When ``model.params.input_size`` differs from the number of predictors, or a
+        regression asks for more outputs than the single target column holds.
+    """
+    params = model_config.model.params
+    problems = []
+    if params.input_size != len(data_config.predictors):
+        problems.append(
+            f"model_config model.params.input_size must equal the number of data_config "
+            f"predictors ({len(data_config.predictors)}). Got {params.input_size}."
+        )
+    if model_config.ml_task.type == "regression" and params.output_size != 1:
+        problems.append(
+            "model_config model.params.output_size must be 1 for regression, as "
+            f"data_config names a single target column ({data_config.target!r}). "
+            f"Got {params.output_size}."
+        )
+    if problems:
+        raise ConfigError(" ".join(problems))

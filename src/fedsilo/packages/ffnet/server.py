@@ -1,0 +1,333 @@
+"""The server half of ffnet: the federated training workflow.
+
+Each round the strategy samples clients, they ``fit`` from the global weights, the strategy
+aggregates their models (streaming, one accumulator per array), a sample of clients
+``evaluate`` the new global model, and the round's metrics and a checkpoint are persisted.
+After the last round the best (per ``save_best_model``) or the last model is saved.
+
+Federated metrics (``ctx.record_round``), from the evaluate replies:
+
+* ``loss`` -- test-example-weighted mean of the clients' ``test_loss``: exactly the pooled
+  mean loss over all their test rows;
+* ``accuracy`` -- likewise weighted, so exactly the pooled accuracy;
+* ``roc_auc_client_mean`` -- test-example-weighted mean of the clients' AUCs. This is *not*
+  the AUC of the pooled test rows (an AUC ranks all scores together, which would need the
+  scores themselves), hence the name. ``save_best_model.metric = "roc_auc"`` selects on it;
+* ``r2`` -- the pooled R^2, exact: clients send their test target's mean and sum of squared
+  deviations, which combine (Chan et al.) into the pooled total sum of squares;
+* ``train_loss`` -- example-weighted mean of the fit replies' ``train_loss``.
+
+Checkpoint arrays are named ``global/<param>``, ``best/<param>`` and ``strategy/<name>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fedsilo.errors import TaskError
+from fedsilo.packages.base import Reply, SessionContext
+from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig, check_consistency
+from fedsilo.packages.ffnet.model import build_module, module_arrays
+from fedsilo.strategies import get_strategy
+from fedsilo.wire import Arrays
+
+__all__ = ["federated_metrics", "run"]
+
+_GLOBAL = "global/"
+_BEST = "best/"
+_STRATEGY = "strategy/"
+#: save_best_model metric name -> federated metric key
+_SELECTION_KEYS = {
+    "loss": "loss",
+    "accuracy": "accuracy",
+    "roc_auc": "roc_auc_client_mean",
+    "r2": "r2",
+}
+
+
+def run(ctx: SessionContext, mc: FFNetModelConfig, dc: FFNetDataConfig) -> None:
+    """Train an ffnet model over the session's clients; see the module docstring.
+
+    Parameters
+    ----------
+    ctx : SessionContext
+        The engine's handle on the session (clients, persistence).
+    mc : FFNetModelConfig
+    dc : FFNetDataConfig
+
+    Raises
+    ------
+    ConfigError
+        When the configs disagree (checked before any client is asked anything).
+    TaskError
+        When a round cannot go on (too many failed clients, malformed replies).
+    """
+    check_consistency(mc, dc)
+    strategy = get_strategy(mc.strategy.name, mc.strategy.params)
+    params = strategy.params
+    needed = max(
+        ctx.session.min_num_clients,
+        params.min_available_clients,
+        params.min_fit_clients,
+        params.min_eval_clients,
+    )
+    if needed > ctx.session.min_num_clients:
+        ctx.log(f"waiting for {needed} clients, as the strategy parameters require")
+    participants = ctx.wait_for_clients(needed)
+    tracker = _BestTracker(mc)
+
+    checkpoint = ctx.restore()
+    if checkpoint is not None:
+        weights = _with_prefix(checkpoint.arrays, _GLOBAL)
+        if not weights:
+            raise TaskError(
+                f"The checkpoint of round {checkpoint.round} holds no 'global/' arrays; "
+                "it was not written by the ffnet workflow."
+            )
+        strategy.load_state_arrays(_with_prefix(checkpoint.arrays, _STRATEGY))
+        tracker.restore(checkpoint.meta, _with_prefix(checkpoint.arrays, _BEST))
+        start = checkpoint.round + 1
+    else:
+        weights = module_arrays(build_module(mc))
+        start = 1
+
+    for rnd in range(start, ctx.session.num_rounds + 1):
+        # Seeded by round, not carried over, so a resumed session samples as it would have.
+        rng = np.random.default_rng([mc.seed, rnd])
+        fit_replies = ctx.ask(
+            strategy.configure_fit(rnd, participants, rng),
+            "fit",
+            arrays=weights,
+            meta={"round": rnd, "local_epochs": mc.local_epochs},
+            round=rnd,
+            accept_failures=params.accept_failures,
+            min_replies=params.min_fit_clients,
+        )
+        train_losses = {
+            r.participant.client_name: _number(r.meta, "train_loss") for r in fit_replies
+        }
+        train_loss = _weighted_mean(fit_replies, "train_loss", "num_examples")
+        weights = strategy.aggregate_fit(rnd, weights, fit_replies)
+        del fit_replies  # the clients' models: let them go before evaluation
+
+        eval_replies = ctx.ask(
+            strategy.configure_evaluate(rnd, participants, rng),
+            "evaluate",
+            arrays=weights,
+            meta={"round": rnd},
+            round=rnd,
+            accept_failures=params.accept_failures,
+            min_replies=params.min_eval_clients,
+        )
+        if rnd == start:
+            _log_train_evaluations(ctx, eval_replies)
+        federated = federated_metrics(mc, eval_replies)
+        if train_loss is not None:
+            federated["train_loss"] = train_loss
+        per_client = _per_client(eval_replies, train_losses)
+        ctx.record_round(rnd, federated=federated, per_client=per_client)
+        tracker.update(rnd, federated, weights)
+        ctx.checkpoint(
+            rnd,
+            arrays={
+                **{_GLOBAL + k: v for k, v in weights.items()},
+                **{_BEST + k: v for k, v in tracker.weights.items()},
+                **{_STRATEGY + k: v for k, v in strategy.state_arrays().items()},
+            },
+            meta=tracker.meta(),
+        )
+
+    _save(ctx, tracker, weights, ctx.session.num_rounds)
+
+
+def _save(ctx: SessionContext, tracker: _BestTracker, last: Arrays, num_rounds: int) -> None:
+    if tracker.best_round is not None:
+        arrays, rnd, metrics = tracker.weights, tracker.best_round, tracker.best_metrics
+        selected_by = f"best {tracker.metric} ({tracker.mode})"
+    else:
+        arrays, rnd, metrics = last, tracker.last_round or num_rounds, tracker.last_metrics
+        selected_by = "last round"
+    meta: dict[str, Any] = {
+        "round": rnd,
+        "federated_loss": metrics.get("loss"),
+        "selected_by": selected_by,
+        "federated_metrics": dict(metrics),
+    }
+    ctx.save_model(arrays, meta=meta, rnd=rnd)
+
+
+class _BestTracker:
+    """Follows ``save_best_model`` across rounds; survives restarts through checkpoint meta."""
+
+    def __init__(self, mc: FFNetModelConfig) -> None:
+        best = mc.save_best_model
+        self.metric = best.metric if best is not None else None
+        self.mode = best.resolved_mode() if best is not None else "min"
+        self.key = _SELECTION_KEYS.get(self.metric or "")
+        self.best_round: int | None = None
+        self.best_value: float | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.weights: Arrays = {}
+        self.last_round: int | None = None
+        self.last_metrics: dict[str, float] = {}
+
+    def update(self, rnd: int, federated: Mapping[str, float], weights: Arrays) -> None:
+        self.last_round, self.last_metrics = rnd, dict(federated)
+        if self.key is None:
+            return
+        value = federated.get(self.key)
+        if value is None or not math.isfinite(value):
+            return  # an undefined metric never wins
+        better = self.best_value is None or (
+            value < self.best_value if self.mode == "min" else value > self.best_value
+        )
+        if better:
+            self.best_round, self.best_value = rnd, value
+            self.best_metrics = dict(federated)
+            self.weights = {k: v.copy() for k, v in weights.items()}
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "best_round": self.best_round,
+            "best_value": self.best_value,
+            "best_metrics": self.best_metrics,
+            "selected_by_metric": self.metric,
+            "mode": self.mode,
+            "last_round": self.last_round,
+            "last_metrics": self.last_metrics,
+        }
+
+    def restore(self, meta: Mapping[str, Any], weights: Arrays) -> None:
+        self.best_round = meta.get("best_round")
+        self.best_value = meta.get("best_value")
+        self.best_metrics = dict(meta.get("best_metrics") or {})
+        self.last_round = meta.get("last_round")
+        self.last_metrics = dict(meta.get("last_metrics") or {})
+        self.weights = weights
+        if self.best_round is not None and not weights:
+            raise TaskError(
+                f"The checkpoint names round {self.best_round} as the best model but holds "
+                "no 'best/' arrays; it is incomplete."
+            )
+
+
+# ----------------------------------------------------------------------- metrics
+
+
+def federated_metrics(mc: FFNetModelConfig, replies: Sequence[Reply]) -> dict[str, float]:
+    """The round's federated metrics from the clients' evaluate replies.
+
+    Parameters
+    ----------
+    mc : FFNetModelConfig
+    replies : sequence of Reply
+        Evaluate replies (meta as :meth:`FFNetExecutor.evaluate` returns it).
+
+    Returns
+    -------
+    dict of str to float
+        ``loss`` and, as reported, ``accuracy`` and ``roc_auc_client_mean``
+        (classification) or ``r2`` (regression); see the module docstring. Undefined
+        metrics are left out rather than sent as NaN.
+    """
+    result: dict[str, float] = {}
+    for key, client_key in (
+        ("loss", "test_loss"),
+        ("accuracy", "test_accuracy"),
+        ("roc_auc_client_mean", "test_roc_auc"),
+    ):
+        value = _weighted_mean(replies, client_key, "test_num_examples")
+        if value is not None:
+            result[key] = value
+    if mc.ml_task.type == "regression" and "r2" in mc.reported_metrics():
+        r2 = _pooled_r2(replies)
+        if r2 is not None:
+            result["r2"] = r2
+    return result
+
+
+def _pooled_r2(replies: Sequence[Reply]) -> float | None:
+    # SSE pools as sum(n_i * mse_i). SST pools by Chan et al.'s parallel variance formula:
+    # M2 = sum(M2_i) + sum(n_i * (mean_i - mean)^2), exact and free of the cancellation of
+    # sum(y^2) - n * mean^2.
+    parts = []
+    for reply in replies:
+        n = _number(reply.meta, "test_num_examples")
+        mse = _number(reply.meta, "test_loss")
+        mean = _number(reply.meta, "target_mean")
+        m2 = _number(reply.meta, "target_m2")
+        if n is None or mse is None or mean is None or m2 is None or n <= 0:
+            return None
+        parts.append((n, mse, mean, m2))
+    if not parts:
+        return None
+    total = sum(n for n, _, _, _ in parts)
+    pooled_mean = sum(n * mean for n, _, mean, _ in parts) / total
+    sst = sum(m2 + n * (mean - pooled_mean) ** 2 for n, _, mean, m2 in parts)
+    sse = sum(n * mse for n, mse, _, _ in parts)
+    return 1.0 - sse / sst if sst > 0 else None
+
+
+def _weighted_mean(replies: Sequence[Reply], key: str, weight_key: str) -> float | None:
+    """Mean of ``meta[key]`` weighted by ``meta[weight_key]`` over replies where it is finite."""
+    total = 0.0
+    weight_sum = 0.0
+    for reply in replies:
+        value = _number(reply.meta, key)
+        weight = _number(reply.meta, weight_key)
+        if value is None or weight is None:
+            continue
+        if weight < 0:
+            raise TaskError(
+                f"The reply of client {reply.participant.client_name!r} has "
+                f"meta[{weight_key!r}] = {weight}; expected a count >= 0."
+            )
+        total += weight * value
+        weight_sum += weight
+    return total / weight_sum if weight_sum > 0 else None
+
+
+def _number(meta: Mapping[str, Any], key: str) -> float | None:
+    # NaN travels as JSON null; both mean "undefined".
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _per_client(
+    replies: Sequence[Reply], train_losses: Mapping[str, float | None]
+) -> dict[str, dict[str, float]]:
+    result: dict[str, dict[str, float]] = {}
+    for reply in replies:
+        name = reply.participant.client_name
+        metrics = {
+            key: number
+            for key in reply.meta
+            if key.startswith("test_") and (number := _number(reply.meta, key)) is not None
+        }
+        train_loss = train_losses.get(name)
+        if train_loss is not None:
+            metrics["train_loss"] = train_loss
+        result[name] = metrics
+    return result
+
+
+def _log_train_evaluations(ctx: SessionContext, replies: Sequence[Reply]) -> None:
+    on_train = sorted(
+        r.participant.client_name for r in replies if r.meta.get("evaluated_on") == "train"
+    )
+    if on_train:
+        ctx.log(
+            f"clients without a test set report metrics on their training data: "
+            f"{', '.join(on_train)}"
+        )
+
+
+def _with_prefix(arrays: Arrays, prefix: str) -> Arrays:
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}

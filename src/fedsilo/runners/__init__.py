@@ -1,0 +1,1 @@
+"""Where client work runs: local processes (:mod:`fedsilo.runners.local`); Ray later."""

@@ -1,0 +1,287 @@
+"""One federated session, as the SDK user drives it.
+
+A :class:`Session` is a handle on ``/sessions/{sid}``. Its lifecycle attributes
+(:attr:`Session.status`, :attr:`Session.round`, :attr:`Session.failure_reason`) are read fresh
+from the server on every access, because the seed tutorials poll them in a loop; the fixed
+attributes (name, package, configs) come from the last answer the handle saw.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from fedsilo.errors import NotFoundError, ServerUnavailable, SessionError, WaitTimeout
+from fedsilo.sdk.metrics import SessionMetrics
+from fedsilo.sdk.model import Model
+from fedsilo.wire import (
+    ParticipantPublic,
+    SessionMetricsPublic,
+    SessionPublic,
+    SessionStatus,
+)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from fedsilo.http import ApiClient
+
+__all__ = ["Session"]
+
+# A server restart (DESIGN principle 6: sessions resume) makes the server unreachable for a
+# few seconds; wait() rides that out, but gives up after this long without any answer so a
+# dead server does not hang a caller who passed no timeout.
+_UNREACHABLE_GRACE_S = 30.0
+
+
+class Session:
+    """A handle on one session of a fedsilo server.
+
+    Get one from :meth:`Client.create_fl_session <fedsilo.sdk.client.Client.create_fl_session>`,
+    :meth:`Client.fl_session <fedsilo.sdk.client.Client.fl_session>` or
+    :meth:`Client.sessions <fedsilo.sdk.client.Client.sessions>`.
+
+    Parameters
+    ----------
+    api : ApiClient
+        The connection the handle talks through (shared with its client).
+    public : SessionPublic
+        The server's description of the session.
+    """
+
+    def __init__(self, api: ApiClient, public: SessionPublic) -> None:
+        self._api = api
+        self._public = public
+
+    # ------------------------------------------------------------------ fixed attributes
+
+    @property
+    def id(self) -> str:
+        return self._public.id
+
+    @property
+    def name(self) -> str:
+        return self._public.name
+
+    @property
+    def description(self) -> str:
+        return self._public.description
+
+    @property
+    def package_name(self) -> str:
+        return self._public.package_name
+
+    @property
+    def min_num_clients(self) -> int:
+        return self._public.min_num_clients
+
+    @property
+    def num_rounds(self) -> int:
+        return self._public.num_rounds
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        return dict(self._public.model_config_)
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        return dict(self._public.data_config)
+
+    # ------------------------------------------------------------------ live attributes
+
+    def refresh(self) -> SessionPublic:
+        """Fetch the session from the server (``GET /sessions/{sid}``) and remember it."""
+        self._public = SessionPublic.model_validate(self._api.get_json(self._path))
+        return self._public
+
+    @property
+    def status(self) -> SessionStatus:
+        """The current status (a ``str`` enum: compare with ``"running"`` etc.); fetched."""
+        return self.refresh().status
+
+    @property
+    def round(self) -> int:
+        """The last completed round (0 before the first); fetched."""
+        return self.refresh().round
+
+    @property
+    def failure_reason(self) -> str | None:
+        """Why the session failed or was canceled (None otherwise); fetched."""
+        return self.refresh().failure_reason
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Session:
+        """Start the session: it waits for ``min_num_clients`` clients, then trains.
+
+        Returns
+        -------
+        Session
+            This handle, so ``client.create_fl_session(...).start()`` reads naturally.
+
+        Raises
+        ------
+        ConflictError
+            When the session is not in ``created`` status.
+        """
+        self._public = SessionPublic.model_validate(self._api.post_json(f"{self._path}/start"))
+        return self
+
+    def cancel(self) -> Session:
+        """Cancel the session; its clients are told it is over. Returns this handle."""
+        self._public = SessionPublic.model_validate(self._api.post_json(f"{self._path}/cancel"))
+        return self
+
+    def delete(self) -> None:
+        """Delete the session with its metrics and model.
+
+        Raises
+        ------
+        ConflictError
+            While the session is pending or running (cancel it first).
+        """
+        self._api.request("DELETE", self._path)
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        poll_interval: float = 0.2,
+        progress: bool | None = None,
+    ) -> Session:
+        """Block until the session ends.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait at most; None waits as long as the session runs.
+        poll_interval : float
+            Seconds between status checks.
+        progress : bool, optional
+            Show a progress bar of rounds on stderr. By default it is shown only when stderr
+            is a terminal.
+
+        Returns
+        -------
+        Session
+            This handle, once the session is ``completed``.
+
+        Raises
+        ------
+        SessionError
+            When the session ends ``failed`` or ``canceled``; ``.reason`` is the server's.
+        WaitTimeout
+            When ``timeout`` passes first (the session keeps running on the server).
+        ServerUnavailable
+            When the server stays unreachable for 30 s.
+        """
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"The 'timeout' parameter must be >= 0 or None. Got {timeout}.")
+        if poll_interval <= 0:
+            raise ValueError(f"The 'poll_interval' parameter must be > 0. Got {poll_interval}.")
+        show = sys.stderr.isatty() if progress is None else progress
+        if not show:
+            return self._poll_until_ended(timeout, poll_interval, None)
+
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rounds  {task.fields[status]}"),
+        )
+        with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+            task = bar.add_task(
+                f"session {self.id}", total=self.num_rounds, status=str(self._public.status)
+            )
+            return self._poll_until_ended(timeout, poll_interval, (bar, task))
+
+    def _poll_until_ended(
+        self,
+        timeout: float | None,
+        poll_interval: float,
+        bar: tuple[Progress, TaskID] | None,
+    ) -> Session:
+        started = time.monotonic()
+        last_answer = started
+        while True:
+            now = time.monotonic()
+            try:
+                public = self.refresh()
+                last_answer = now
+            except ServerUnavailable:
+                if now - last_answer > _UNREACHABLE_GRACE_S:
+                    raise
+                public = self._public
+            if bar is not None:
+                bar[0].update(bar[1], completed=public.round, status=str(public.status))
+            if public.status == SessionStatus.completed:
+                return self
+            if public.status.ended:
+                raise SessionError(self.id, str(public.status), public.failure_reason)
+            if timeout is not None and now - started >= timeout:
+                raise WaitTimeout(
+                    self.id,
+                    str(public.status),
+                    f"still {public.status} at round {public.round}/{public.num_rounds} "
+                    f"after waiting {timeout:g} s (the session keeps running on the server)",
+                )
+            time.sleep(poll_interval)
+
+    # ------------------------------------------------------------------ results
+
+    def metrics(self) -> SessionMetrics:
+        """The per-round metrics recorded so far (also while the session runs)."""
+        body = self._api.get_json(f"{self._path}/metrics")
+        return SessionMetrics(SessionMetricsPublic.model_validate(body))
+
+    def model(self) -> Model:
+        """Download the session's model.
+
+        Raises
+        ------
+        NotFoundError
+            When the session has no model yet (it is saved once training completes) or
+            does not exist.
+        """
+        try:
+            response = self._api.request("GET", f"{self._path}/model")
+        except NotFoundError as exc:
+            if "no model" not in str(exc.detail).lower():
+                raise  # the session itself does not exist; the server's detail says so
+            raise NotFoundError(
+                404,
+                f"{exc.detail} A model is saved when training completes; "
+                "call session.wait() before session.model().",
+            ) from exc
+        return Model.from_frame(response.content)
+
+    def participants(self) -> list[ParticipantPublic]:
+        """The clients that joined, with their dataset summaries (never values)."""
+        body = self._api.get_json(f"{self._path}/participants")
+        return [ParticipantPublic.model_validate(item) for item in body]
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def _path(self) -> str:
+        return f"/sessions/{self.id}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Session):
+            return NotImplemented
+        return self.id == other.id and self._api.url == other._api.url
+
+    def __hash__(self) -> int:
+        return hash((self._api.url, self.id))
+
+    def __repr__(self) -> str:
+        # From the last answer, not a fresh GET: a repr must not fail or block.
+        public = self._public
+        return (
+            f"Session(id={public.id!r}, name={public.name!r}, "
+            f"package_name={public.package_name!r}, status={str(public.status)!r}, "
+            f"round={public.round}/{public.num_rounds})"
+        )

@@ -1,0 +1,31 @@
+"""Federated Averaging (McMahan et al. 2017, https://arxiv.org/abs/1602.05629).
+
+The next global model is the mean of the clients' models weighted by how many training
+examples each used: ``w = sum_k n_k w_k / sum_k n_k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fedsilo.packages.base import Reply
+from fedsilo.strategies.base import Strategy, StrategyParams, weighted_average
+from fedsilo.wire import Arrays
+
+__all__ = ["FedAvg", "FedAvgParams"]
+
+
+class FedAvgParams(StrategyParams):
+    """FedAvg takes only the shared parameters (see :class:`StrategyParams`)."""
+
+
+class FedAvg(Strategy):
+    """Example-weighted averaging of the clients' models; keeps no state across rounds."""
+
+    name = "FedAvg"
+    params_type = FedAvgParams
+
+    def aggregate_fit(self, rnd: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
+        """The ``meta["num_examples"]``-weighted mean of the replies (streamed, see
+        :func:`fedsilo.strategies.base.weighted_average`)."""
+        return weighted_average(current, replies)
