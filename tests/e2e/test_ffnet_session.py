@@ -102,6 +102,7 @@ def test_two_clients_train_an_ffnet_over_real_processes(
             log_path=tmp_path / "late.log",
         )
         assert late.wait(timeout=60) != 0
-        assert f"Cannot join session {session.id}: it is completed" in (
-            tmp_path / "late.log"
-        ).read_text()
+        assert (
+            f"Cannot join session {session.id}: it is completed"
+            in (tmp_path / "late.log").read_text()
+        )

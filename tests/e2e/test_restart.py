@@ -34,15 +34,19 @@ def test_session_survives_a_server_sigkill(tmp_path: Path) -> None:
     clients = []
     try:
         with fedsilo.connect(server.url, token) as client:
-            session_id = client.create_fl_session(
-            name="restart",
-            description="",
-            min_num_clients=2,
-            num_rounds=ROUNDS,
-            package_name="ffnet",
-            model_config=MODEL_CONFIG,
-            data_config=DATA_CONFIG,
-            ).start().id
+            session_id = (
+                client.create_fl_session(
+                    name="restart",
+                    description="",
+                    min_num_clients=2,
+                    num_rounds=ROUNDS,
+                    package_name="ffnet",
+                    model_config=MODEL_CONFIG,
+                    data_config=DATA_CONFIG,
+                )
+                .start()
+                .id
+            )
         clients = [
             start_client(
                 session_id,

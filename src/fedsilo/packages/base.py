@@ -200,7 +200,10 @@ class ModelPackage(Generic[MC, DC]):
         return _parse(self.data_config_type, raw, "data_config")
 
 
-def _parse(model: type[BaseModel], raw: Mapping[str, Any], what: str) -> Any:
+_Parsed = TypeVar("_Parsed", bound=BaseModel)
+
+
+def _parse(model: type[_Parsed], raw: Mapping[str, Any], what: str) -> _Parsed:
     try:
         return model.model_validate(dict(raw))
     except PydanticValidationError as exc:

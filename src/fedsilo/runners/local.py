@@ -337,7 +337,7 @@ def start_server(
 def start_client(
     session_id: str,
     train_path: str | os.PathLike[str],
-    test_path: str | os.PathLike[str],
+    test_path: str | os.PathLike[str] | None,
     batch_size: int,
     client_name: str,
     url: str,
@@ -354,7 +354,7 @@ def start_client(
     session_id : str
         The session to join.
     train_path, test_path : path
-        The silo's parquet/csv files.
+        The silo's parquet/csv files; ``test_path`` None runs the client without a test set.
     batch_size : int
         Local mini-batch size.
     client_name : str
@@ -384,7 +384,7 @@ def start_client(
         sys.executable, "-m", "fedsilo", "client", "train",
         "--session", session_id,
         "--train-path", str(train_path),
-        "--test-path", str(test_path),
+        *(["--test-path", str(test_path)] if test_path is not None else []),
         "--batch-size", str(batch_size),
         "--client-name", client_name,
         "--url", url,

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from fedsilo import __version__
 from fedsilo.errors import ConfigError
 from fedsilo.server.api import packages, participants, sessions, tokens
-from fedsilo.server.auth import bootstrap_admin_token
+from fedsilo.server.auth import TokenCache, bootstrap_admin_token
 from fedsilo.server.db import Database
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.settings import Settings
@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.db = db
         app.state.store = store
         app.state.engine = engine
+        app.state.token_cache = TokenCache()
         resumed = engine.resume_all()
         if resumed:
             logger.warning("resumed %d active session(s): %s", len(resumed), ", ".join(resumed))

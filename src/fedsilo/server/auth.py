@@ -11,6 +11,7 @@ import hashlib
 import os
 import secrets
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,14 @@ from fedsilo.server.db import Database
 from fedsilo.server.tables import TokenRow, utcnow
 from fedsilo.wire import TokenCreated, TokenPublic
 
-__all__ = ["AuthToken", "CurrentToken", "bootstrap_admin_token", "issue_token", "hash_token"]
+__all__ = [
+    "AuthToken",
+    "CurrentToken",
+    "TokenCache",
+    "bootstrap_admin_token",
+    "hash_token",
+    "issue_token",
+]
 
 TOKEN_PREFIX = "fs_"
 # last_used_at is bookkeeping, not security: writing it on every long-poll would put a
@@ -114,6 +122,41 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class TokenCache:
+    """Tokens verified recently, so the round's hot path (long-polls and replies) does not
+    read the token table on every request.
+
+    An entry lives for ``_LAST_USED_RESOLUTION``; expiry is still checked on every hit, and a
+    revocation through this server's API evicts the token at once. A revocation written to
+    the database by another process takes effect within the entry's lifetime.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[AuthToken, datetime | None, datetime]] = {}
+
+    def get(self, token_hash: str, now: datetime) -> AuthToken | None:
+        with self._lock:
+            entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        token, expires_at, checked_at = entry
+        if now - checked_at > _LAST_USED_RESOLUTION or (
+            expires_at is not None and expires_at <= now
+        ):
+            return None
+        return token
+
+    def put(self, token_hash: str, token: AuthToken, expires_at: datetime | None) -> None:
+        with self._lock:
+            self._entries[token_hash] = (token, expires_at, utcnow())
+
+    def evict(self, token_id: str) -> None:
+        with self._lock:
+            for key in [k for k, v in self._entries.items() if v[0].id == token_id]:
+                del self._entries[key]
+
+
 def require_token(request: Request) -> AuthToken:
     """FastAPI dependency: the request's valid bearer token, or 401 with a stable detail."""
     header = request.headers.get("authorization")
@@ -122,19 +165,26 @@ def require_token(request: Request) -> AuthToken:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise _unauthorized("Malformed Authorization header: expected 'Bearer <token>'.")
-    db: Database = request.app.state.db
+    cache: TokenCache = request.app.state.token_cache
+    token_hash = hash_token(secret.strip())
     now = utcnow()
+    cached = cache.get(token_hash, now)
+    if cached is not None:
+        return cached
+    db: Database = request.app.state.db
     with db.session() as s:
-        row = s.scalar(select(TokenRow).where(TokenRow.token_hash == hash_token(secret.strip())))
+        row = s.scalar(select(TokenRow).where(TokenRow.token_hash == token_hash))
         if row is None:
             raise _unauthorized("Invalid token.")
         if row.revoked_at is not None:
             raise _unauthorized("Token has been revoked.")
         if row.expires_at is not None and row.expires_at <= now:
             raise _unauthorized("Token has expired.")
-        if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
-            row.last_used_at = now
-        return AuthToken(id=row.id, name=row.name, scopes=tuple(row.scopes))
+        # Refreshed when the cache entry is renewed, i.e. at most once a resolution period.
+        row.last_used_at = now
+        token = AuthToken(id=row.id, name=row.name, scopes=tuple(row.scopes))
+        cache.put(token_hash, token, row.expires_at)
+        return token
 
 
 CurrentToken = Annotated[AuthToken, Depends(require_token)]

@@ -7,6 +7,7 @@ killed server never leaves half a checkpoint.
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import fsspec
@@ -33,9 +34,9 @@ class ArtifactStore:
         self.fs.makedirs(parent, exist_ok=True)
         if isinstance(self.fs, LocalFileSystem):
             tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            with self.fs.open(tmp, "wb") as handle:
+            with open(tmp, "wb") as handle:
                 handle.write(data)
-            self.fs.mv(tmp, path)
+            os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
         else:  # object stores replace whole objects atomically on put
             self.fs.pipe_file(path, data)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from datetime import timedelta
@@ -17,7 +18,7 @@ from fedsilo.packages import get_package
 from fedsilo.server.api.deps import DbDep, EngineDep, get_session_row
 from fedsilo.server.auth import CurrentToken
 from fedsilo.server.db import Database
-from fedsilo.server.engine.runner import ReplyRejected
+from fedsilo.server.engine.runner import ReplyRejected, SessionEngine
 from fedsilo.server.tables import ParticipantRow, SessionRow, utcnow
 from fedsilo.wire import (
     OCTET_STREAM,
@@ -129,8 +130,27 @@ def list_participants(session_id: str, db: DbDep, _: CurrentToken) -> list[Parti
         return [participant_public(r) for r in rows]
 
 
-def _poll_state(db: Database, session_id: str, participant_id: str) -> SessionRow:
-    """The session row, after checking the participant belongs to it; refreshes last_seen."""
+def _poll_state(engine: SessionEngine, session_id: str, participant_id: str) -> SessionStatus:
+    """The session's status, after checking the participant belongs to it.
+
+    Memory answers when it can: a participant confirmed within ``_SEEN_RESOLUTION`` whose
+    session has a live workflow is known to be in an active session, so the round's hot path
+    reads no table. Otherwise the database is read and ``last_seen_at`` refreshed.
+    """
+    confirmed = engine.participant_seen.get(participant_id)
+    if (
+        confirmed is not None
+        and confirmed[0] == session_id
+        and time.monotonic() - confirmed[1] < _SEEN_RESOLUTION.total_seconds()
+        and engine.is_running(session_id)
+    ):
+        return SessionStatus.running
+    row = _read_poll_state(engine.db, session_id, participant_id)
+    engine.participant_seen[participant_id] = (session_id, time.monotonic())
+    return SessionStatus(row.status)
+
+
+def _read_poll_state(db: Database, session_id: str, participant_id: str) -> SessionRow:
     now = utcnow()
     with db.session() as s:
         participant = s.get(ParticipantRow, participant_id)
@@ -147,7 +167,8 @@ def _poll_state(db: Database, session_id: str, participant_id: str) -> SessionRo
         return session
 
 
-def _ended(session: SessionRow) -> JSONResponse:
+def _ended(db: Database, session_id: str) -> JSONResponse:
+    session = get_session_row(db, session_id)
     body = SessionEnded(
         detail=f"Session {session.id} is {session.status}.",
         status=SessionStatus(session.status),
@@ -172,31 +193,28 @@ async def next_task(
     _: CurrentToken,
     wait: float = Query(default=30.0, ge=0, description="seconds to hold the request open"),
 ) -> Response:
-    engine = request.app.state.engine
-    db: Database = request.app.state.db
+    engine: SessionEngine = request.app.state.engine
     wait = min(wait, engine.settings.max_long_poll)
     deadline = time.monotonic() + wait
     hub = engine.hub
     event = hub.subscribe(participant_id)
     try:
-        session = await run_in_threadpool(_poll_state, db, session_id, participant_id)
         while True:
             event.clear()
             task = hub.peek(participant_id)
-            if task is not None:
+            # A queued task proves the participant belongs to its session: no table read.
+            if task is not None and task.session_id == session_id:
                 task.delivered_at = task.delivered_at or utcnow()
                 return Response(content=task.frame, media_type=OCTET_STREAM)
-            if SessionStatus(session.status).ended:
-                return _ended(session)
+            status = await run_in_threadpool(_poll_state, engine, session_id, participant_id)
+            if status.ended:
+                return await run_in_threadpool(_ended, engine.db, session_id)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return Response(status_code=204)
-            try:
+            # Woken by a queued task or by the session ending; either way, look again.
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=remaining)
-            except TimeoutError:
-                continue
-            # Woken without a task: the session may have ended; look again.
-            session = await run_in_threadpool(_poll_state, db, session_id, participant_id)
     finally:
         hub.unsubscribe(participant_id, event)
 

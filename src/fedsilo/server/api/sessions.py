@@ -39,7 +39,7 @@ def session_public(row: SessionRow) -> SessionPublic:
         package_name=row.package_name,
         min_num_clients=row.min_num_clients,
         num_rounds=row.num_rounds,
-        model_config=row.model_config_,
+        model_config_=row.model_config_,
         data_config=row.data_config,
         status=row.status,
         round=row.round,
@@ -62,7 +62,8 @@ def create_session(body: SessionCreate, db: DbDep, token: CurrentToken) -> Sessi
     if package.kind != body.kind:
         raise HTTPException(
             status_code=422,
-            detail=f"Package {package.name!r} runs {package.kind} sessions; got kind {body.kind!r}.",
+            detail=f"Package {package.name!r} runs {package.kind} sessions; "
+            f"got kind {body.kind!r}.",
         )
     now = utcnow()
     row = SessionRow(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import select
 
 from fedsilo.server.api.deps import DbDep, not_found
@@ -33,7 +33,7 @@ def list_tokens(db: DbDep, token: CurrentToken) -> list[TokenPublic]:
 
 
 @router.delete("/{token_id}")
-def revoke_token(token_id: str, db: DbDep, token: CurrentToken) -> TokenPublic:
+def revoke_token(token_id: str, db: DbDep, token: CurrentToken, request: Request) -> TokenPublic:
     _require_admin(token)
     with db.session() as s:
         row = s.get(TokenRow, token_id)
@@ -41,7 +41,9 @@ def revoke_token(token_id: str, db: DbDep, token: CurrentToken) -> TokenPublic:
             raise not_found("Token", token_id)
         if row.revoked_at is None:
             row.revoked_at = utcnow()
-        return token_public(row)
+        public = token_public(row)
+    request.app.state.token_cache.evict(token_id)
+    return public
 
 
 __all__ = ["router"]

@@ -35,10 +35,10 @@ from fedsilo.wire import (
 if TYPE_CHECKING:
     from fedsilo.server.engine.runner import SessionEngine
 
-__all__ = ["EngineContext", "Interrupted", "SessionCanceled", "ServerStopping"]
+__all__ = ["EngineContext", "Interrupted", "ServerStopping", "SessionCanceled"]
 
 
-class Interrupted(BaseException):  # noqa: N818  (a signal, not an error)
+class Interrupted(BaseException):
     """Unwinds a workflow. A BaseException so a package's ``except Exception`` cannot eat it."""
 
 
@@ -261,7 +261,7 @@ class EngineContext:
             session_id=self._info.id,
             package_name=self._info.package_name,
             round=rnd,
-            model_config=self._info.model_config,
+            model_config_=self._info.model_config,
             data_config=self._info.data_config,
             meta=dict(meta),
         )

@@ -52,6 +52,8 @@ class SessionEngine:
         self.stopping = threading.Event()
         self.joined = threading.Condition()
         self._workers: dict[str, _Worker] = {}
+        #: participant id -> (session id, monotonic time its membership was last read)
+        self.participant_seen: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
