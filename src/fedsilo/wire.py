@@ -19,6 +19,7 @@ REST surface (all under ``/api/v1`` and behind ``Authorization: Bearer <token>``
     DELETE /sessions/{sid}                             -> 204 (not while pending/running)
     GET    /sessions/{sid}/metrics                     -> SessionMetricsPublic
     GET    /sessions/{sid}/model                       -> frame(model arrays, ModelMeta)
+    GET    /sessions/{sid}/logs                        -> list[SessionLogLine]
     GET    /sessions/{sid}/participants                -> list[ParticipantPublic]
     POST   /sessions/{sid}/participants                ParticipantJoin -> 201 ParticipantPublic
     GET    /sessions/{sid}/participants/{pid}/tasks/next?wait=S
@@ -217,6 +218,13 @@ class SessionEnded(BaseModel):
     detail: str
     status: SessionStatus
     reason: str | None = None
+
+
+class SessionLogLine(BaseModel):
+    """One line of ``GET /sessions/{sid}/logs``: what the engine did, in order."""
+
+    time: datetime
+    message: str
 
 
 class SessionMetricsPublic(BaseModel):

@@ -74,9 +74,9 @@ def test_session_survives_a_server_sigkill(tmp_path: Path) -> None:
             session.wait(timeout=240, progress=False)
             assert [c.wait(timeout=60) for c in clients] == [0, 0]
             metrics = session.metrics().as_dict()
-            logs = client.api.get_json(f"/sessions/{session_id}/logs")
+            logs = session.logs()
         assert len(metrics["federated_metrics"]) == ROUNDS
-        assert any("resuming from the checkpoint of round" in line["message"] for line in logs)
+        assert any("resuming from the checkpoint of round" in line.message for line in logs)
     finally:
         for c in clients:
             c.stop()

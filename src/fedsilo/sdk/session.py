@@ -17,6 +17,7 @@ from fedsilo.sdk.metrics import SessionMetrics
 from fedsilo.sdk.model import Model
 from fedsilo.wire import (
     ParticipantPublic,
+    SessionLogLine,
     SessionMetricsPublic,
     SessionPublic,
     SessionStatus,
@@ -257,6 +258,11 @@ class Session:
                 "call session.wait() before session.model().",
             ) from exc
         return Model.from_frame(response.content)
+
+    def logs(self) -> list[SessionLogLine]:
+        """What the server did in this session, oldest first (joins, resumes, failures)."""
+        body = self._api.get_json(f"{self._path}/logs")
+        return [SessionLogLine.model_validate(item) for item in body]
 
     def participants(self) -> list[ParticipantPublic]:
         """The clients that joined, with their dataset summaries (never values)."""

@@ -6,7 +6,6 @@ import secrets
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response
-from pydantic import BaseModel
 from sqlalchemy import delete, select, update
 
 from fedsilo.errors import ConfigError
@@ -17,17 +16,13 @@ from fedsilo.server.tables import ModelRow, RoundRow, SessionLogRow, SessionRow,
 from fedsilo.wire import (
     OCTET_STREAM,
     SessionCreate,
+    SessionLogLine,
     SessionMetricsPublic,
     SessionPublic,
     SessionStatus,
 )
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
-
-
-class LogLine(BaseModel):
-    time: str
-    message: str
 
 
 def session_public(row: SessionRow) -> SessionPublic:
@@ -193,7 +188,7 @@ def session_model(session_id: str, db: DbDep, engine: EngineDep, _: CurrentToken
 
 
 @router.get("/{session_id}/logs")
-def session_logs(session_id: str, db: DbDep, _: CurrentToken) -> list[LogLine]:
+def session_logs(session_id: str, db: DbDep, _: CurrentToken) -> list[SessionLogLine]:
     get_session_row(db, session_id)
     with db.session() as s:
         rows = s.scalars(
@@ -201,4 +196,4 @@ def session_logs(session_id: str, db: DbDep, _: CurrentToken) -> list[LogLine]:
             .where(SessionLogRow.session_id == session_id)
             .order_by(SessionLogRow.id)
         ).all()
-        return [LogLine(time=r.created_at.isoformat(), message=r.message) for r in rows]
+        return [SessionLogLine(time=r.created_at, message=r.message) for r in rows]
