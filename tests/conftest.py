@@ -7,6 +7,7 @@ process start. End-to-end tests start real processes instead (``fedsilo.runners.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 import uvicorn
 from fastapi import FastAPI
 
 from fedsilo.server.app import create_app
 from fedsilo.server.settings import Settings
+from fedsilo.server.tables import Base
 
 ADMIN_TOKEN = "fs_test-admin-token"
 
@@ -79,10 +82,24 @@ def stop_thread_server(ts: ThreadServer) -> None:
     ts.thread.join(timeout=15)
 
 
-@pytest.fixture
-def server_settings(tmp_path: Path) -> Settings:
+# PostgreSQL joins the backends when a URL to a throwaway database is given (.ci/run starts
+# one); every test then starts from empty tables.
+POSTGRES_URL = os.environ.get("FEDSILO_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
+
+
+@pytest.fixture(params=BACKENDS)
+def server_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    db_url = None
+    if request.param == "postgresql":
+        assert POSTGRES_URL is not None
+        engine = sqlalchemy.create_engine(POSTGRES_URL)
+        Base.metadata.drop_all(engine)
+        engine.dispose()
+        db_url = POSTGRES_URL
     return Settings(
         data_dir=tmp_path / "server",
+        db_url=db_url,
         port=_free_port(),
         admin_token=ADMIN_TOKEN,
         task_timeout=60,
