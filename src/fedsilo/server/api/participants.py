@@ -130,21 +130,22 @@ def list_participants(session_id: str, db: DbDep, _: CurrentToken) -> list[Parti
         return [participant_public(r) for r in rows]
 
 
-def _poll_state(engine: SessionEngine, session_id: str, participant_id: str) -> SessionStatus:
-    """The session's status, after checking the participant belongs to it.
-
-    Memory answers when it can: a participant confirmed within ``_SEEN_RESOLUTION`` whose
-    session has a live workflow is known to be in an active session, so the round's hot path
-    reads no table. Otherwise the database is read and ``last_seen_at`` refreshed.
-    """
+def _known_active(engine: SessionEngine, session_id: str, participant_id: str) -> bool:
+    """Memory alone shows the participant is in an active session: it was confirmed within
+    ``_SEEN_RESOLUTION`` and its session has a live workflow. The round's hot path then reads
+    no table and takes no thread hop."""
     confirmed = engine.participant_seen.get(participant_id)
-    if (
+    return (
         confirmed is not None
         and confirmed[0] == session_id
         and time.monotonic() - confirmed[1] < _SEEN_RESOLUTION.total_seconds()
         and engine.is_running(session_id)
-    ):
-        return SessionStatus.running
+    )
+
+
+def _poll_state(engine: SessionEngine, session_id: str, participant_id: str) -> SessionStatus:
+    """The session's status from the database, after checking the participant belongs to it;
+    refreshes ``last_seen_at`` and the in-memory confirmation."""
     row = _read_poll_state(engine.db, session_id, participant_id)
     engine.participant_seen[participant_id] = (session_id, time.monotonic())
     return SessionStatus(row.status)
@@ -206,7 +207,10 @@ async def next_task(
             if task is not None and task.session_id == session_id:
                 task.delivered_at = task.delivered_at or utcnow()
                 return Response(content=task.frame, media_type=OCTET_STREAM)
-            status = await run_in_threadpool(_poll_state, engine, session_id, participant_id)
+            if _known_active(engine, session_id, participant_id):
+                status = SessionStatus.running
+            else:
+                status = await run_in_threadpool(_poll_state, engine, session_id, participant_id)
             if status.ended:
                 return await run_in_threadpool(_ended, engine.db, session_id)
             remaining = deadline - time.monotonic()
