@@ -32,6 +32,7 @@ def api(thread_server: Any) -> Iterator[httpx.Client]:
     with httpx.Client(
         base_url=thread_server.url + "/api/v1",
         headers={"Authorization": f"Bearer {thread_server.token}"},
+        timeout=60,  # the first session request may wait for the packages' imports
     ) as client:
         yield client
 
