@@ -89,7 +89,8 @@ def encode_frame(arrays: Mapping[str, np.ndarray] | None = None, header: Any = N
         array = np.asarray(value)
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
-        prepared[name] = np.ascontiguousarray(array)
+        # np.ascontiguousarray would promote a 0-d array to shape (1,)
+        prepared[name] = np.require(array, requirements="C")
     data: bytes = safetensors.numpy.save(prepared, metadata={_META_KEY: header_json})
     return data
 

@@ -27,6 +27,7 @@ def test_arrays_round_trip_exactly(dtype: type) -> None:
     assert set(decoded) == set(arrays)
     for name, original in arrays.items():
         assert decoded[name].dtype == original.dtype
+        assert decoded[name].shape == original.shape
         np.testing.assert_array_equal(decoded[name], original)
 
 
