@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test check format clean
+.PHONY: setup demo test check format clean bench
 
 setup: $(STAMP)
 
@@ -30,6 +30,25 @@ check: setup
 format: setup
 	$(VENV)/bin/ruff check --fix src tests bench
 	$(VENV)/bin/ruff format src tests bench
+
+# fedsilo beside Flower (issue 6). Flower lives in its own virtualenv: installing flwr into
+# .venv would downgrade fastapi/starlette/typer/rich/uvicorn under fedsilo. The harness bounds
+# every run and stops every process it started; `timeout` bounds the whole run.
+FLOWER_VENV := bench/.venv-flower
+FLOWER_STAMP := $(FLOWER_VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(FLOWER_STAMP):
+	$(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/pip install --quiet "flwr[simulation]==1.41.0" numpy
+	touch $(FLOWER_STAMP)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) $(FLOWER_STAMP)
+	timeout 1200 $(PY) bench/harness.py --profile full
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

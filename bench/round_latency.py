@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from common import facts, peak_rss_mb
 
 import fedsilo
 from fedsilo.data.synth import write_sample_data
@@ -41,16 +42,6 @@ FFNET_CONFIG: dict[str, Any] = {
     "seed": 23,
 }
 PREDICTORS = [f"x{i}" for i in range(15)]
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
 
 
 class PeakSampler(threading.Thread):
@@ -89,6 +80,8 @@ def round_times(client: fedsilo.Client, session_id: str, timeout: float) -> list
 
 def run_workload(kind: str, rounds: int, n_clients: int, work: Path) -> dict[str, Any]:
     files = write_sample_data(work / "data")
+    model_config: dict[str, Any]
+    data_config: dict[str, Any]
     if kind == "echo":
         package, model_config, data_config = "echo", {"payload_size": 16}, {"columns": []}
     else:
@@ -149,8 +142,7 @@ def run_workload(kind: str, rounds: int, n_clients: int, work: Path) -> dict[str
         "server_peak_rss_mb": round(sampler.peaks.get("server", float("nan")), 1),
         "client_peak_rss_mb": round(max(clients_peak), 1) if clients_peak else None,
         "client_exit_codes": codes,
-        "cores": os.cpu_count(),
-        "load_average": os.getloadavg(),
+        **facts(),
     }
 
 

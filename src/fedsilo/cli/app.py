@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from fedsilo.cli import client, data, demo, server, token
+from fedsilo.cli import config as config_cli
 from fedsilo.cli.errors import FedsiloGroup
 
 __all__ = ["app", "main"]
@@ -32,6 +33,7 @@ app.add_typer(client.app, name="client")
 app.add_typer(token.app, name="token")
 app.add_typer(data.app, name="data")
 app.add_typer(server.app, name="server")
+app.add_typer(config_cli.app, name="config")
 
 # `fedsilo demo`: the whole tutorial (server, sample data, two clients, a session) in one go.
 app.command("demo")(demo.demo)

@@ -1,6 +1,9 @@
 """The client process next to a silo's data: join a session, then poll, execute and reply.
 
-One :class:`ClientRuntime` serves one participant of one session::
+One :class:`ClientRuntime` serves one participant of one session. A training session reads a
+training (and optional test) table; a session whose data_config names datasets (EDA, see
+:class:`NamedDatasetsConfig`) reads one table as the dataset it names
+(:meth:`ClientRuntime.for_dataset`)::
 
     fetch_session ─> prepare (load + validate both files; refuse here, before joining)
                   ─> join ─> loop: tasks/next ─┬─ 200 task  -> executor.handle -> reply
@@ -17,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from fedsilo.data.loading import load_table
 from fedsilo.data.validation import find_problems, summarize
@@ -57,7 +60,7 @@ if TYPE_CHECKING:
     from fedsilo.http import ApiClient
     from fedsilo.packages.base import Executor, ModelPackage
 
-__all__ = ["ClientRuntime", "PreparedData"]
+__all__ = ["ClientRuntime", "NamedDatasetsConfig", "PreparedData"]
 
 logger = logging.getLogger("fedsilo.client")
 
@@ -74,6 +77,20 @@ _UNAVAILABLE_STATUSES = (502, 503, 504)
 # Added to the long-poll's `wait` for the read timeout, so a slow answer is not mistaken for a
 # dead server.
 _POLL_GRACE = 10.0
+
+
+@runtime_checkable
+class NamedDatasetsConfig(Protocol):
+    """A data_config that maps dataset names to the columns each dataset contributes.
+
+    Sessions with such a config (EDA) are joined with one dataset and its name
+    (:meth:`ClientRuntime.for_dataset`); the config says which of its columns are read.
+    """
+
+    def columns_for(self, dataset_name: str, available: Sequence[str]) -> list[str]:
+        """The columns read from dataset ``dataset_name`` with columns ``available``;
+        raises :class:`~fedsilo.errors.DataError` listing what is missing."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,9 @@ class ClientRuntime:
     on_event : callable, optional
         Receives one human-readable progress line per event (joined, task received, reply sent,
         reconnects, session end). Default: the ``fedsilo.client`` logger at INFO.
+    dataset_name : str, optional
+        Join a session of named datasets (EDA) with ``train_path`` as the dataset of this
+        name; ``test_path`` must then be None. See :meth:`for_dataset`.
 
     Attributes
     ----------
@@ -142,12 +162,24 @@ class ClientRuntime:
         poll_wait: float = 30.0,
         reconnect_timeout: float = 300.0,
         on_event: Callable[[str], None] | None = None,
+        dataset_name: str | None = None,
     ) -> None:
         if not SESSION_ID_PATTERN.match(session_id):
             raise ConfigError(
                 f"The session id must be 10 lowercase hex characters (e.g. '3f9a0c12de'). "
                 f"Got {session_id!r}."
             )
+        # First: the client name defaults to the dataset name, so name the field given.
+        if dataset_name is not None:
+            if not CLIENT_NAME_PATTERN.match(dataset_name):
+                raise ConfigError(
+                    "The dataset name must start with a letter or digit and contain only "
+                    f"letters, digits and '_.@:-' (at most 128 characters). Got {dataset_name!r}."
+                )
+            if test_path is not None:
+                raise ConfigError(
+                    f"A named dataset is one table; got a test path ({test_path!r}) as well."
+                )
         if not CLIENT_NAME_PATTERN.match(client_name):
             raise ConfigError(
                 "The client name must start with a letter or digit and contain only letters, "
@@ -167,6 +199,7 @@ class ClientRuntime:
         self.train_path = train_path
         self.test_path = test_path
         self.batch_size = batch_size
+        self.dataset_name = dataset_name
         self.poll_wait = poll_wait
         self.reconnect_timeout = reconnect_timeout
         self._on_event = on_event
@@ -174,6 +207,40 @@ class ClientRuntime:
         self.ended: SessionEnded | None = None
         self._last_success = time.monotonic()
         self._outage_started: float | None = None
+
+    @classmethod
+    def for_dataset(
+        cls,
+        api: ApiClient,
+        session_id: str,
+        dataset_path: str,
+        dataset_name: str,
+        client_name: str | None = None,
+        **options: Any,
+    ) -> ClientRuntime:
+        """A runtime that joins a session of named datasets (EDA) with one dataset.
+
+        Parameters
+        ----------
+        dataset_path : str
+            The dataset's table (local path or fsspec URL, parquet or CSV).
+        dataset_name : str
+            Its name; the session's data_config says which columns it contributes.
+        client_name : str, optional
+            Defaults to ``dataset_name``.
+        **options
+            ``poll_wait``, ``reconnect_timeout``, ``on_event`` as for the constructor.
+        """
+        return cls(
+            api,
+            session_id,
+            client_name if client_name is not None else dataset_name,
+            dataset_path,
+            None,
+            1,  # no mini-batches in analytics; the field only matters to training packages
+            dataset_name=dataset_name,
+            **options,
+        )
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -245,6 +312,21 @@ class ClientRuntime:
         package = get_package(session.package_name)
         model_config = package.parse_model_config(session.model_config_)
         data_config = package.parse_data_config(session.data_config)
+        named = isinstance(data_config, NamedDatasetsConfig)
+        if named and self.dataset_name is None:
+            raise ConfigError(
+                f"Session {session.id} ({session.kind}, package {session.package_name}) "
+                "analyses named datasets: join it with `fedsilo client eda --dataset-path P "
+                "--dataset-name NAME`."
+            )
+        if self.dataset_name is not None:
+            if not named:
+                raise ConfigError(
+                    f"Session {session.id} ({session.kind}, package {session.package_name}) "
+                    "does not take named datasets: join it with `fedsilo client train "
+                    "--train-path P`."
+                )
+            return self._prepare_dataset(self.dataset_name, package, model_config, data_config)
         required: list[str] = list(data_config.required_columns())
 
         problems: list[str] = []
@@ -312,6 +394,35 @@ class ClientRuntime:
                 self._emit(f"session {self.session_id} {ended.status}{why}")
                 return ended.status
             self._handle_task(base, response.content, executor)
+
+    def _prepare_dataset(
+        self,
+        dataset_name: str,
+        package: ModelPackage[Any, Any],
+        model_config: Any,
+        data_config: Any,
+    ) -> PreparedData:
+        """Load the one named dataset; the package's executor checks it further (its policy
+        on row counts, the values of the columns) before anything is sent."""
+        frame = load_table(self.train_path, "--dataset-path")
+        columns = data_config.columns_for(dataset_name, [str(c) for c in frame.columns])
+
+        from fedsilo.data.dataset import LocalDataset
+
+        dataset = LocalDataset(
+            train=frame, test=None, batch_size=self.batch_size, name=dataset_name
+        )
+        self._emit(
+            f"data loaded: dataset {dataset_name!r} {len(frame)} rows; "
+            f"{len(columns)} column(s) selected"
+        )
+        return PreparedData(
+            package=package,
+            model_config=model_config,
+            data_config=data_config,
+            dataset=dataset,
+            summary=summarize(frame, None, columns=columns),
+        )
 
     # ------------------------------------------------------------------- helpers
 

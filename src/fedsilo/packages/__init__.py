@@ -17,7 +17,9 @@ __all__ = ["REGISTRY", "get_package", "package_names"]
 #: package name -> module that defines ``PACKAGE: ModelPackage``
 REGISTRY: dict[str, str] = {
     "echo": "fedsilo.packages.echo",
+    "eda": "fedsilo.packages.eda",
     "ffnet": "fedsilo.packages.ffnet",
+    "glm": "fedsilo.packages.glm",
 }
 
 

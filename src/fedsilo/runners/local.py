@@ -38,6 +38,7 @@ __all__ = [
     "ServerProcess",
     "free_port",
     "start_client",
+    "start_eda_client",
     "start_server",
 ]
 
@@ -392,6 +393,64 @@ def start_client(
     ]  # fmt: skip
     full_env = {**os.environ, **(env or {}), "FEDSILO_TOKEN": token}
     return ClientProcess(args, full_env, log, session_id=session_id, client_name=client_name)
+
+
+def start_eda_client(
+    session_id: str,
+    dataset_path: str | os.PathLike[str],
+    dataset_name: str,
+    url: str,
+    token: str,
+    client_name: str | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+    extra_args: Sequence[str] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+) -> ClientProcess:
+    """Start ``fedsilo client eda`` for one dataset of an EDA session.
+
+    Parameters
+    ----------
+    session_id : str
+        The session to join.
+    dataset_path : path
+        The dataset's parquet/csv file.
+    dataset_name : str
+        Its name (the key of the session's data_config that selects its columns).
+    url, token : str
+        Server URL and bearer token (the token travels in ``FEDSILO_TOKEN``).
+    client_name : str, optional
+        Defaults to the dataset name.
+    log_path : path, optional
+        Where the client's output goes; a new temporary file by default.
+    extra_args : sequence of str
+        Appended to the command line.
+    env : mapping, optional
+        Extra environment variables over this process's own.
+
+    Returns
+    -------
+    ClientProcess
+        Running; ``.wait(timeout)`` returns its exit code (0 once the session completes).
+    """
+    name = client_name if client_name is not None else dataset_name
+    if log_path is None:
+        handle, temp = tempfile.mkstemp(prefix=f"fedsilo-eda-{name}-", suffix=".log")
+        os.close(handle)
+        log = Path(temp)
+    else:
+        log = Path(log_path)
+    args = [
+        sys.executable, "-m", "fedsilo", "client", "eda",
+        "--session", session_id,
+        "--dataset-path", str(dataset_path),
+        "--dataset-name", dataset_name,
+        *(["--client-name", client_name] if client_name is not None else []),
+        "--url", url,
+        *extra_args,
+    ]  # fmt: skip
+    full_env = {**os.environ, **(env or {}), "FEDSILO_TOKEN": token}
+    return ClientProcess(args, full_env, log, session_id=session_id, client_name=name)
 
 
 def _dial_host(host: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -110,6 +110,96 @@ class Client:
             "num_rounds": num_rounds,
             "model_config": dict(model_config),
             "data_config": dict(data_config),
+        }
+        return self._session(self._api.post_json("/sessions", body))
+
+    def create_eda_session(
+        self,
+        name: str,
+        description: str = "",
+        data_config: Mapping[str, Sequence[int | str]] | None = None,
+        num_datasets: int | None = None,
+        epsilon: float | None = 1.0,
+        *,
+        delta: float | None = None,
+        bins: int | None = None,
+        categorical: Sequence[str] | None = None,
+        policy: Mapping[str, int] | None = None,
+        relative_accuracy: float | None = None,
+    ) -> Session:
+        """Create an exploratory data analysis session (status ``created``).
+
+        Each dataset joins with ``fedsilo client eda --session ID --dataset-path P
+        --dataset-name NAME`` and sends per-column aggregates (never rows); after
+        :meth:`Session.start` and :meth:`Session.wait`, :meth:`Session.results` returns them.
+
+        Parameters
+        ----------
+        name, description : str
+        data_config : mapping of str to list of (str or int), optional
+            Dataset name -> columns to analyse, by name or 0-based position; ``[]`` for all.
+            A dataset not named here is analysed in full.
+        num_datasets : int, optional
+            How many datasets to wait for; default: the number ``data_config`` names.
+        epsilon : float or None, default 1.0
+            Each dataset's total differential privacy budget, split over its columns and
+            statistics (documented in :mod:`fedsilo.analytics.privacy`). None turns DP off:
+            exact statistics, for trusted data or tests only (the results carry a warning).
+        delta : float, optional
+            The DP delta for releases over data-dependent keys (default 1e-6).
+        bins : int, optional
+            Histogram bins of continuous columns (default 10).
+        categorical : list of str, optional
+            The categorical columns; by default they are detected (non-numeric, or at most
+            20 distinct values).
+        policy : mapping, optional
+            ``{"min_rows": ..., "min_count": ...}``, enforced by every client.
+        relative_accuracy : float, optional
+            Of the quantile sketch (default 0.01 without DP, 0.05 with it); coarser buckets
+            hold more rows each, so more of them pass the DP threshold on small datasets.
+
+        Returns
+        -------
+        Session
+
+        Raises
+        ------
+        ValueError
+            When ``num_datasets`` is not a positive integer.
+        ValidationError
+            When the server rejects a field (e.g. neither ``data_config`` nor
+            ``num_datasets`` says which datasets to expect); ``detail`` names it.
+        """
+        datasets = {str(k): list(v) for k, v in (data_config or {}).items()}
+        if num_datasets is not None and (
+            isinstance(num_datasets, bool) or not isinstance(num_datasets, int) or num_datasets < 1
+        ):
+            raise ValueError(
+                f"The 'num_datasets' parameter must be an integer >= 1 or None. "
+                f"Got {num_datasets!r}."
+            )
+        # Only what the caller set: the package's defaults (on the server) rule the rest.
+        model_config: dict[str, Any] = {"epsilon": epsilon, "num_datasets": num_datasets}
+        if delta is not None:
+            model_config["delta"] = delta
+        if bins is not None:
+            model_config["bins"] = bins
+        if categorical is not None:
+            model_config["categorical"] = list(categorical)
+        if policy is not None:
+            model_config["policy"] = dict(policy)
+        if relative_accuracy is not None:
+            model_config["relative_accuracy"] = relative_accuracy
+        body = {
+            "name": name,
+            "description": description,
+            "kind": SessionKind.eda.value,
+            "package_name": "eda",
+            "min_num_clients": num_datasets if num_datasets is not None else max(len(datasets), 1),
+            # profile (kinds, sketches), then summaries on the agreed bin edges
+            "num_rounds": 2,
+            "model_config": model_config,
+            "data_config": datasets,
         }
         return self._session(self._api.post_json("/sessions", body))
 

@@ -163,6 +163,25 @@ class Model:
             )
         return as_sklearn()
 
+    def summary(self) -> pd.DataFrame:
+        """The coefficient table (estimates, standard errors, tests, intervals), for packages
+        that offer one (``glm`` fitted by Newton without penalty).
+
+        Raises
+        ------
+        FedsiloError
+            When the package has no summary (or, from the package, when this model cannot
+            have one, e.g. a penalized fit).
+        """
+        summary = getattr(self.exported, "summary", None)
+        if summary is None:
+            raise FedsiloError(
+                f"The {self._meta.package_name!r} package has no coefficient summary; "
+                "expected a package with summary() such as 'glm'."
+            )
+        table: pd.DataFrame = summary()
+        return table
+
     def predict(self, data: pd.DataFrame) -> Any:
         """Predict for the rows of ``data``.
 

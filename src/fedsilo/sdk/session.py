@@ -12,11 +12,18 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from fedsilo.errors import NotFoundError, ServerUnavailable, SessionError, WaitTimeout
+from fedsilo.errors import (
+    FedsiloError,
+    NotFoundError,
+    ServerUnavailable,
+    SessionError,
+    WaitTimeout,
+)
 from fedsilo.sdk.metrics import SessionMetrics
 from fedsilo.sdk.model import Model
 from fedsilo.wire import (
     ParticipantPublic,
+    SessionKind,
     SessionLogLine,
     SessionMetricsPublic,
     SessionPublic,
@@ -26,6 +33,7 @@ from fedsilo.wire import (
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
+    from fedsilo.analytics.results import EdaResults
     from fedsilo.http import ApiClient
 
 __all__ = ["Session"]
@@ -258,6 +266,46 @@ class Session:
                 "call session.wait() before session.model().",
             ) from exc
         return Model.from_frame(response.content)
+
+    def results(self) -> EdaResults:
+        """Download the results of an EDA session.
+
+        Returns
+        -------
+        EdaResults
+            ``results["dataset_one"]["x1"].mean()``, ``results.describe()``,
+            ``results.pooled()``, ``.plot_hist()`` ... (see :mod:`fedsilo.analytics.results`).
+
+        Raises
+        ------
+        FedsiloError
+            When this is not an EDA session (a training session has ``model()`` instead).
+        NotFoundError
+            When the session has no results yet (they are saved when it completes).
+        """
+        if self._public.kind is not SessionKind.eda:
+            raise FedsiloError(
+                f"Session {self.id} is a {self._public.kind} session; results() reads the "
+                "results of EDA sessions (client.create_eda_session). A training session's "
+                "outcome is session.model()."
+            )
+        from fedsilo.analytics.results import EdaResults
+        from fedsilo.wire import ModelMeta, decode_frame, parse_header
+
+        try:
+            response = self._api.request("GET", f"{self._path}/model")
+        except NotFoundError as exc:
+            if "no model" not in str(exc.detail).lower():
+                raise  # the session itself does not exist; the server's detail says so
+            raise NotFoundError(
+                404,
+                f"Session {self.id} has no results yet (it is {self.status}). Results are "
+                "saved when the session completes; call session.wait() before "
+                "session.results().",
+            ) from exc
+        arrays, header = decode_frame(response.content)
+        meta = parse_header(ModelMeta, header, "EDA results frame header")
+        return EdaResults.from_payload(meta.meta, arrays)
 
     def logs(self) -> list[SessionLogLine]:
         """What the server did in this session, oldest first (joins, resumes, failures)."""

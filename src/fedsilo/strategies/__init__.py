@@ -2,6 +2,19 @@
 
 Every strategy derives from :class:`Strategy` (``strategies/base.py``) and is built from the
 ``{"name": ..., "params": {...}}`` block of a model_config by :func:`get_strategy`.
+
+========== =============================================================================
+name       what the server does with the clients' models
+========== =============================================================================
+FedAvg     example-weighted mean (McMahan et al. 2017)
+FedAvgM    FedAvg plus a server momentum step (Hsu et al. 2019)
+FedOpt     adaptive server step, Algorithm 2 of Reddi et al. 2021 (EMA second moment)
+FedAdam    FedOpt with Adam's second moment and defaults
+FedAdagrad FedOpt with Adagrad's accumulated second moment
+FedYogi    FedOpt with Yogi's second moment
+FedProx    FedAvg; clients add the proximal term (mu/2)||w - w_t||^2 (Li et al. 2020)
+iter_avg   unweighted mean, every client counts once (IBM FL's ``iter_avg``)
+========== =============================================================================
 """
 
 from __future__ import annotations
@@ -13,26 +26,51 @@ from pydantic import ValidationError
 
 from fedsilo.errors import ConfigError
 from fedsilo.strategies.base import Strategy, StrategyParams
+from fedsilo.strategies.fedadagrad import FedAdagrad, FedAdagradParams
+from fedsilo.strategies.fedadam import FedAdam, FedAdamParams
 from fedsilo.strategies.fedavg import FedAvg, FedAvgParams
+from fedsilo.strategies.fedavgm import FedAvgM, FedAvgMParams
+from fedsilo.strategies.fedopt import AdaptiveParams, FedOpt, FedOptBase, FedOptParams
+from fedsilo.strategies.fedprox import FedProx, FedProxParams
+from fedsilo.strategies.fedyogi import FedYogi, FedYogiParams
+from fedsilo.strategies.iter_avg import UnweightedAverage, UnweightedAverageParams
 from fedsilo.wire import format_validation_error
 
 __all__ = [
     "STRATEGIES",
+    "AdaptiveParams",
+    "FedAdagrad",
+    "FedAdagradParams",
+    "FedAdam",
+    "FedAdamParams",
     "FedAvg",
+    "FedAvgM",
+    "FedAvgMParams",
     "FedAvgParams",
+    "FedOpt",
+    "FedOptBase",
+    "FedOptParams",
+    "FedProx",
+    "FedProxParams",
+    "FedYogi",
+    "FedYogiParams",
     "Strategy",
     "StrategyParams",
+    "UnweightedAverage",
+    "UnweightedAverageParams",
     "get_strategy",
     "strategy_names",
 ]
 
 #: strategy name (as users spell it in model_config) -> class
 STRATEGIES: dict[str, type[Strategy]] = {
-    FedAvg.name: FedAvg,
+    cls.name: cls
+    for cls in (FedAvg, FedAvgM, FedOpt, FedAdam, FedAdagrad, FedYogi, FedProx, UnweightedAverage)
 }
 
 
 def strategy_names() -> list[str]:
+    """The registered strategy names, sorted."""
     return sorted(STRATEGIES)
 
 

@@ -1,13 +1,17 @@
 """The base every aggregation strategy builds on: paired configure / aggregate hooks.
 
-A strategy decides, each round, which participants train (:meth:`Strategy.configure_fit`), how
-their updates become the next global model (:meth:`Strategy.aggregate_fit`) and which
-participants evaluate it (:meth:`Strategy.configure_evaluate`). The workflow calls the hooks in
-that order; the engine only moves tasks.
+A strategy decides, each round, which participants train (:meth:`Strategy.configure_fit`) and
+what the server sends them besides the weights (:meth:`Strategy.fit_config`), how their updates
+become the next global model (:meth:`Strategy.aggregate_fit`), and which participants evaluate
+it (:meth:`Strategy.configure_evaluate`, :meth:`Strategy.evaluate_config`). The workflow calls
+the hooks in that order; the engine only moves tasks. :meth:`Strategy.initial_arrays` gives the
+model of round 1 (``initial_parameters`` when the user set them).
 
 State that must survive a server restart (server-side momentum, Adam moments, ...) lives in
 arrays so it rides in the session checkpoint: :meth:`Strategy.state_arrays` and
-:meth:`Strategy.load_state_arrays`. Plain FedAvg has none.
+:meth:`Strategy.load_state_arrays`. A strategy declares its :attr:`Strategy.state_slots`
+(``("m", "v")`` for FedAdam) and keeps one float64 array per slot and floating-point model
+array; plain FedAvg has none.
 """
 
 from __future__ import annotations
@@ -15,16 +19,37 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
-from fedsilo.errors import TaskError
+from fedsilo.errors import ConfigError, TaskError
 from fedsilo.packages.base import Participant, Reply
+from fedsilo.strategies.aggregation import is_trainable, reply_weight, weighted_average
 from fedsilo.wire import Arrays
 
 __all__ = ["Strategy", "StrategyParams", "reply_weight", "weighted_average"]
+
+
+def _numeric_array(value: Any) -> Any:
+    # Parsed once here so a ragged or non-numeric list fails at config time, not in round 1.
+    try:
+        array = np.asarray(value)
+    except ValueError:  # numpy refuses ragged nested lists
+        array = np.asarray(None)
+    if array.dtype.kind not in "iuf":
+        raise PydanticCustomError(
+            "initial_parameters",
+            "expected a number or a rectangular nested list of numbers",
+        )
+    if not np.isfinite(array).all():
+        raise PydanticCustomError("initial_parameters", "values must be finite")
+    return value
+
+
+InitialArray = Annotated[Any, AfterValidator(_numeric_array)]
 
 
 class StrategyParams(BaseModel):
@@ -49,6 +74,12 @@ class StrategyParams(BaseModel):
     accept_failures : bool, default True
         When True a round goes on without the clients whose task failed (as long as the
         minimum of replies came back); when False one failure fails the session.
+    initial_parameters : dict of str to nested list, optional
+        The global model of round 1, one entry per array of the package's model (for ffnet
+        the ``state_dict`` names, e.g. ``"hidden0.weight"``), each a number or a nested
+        list of numbers of that array's shape. Default: the package's seeded
+        initialisation. Named rather than positional (the seed's list of weights) so a
+        reordered or missing array is an error naming it, not a silent mix-up.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -59,6 +90,7 @@ class StrategyParams(BaseModel):
     min_eval_clients: int = Field(default=1, ge=1)
     min_available_clients: int = Field(default=1, ge=1)
     accept_failures: bool = True
+    initial_parameters: dict[str, InitialArray] | None = None
 
 
 class Strategy(ABC):
@@ -77,9 +109,18 @@ class Strategy(ABC):
     name: ClassVar[str]
     #: the pydantic model of this strategy's ``params``
     params_type: ClassVar[type[StrategyParams]] = StrategyParams
+    #: the per-array state kept across rounds (checkpoint keys are ``"<slot>/<array>"``)
+    state_slots: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: StrategyParams) -> None:
+        if not isinstance(params, self.params_type):
+            raise TypeError(
+                f"{type(self).__name__} takes {self.params_type.__name__}, "
+                f"not {type(params).__name__}."
+            )
         self.params = params
+        # slot -> model array name -> float64 array; empty until the first aggregation
+        self._state: dict[str, dict[str, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ sampling
 
@@ -131,6 +172,18 @@ class Strategy(ABC):
         self._check_available(participants, "min_eval_clients", self.params.min_eval_clients)
         return _sample(participants, self.num_evaluate_clients(len(participants)), rng)
 
+    def fit_config(self, rnd: int) -> dict[str, Any]:
+        """What the server adds to every fit task's meta in round ``rnd`` (JSON-able).
+
+        Empty by default; FedProx sends ``{"proximal_mu": mu}``. The package's client reads
+        the keys it knows (the seed's ``on_fit_config_fn``).
+        """
+        return {}
+
+    def evaluate_config(self, rnd: int) -> dict[str, Any]:
+        """What the server adds to every evaluate task's meta in round ``rnd`` (JSON-able)."""
+        return {}
+
     def _check_available(
         self, participants: Sequence[Participant], field: str, minimum: int
     ) -> None:
@@ -143,6 +196,46 @@ class Strategy(ABC):
                 )
 
     # --------------------------------------------------------------- aggregation
+
+    def initial_arrays(self, template: Arrays) -> Arrays:
+        """The global model of round 1.
+
+        Parameters
+        ----------
+        template : dict of str to ndarray
+            The package's freshly initialised model; fixes names, shapes and dtypes.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``initial_parameters`` cast to the template's dtypes when set, else ``template``.
+
+        Raises
+        ------
+        ConfigError
+            When ``initial_parameters`` misses an array of the model, names one it does
+            not have, or gives one in the wrong shape.
+        """
+        given = self.params.initial_parameters
+        if given is None:
+            return template
+        problems = [f"{name!r} is missing" for name in template if name not in given]
+        problems += [f"{name!r} is not part of the model" for name in given if name not in template]
+        arrays = {name: np.asarray(given[name]) for name in template if name in given}
+        for name, array in arrays.items():
+            expected = np.shape(template[name])
+            if array.shape != expected:
+                problems.append(f"{name!r} has shape {array.shape}, expected {expected}")
+        if problems:
+            raise ConfigError(
+                f"strategy.params.initial_parameters does not match the {self.name} "
+                f"session's model: {'; '.join(problems)}."
+            )
+        result: Arrays = {}
+        for name, ref in template.items():
+            array = arrays[name] if is_trainable(ref) else np.rint(arrays[name])
+            result[name] = array.astype(np.asarray(ref).dtype)
+        return result
 
     @abstractmethod
     def aggregate_fit(self, rnd: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
@@ -168,16 +261,70 @@ class Strategy(ABC):
     # --------------------------------------------------------------------- state
 
     def state_arrays(self) -> Arrays:
-        """State that persists across rounds, as named arrays for the checkpoint."""
-        return {}
+        """State that persists across rounds, as named float64 arrays for the checkpoint.
+
+        Keys are ``"<slot>/<model array name>"``; empty before the first aggregation and
+        for strategies without state.
+        """
+        return {
+            f"{slot}/{name}": array.copy()
+            for slot, arrays in self._state.items()
+            for name, array in arrays.items()
+        }
 
     def load_state_arrays(self, arrays: Arrays) -> None:
-        """Restore what :meth:`state_arrays` returned (after a server restart)."""
-        if arrays:
+        """Restore what :meth:`state_arrays` returned (after a server restart).
+
+        Raises
+        ------
+        TaskError
+            When the arrays are not this strategy's state (unknown slot, a slot missing,
+            slots naming different model arrays).
+        """
+        if not arrays:
+            self._state = {}
+            return
+        if not self.state_slots:
             raise TaskError(
                 f"The {self.name} strategy keeps no state across rounds, but the checkpoint "
                 f"holds strategy arrays {sorted(arrays)}."
             )
+        state: dict[str, dict[str, np.ndarray]] = {}
+        for key, array in arrays.items():
+            slot, _, name = key.partition("/")
+            if slot not in self.state_slots or not name:
+                raise TaskError(
+                    f"The {self.name} strategy keeps state arrays named '<slot>/<array>' with "
+                    f"slot one of {list(self.state_slots)}; the checkpoint holds {key!r}."
+                )
+            state.setdefault(slot, {})[name] = np.array(array, dtype=np.float64)
+        names = {slot: sorted(state.get(slot, {})) for slot in self.state_slots}
+        if any(listed != names[self.state_slots[0]] for listed in names.values()):
+            raise TaskError(
+                f"The {self.name} strategy's checkpointed state is incomplete: arrays per "
+                f"slot {names}."
+            )
+        self._state = state
+
+    def _slot_state(self, slot: str, current: Arrays) -> dict[str, np.ndarray] | None:
+        """The ``slot`` arrays, checked against ``current``; None before the first round.
+
+        Raises
+        ------
+        TaskError
+            When the state (e.g. restored from a checkpoint) does not match the model.
+        """
+        arrays = self._state.get(slot)
+        if arrays is None:
+            return None
+        expected = {name: np.shape(ref) for name, ref in current.items() if is_trainable(ref)}
+        got = {name: array.shape for name, array in arrays.items()}
+        if got != expected:
+            raise TaskError(
+                f"The {self.name} strategy's {slot!r} state does not match the global model: "
+                f"state shapes {got}, model shapes {expected}."
+            )
+        return arrays
 
 
 # ------------------------------------------------------------------------- helpers
@@ -195,94 +342,3 @@ def _sample(
         return list(participants)
     chosen = np.sort(rng.choice(len(participants), size=k, replace=False))
     return [participants[int(i)] for i in chosen]
-
-
-def reply_weight(reply: Reply, key: str = "num_examples") -> float:
-    """The aggregation weight a reply declares in ``meta[key]``.
-
-    Raises
-    ------
-    TaskError
-        When the key is missing, not a number, negative or not finite.
-    """
-    who = reply.participant.client_name
-    value: Any = reply.meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TaskError(
-            f"The reply of client {who!r} must carry meta[{key!r}] as a number >= 0. Got {value!r}."
-        )
-    weight = float(value)
-    if not math.isfinite(weight) or weight < 0:
-        raise TaskError(
-            f"The reply of client {who!r} must carry meta[{key!r}] >= 0. Got {value!r}."
-        )
-    return weight
-
-
-def weighted_average(current: Arrays, replies: Iterable[Reply]) -> Arrays:
-    """The example-weighted mean of the replies' arrays, computed as a running sum.
-
-    Only one float64 accumulator per array is held, whatever the number of replies, so
-    memory stays at about twice the model size instead of N copies.
-
-    Parameters
-    ----------
-    current : dict of str to ndarray
-        Names, shapes and dtypes the result must have.
-    replies : iterable of Reply
-        Each reply's arrays must match ``current`` name for name and shape for shape.
-
-    Returns
-    -------
-    dict of str to ndarray
-        ``sum_i w_i * x_i / sum_i w_i`` per name, cast back to ``current``'s dtype (integer
-        arrays are rounded to the nearest integer first).
-
-    Raises
-    ------
-    TaskError
-        On no replies, a total weight of 0, or arrays that do not match ``current``.
-    """
-    sums = {name: np.zeros(np.shape(ref), dtype=np.float64) for name, ref in current.items()}
-    total = 0.0
-    count = 0
-    for reply in replies:
-        weight = reply_weight(reply)
-        _check_arrays(reply, current)
-        for name, acc in sums.items():
-            # One temporary of one array's size, never a stack of all clients.
-            acc += np.multiply(reply.arrays[name], weight, dtype=np.float64)
-        total += weight
-        count += 1
-    if count == 0:
-        raise TaskError("Cannot aggregate a round with no replies.")
-    if total <= 0:
-        raise TaskError(
-            f"Cannot aggregate: the {count} replies declare meta['num_examples'] summing to 0."
-        )
-    result: Arrays = {}
-    for name, acc in sums.items():
-        acc /= total
-        dtype = np.asarray(current[name]).dtype
-        if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
-            np.rint(acc, out=acc)
-        result[name] = acc.astype(dtype, copy=False)
-    return result
-
-
-def _check_arrays(reply: Reply, current: Arrays) -> None:
-    who = reply.participant.client_name
-    missing = sorted(set(current) - set(reply.arrays))
-    unexpected = sorted(set(reply.arrays) - set(current))
-    if missing or unexpected:
-        raise TaskError(
-            f"The reply of client {who!r} does not match the global model: "
-            f"missing arrays {missing}, unexpected arrays {unexpected}."
-        )
-    for name, ref in current.items():
-        got = np.shape(reply.arrays[name])
-        if got != np.shape(ref):
-            raise TaskError(
-                f"The reply of client {who!r} has array {name!r} of shape {got}; "
-                f"expected {np.shape(ref)}."
-            )

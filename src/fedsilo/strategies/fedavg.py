@@ -7,9 +7,11 @@ examples each used: ``w = sum_k n_k w_k / sum_k n_k``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 from fedsilo.packages.base import Reply
-from fedsilo.strategies.base import Strategy, StrategyParams, weighted_average
+from fedsilo.strategies.aggregation import weighted_average
+from fedsilo.strategies.base import Strategy, StrategyParams
 from fedsilo.wire import Arrays
 
 __all__ = ["FedAvg", "FedAvgParams"]
@@ -23,9 +25,10 @@ class FedAvg(Strategy):
     """Example-weighted averaging of the clients' models; keeps no state across rounds."""
 
     name = "FedAvg"
-    params_type = FedAvgParams
+    # Annotated so FedProx(FedAvg) may narrow it to its own params.
+    params_type: ClassVar[type[StrategyParams]] = FedAvgParams
 
     def aggregate_fit(self, rnd: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
         """The ``meta["num_examples"]``-weighted mean of the replies (streamed, see
-        :func:`fedsilo.strategies.base.weighted_average`)."""
+        :func:`fedsilo.strategies.aggregation.weighted_average`)."""
         return weighted_average(current, replies)

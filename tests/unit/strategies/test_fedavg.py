@@ -164,6 +164,7 @@ def test_defaults_differ_from_the_seed_on_fractions_only() -> None:
         "min_eval_clients": 1,
         "min_available_clients": 1,
         "accept_failures": True,
+        "initial_parameters": None,
     }
 
 

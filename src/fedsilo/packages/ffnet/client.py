@@ -6,8 +6,9 @@ returns new weights or metrics; it never touches the network, so it unit-tests a
 Task kinds
 ----------
 ``fit``
-    meta ``{"round": int, "local_epochs": int (optional)}``, arrays = global ``state_dict``.
-    Replies ``{"num_examples", "train_loss", "local_epochs"}`` and the trained ``state_dict``.
+    meta ``{"round": int, "local_epochs": int (optional), "proximal_mu": float (optional,
+    FedProx)}``, arrays = global ``state_dict``. Replies ``{"num_examples", "train_loss",
+    "local_epochs"}`` and the trained ``state_dict``.
 ``evaluate``
     meta ``{"round": int}``, arrays = global ``state_dict``. Replies metrics only:
     classification ``test_loss`` (cross-entropy), ``test_accuracy``, ``test_roc_auc``;
@@ -15,11 +16,19 @@ Task kinds
     ``target_m2`` (the test target's mean and sum of squared deviations, so the server can
     pool R^2 exactly); always ``test_num_examples`` and ``evaluated_on`` (``"test"``, or
     ``"train"`` when the client has no test set).
+
+Under ``differential_privacy_params`` (DP-SGD, :mod:`fedsilo.privacy`) the ``fit`` meta must
+also carry ``num_rounds``; the reply leaves out ``train_loss`` (an exact statistic of the
+training rows) and adds ``epsilon_spent``, ``epsilon_budget``, ``delta`` and
+``noise_multiplier``. A repeated request for the last round gets the same reply again. A
+client without a test set then evaluates nothing (``evaluated_on`` is ``"none"``,
+``test_num_examples`` 0) rather than release exact metrics of its training rows.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,9 +48,19 @@ from fedsilo.packages.ffnet.model import (
     load_arrays,
     module_arrays,
 )
+from fedsilo.privacy import DPSGDPlan, plan_dpsgd, resolve_delta
+from fedsilo.privacy.ledger import ReleaseLedger, privacy_report
+from fedsilo.training import train_local
 from fedsilo.wire import Arrays
 
-__all__ = ["KINDS", "FFNetExecutor", "compute_metrics", "shuffle_seed", "targets_tensor"]
+__all__ = [
+    "KINDS",
+    "FFNetExecutor",
+    "compute_metrics",
+    "per_row_criterion",
+    "shuffle_seed",
+    "targets_tensor",
+]
 
 #: the task kinds the executor handles
 KINDS = ("evaluate", "fit")
@@ -100,6 +119,20 @@ class FFNetExecutor:
         self.evaluated_on = "test" if "test" in tensors else "train"
         self.x_eval, self.y_eval = tensors[self.evaluated_on]
         self.criterion = make_criterion(model_config)
+        self._privacy: ReleaseLedger[DPSGDPlan] | None = None
+        privacy = model_config.differential_privacy_params
+        if privacy is not None:
+            n_rows = int(self.x_train.shape[0])
+            resolve_delta(privacy, n_rows)  # refuse a bad delta before joining, not mid-session
+            self._privacy = ReleaseLedger(
+                lambda rounds: plan_dpsgd(
+                    privacy,
+                    n_rows=n_rows,
+                    batch_size=self.batch_size,
+                    rounds=rounds,
+                    local_epochs=model_config.local_epochs,
+                )
+            )
         # Row indices of each class, for undersampling the majority classes every epoch.
         self._class_rows: list[torch.Tensor] = []
         if model_config.balance_train_datasets:
@@ -131,6 +164,9 @@ class FFNetExecutor:
     def fit(self, meta: dict[str, Any], arrays: Arrays) -> tuple[dict[str, Any], Arrays]:
         """Train ``local_epochs`` epochs of mini-batch SGD from the given weights.
 
+        Runs the shared loop :func:`fedsilo.training.train_local`; ``meta["proximal_mu"]``
+        (sent by FedProx) adds the proximal term pulling toward the given weights.
+
         Returns
         -------
         meta : dict
@@ -139,30 +175,71 @@ class FFNetExecutor:
         arrays : dict of str to ndarray
             The trained ``state_dict``.
         """
+        if self._privacy is not None:
+            return self._fit_private(self._privacy, meta, arrays)
         self._load(arrays, "fit")
         rnd = _meta_int(meta, "round", 0, minimum=0)
         epochs = _meta_int(meta, "local_epochs", self.model_config.local_epochs, minimum=1)
+        proximal_mu = _meta_float(meta, "proximal_mu", 0.0)
         params = self.model_config.optimizer.params
-        optimizer = torch.optim.SGD(
-            self.module.parameters(), lr=params.learning_rate, momentum=params.momentum
+        result = train_local(
+            self.module,
+            self.criterion,
+            self.x_train,
+            self.y_train,
+            learning_rate=params.learning_rate,
+            momentum=params.momentum,
+            epochs=epochs,
+            batch_size=self.batch_size,
+            generator=torch.Generator().manual_seed(shuffle_seed(self.model_config.seed, rnd)),
+            epoch_rows=self._epoch_rows if self._class_rows else None,
+            proximal_mu=proximal_mu,
         )
-        generator = torch.Generator().manual_seed(shuffle_seed(self.model_config.seed, rnd))
-        self.module.train()
-        train_loss = math.nan
-        num_examples = 0
-        for _ in range(epochs):
-            order = self._epoch_rows(generator)
-            num_examples = int(order.numel())
-            loss_sum = 0.0
-            for rows in torch.split(order, self.batch_size):
-                optimizer.zero_grad(set_to_none=True)
-                loss = self.criterion(self.module(self.x_train[rows]), self.y_train[rows])
-                loss.backward()
-                optimizer.step()
-                loss_sum += float(loss.item()) * int(rows.numel())
-            train_loss = loss_sum / max(num_examples, 1)
-        reply = {"num_examples": num_examples, "train_loss": train_loss, "local_epochs": epochs}
+        reply = {
+            "num_examples": result.num_examples,
+            "train_loss": result.train_loss,
+            "local_epochs": epochs,
+        }
         return reply, module_arrays(self.module)
+
+    def _fit_private(
+        self, ledger: ReleaseLedger[DPSGDPlan], meta: dict[str, Any], arrays: Arrays
+    ) -> tuple[dict[str, Any], Arrays]:
+        """``fit`` under DP-SGD: planned for the session, each round released once."""
+        plan = ledger.plan(meta)
+        rnd = _meta_int(meta, "round", 1, minimum=1)
+        released = ledger.replay(plan, rnd)
+        if released is not None:
+            return released
+        epochs = _meta_int(meta, "local_epochs", plan.local_epochs, minimum=1)
+        if epochs != plan.local_epochs:
+            raise TaskError(
+                f"Under differential privacy every round trains model_config.local_epochs = "
+                f"{plan.local_epochs} epoch(s), as the budget was planned. Got {epochs}."
+            )
+        self._load(arrays, "fit")
+        params = self.model_config.optimizer.params
+        result = train_local(
+            self.module,
+            per_row_criterion(self.model_config),
+            self.x_train,
+            self.y_train,
+            learning_rate=params.learning_rate,
+            momentum=params.momentum,
+            epochs=epochs,
+            batch_size=self.batch_size,
+            generator=torch.Generator(),  # unused: DP-SGD draws from a secret generator
+            proximal_mu=_meta_float(meta, "proximal_mu", 0.0),
+            privacy=plan,
+        )
+        reply = {
+            "num_examples": result.num_examples,
+            "local_epochs": epochs,
+            **privacy_report(plan, rnd),
+        }
+        trained = module_arrays(self.module)
+        ledger.record(rnd, reply, trained)
+        return reply, trained
 
     def evaluate(self, meta: dict[str, Any], arrays: Arrays) -> dict[str, Any]:
         """Metrics of the given weights on the test set (the training set when none).
@@ -173,6 +250,8 @@ class FFNetExecutor:
             See the module docstring for the keys.
         """
         self._load(arrays, "evaluate")
+        if self._privacy is not None and self.evaluated_on == "train":
+            return {"test_num_examples": 0, "evaluated_on": "none"}
         metrics: dict[str, Any] = dict(
             compute_metrics(
                 self.model_config, self.module, self.x_eval, self.y_eval, self.batch_size
@@ -227,6 +306,27 @@ def make_criterion(model_config: FFNetModelConfig) -> nn.Module:
     weights = model_config.ml_task.params.loss_weights
     weight = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
     return nn.CrossEntropyLoss(weight=weight)
+
+
+def per_row_criterion(
+    model_config: FFNetModelConfig,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss as DP-SGD needs it: the plain mean of per-row losses.
+
+    ``CrossEntropyLoss(weight=w)`` divides by the batch's summed class weights, which ties
+    each row's gradient to the other rows of the batch; DP-SGD clips rows one by one, so
+    under differential privacy each row's loss is ``w[y_i] * CE_i`` and the batch loss
+    their mean. Without ``loss_weights`` this is the usual mean loss.
+    """
+    if model_config.ml_task.type == "regression":
+        return nn.MSELoss()
+    weights = model_config.ml_task.params.loss_weights
+    weight = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
+
+    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets, weight=weight, reduction="none").mean()
+
+    return loss
 
 
 def compute_metrics(
@@ -359,3 +459,15 @@ def _meta_int(meta: dict[str, Any], key: str, default: int, minimum: int) -> int
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise TaskError(f"Task meta {key!r} must be an integer >= {minimum}. Got {value!r}.")
     return value
+
+
+def _meta_float(meta: dict[str, Any], key: str, default: float) -> float:
+    value = meta.get(key, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise TaskError(f"Task meta {key!r} must be a finite number >= 0. Got {value!r}.")
+    return float(value)

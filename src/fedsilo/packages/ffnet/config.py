@@ -15,8 +15,8 @@ The model_config takes the seed documentation's FFNet config as written::
     }
 
 Every level refuses unknown keys, so a typo is an error naming it rather than a silently
-ignored setting. ``differential_privacy_params`` is recognised but must be null until DP-SGD
-lands with the privacy work.
+ignored setting. ``differential_privacy_params`` (``{"epsilon": 4, "max_grad_norm": 7}``,
+optionally ``"delta"``) trains with DP-SGD; see :mod:`fedsilo.privacy.dp`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fedsilo.errors import ConfigError
 from fedsilo.packages.base import DataConfigBase
+from fedsilo.privacy.dp import DifferentialPrivacyParams
 from fedsilo.strategies import STRATEGIES, strategy_names
 
 __all__ = [
@@ -145,12 +146,6 @@ class SaveBestModel(_Strict):
         return "min" if self.metric == "loss" else "max"
 
 
-_DP_MESSAGE = (
-    "differential_privacy_params is not supported by ffnet yet (DP-SGD lands with the "
-    "privacy work); remove the key or set it to null."
-)
-
-
 class FFNetModelConfig(_Strict):
     """The ffnet model_config (see the module docstring for an example).
 
@@ -162,6 +157,8 @@ class FFNetModelConfig(_Strict):
         Seeds the initial weights, the client shuffles and the server's client sampling.
     eval_metrics : list of str, optional
         Metrics to report besides ``loss`` (default: all the task has).
+    differential_privacy_params : DifferentialPrivacyParams, optional
+        Train with DP-SGD; epsilon is each silo's budget for the whole session.
     """
 
     experiment_name: str = ""
@@ -173,7 +170,7 @@ class FFNetModelConfig(_Strict):
     balance_train_datasets: bool = False
     ml_task: MLTask
     optimizer: OptimizerConfig
-    differential_privacy_params: Any = None
+    differential_privacy_params: DifferentialPrivacyParams | None = None
     save_best_model: SaveBestModel | None = None
     seed: int = Field(default=23, ge=0)
     eval_metrics: list[str] | None = Field(default=None, min_length=1)
@@ -184,13 +181,6 @@ class FFNetModelConfig(_Strict):
     def _task_shorthand(cls, value: Any) -> Any:
         # The seed's long-form example writes "ml_task": "classification".
         return {"type": value} if isinstance(value, str) else value
-
-    @field_validator("differential_privacy_params")
-    @classmethod
-    def _no_dp_yet(cls, value: Any) -> Any:
-        if value is not None:
-            raise PydanticCustomError("dp_not_supported", _DP_MESSAGE)
-        return value
 
     @model_validator(mode="after")
     def _cross_field(self) -> FFNetModelConfig:
@@ -231,6 +221,22 @@ class FFNetModelConfig(_Strict):
                 "balance_train_datasets undersamples classes, so it needs ml_task.type "
                 "classification",
                 True,
+            )
+        privacy = self.differential_privacy_params
+        if privacy is not None and self.balance_train_datasets:
+            fail(
+                ("balance_train_datasets",),
+                "balance_train_datasets cannot be combined with differential_privacy_params: "
+                "DP-SGD samples every row with the same probability, which its privacy "
+                "accounting relies on; rebalance with ml_task.params.loss_weights instead",
+                True,
+            )
+        if privacy is not None and privacy.max_hessian_norm is not None:
+            fail(
+                ("differential_privacy_params", "max_hessian_norm"),
+                "max_hessian_norm applies to the glm newton solver only; ffnet clips "
+                "gradients at max_grad_norm",
+                privacy.max_hessian_norm,
             )
         known = TASK_METRICS[task]
         for i, metric in enumerate(self.eval_metrics or []):

@@ -15,7 +15,12 @@ Federated metrics (``ctx.record_round``), from the evaluate replies:
   scores themselves), hence the name. ``save_best_model.metric = "roc_auc"`` selects on it;
 * ``r2`` -- the pooled R^2, exact: clients send their test target's mean and sum of squared
   deviations, which combine (Chan et al.) into the pooled total sum of squares;
-* ``train_loss`` -- example-weighted mean of the fit replies' ``train_loss``.
+* ``train_loss`` -- example-weighted mean of the fit replies' ``train_loss`` (absent under
+  differential privacy, where clients do not release it).
+
+Under ``differential_privacy_params`` each fitting client's per-client metrics carry
+``epsilon_spent`` (its budget used after the round), and the saved model's meta a
+``privacy`` entry with the budget and every client's final ``epsilon_spent``.
 
 Checkpoint arrays are named ``global/<param>``, ``best/<param>`` and ``strategy/<name>``.
 """
@@ -40,6 +45,8 @@ __all__ = ["federated_metrics", "run"]
 _GLOBAL = "global/"
 _BEST = "best/"
 _STRATEGY = "strategy/"
+#: checkpoint meta key of the clients' latest epsilon_spent (DP sessions)
+_SPENT = "epsilon_spent"
 #: save_best_model metric name -> federated metric key
 _SELECTION_KEYS = {
     "loss": "loss",
@@ -69,6 +76,8 @@ def run(ctx: SessionContext, mc: FFNetModelConfig, dc: FFNetDataConfig) -> None:
     check_consistency(mc, dc)
     strategy = get_strategy(mc.strategy.name, mc.strategy.params)
     params = strategy.params
+    # Checked before waiting, so a bad initial_parameters fails the session at once.
+    initial = strategy.initial_arrays(module_arrays(build_module(mc)))
     needed = max(
         ctx.session.min_num_clients,
         params.min_available_clients,
@@ -79,6 +88,8 @@ def run(ctx: SessionContext, mc: FFNetModelConfig, dc: FFNetDataConfig) -> None:
         ctx.log(f"waiting for {needed} clients, as the strategy parameters require")
     participants = ctx.wait_for_clients(needed)
     tracker = _BestTracker(mc)
+    private = mc.differential_privacy_params is not None
+    spent: dict[str, float] = {}  # each client's latest epsilon_spent (DP only)
 
     checkpoint = ctx.restore()
     if checkpoint is not None:
@@ -90,9 +101,10 @@ def run(ctx: SessionContext, mc: FFNetModelConfig, dc: FFNetDataConfig) -> None:
             )
         strategy.load_state_arrays(_with_prefix(checkpoint.arrays, _STRATEGY))
         tracker.restore(checkpoint.meta, _with_prefix(checkpoint.arrays, _BEST))
+        spent = dict(checkpoint.meta.get(_SPENT) or {})
         start = checkpoint.round + 1
     else:
-        weights = module_arrays(build_module(mc))
+        weights = initial
         start = 1
 
     for rnd in range(start, ctx.session.num_rounds + 1):
@@ -102,7 +114,13 @@ def run(ctx: SessionContext, mc: FFNetModelConfig, dc: FFNetDataConfig) -> None:
             strategy.configure_fit(rnd, participants, rng),
             "fit",
             arrays=weights,
-            meta={"round": rnd, "local_epochs": mc.local_epochs},
+            meta={
+                "round": rnd,
+                "local_epochs": mc.local_epochs,
+                # Clients under DP plan their budget for the whole session from it.
+                "num_rounds": ctx.session.num_rounds,
+                **strategy.fit_config(rnd),
+            },
             round=rnd,
             accept_failures=params.accept_failures,
             min_replies=params.min_fit_clients,
@@ -111,6 +129,8 @@ def run(ctx: SessionContext, mc: FFNetModelConfig, dc: FFNetDataConfig) -> None:
             r.participant.client_name: _number(r.meta, "train_loss") for r in fit_replies
         }
         train_loss = _weighted_mean(fit_replies, "train_loss", "num_examples")
+        round_spent = _epsilons_spent(fit_replies) if private else {}
+        spent.update(round_spent)
         weights = strategy.aggregate_fit(rnd, weights, fit_replies)
         del fit_replies  # the clients' models: let them go before evaluation
 
@@ -118,7 +138,7 @@ def run(ctx: SessionContext, mc: FFNetModelConfig, dc: FFNetDataConfig) -> None:
             strategy.configure_evaluate(rnd, participants, rng),
             "evaluate",
             arrays=weights,
-            meta={"round": rnd},
+            meta={"round": rnd, **strategy.evaluate_config(rnd)},
             round=rnd,
             accept_failures=params.accept_failures,
             min_replies=params.min_eval_clients,
@@ -129,6 +149,8 @@ def run(ctx: SessionContext, mc: FFNetModelConfig, dc: FFNetDataConfig) -> None:
         if train_loss is not None:
             federated["train_loss"] = train_loss
         per_client = _per_client(eval_replies, train_losses)
+        for name, epsilon in round_spent.items():
+            per_client.setdefault(name, {})["epsilon_spent"] = epsilon
         ctx.record_round(rnd, federated=federated, per_client=per_client)
         tracker.update(rnd, federated, weights)
         ctx.checkpoint(
@@ -138,13 +160,40 @@ def run(ctx: SessionContext, mc: FFNetModelConfig, dc: FFNetDataConfig) -> None:
                 **{_BEST + k: v for k, v in tracker.weights.items()},
                 **{_STRATEGY + k: v for k, v in strategy.state_arrays().items()},
             },
-            meta=tracker.meta(),
+            meta={**tracker.meta(), **({_SPENT: spent} if private else {})},
         )
 
-    _save(ctx, tracker, weights, ctx.session.num_rounds)
+    privacy = None
+    if mc.differential_privacy_params is not None:
+        privacy = {
+            "epsilon": mc.differential_privacy_params.epsilon,
+            "max_grad_norm": mc.differential_privacy_params.max_grad_norm,
+            "epsilon_spent": spent,
+        }
+    _save(ctx, tracker, weights, ctx.session.num_rounds, privacy)
 
 
-def _save(ctx: SessionContext, tracker: _BestTracker, last: Arrays, num_rounds: int) -> None:
+def _epsilons_spent(replies: Sequence[Reply]) -> dict[str, float]:
+    """Each replying client's ``epsilon_spent``; a reply without one fails the round."""
+    result: dict[str, float] = {}
+    for reply in replies:
+        value = _number(reply.meta, "epsilon_spent")
+        if value is None:
+            raise TaskError(
+                f"The fit reply of client {reply.participant.client_name!r} carries no "
+                "'epsilon_spent', though the session trains under differential privacy."
+            )
+        result[reply.participant.client_name] = value
+    return result
+
+
+def _save(
+    ctx: SessionContext,
+    tracker: _BestTracker,
+    last: Arrays,
+    num_rounds: int,
+    privacy: dict[str, Any] | None = None,
+) -> None:
     if tracker.best_round is not None:
         arrays, rnd, metrics = tracker.weights, tracker.best_round, tracker.best_metrics
         selected_by = f"best {tracker.metric} ({tracker.mode})"
@@ -157,6 +206,9 @@ def _save(ctx: SessionContext, tracker: _BestTracker, last: Arrays, num_rounds: 
         "selected_by": selected_by,
         "federated_metrics": dict(metrics),
     }
+    if privacy is not None:
+        # Every round was released, whichever one is saved: the spending is the final one.
+        meta["privacy"] = privacy
     ctx.save_model(arrays, meta=meta, rnd=rnd)
 
 
@@ -326,6 +378,14 @@ def _log_train_evaluations(ctx: SessionContext, replies: Sequence[Reply]) -> Non
         ctx.log(
             f"clients without a test set report metrics on their training data: "
             f"{', '.join(on_train)}"
+        )
+    silent = sorted(
+        r.participant.client_name for r in replies if r.meta.get("evaluated_on") == "none"
+    )
+    if silent:
+        ctx.log(
+            f"clients under differential privacy without a test set report no metrics: "
+            f"{', '.join(silent)}"
         )
 
 

@@ -61,11 +61,17 @@ def test_dp_set_to_null_is_accepted() -> None:
     assert parse(config).differential_privacy_params is None
 
 
-def test_dp_params_give_a_clear_not_yet_supported_error() -> None:
-    message = error_of(copy.deepcopy(SEED_CONFIG))
-    assert "differential_privacy_params is not supported by ffnet yet" in message
-    assert "remove the key or set it to null" in message
-    assert '{"epsilon": 4, "max_grad_norm": 7}' in message
+def test_the_seed_config_with_its_dp_params_parses() -> None:
+    # DP-SGD landed (fedsilo.privacy); tests/unit/privacy covers the params in depth.
+    privacy = parse(copy.deepcopy(SEED_CONFIG)).differential_privacy_params
+    assert privacy is not None
+    assert (privacy.epsilon, privacy.max_grad_norm, privacy.delta) == (4, 7, None)
+
+
+def test_bad_dp_params_name_the_field() -> None:
+    config = without_dp() | {"differential_privacy_params": {"epsilon": -1, "max_grad_norm": 7}}
+    message = error_of(config)
+    assert "differential_privacy_params.epsilon: Input should be greater than 0" in message
 
 
 def test_the_seeds_long_form_example_fields_are_accepted() -> None:
@@ -119,7 +125,8 @@ def set_path(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], No
         ),
         (
             set_path(("strategy", "name"), "FedMagic"),
-            'strategy.name: unknown strategy; known strategies: FedAvg (got "FedMagic")',
+            "strategy.name: unknown strategy; known strategies: FedAdagrad, FedAdam, FedAvg, "
+            'FedAvgM, FedOpt, FedProx, FedYogi, iter_avg (got "FedMagic")',
         ),
         (
             set_path(("strategy", "params"), {"fraction_fit": 2}),

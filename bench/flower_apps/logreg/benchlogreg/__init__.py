@@ -1,0 +1,1 @@
+"""fedsilo bench: Flower logistic-regression app."""

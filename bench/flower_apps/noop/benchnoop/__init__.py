@@ -1,0 +1,1 @@
+"""fedsilo bench: Flower no-op app."""

@@ -1,0 +1,421 @@
+"""fedsilo beside Flower, same machine, same invocation, same data (issue 6).
+
+    make bench                                    # full profile, < 20 min
+    .venv/bin/python bench/harness.py --profile quick
+
+Workloads (one JSON line each in ``bench/results/bench-<stamp>.jsonl``, then a markdown table):
+
+a. round overhead floor: no-op rounds (fedsilo ``echo`` / a Flower App that returns at once),
+   N = 2 and 10 real client processes; N = 100 as threads in 4 processes (fedsilo) and on
+   Flower's simulation runtime; Flower's deployment runtime and simulation runtime both;
+b. training round: logistic regression, 15 features, 32,000 rows split IID over 2 clients,
+   1 local epoch of SGD (lr 0.2, batch 1024), FedAvg; final test accuracy/log-loss beside
+   scikit-learn's centrally trained LogisticRegression on the pooled rows;
+c. aggregation: FedAvg of 10 updates of 25M float32 (``bench/aggregation.py``);
+d. memory: peak RSS summed over every process of a run (in a and b rows);
+e. cold start: server launch -> all N clients joined (in a and b rows).
+
+Every line carries the machine's cores and load average: on a shared machine compare the
+fedsilo/Flower ratio of one invocation, not absolute numbers across invocations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fedsilo_runs
+import flower_runs
+from common import facts, install_signal_handlers, leftovers, stop_all
+
+BENCH = Path(__file__).resolve().parent
+
+#: rounds per run; Flower's deployment runtime takes seconds a round, so its runs are shorter
+#: in the full profile to keep ``make bench`` under 20 minutes (medians need no more).
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {
+        "rounds": 20,
+        "flower_rounds": 10,
+        "train_rounds": 20,
+        "clients": [2, 10],
+        "virtual": 100,
+        "agg_size": 25_000_000,
+        "agg_updates": 10,
+    },
+    "quick": {
+        "rounds": 20,
+        "flower_rounds": 5,
+        "train_rounds": 5,
+        "clients": [2, 10],
+        "virtual": 100,
+        "agg_size": 25_000_000,
+        "agg_updates": 10,
+    },
+    "smoke": {
+        "rounds": 5,
+        "flower_rounds": 2,
+        "train_rounds": 2,
+        "clients": [2],
+        "virtual": 10,
+        "agg_size": 1_000_000,
+        "agg_updates": 3,
+    },
+}
+
+
+class Recorder:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(self, row: dict[str, Any]) -> None:
+        row = {**row, **facts()}
+        self.rows.append(row)
+        with self.path.open("a") as sink:
+            sink.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+    def attempt(self, base: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> None:
+        """Run one measurement; a failure is recorded (with its reason) and the rest go on."""
+        began = time.monotonic()
+        try:
+            self.record({**base, **fn(), "elapsed_s": round(time.monotonic() - began, 1)})
+        except Exception as exc:
+            traceback.print_exc()
+            self.record({**base, "error": f"{type(exc).__name__}: {str(exc)[-600:]}"})
+        finally:
+            stop_all()
+
+
+def write_npz(frames: dict[str, Any], out: Path, n: int) -> None:
+    """Flower's clients read the same rows as fedsilo's: partition i = fedsilo client i."""
+    out.mkdir(parents=True, exist_ok=True)
+    features = [f"x{i}" for i in range(15)]
+    for i in range(n):
+        frame = frames[f"train_silo{i % 2}"]
+        np.savez(out / f"part{i}.npz", x=frame[features].to_numpy(), y=frame["y"].to_numpy())
+    test = frames["test"]
+    np.savez(out / "test.npz", x=test[features].to_numpy(), y=test["y"].to_numpy())
+
+
+def central_reference(frames: dict[str, Any]) -> dict[str, Any]:
+    """scikit-learn's LogisticRegression on the pooled 32,000 rows, scored on the test set."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, log_loss
+
+    features = [f"x{i}" for i in range(15)]
+    train, test = frames["train_centralized"], frames["test"]
+    began = time.perf_counter()
+    model = LogisticRegression(max_iter=1000).fit(train[features], train["y"])
+    seconds = time.perf_counter() - began
+    prob = model.predict_proba(test[features])
+    return {
+        "accuracy": round(float(accuracy_score(test["y"], prob.argmax(axis=1))), 4),
+        "log_loss": round(float(log_loss(test["y"], prob)), 4),
+        "fit_s": round(seconds, 3),
+    }
+
+
+def aggregation(mode: str, updates: int, size: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "aggregation.py"),
+            "--mode",
+            mode,
+            "--updates",
+            str(updates),
+            "--size",
+            str(size),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-1500:])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_all(profile: dict[str, Any], rec: Recorder, work: Path, only: set[str]) -> None:
+    from fedsilo.data.synth import make_frames, write_sample_data
+
+    files = write_sample_data(work / "data")
+    frames = make_frames()
+    silos = [files["train_silo0"], files["train_silo1"]]
+    write_npz(frames, work / "npz", max(profile["clients"] + [2]))
+    flwr = flower_runs.available()
+    rounds, frounds = profile["rounds"], profile["flower_rounds"]
+
+    if "a" in only:
+        for n in profile["clients"]:
+            base = {"benchmark": "a_round_floor", "clients": n, "client_mode": "processes"}
+            rec.attempt(
+                {**base, "system": "fedsilo", "runtime": "real processes", "rounds": rounds},
+                partial(
+                    fedsilo_runs.run,
+                    fedsilo_runs.ECHO,
+                    n,
+                    rounds,
+                    work / f"fs_echo{n}",
+                    silos,
+                    None,
+                    300,
+                ),
+            )
+            if flwr:
+                rec.attempt(
+                    {
+                        **base,
+                        "system": "flower",
+                        "flwr": flwr,
+                        "runtime": "deployment",
+                        "rounds": frounds,
+                    },
+                    partial(
+                        flower_runs.run_deployment,
+                        "noop",
+                        n,
+                        frounds,
+                        work / f"fl_noop{n}",
+                        {},
+                        60 + 40 * n * frounds,
+                    ),
+                )
+                rec.attempt(
+                    {
+                        **base,
+                        "system": "flower",
+                        "flwr": flwr,
+                        "runtime": "simulation",
+                        "client_mode": "virtual",
+                        "rounds": rounds,
+                    },
+                    partial(
+                        flower_runs.run_simulation, "noop", n, rounds, work / f"fl_sim{n}", 300
+                    ),
+                )
+        v = profile["virtual"]
+        base = {"benchmark": "a_round_floor", "clients": v, "client_mode": "threads"}
+        rec.attempt(
+            {**base, "system": "fedsilo", "runtime": "threads, 4 processes", "rounds": rounds},
+            lambda: fedsilo_runs.run(
+                fedsilo_runs.ECHO,
+                v,
+                rounds,
+                work / f"fs_echo{v}",
+                silos,
+                None,
+                600,
+                threads_per_process=-(-v // 4),
+            ),
+        )
+        if flwr:
+            rec.attempt(
+                {
+                    **base,
+                    "system": "flower",
+                    "flwr": flwr,
+                    "runtime": "simulation",
+                    "client_mode": "virtual",
+                    "rounds": rounds,
+                },
+                lambda: flower_runs.run_simulation("noop", v, rounds, work / f"fl_sim{v}", 600),
+            )
+
+    if "b" in only:
+        t = profile["train_rounds"]
+        base = {
+            "benchmark": "b_training",
+            "clients": 2,
+            "rows": 32_000,
+            "features": 15,
+            "rounds": t,
+            "model": "logistic regression, SGD lr 0.2 batch 1024, 1 epoch",
+        }
+        rec.attempt(
+            {**base, "system": "central (scikit-learn)", "runtime": "lbfgs, pooled"},
+            lambda: central_reference(frames),
+        )
+        rec.attempt(
+            {
+                **base,
+                "system": "fedsilo",
+                "runtime": "real processes",
+                "package": "ffnet, hidden_layer_sizes=[]",
+            },
+            lambda: fedsilo_runs.run(
+                fedsilo_runs.logreg_config(t),
+                2,
+                t,
+                work / "fs_logreg",
+                silos,
+                files["test"],
+                600,
+            ),
+        )
+        if flwr:
+            rec.attempt(
+                {
+                    **base,
+                    "system": "flower",
+                    "flwr": flwr,
+                    "runtime": "deployment",
+                    "package": "numpy softmax regression",
+                },
+                lambda: flower_runs.run_deployment(
+                    "logreg",
+                    2,
+                    t,
+                    work / "fl_logreg",
+                    {"data-dir": str(work / "npz")},
+                    120 + 60 * t,
+                ),
+            )
+
+    if "c" in only:
+        base = {
+            "benchmark": "c_aggregation",
+            "updates": profile["agg_updates"],
+            "floats_per_update": profile["agg_size"],
+        }
+        for mode, system in (
+            ("stream", "fedsilo"),
+            ("list", "fedsilo"),
+            ("chunked", "proposal"),
+            ("numpy", "numpy"),
+        ):
+            rec.attempt(
+                {**base, "system": system, "runtime": mode},
+                partial(aggregation, mode, profile["agg_updates"], profile["agg_size"]),
+            )
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    return str(value)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The markdown summary; ratio = fedsilo / Flower (lower is better for fedsilo)."""
+    lines = [
+        "| workload | N | system | runtime | rounds | median ms/round | wall ms/round "
+        "| cold start s | peak RSS MB (sum / concurrent) | accuracy | log-loss | error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["benchmark"] == "c_aggregation":
+            continue
+        mem = r.get("peak_rss_mb") or {}
+        lines.append(
+            f"| {r['benchmark']} | {r.get('clients')} | {r['system']} | {r.get('runtime')} "
+            f"| {r.get('rounds')} | {_fmt(r.get('median_ms_per_round'))} "
+            f"| {_fmt(r.get('wall_ms_per_round'))} | {_fmt(r.get('cold_start_s'))} "
+            f"| {_fmt(mem.get('total'))} / {_fmt(mem.get('concurrent'))} "
+            f"| {_fmt(r.get('accuracy'))} | {_fmt(r.get('log_loss'))} "
+            f"| {(r.get('error') or '')[:80]} |"
+        )
+    agg = [r for r in rows if r["benchmark"] == "c_aggregation"]
+    if agg:
+        lines += [
+            "",
+            "| aggregation (FedAvg, N updates of M float32) | GB/s | s | peak RSS MB "
+            "| peak above inputs (x one update) | error |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in agg:
+            lines.append(
+                f"| {r['system']} {r['runtime']} (N={r['updates']}, M={r['floats_per_update']:,}) "
+                f"| {_fmt(r.get('gb_per_s'))} | {_fmt(r.get('seconds'))} "
+                f"| {_fmt(r.get('peak_rss_mb'))} | {_fmt(r.get('peak_over_inputs_in_updates'))} "
+                f"| {(r.get('error') or '')[:80]} |"
+            )
+    lines += ["", "| ratio fedsilo / Flower | fedsilo | Flower | ratio |", "|---|---|---|---|"]
+    for r in rows:
+        if r["system"] != "flower" or "error" in r:
+            continue
+        match = [
+            f
+            for f in rows
+            if f["system"] == "fedsilo"
+            and f["benchmark"] == r["benchmark"]
+            and f.get("clients") == r.get("clients")
+            and "error" not in f
+        ]
+        if not match:
+            continue
+        f = match[0]
+        name = f"{r['benchmark']} N={r['clients']} vs Flower {r['runtime']}"
+        for key, label in (
+            ("median_ms_per_round", "median ms/round"),
+            ("wall_ms_per_round", "wall ms/round"),
+            ("cold_start_s", "cold start s"),
+        ):
+            if f.get(key) and r.get(key):
+                lines.append(
+                    f"| {name}: {label} | {_fmt(f[key])} | {_fmt(r[key])} | {f[key] / r[key]:.3g} |"
+                )
+        fm, rm = (f.get("peak_rss_mb") or {}), (r.get("peak_rss_mb") or {})
+        if fm.get("concurrent") and rm.get("concurrent"):
+            lines.append(
+                f"| {name}: concurrent peak RSS MB | {_fmt(fm['concurrent'])} "
+                f"| {_fmt(rm['concurrent'])} | {fm['concurrent'] / rm['concurrent']:.3g} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    parser.add_argument("--only", default="abc", help="workload letters to run, e.g. 'ac'")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    install_signal_handlers()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = args.out or BENCH / "results" / f"bench-{stamp}.jsonl"
+    rec = Recorder(out)
+    began = time.monotonic()
+    if flower_runs.available() is None:
+        print(
+            "Flower is not installed in bench/.venv-flower (run `make bench`); "
+            "Flower rows are skipped.",
+            file=sys.stderr,
+        )
+    try:
+        with tempfile.TemporaryDirectory(prefix="fedsilo-bench-") as tmp:
+            run_all(PROFILES[args.profile], rec, Path(tmp), set(args.only))
+    finally:
+        stop_all()
+    left = leftovers()
+    summary = table(rec.rows)
+    (out.with_suffix(".md")).write_text(summary + "\n")
+    print(
+        f"\n## fedsilo vs Flower ({args.profile}, {time.monotonic() - began:.0f} s, "
+        f"load average {facts()['load_average']})\n"
+    )
+    print(summary)
+    print(f"\nresults: {out}\nprocesses left behind: {left or 'none'}")
+    sys.exit(1 if left else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""glm: generalized linear models fitted across silos, exactly.
+
+Families (the seed's ``ml_task.type``): ``logistic``, ``normal``, ``poisson``, ``gamma``,
+``inverseGaussian`` and ``tweedie`` (with ``power``), with the elastic-net penalty
+``alpha`` / ``l1_ratio``, optional ``offset`` / ``exposure`` and ``sample_weight`` columns.
+
+Two solvers: ``newton`` (default) sums each silo's gradient, Fisher matrix and deviance and
+takes exact (proximal) Newton steps on the server, so the fit equals statsmodels' /
+scikit-learn's on the pooled rows in a handful of rounds; ``sgd`` runs a strategy over local
+SGD epochs, as the seed's GLM tutorial describes.
+
+Parts: ``config.py`` (model_config / data_config), ``families.py`` (deviances, variances,
+links), ``newton.py`` (the federated IRLS mathematics), ``client.py`` (the executor),
+``server.py`` (the Newton workflow), ``sgd.py`` (the sgd solver), ``export.py`` and
+``sklearn_export.py`` (the user's model).
+"""
+
+from __future__ import annotations
+
+from fedsilo.packages.base import ModelPackage
+from fedsilo.packages.glm.client import GLMExecutor
+from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
+from fedsilo.packages.glm.export import GLMModel
+from fedsilo.packages.glm.server import run
+from fedsilo.wire import SessionKind
+
+__all__ = [
+    "PACKAGE",
+    "GLMDataConfig",
+    "GLMExecutor",
+    "GLMModel",
+    "GLMModelConfig",
+    "check_consistency",
+    "run",
+]
+
+PACKAGE: ModelPackage[GLMModelConfig, GLMDataConfig] = ModelPackage(
+    name="glm",
+    description=(
+        "Generalized linear models (logistic, normal, Poisson, gamma, inverse Gaussian, "
+        "Tweedie) with elastic net, offsets and weights; exact federated Newton fits that "
+        "equal the pooled statsmodels / scikit-learn fit, or SGD with any strategy."
+    ),
+    kind=SessionKind.hfl,
+    model_config_type=GLMModelConfig,
+    data_config_type=GLMDataConfig,
+    workflow=run,
+    executor=GLMExecutor,
+    export=GLMModel,
+    check=check_consistency,
+)

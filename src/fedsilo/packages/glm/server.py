@@ -1,0 +1,392 @@
+"""The server half of glm: the exact federated Newton workflow (and dispatch to sgd).
+
+Newton (the default solver) runs as follows; every round asks *every* client, because the
+pooled statistics need all rows (a client failure fails the session rather than silently
+fitting a different dataset)::
+
+    round 0   target_summary       -> intercept-only start beta_0 (exact MLE with no predictors
+                                      for the log and identity links)
+              newton_stats(beta_0) -> accepted point (beta_a, its summed statistics, F(beta_a))
+    round r   trial = beta_a + t * d,  d = newton_point(beta_a) - beta_a,  t = 1
+              newton_stats(trial)  -> statistics and test metrics of the trial; recorded
+              F(trial) <= F(beta_a)?  accept: beta_a = trial, t = 1, d recomputed
+                                      else: t = t / 2 (step halving; a round per halving)
+              stop when the next step moves no coefficient by more than tol * (1 + |beta_a|)
+
+so the model saved is the last accepted point, with the statistics *at* it: its Fisher
+matrix (for standard errors) and deviance are exact, not one step stale. ``num_rounds`` is
+the most rounds Newton may take; it usually needs 3-8.
+
+Federated metrics of each round (``ctx.record_round``):
+
+* ``loss``, ``accuracy`` -- test-weight-weighted means of the clients' values: exactly the
+  pooled values;
+* ``roc_auc_client_mean``, ``r2_client_mean`` -- weighted means of the clients' values;
+* ``r2`` -- the exact pooled R^2 (from each client's SSE, target mean and M2);
+* ``train_loss`` -- exact pooled training loss of the round's coefficients (same kind as
+  ``loss``), ``train_deviance`` (the summed deviance) and ``objective`` (the penalized mean
+  half deviance the solver minimises).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from fedsilo.errors import TaskError
+from fedsilo.packages.base import Checkpoint, Participant, Reply, SessionContext
+from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
+from fedsilo.packages.glm.families import Family
+from fedsilo.packages.glm.newton import (
+    NewtonStatistics,
+    Penalty,
+    newton_point,
+    objective,
+    step_size,
+)
+from fedsilo.packages.metrics import R2Part, finite_number, pooled_r2, weighted_mean
+
+__all__ = [
+    "federated_metrics",
+    "intercept_only_start",
+    "per_client_metrics",
+    "run",
+    "run_newton",
+]
+
+# F(trial) may exceed F(beta_a) by this relative amount and still be accepted: near the
+# optimum the two differ by less than the rounding error of F, a sum of terms of mixed sign
+# (Poisson: y log y - y eta + mu) whose error was measured at up to ~1e-12 of F. Rejecting
+# on noise would halve steps that are in fact converging; any genuine rise this small is
+# corrected by the next Newton step.
+_ACCEPT_SLACK = 1e-10
+# After this many halvings in a row (t = 2^-40) the step cannot decrease F at all.
+_MAX_HALVINGS = 40
+
+
+def run(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> None:
+    """Fit the GLM over the session's clients with the configured solver.
+
+    Raises
+    ------
+    ConfigError
+        When the configs disagree (checked before any client is asked anything).
+    TaskError
+        When a client fails, or the pooled problem has no unique solution.
+    """
+    check_consistency(mc, dc)
+    if mc.solver == "sgd":
+        from fedsilo.packages.glm.sgd import run_sgd
+
+        run_sgd(ctx, mc, dc)
+        return
+    if mc.differential_privacy_params is not None:
+        from fedsilo.packages.glm.private_newton import run_private_newton
+
+        run_private_newton(ctx, mc, dc)
+        return
+    run_newton(ctx, mc, dc)
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """The last accepted point of the Newton iteration and where to go next."""
+
+    beta: np.ndarray
+    stats: NewtonStatistics
+    objective: float
+    direction: np.ndarray
+    scale: float  # the step fraction t of the next trial
+    round: int
+    halvings: int
+    metrics: dict[str, float]
+
+
+def run_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> None:
+    """The exact Newton / IRLS workflow (see the module docstring)."""
+    family = mc.family()
+    penalty = Penalty(mc.ml_task.params.alpha, mc.ml_task.params.l1_ratio)
+    k = 1 + len(dc.predictors)
+    participants = ctx.wait_for_clients(ctx.session.min_num_clients)
+    if mc.optimizer is not None:
+        ctx.log(
+            "solver 'newton' fits exactly and uses no optimizer or strategy; set solver "
+            "'sgd' to train with them"
+        )
+    checkpoint = ctx.restore()
+    state = None if checkpoint is None else _restore(checkpoint, k)
+    start = 1 if checkpoint is None else checkpoint.round + 1
+    if state is None:
+        beta, _ = intercept_only_start(ctx, participants, family, k)
+        stats, _ = _ask_stats(ctx, participants, beta, 0, k, evaluate=False)
+        value = objective(stats, beta, penalty)
+        if not math.isfinite(value):
+            raise TaskError("The deviance of the intercept-only start is not finite.")
+        direction = newton_point(beta, stats, penalty) - beta
+        state = _Accepted(beta, stats, value, direction, 1.0, 0, 0, {})
+
+    converged = False
+    last_round = state.round
+    for rnd in range(start, ctx.session.num_rounds + 1):
+        trial = state.beta + state.scale * state.direction
+        stats, replies = _ask_stats(ctx, participants, trial, rnd, k, evaluate=True)
+        value = objective(stats, trial, penalty)
+        federated = federated_metrics(replies)
+        federated.update(_train_metrics(family, stats, value))
+        ctx.record_round(rnd, federated=federated, per_client=per_client_metrics(replies))
+        last_round = rnd
+        if value <= state.objective + _ACCEPT_SLACK * abs(state.objective):
+            target = newton_point(trial, stats, penalty)
+            state = _Accepted(trial, stats, value, target - trial, 1.0, rnd, 0, federated)
+            converged = step_size(trial, target) <= mc.tol
+        else:
+            state = replace(state, scale=state.scale / 2, halvings=state.halvings + 1)
+            ctx.log(f"round {rnd}: the objective rose to {value:.6g}; halving the step")
+        _checkpoint(ctx, rnd, state)
+        if converged or state.halvings >= _MAX_HALVINGS:
+            break
+    if converged:
+        ctx.log(f"newton converged in {last_round} round(s) (tol={mc.tol:g})")
+    elif state.halvings >= _MAX_HALVINGS:
+        ctx.log("newton stopped: no step along the Newton direction decreases the objective")
+    else:
+        ctx.log(f"newton did not converge within num_rounds={ctx.session.num_rounds}")
+    _save(ctx, mc, family, penalty, state, converged, last_round)
+
+
+# ----------------------------------------------------------------------- rounds
+
+
+def intercept_only_start(
+    ctx: SessionContext, participants: Sequence[Participant], family: Family, k: int
+) -> tuple[np.ndarray, float]:
+    """Ask every client's ``target_summary`` and return the intercept-only start.
+
+    Returns
+    -------
+    beta : ndarray of shape (k,)
+        Zeros but the intercept: ``log(sum s y / sum s e^offset)`` for the log link (the
+        exact intercept-only MLE), the logit of the weighted mean target, or the weighted
+        mean of ``y - offset`` for the identity link.
+    weight_sum : float
+        The sum of the sample weights of all training rows.
+
+    Raises
+    ------
+    TaskError
+        When the weights sum to 0, or the targets leave the intercept undefined (all 0 for
+        the log link, one class only for logistic).
+    """
+    replies = ctx.ask(
+        participants,
+        "target_summary",
+        round=0,
+        accept_failures=False,
+        min_replies=len(participants),
+    )
+    totals = np.zeros(4)
+    for reply in replies:
+        summary = reply.arrays.get("summary")
+        if summary is None or np.shape(summary) != (4,):
+            raise TaskError(
+                f"The target_summary reply of client {reply.participant.client_name!r} must "
+                "carry array 'summary' of shape (4,)."
+            )
+        totals += np.asarray(summary, dtype=np.float64)
+    weight_sum, target_sum, exp_offset_sum, offset_sum = (float(v) for v in totals)
+    if weight_sum <= 0:
+        raise TaskError(
+            f"The sample weights of all clients' training rows sum to {weight_sum:g}; "
+            "expected a sum > 0."
+        )
+    beta = np.zeros(k)
+    mean = target_sum / weight_sum
+    if family.activation == "exp":
+        if target_sum <= 0:
+            raise TaskError(
+                "Every training target of every client is 0, so the log-link mean has no "
+                "maximum-likelihood estimate."
+            )
+        beta[0] = math.log(target_sum / exp_offset_sum)
+    elif family.activation == "sigmoid":
+        if not 0.0 < mean < 1.0:
+            raise TaskError(
+                f"Every training target of every client is {mean:g}; logistic regression "
+                "needs rows of both classes."
+            )
+        beta[0] = family.link_of(mean)
+    else:
+        beta[0] = (target_sum - offset_sum) / weight_sum
+    return beta, weight_sum
+
+
+def _ask_stats(
+    ctx: SessionContext,
+    participants: Sequence[Participant],
+    beta: np.ndarray,
+    rnd: int,
+    k: int,
+    *,
+    evaluate: bool,
+) -> tuple[NewtonStatistics, list[Reply]]:
+    replies = ctx.ask(
+        participants,
+        "newton_stats",
+        arrays={"beta": beta},
+        meta={"round": rnd, "evaluate": evaluate},
+        round=rnd,
+        accept_failures=False,
+        min_replies=len(participants),
+    )
+    total: NewtonStatistics | None = None
+    for reply in replies:
+        who = f"The newton_stats reply of client {reply.participant.client_name!r}"
+        stats = NewtonStatistics.from_arrays(reply.arrays, k, who=who)
+        total = stats if total is None else total + stats
+    if total is None:
+        raise TaskError("Cannot take a Newton step: no client replied.")
+    return total, replies
+
+
+def _train_metrics(family: Family, stats: NewtonStatistics, value: float) -> dict[str, float]:
+    if not math.isfinite(stats.deviance) or stats.weight_sum <= 0:
+        return {}
+    return {
+        "train_loss": family.loss_factor() * stats.deviance / stats.weight_sum,
+        "train_deviance": stats.deviance,
+        "objective": value,
+    }
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+def federated_metrics(replies: Sequence[Reply]) -> dict[str, float]:
+    """The round's federated metrics from evaluate-style replies (see the module docstring).
+
+    Undefined metrics are left out rather than sent as NaN.
+    """
+    result: dict[str, float] = {}
+    for key, client_key in (
+        ("loss", "test_loss"),
+        ("accuracy", "test_accuracy"),
+        ("roc_auc_client_mean", "test_roc_auc"),
+        ("r2_client_mean", "test_r2"),
+    ):
+        value = weighted_mean(replies, client_key, "test_weight_sum")
+        if value is not None:
+            result[key] = value
+    parts: list[R2Part] = []
+    for reply in replies:
+        values = [
+            finite_number(reply.meta, key)
+            for key in ("test_weight_sum", "test_sse", "target_mean", "target_m2")
+        ]
+        if any(v is None for v in values):
+            parts = []
+            break
+        weight_sum, sse, mean, m2 = (float(v) for v in values if v is not None)
+        parts.append((weight_sum, sse, mean, m2))
+    r2 = pooled_r2(parts)
+    if r2 is not None:
+        result["r2"] = r2
+    return result
+
+
+def per_client_metrics(replies: Sequence[Reply]) -> dict[str, dict[str, float]]:
+    """Each client's ``test_*`` metrics and ``train_loss``, keyed by client name."""
+    result: dict[str, dict[str, float]] = {}
+    for reply in replies:
+        metrics = {
+            key: number
+            for key in reply.meta
+            if (key.startswith("test_") or key == "train_loss")
+            and key not in ("test_sse", "test_weight_sum")
+            and (number := finite_number(reply.meta, key)) is not None
+        }
+        result[reply.participant.client_name] = metrics
+    return result
+
+
+# ------------------------------------------------------------ checkpoint and model
+
+_CHECKPOINT_KIND = "glm-newton"
+
+
+def _checkpoint(ctx: SessionContext, rnd: int, state: _Accepted) -> None:
+    arrays = {
+        "beta": state.beta,
+        "direction": state.direction,
+        **state.stats.to_arrays("stats/"),
+    }
+    meta: dict[str, Any] = {
+        "kind": _CHECKPOINT_KIND,
+        "objective": state.objective,
+        "scale": state.scale,
+        "accepted_round": state.round,
+        "halvings": state.halvings,
+        "metrics": state.metrics,
+    }
+    ctx.checkpoint(rnd, arrays=arrays, meta=meta)
+
+
+def _restore(checkpoint: Checkpoint, k: int) -> _Accepted:
+    meta = checkpoint.meta
+    if meta.get("kind") != _CHECKPOINT_KIND:
+        raise TaskError(
+            f"The checkpoint of round {checkpoint.round} was not written by the glm newton "
+            "workflow; cannot resume from it."
+        )
+    arrays = checkpoint.arrays
+    stats = NewtonStatistics.from_arrays(arrays, k, prefix="stats/", who="The checkpoint")
+    return _Accepted(
+        beta=np.asarray(arrays["beta"], dtype=np.float64),
+        stats=stats,
+        objective=float(meta["objective"]),
+        direction=np.asarray(arrays["direction"], dtype=np.float64),
+        scale=float(meta["scale"]),
+        round=int(meta["accepted_round"]),
+        halvings=int(meta["halvings"]),
+        metrics=dict(meta.get("metrics") or {}),
+    )
+
+
+def _save(
+    ctx: SessionContext,
+    mc: GLMModelConfig,
+    family: Family,
+    penalty: Penalty,
+    state: _Accepted,
+    converged: bool,
+    last_round: int,
+) -> None:
+    stats = state.stats
+    df_resid = stats.num_rows - state.beta.shape[0]
+    if family.estimates_scale:
+        # statsmodels' and R's default: Pearson chi^2 over the residual degrees of freedom.
+        scale = stats.pearson / df_resid if df_resid > 0 else math.nan
+    else:
+        scale = 1.0
+    meta: dict[str, Any] = {
+        "solver": "newton",
+        "round": state.round,
+        "rounds": last_round,
+        "converged": converged,
+        "federated_loss": state.metrics.get("loss"),
+        "federated_metrics": state.metrics,
+        "selected_by": "last accepted newton step",
+        "num_rows": stats.num_rows,
+        "weight_sum": stats.weight_sum,
+        "deviance": stats.deviance,
+        "pearson_chi2": stats.pearson,
+        "df_resid": df_resid,
+        "scale": scale if math.isfinite(scale) else None,
+        "objective": state.objective,
+        "penalized": penalty.alpha > 0,
+    }
+    arrays = {"beta": state.beta, "fisher": stats.fisher}
+    ctx.save_model(arrays, meta=meta, rnd=state.round)

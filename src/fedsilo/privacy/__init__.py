@@ -1,0 +1,34 @@
+"""Differential privacy: DP-SGD through Opacus, Gaussian mechanisms, accounting.
+
+The privacy unit is one training row of one silo; epsilon is per silo and spans the whole
+session. See :mod:`fedsilo.privacy.dp` for what the guarantee means, and:
+
+* :mod:`fedsilo.privacy.accounting` -- calibrating the noise up front (RDP accountant) and
+  the epsilon spent after each round;
+* :mod:`fedsilo.privacy.dpsgd` -- DP-SGD for :func:`fedsilo.training.train_local`;
+* :mod:`fedsilo.privacy.mechanisms` -- clipping, Gaussian noise, secret randomness;
+* :mod:`fedsilo.privacy.newton` -- private gradient and Hessian sums (glm newton).
+"""
+
+from __future__ import annotations
+
+from fedsilo.privacy.accounting import (
+    DPSGDPlan,
+    GaussianPlan,
+    epsilon_spent,
+    gaussian_noise_for,
+    plan_dpsgd,
+    plan_gaussian,
+)
+from fedsilo.privacy.dp import DifferentialPrivacyParams, resolve_delta
+
+__all__ = [
+    "DPSGDPlan",
+    "DifferentialPrivacyParams",
+    "GaussianPlan",
+    "epsilon_spent",
+    "gaussian_noise_for",
+    "plan_dpsgd",
+    "plan_gaussian",
+    "resolve_delta",
+]

@@ -1,0 +1,166 @@
+"""Streaming means of the clients' arrays, the building block of every strategy.
+
+A round's replies are consumed one at a time into one float64 accumulator per array, so the
+server holds about two copies of the model however many clients reply, never N of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from fedsilo.errors import TaskError
+from fedsilo.packages.base import Reply
+from fedsilo.wire import Arrays
+
+__all__ = [
+    "ReplyWeight",
+    "cast_like",
+    "check_arrays",
+    "is_trainable",
+    "reply_weight",
+    "streamed_mean",
+    "unit_weight",
+    "weighted_average",
+]
+
+#: ``weight(reply) -> float >= 0``: how much one reply counts in the mean
+ReplyWeight = Callable[[Reply], float]
+
+
+def reply_weight(reply: Reply, key: str = "num_examples") -> float:
+    """The aggregation weight a reply declares in ``meta[key]``.
+
+    Raises
+    ------
+    TaskError
+        When the key is missing, not a number, negative or not finite.
+    """
+    who = reply.participant.client_name
+    value: Any = reply.meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TaskError(
+            f"The reply of client {who!r} must carry meta[{key!r}] as a number >= 0. Got {value!r}."
+        )
+    weight = float(value)
+    if not math.isfinite(weight) or weight < 0:
+        raise TaskError(
+            f"The reply of client {who!r} must carry meta[{key!r}] >= 0. Got {value!r}."
+        )
+    return weight
+
+
+def unit_weight(reply: Reply) -> float:
+    """Every reply counts once, whatever its size (unweighted averaging)."""
+    return 1.0
+
+
+def streamed_mean(
+    current: Arrays, replies: Iterable[Reply], weight: ReplyWeight = reply_weight
+) -> dict[str, np.ndarray]:
+    """The weighted mean of the replies' arrays in float64, as a running sum.
+
+    Parameters
+    ----------
+    current : dict of str to ndarray
+        The global model: names and shapes the replies must have.
+    replies : iterable of Reply
+        Consumed once; no reply is kept after it has been added.
+    weight : callable, default :func:`reply_weight`
+        The weight of one reply (``meta["num_examples"]`` by default).
+
+    Returns
+    -------
+    dict of str to ndarray of float64
+        ``sum_i w_i * x_i / sum_i w_i`` per name, same shapes as ``current``.
+
+    Raises
+    ------
+    TaskError
+        On no replies, a total weight of 0, or arrays that do not match ``current``.
+    """
+    sums = {name: np.zeros(np.shape(ref), dtype=np.float64) for name, ref in current.items()}
+    total = 0.0
+    count = 0
+    for reply in replies:
+        w = weight(reply)
+        check_arrays(reply, current)
+        for name, acc in sums.items():
+            # One temporary of one array's size, never a stack of all clients.
+            acc += np.multiply(reply.arrays[name], w, dtype=np.float64)
+        total += w
+        count += 1
+        # Let this reply go before the next is fetched, so at most one is alive at a time.
+        del reply
+    if count == 0:
+        raise TaskError("Cannot aggregate a round with no replies.")
+    if total <= 0:
+        raise TaskError(
+            f"Cannot aggregate: the {count} replies declare meta['num_examples'] summing to 0."
+        )
+    for acc in sums.values():
+        acc /= total
+    return sums
+
+
+def cast_like(current: Arrays, arrays: Mapping[str, np.ndarray]) -> Arrays:
+    """``arrays`` in the dtypes of ``current``; integer and bool arrays are rounded first."""
+    result: Arrays = {}
+    for name, ref in current.items():
+        dtype = np.asarray(ref).dtype
+        value = arrays[name]
+        if not is_trainable(ref):
+            value = np.rint(value)
+        result[name] = np.asarray(value).astype(dtype, copy=False)
+    return result
+
+
+def weighted_average(
+    current: Arrays, replies: Iterable[Reply], weight: ReplyWeight = reply_weight
+) -> Arrays:
+    """The weighted mean of the replies (see :func:`streamed_mean`) in ``current``'s dtypes.
+
+    Parameters
+    ----------
+    current : dict of str to ndarray
+    replies : iterable of Reply
+    weight : callable, default :func:`reply_weight`
+
+    Returns
+    -------
+    dict of str to ndarray
+        Same names, shapes and dtypes as ``current`` (integer arrays rounded to the nearest
+        integer).
+    """
+    return cast_like(current, streamed_mean(current, replies, weight))
+
+
+def is_trainable(array: np.ndarray) -> bool:
+    """Whether a server optimizer may step this array: floating point only.
+
+    Integer and bool arrays (e.g. BatchNorm's ``num_batches_tracked``) are averaged and
+    rounded instead; a momentum or an adaptive step means nothing for a counter.
+    """
+    return bool(np.issubdtype(np.asarray(array).dtype, np.floating))
+
+
+def check_arrays(reply: Reply, current: Arrays) -> None:
+    """Raise TaskError unless the reply's arrays match ``current`` name for name and shape."""
+    who = reply.participant.client_name
+    missing = sorted(set(current) - set(reply.arrays))
+    unexpected = sorted(set(reply.arrays) - set(current))
+    if missing or unexpected:
+        raise TaskError(
+            f"The reply of client {who!r} does not match the global model: "
+            f"missing arrays {missing}, unexpected arrays {unexpected}."
+        )
+    for name, ref in current.items():
+        got = np.shape(reply.arrays[name])
+        if got != np.shape(ref):
+            raise TaskError(
+                f"The reply of client {who!r} has array {name!r} of shape {got}; "
+                f"expected {np.shape(ref)}."
+            )
