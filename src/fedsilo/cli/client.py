@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import Annotated
 
@@ -215,6 +217,9 @@ def eda(
 def _set_threads(threads: int) -> None:
     # Two clients and a server often share a small machine; torch's default of one thread
     # per core makes them fight over the cores and run slower than with one thread each.
-    import torch
-
-    torch.set_num_threads(threads)
+    # torch reads OMP_NUM_THREADS when it is first imported, so a package that never needs
+    # torch (echo, eda) does not pay ~200 MB and a second of import for this setting.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +12,6 @@ from fastapi.responses import JSONResponse
 
 from fedsilo import __version__
 from fedsilo.errors import ConfigError
-from fedsilo.packages import get_package, package_names
 from fedsilo.server.api import packages, participants, sessions, tokens
 from fedsilo.server.auth import TokenCache, bootstrap_admin_token
 from fedsilo.server.db import Database
@@ -48,9 +46,6 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.store = store
         app.state.engine = engine
         app.state.token_cache = TokenCache()
-        # Packages import torch and friends (seconds); warm them in the background so the
-        # first session request does not pay for it, without delaying /healthz.
-        threading.Thread(target=_import_packages, name="fedsilo-warmup", daemon=True).start()
         resumed = engine.resume_all()
         if resumed:
             logger.warning("resumed %d active session(s): %s", len(resumed), ", ".join(resumed))
@@ -83,14 +78,6 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (sessions, participants, tokens, packages):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
-
-
-def _import_packages() -> None:
-    for name in package_names():
-        try:
-            get_package(name)
-        except Exception:  # a broken package fails its own sessions with its own error
-            logger.exception("package %s failed to import", name)
 
 
 def _describe(exc: RequestValidationError) -> str:

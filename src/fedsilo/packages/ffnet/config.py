@@ -21,34 +21,34 @@ optionally ``"delta"``) trains with DP-SGD; see :mod:`fedsilo.privacy.dp`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from fedsilo.config import (
+    NonNegativeFloat,
+    OptimizerConfig,
+    PositiveInt,
+    PredictorsTargetConfig,
+    StrategyConfig,
+    Strict,
+    select_metrics,
+)
 from fedsilo.errors import ConfigError
-from fedsilo.packages.base import DataConfigBase
 from fedsilo.privacy.dp import DifferentialPrivacyParams
-from fedsilo.strategies import STRATEGIES, strategy_names
 
 __all__ = [
-    "COLUMN_NAME_PATTERN",
     "TASK_METRICS",
     "FFNetDataConfig",
     "FFNetModelConfig",
     "check_consistency",
 ]
-
-#: column names a data_config may use (safe in files, SQL and metric keys)
-COLUMN_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
 
 #: the metrics each task reports (as ``test_<name>`` per client; see the server workflow)
 TASK_METRICS: dict[str, tuple[str, ...]] = {
@@ -57,43 +57,9 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "elu", "gelu"]
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StrategyConfig(_Strict):
-    """``strategy``: a name from :data:`fedsilo.strategies.STRATEGIES` and its params."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known_name(cls, value: str) -> str:
-        if value not in STRATEGIES:
-            raise PydanticCustomError(
-                "unknown_strategy",
-                "unknown strategy; known strategies: {known}",
-                {"known": ", ".join(strategy_names())},
-            )
-        return value
-
-    @field_validator("params")
-    @classmethod
-    def _valid_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        strategy = STRATEGIES.get(info.data.get("name", ""))
-        if strategy is not None:
-            # A ValidationError raised here is merged into the outer one with its location
-            # under ``strategy.params``, so the message names e.g. strategy.params.fraction_fit.
-            strategy.params_type.model_validate(value)
-        return value
-
-
-class FFNetParams(_Strict):
+class FFNetParams(Strict):
     """``model.params``: the layer sizes and the hidden activation."""
 
     input_size: PositiveInt
@@ -102,35 +68,25 @@ class FFNetParams(_Strict):
     hidden_activation: Activation = "relu"
 
 
-class ModelSection(_Strict):
+class ModelSection(Strict):
     """``model``. ``type`` is accepted because the seed's long-form example carries it."""
 
     type: Literal["FFNet", "ffnet"] | None = None
     params: FFNetParams
 
 
-class MLTaskParams(_Strict):
+class MLTaskParams(Strict):
     """``ml_task.params``: ``loss_weights`` are CrossEntropyLoss class weights."""
 
     loss_weights: list[NonNegativeFloat] | None = None
 
 
-class MLTask(_Strict):
+class MLTask(Strict):
     type: Literal["classification", "regression"]
     params: MLTaskParams = Field(default_factory=MLTaskParams)
 
 
-class SGDParams(_Strict):
-    learning_rate: NonNegativeFloat
-    momentum: NonNegativeFloat = 0.0
-
-
-class OptimizerConfig(_Strict):
-    name: Literal["SGD"]
-    params: SGDParams
-
-
-class SaveBestModel(_Strict):
+class SaveBestModel(Strict):
     """``save_best_model``: the federated metric and direction that pick the saved round.
 
     ``metric`` null keeps the last round's model. ``mode`` defaults to ``min`` for loss and
@@ -146,7 +102,7 @@ class SaveBestModel(_Strict):
         return "min" if self.metric == "loss" else "max"
 
 
-class FFNetModelConfig(_Strict):
+class FFNetModelConfig(Strict):
     """The ffnet model_config (see the module docstring for an example).
 
     Attributes
@@ -262,13 +218,10 @@ class FFNetModelConfig(_Strict):
 
     def reported_metrics(self) -> tuple[str, ...]:
         """The metric names evaluation reports: ``loss`` plus ``eval_metrics`` (or all)."""
-        known = TASK_METRICS[self.ml_task.type]
-        if self.eval_metrics is None:
-            return known
-        return tuple(m for m in known if m == "loss" or m in self.eval_metrics)
+        return select_metrics(TASK_METRICS[self.ml_task.type], self.eval_metrics)
 
 
-class FFNetDataConfig(DataConfigBase):
+class FFNetDataConfig(PredictorsTargetConfig):
     """The ffnet data_config: numeric predictor columns and one target column.
 
     Parameters
@@ -279,43 +232,6 @@ class FFNetDataConfig(DataConfigBase):
         The label column: integer classes ``0 .. output_size - 1`` for classification, a
         number for regression.
     """
-
-    model_config = ConfigDict(extra="forbid")
-
-    predictors: list[Annotated[str, Field(pattern=COLUMN_NAME_PATTERN)]] = Field(min_length=1)
-    target: Annotated[str, Field(pattern=COLUMN_NAME_PATTERN)]
-
-    @field_validator("predictors")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        repeated = sorted({name for name in value if value.count(name) > 1})
-        if repeated:
-            raise PydanticCustomError(
-                "duplicate_predictors",
-                "predictors must be unique; repeated: {repeated}",
-                {"repeated": ", ".join(repeated)},
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _target_not_predictor(self) -> FFNetDataConfig:
-        if self.target in self.predictors:
-            raise ValidationError.from_exception_data(
-                type(self).__name__,
-                [
-                    InitErrorDetails(
-                        type=PydanticCustomError(
-                            "target_is_predictor", "the target cannot also be a predictor"
-                        ),
-                        loc=("target",),
-                        input=self.target,
-                    )
-                ],
-            )
-        return self
-
-    def required_columns(self) -> list[str]:
-        return [*self.predictors, self.target]
 
 
 def check_consistency(model_config: FFNetModelConfig, data_config: FFNetDataConfig) -> None:

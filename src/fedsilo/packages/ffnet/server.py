@@ -37,6 +37,7 @@ from fedsilo.errors import TaskError
 from fedsilo.packages.base import Reply, SessionContext
 from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig, check_consistency
 from fedsilo.packages.ffnet.model import build_module, module_arrays
+from fedsilo.packages.metrics import R2Part, finite_number, pooled_r2, weighted_mean
 from fedsilo.strategies import get_strategy
 from fedsilo.wire import Arrays
 
@@ -126,9 +127,9 @@ def run(ctx: SessionContext, mc: FFNetModelConfig, dc: FFNetDataConfig) -> None:
             min_replies=params.min_fit_clients,
         )
         train_losses = {
-            r.participant.client_name: _number(r.meta, "train_loss") for r in fit_replies
+            r.participant.client_name: finite_number(r.meta, "train_loss") for r in fit_replies
         }
-        train_loss = _weighted_mean(fit_replies, "train_loss", "num_examples")
+        train_loss = weighted_mean(fit_replies, "train_loss", "num_examples")
         round_spent = _epsilons_spent(fit_replies) if private else {}
         spent.update(round_spent)
         weights = strategy.aggregate_fit(rnd, weights, fit_replies)
@@ -177,7 +178,7 @@ def _epsilons_spent(replies: Sequence[Reply]) -> dict[str, float]:
     """Each replying client's ``epsilon_spent``; a reply without one fails the round."""
     result: dict[str, float] = {}
     for reply in replies:
-        value = _number(reply.meta, "epsilon_spent")
+        value = finite_number(reply.meta, "epsilon_spent")
         if value is None:
             raise TaskError(
                 f"The fit reply of client {reply.participant.client_name!r} carries no "
@@ -292,7 +293,7 @@ def federated_metrics(mc: FFNetModelConfig, replies: Sequence[Reply]) -> dict[st
         ("accuracy", "test_accuracy"),
         ("roc_auc_client_mean", "test_roc_auc"),
     ):
-        value = _weighted_mean(replies, client_key, "test_num_examples")
+        value = weighted_mean(replies, client_key, "test_num_examples")
         if value is not None:
             result[key] = value
     if mc.ml_task.type == "regression" and "r2" in mc.reported_metrics():
@@ -303,53 +304,17 @@ def federated_metrics(mc: FFNetModelConfig, replies: Sequence[Reply]) -> dict[st
 
 
 def _pooled_r2(replies: Sequence[Reply]) -> float | None:
-    # SSE pools as sum(n_i * mse_i). SST pools by Chan et al.'s parallel variance formula:
-    # M2 = sum(M2_i) + sum(n_i * (mean_i - mean)^2), exact and free of the cancellation of
-    # sum(y^2) - n * mean^2.
-    parts = []
+    """The exact pooled R^2 from each client's test count, MSE, target mean and M2."""
+    parts: list[R2Part] = []
     for reply in replies:
-        n = _number(reply.meta, "test_num_examples")
-        mse = _number(reply.meta, "test_loss")
-        mean = _number(reply.meta, "target_mean")
-        m2 = _number(reply.meta, "target_m2")
+        n = finite_number(reply.meta, "test_num_examples")
+        mse = finite_number(reply.meta, "test_loss")
+        mean = finite_number(reply.meta, "target_mean")
+        m2 = finite_number(reply.meta, "target_m2")
         if n is None or mse is None or mean is None or m2 is None or n <= 0:
             return None
-        parts.append((n, mse, mean, m2))
-    if not parts:
-        return None
-    total = sum(n for n, _, _, _ in parts)
-    pooled_mean = sum(n * mean for n, _, mean, _ in parts) / total
-    sst = sum(m2 + n * (mean - pooled_mean) ** 2 for n, _, mean, m2 in parts)
-    sse = sum(n * mse for n, mse, _, _ in parts)
-    return 1.0 - sse / sst if sst > 0 else None
-
-
-def _weighted_mean(replies: Sequence[Reply], key: str, weight_key: str) -> float | None:
-    """Mean of ``meta[key]`` weighted by ``meta[weight_key]`` over replies where it is finite."""
-    total = 0.0
-    weight_sum = 0.0
-    for reply in replies:
-        value = _number(reply.meta, key)
-        weight = _number(reply.meta, weight_key)
-        if value is None or weight is None:
-            continue
-        if weight < 0:
-            raise TaskError(
-                f"The reply of client {reply.participant.client_name!r} has "
-                f"meta[{weight_key!r}] = {weight}; expected a count >= 0."
-            )
-        total += weight * value
-        weight_sum += weight
-    return total / weight_sum if weight_sum > 0 else None
-
-
-def _number(meta: Mapping[str, Any], key: str) -> float | None:
-    # NaN travels as JSON null; both mean "undefined".
-    value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+        parts.append((n, n * mse, mean, m2))
+    return pooled_r2(parts)
 
 
 def _per_client(
@@ -361,7 +326,7 @@ def _per_client(
         metrics = {
             key: number
             for key in reply.meta
-            if key.startswith("test_") and (number := _number(reply.meta, key)) is not None
+            if key.startswith("test_") and (number := finite_number(reply.meta, key)) is not None
         }
         train_loss = train_losses.get(name)
         if train_loss is not None:

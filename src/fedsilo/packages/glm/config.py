@@ -29,11 +29,9 @@ Every level refuses unknown keys, and every error names its field path and value
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -41,9 +39,16 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from fedsilo.config import (
+    ColumnName,
+    OptimizerConfig,
+    PositiveInt,
+    PredictorsTargetConfig,
+    StrategyConfig,
+    Strict,
+    select_metrics,
+)
 from fedsilo.errors import ConfigError
-from fedsilo.packages.base import DataConfigBase
-from fedsilo.packages.ffnet.config import COLUMN_NAME_PATTERN, OptimizerConfig, StrategyConfig
 from fedsilo.packages.glm.families import (
     DEFAULT_ACTIVATION,
     Activation,
@@ -71,8 +76,6 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "tweedie": ("loss", "r2"),
 }
 
-PositiveInt = Annotated[int, Field(ge=1)]
-ColumnName = Annotated[str, Field(pattern=COLUMN_NAME_PATTERN)]
 
 _TANH_MESSAGE = (
     "tanh is not the inverse of a link for any GLM family fedsilo fits (its mean would lie "
@@ -80,11 +83,7 @@ _TANH_MESSAGE = (
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GLMParams(_Strict):
+class GLMParams(Strict):
     """``model.params``: the number of predictors and the inverse link.
 
     ``output_activation`` is the inverse link function (the seed's name): ``sigmoid`` for
@@ -103,14 +102,14 @@ class GLMParams(_Strict):
         return value
 
 
-class ModelSection(_Strict):
+class ModelSection(Strict):
     """``model``. ``type`` is accepted because the seed's long-form examples carry one."""
 
     type: Literal["GLM", "glm"] | None = None
     params: GLMParams
 
 
-class MLTaskParams(_Strict):
+class MLTaskParams(Strict):
     """``ml_task.params``: the elastic-net penalty (both required, as in the seed's schema).
 
     ``alpha`` multiplies the penalty ``l1_ratio * |w|_1 + (1 - l1_ratio) / 2 * |w|_2^2`` added
@@ -123,12 +122,12 @@ class MLTaskParams(_Strict):
     power: float | None = Field(default=None, ge=1.0, allow_inf_nan=False)
 
 
-class MLTask(_Strict):
+class MLTask(Strict):
     type: TaskType
     params: MLTaskParams
 
 
-class GLMModelConfig(_Strict):
+class GLMModelConfig(Strict):
     """The glm model_config (see the module docstring for an example).
 
     Attributes
@@ -232,13 +231,10 @@ class GLMModelConfig(_Strict):
 
     def reported_metrics(self) -> tuple[str, ...]:
         """The metric names evaluation reports: ``loss`` plus ``eval_metrics`` (or all)."""
-        known = TASK_METRICS[self.ml_task.type]
-        if self.eval_metrics is None:
-            return known
-        return tuple(m for m in known if m == "loss" or m in self.eval_metrics)
+        return select_metrics(TASK_METRICS[self.ml_task.type], self.eval_metrics)
 
 
-class GLMDataConfig(DataConfigBase):
+class GLMDataConfig(PredictorsTargetConfig):
     """The glm data_config.
 
     Parameters
@@ -259,48 +255,11 @@ class GLMDataConfig(DataConfigBase):
         ``n`` counts rows (statsmodels' ``var_weights``, R's ``glm`` ``weights``).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    optional_roles: ClassVar[tuple[str, ...]] = ("offset", "exposure", "sample_weight")
 
-    predictors: list[ColumnName] = Field(min_length=1)
-    target: ColumnName
     offset: ColumnName | None = None
     exposure: ColumnName | None = None
     sample_weight: ColumnName | None = None
-
-    @field_validator("predictors")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        repeated = sorted({name for name in value if value.count(name) > 1})
-        if repeated:
-            raise PydanticCustomError(
-                "duplicate_predictors",
-                "predictors must be unique; repeated: {repeated}",
-                {"repeated": ", ".join(repeated)},
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _distinct_roles(self) -> GLMDataConfig:
-        problems: list[InitErrorDetails] = []
-        seen: dict[str, str] = {name: "predictors" for name in self.predictors}
-        for role in ("target", "offset", "exposure", "sample_weight"):
-            column = getattr(self, role)
-            if column is None:
-                continue
-            if column in seen:
-                error = PydanticCustomError(
-                    "column_role", f"column {column!r} is already used as {seen[column]}"
-                )
-                problems.append(InitErrorDetails(type=error, loc=(role,), input=column))
-            else:
-                seen[column] = role
-        if problems:
-            raise ValidationError.from_exception_data(type(self).__name__, problems)
-        return self
-
-    def required_columns(self) -> list[str]:
-        optional = [self.offset, self.exposure, self.sample_weight]
-        return [*self.predictors, self.target, *(c for c in optional if c is not None)]
 
 
 def check_consistency(model_config: GLMModelConfig, data_config: GLMDataConfig) -> None:
