@@ -16,9 +16,11 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from fedsilo.client.runtime import ClientRuntime
 from fedsilo.http import ApiClient
+from fedsilo.server.tables import TaskRow
 from fedsilo.wire import (
     DatasetSummary,
     ReplyEnvelope,
@@ -139,6 +141,12 @@ def test_a_session_runs_to_completion_with_real_clients(
     arrays, header = decode_frame(api.get(f"/sessions/{sid}/model").content)
     np.testing.assert_array_equal(arrays["x"], np.full(4, 4.0, dtype=np.float32))
     assert header["package_name"] == "echo" and header["round"] == 4
+    # every task of the session is on record as answered, with its reply's meta
+    with thread_server.app_state.db.session() as s:
+        tasks = s.scalars(select(TaskRow).where(TaskRow.session_id == sid)).all()
+        assert len(tasks) == 8
+        assert {t.status for t in tasks} == {"done"}
+        assert all(t.reply_meta == {"num_examples": 5} and t.replied_at for t in tasks)
 
 
 def test_a_lost_delivery_is_sent_again_on_the_next_poll(api: httpx.Client) -> None:

@@ -182,6 +182,7 @@ class EngineContext:
 
         replies: list[Reply] = []
         failures: list[str] = []
+        answered: list[dict[str, Any]] = []
         for task in tasks:
             # A reply racing the timeout wins if it took the task from the hub first; then
             # its handler is about to resolve the future, so result() below waits briefly.
@@ -192,8 +193,24 @@ class EngineContext:
             outcome = task.future.result()
             if outcome.reply is not None:
                 replies.append(outcome.reply)
+                answered.append(
+                    {
+                        "id": task.id,
+                        "status": "done",
+                        "reply_meta": outcome.reply.meta,
+                        "delivered_at": task.delivered_at,
+                        "replied_at": task.replied_at,
+                    }
+                )
             else:
                 failures.append(f"{task.participant.client_name}: {outcome.error}")
+
+        if answered:
+            # One statement for the round's successful replies: written per reply, these
+            # commits were half of the server's busy time at 100 clients. Failures are
+            # written as they happen (engine.record_task_failure).
+            with engine.db.session() as s:
+                s.execute(update(TaskRow), answered)
 
         needed = min_replies if min_replies is not None else 1
         if failures:

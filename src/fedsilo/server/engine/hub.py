@@ -38,6 +38,7 @@ class PendingTask:
     frame: bytes
     future: Future[TaskOutcome] = field(default_factory=Future)
     delivered_at: datetime | None = None
+    replied_at: datetime | None = None
 
 
 class TaskHub:

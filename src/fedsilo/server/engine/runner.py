@@ -212,17 +212,8 @@ class SessionEngine:
             self.record_task_failure(task_id, reason, reply_meta=envelope.meta)
             outcome = TaskOutcome(error=reason)
         else:
-            with self.db.session() as s:
-                s.execute(
-                    update(TaskRow)
-                    .where(TaskRow.id == task_id)
-                    .values(
-                        status="done",
-                        reply_meta=envelope.meta,
-                        delivered_at=task.delivered_at,
-                        replied_at=utcnow(),
-                    )
-                )
+            # Persisted with the rest of the round's replies when the workflow collects them.
+            task.replied_at = utcnow()
             outcome = TaskOutcome(reply=Reply(participant, envelope.meta, arrays))
         task.future.set_result(outcome)
         return outcome
