@@ -11,10 +11,6 @@ Modes:
   (``np.full``) is timed separately and subtracted.
 * ``list``: all N updates in memory first (the Flower way: ``aggregate_train`` takes the list of
   reply messages); time and peak RSS above the inputs.
-* ``chunked``: not fedsilo's code but a proposal for it, measured here: the same streamed,
-  example-weighted float64 running sum, computed in chunks of 2**15 floats through one reused
-  float64 scratch buffer of 256 KiB: it stays in cache, and no full-size temporary is
-  allocated (and page-faulted) per reply;
 * ``numpy``: the physical reference, a numpy one-liner over the same list:
   ``sum(u * (w / W) for u, w in zip(updates, weights))``.
 
@@ -34,7 +30,6 @@ import numpy as np
 from common import peak_rss_mb, rss_mb
 
 MIB = 1024.0 * 1024.0
-CHUNK = 1 << 15  # floats per chunk in "chunked" mode
 
 
 def _update(i: int, size: int) -> np.ndarray:
@@ -56,31 +51,7 @@ def run(mode: str, n: int, size: int) -> dict[str, Any]:
     pid = os.getpid()
     update_mb = size * 4 / MIB
     weights = _weights(n)
-    if mode == "chunked":
-        current = np.zeros(size, dtype=np.float32)
-        base = rss_mb(pid) or 0.0
-        t0 = time.perf_counter()
-        for i in range(n):
-            _update(i, size)
-        make_s = time.perf_counter() - t0
-        began = time.perf_counter()
-        acc = np.zeros(size, dtype=np.float64)
-        scratch = np.empty(CHUNK, dtype=np.float64)
-        total = 0.0
-        for i in range(n):
-            update, w = _update(i, size), float(weights[i])
-            for start in range(0, size, CHUNK):
-                part = update[start : start + CHUNK]
-                tmp = scratch[: len(part)]
-                np.multiply(part, w, out=tmp)
-                acc[start : start + len(part)] += tmp
-            total += w
-            del update
-        result = np.empty_like(current)
-        np.divide(acc, total, out=result, casting="same_kind")
-        seconds = time.perf_counter() - began - make_s
-        value = float(result[0])
-    elif mode == "numpy":
+    if mode == "numpy":
         updates = [_update(i, size) for i in range(n)]
         base = rss_mb(pid) or 0.0
         began = time.perf_counter()
@@ -141,7 +112,7 @@ def run(mode: str, n: int, size: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("stream", "list", "chunked", "numpy"), required=True)
+    parser.add_argument("--mode", choices=("stream", "list", "numpy"), required=True)
     parser.add_argument("--updates", type=int, default=10)
     parser.add_argument("--size", type=int, default=25_000_000)
     args = parser.parse_args()

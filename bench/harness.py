@@ -298,7 +298,6 @@ def run_all(profile: dict[str, Any], rec: Recorder, work: Path, only: set[str]) 
         for mode, system in (
             ("stream", "fedsilo"),
             ("list", "fedsilo"),
-            ("chunked", "proposal"),
             ("numpy", "numpy"),
         ):
             rec.attempt(
