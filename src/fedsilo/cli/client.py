@@ -11,6 +11,25 @@ import typer
 
 from fedsilo.cli import TokenOption, UrlOption, open_api
 
+# Options the client commands share (one definition, so their help and limits agree).
+PollWaitOption = Annotated[
+    float,
+    typer.Option(
+        "--poll-wait", min=0.1, help="Seconds each long-poll for a task waits on the server."
+    ),
+]
+ReconnectTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--reconnect-timeout",
+        min=0.0,
+        help="Seconds to keep retrying while the server is unreachable (e.g. restarting).",
+    ),
+]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print no progress lines, only errors.")
+]
+
 __all__ = ["app", "eda", "train"]
 
 app = typer.Typer(
@@ -55,20 +74,8 @@ def train(
     ] = 1024,
     url: UrlOption = None,
     token: TokenOption = None,
-    poll_wait: Annotated[
-        float,
-        typer.Option(
-            "--poll-wait", min=0.1, help="Seconds each long-poll for a task waits on the server."
-        ),
-    ] = 30.0,
-    reconnect_timeout: Annotated[
-        float,
-        typer.Option(
-            "--reconnect-timeout",
-            min=0.0,
-            help="Seconds to keep retrying while the server is unreachable (e.g. restarting).",
-        ),
-    ] = 300.0,
+    poll_wait: PollWaitOption = 30.0,
+    reconnect_timeout: ReconnectTimeoutOption = 300.0,
     threads: Annotated[
         int,
         typer.Option(
@@ -78,9 +85,7 @@ def train(
             "share a machine.",
         ),
     ] = 1,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print no progress lines, only errors.")
-    ] = False,
+    quiet: QuietOption = False,
     remove_after_complete: Annotated[
         bool,
         typer.Option(
@@ -155,23 +160,9 @@ def eda(
     ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
-    poll_wait: Annotated[
-        float,
-        typer.Option(
-            "--poll-wait", min=0.1, help="Seconds each long-poll for a task waits on the server."
-        ),
-    ] = 30.0,
-    reconnect_timeout: Annotated[
-        float,
-        typer.Option(
-            "--reconnect-timeout",
-            min=0.0,
-            help="Seconds to keep retrying while the server is unreachable (e.g. restarting).",
-        ),
-    ] = 300.0,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print no progress lines, only errors.")
-    ] = False,
+    poll_wait: PollWaitOption = 30.0,
+    reconnect_timeout: ReconnectTimeoutOption = 300.0,
+    quiet: QuietOption = False,
     remove_after_complete: Annotated[
         bool,
         typer.Option(
