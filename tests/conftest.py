@@ -28,6 +28,19 @@ from fedsilo.server.tables import Base
 ADMIN_TOKEN = "fs_test-admin-token"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def client_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Clients keep the replies they released on disk; in tests, not under $HOME."""
+    path = tmp_path_factory.mktemp("client-state")
+    previous = os.environ.get("FEDSILO_CLIENT_STATE_DIR")
+    os.environ["FEDSILO_CLIENT_STATE_DIR"] = str(path)  # inherited by client processes too
+    yield path
+    if previous is None:
+        os.environ.pop("FEDSILO_CLIENT_STATE_DIR", None)
+    else:
+        os.environ["FEDSILO_CLIENT_STATE_DIR"] = previous
+
+
 @dataclass
 class ThreadServer:
     url: str

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from fedsilo.client.replies import ReplyStore, default_state_dir, question_digest
 from fedsilo.data.loading import load_table
 from fedsilo.data.validation import find_problems, summarize
 from fedsilo.errors import (
@@ -39,6 +40,7 @@ from fedsilo.packages import get_package
 from fedsilo.wire import (
     CLIENT_NAME_PATTERN,
     SESSION_ID_PATTERN,
+    Arrays,
     DatasetSummary,
     ParticipantJoin,
     ParticipantPublic,
@@ -53,6 +55,8 @@ from fedsilo.wire import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import httpx
     import pandas as pd
 
@@ -141,6 +145,10 @@ class ClientRuntime:
     dataset_name : str, optional
         Join a session of named datasets (EDA) with ``train_path`` as the dataset of this
         name; ``test_path`` must then be None. See :meth:`for_dataset`.
+    state_dir : Path, optional
+        Where the replies already released are kept, so a restarted client answers a repeated
+        question with the same reply (see :mod:`fedsilo.client.replies`). Default:
+        ``$FEDSILO_CLIENT_STATE_DIR`` or ``~/.fedsilo/client``.
 
     Attributes
     ----------
@@ -163,6 +171,7 @@ class ClientRuntime:
         reconnect_timeout: float = 300.0,
         on_event: Callable[[str], None] | None = None,
         dataset_name: str | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         if not SESSION_ID_PATTERN.match(session_id):
             raise ConfigError(
@@ -207,6 +216,7 @@ class ClientRuntime:
         self.ended: SessionEnded | None = None
         self._last_success = time.monotonic()
         self._outage_started: float | None = None
+        self._replies = ReplyStore(state_dir or default_state_dir(), session_id, client_name)
 
     @classmethod
     def for_dataset(
@@ -449,18 +459,16 @@ class ClientRuntime:
             return
         label = f"task {task.id} ({task.kind}, round {task.round})"
         self._emit(f"{label} received")
-        try:
-            meta, out_arrays = executor.handle(task.kind, dict(task.meta), arrays)
-            # Encoding is inside the guard: a reply meta that is not JSON-able is the
-            # package's failure too, and must not take the client down.
-            frame = encode_frame(out_arrays, ReplyEnvelope(status="ok", meta=meta))
-            status = "ok"
-        except Exception as exc:  # the package's failure is reported, the server decides
-            logger.debug("%s failed", label, exc_info=True)
-            message = str(exc) or type(exc).__name__
-            self._emit(f"{label} failed: {message}")
-            frame = encode_frame({}, ReplyEnvelope(status="error", error=message))
-            status = "error"
+        digest = question_digest(task.kind, task.round, task.meta, arrays)
+        released = self._replies.get(task.kind, digest)
+        if released is not None:
+            # Asked again (the server restarted): the same answer, never a second release.
+            self._emit(f"{label} was answered before; sending the same reply again")
+            frame, status = released, "ok"
+        else:
+            frame, status = self._execute(label, task, arrays, executor)
+            if status == "ok":
+                self._replies.put(task.kind, digest, frame)
         response = self._call(
             lambda: self.api.request(
                 "POST", f"{base}/{task.id}/reply", content=frame, ok=(200, 409, 410)
@@ -473,6 +481,20 @@ class ClientRuntime:
             self._emit(f"{label} reply not accepted ({response.status_code}: {_detail(response)})")
             return
         self._emit(f"{label} replied {status} in {elapsed_ms:.0f} ms")
+
+    def _execute(
+        self, label: str, task: TaskEnvelope, arrays: Arrays, executor: Executor
+    ) -> tuple[bytes, str]:
+        try:
+            meta, out_arrays = executor.handle(task.kind, dict(task.meta), arrays)
+            # Encoding is inside the guard: a reply meta that is not JSON-able is the
+            # package's failure too, and must not take the client down.
+            return encode_frame(out_arrays, ReplyEnvelope(status="ok", meta=meta)), "ok"
+        except Exception as exc:  # the package's failure is reported, the server decides
+            logger.debug("%s failed", label, exc_info=True)
+            message = str(exc) or type(exc).__name__
+            self._emit(f"{label} failed: {message}")
+            return encode_frame({}, ReplyEnvelope(status="error", error=message)), "error"
 
     def _call(self, request: Callable[[], _T]) -> _T:
         """Run ``request``, retrying while the server is unreachable.
