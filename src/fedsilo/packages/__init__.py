@@ -19,7 +19,9 @@ REGISTRY: dict[str, str] = {
     "echo": "fedsilo.packages.echo",
     "eda": "fedsilo.packages.eda",
     "ffnet": "fedsilo.packages.ffnet",
+    "gbm": "fedsilo.packages.gbm",
     "glm": "fedsilo.packages.glm",
+    "linear_inference": "fedsilo.packages.linear_inference",
 }
 
 

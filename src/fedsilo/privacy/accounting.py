@@ -41,8 +41,10 @@ Limits
 The guarantee assumes each round is released once. Packages remember, in the client
 process, the reply of the last private round and send it again if the same round is asked
 twice (the server re-asks a round after its own restart), which releases nothing new. A
-client process that itself restarts loses that memory, so a round that the server re-asks
-after both restarted would be released twice. The server is trusted to follow the protocol
+client process that itself restarts loses that memory, but the client runtime keeps the last
+reply per task kind on its disk (:mod:`fedsilo.client.replies`) and resends it when the same
+question (kind, round, meta, arrays) comes back, so a round re-asked after both restarted is
+still released once. The server is trusted to follow the protocol
 (to announce the session's real ``num_rounds``), not to see exact updates.
 """
 

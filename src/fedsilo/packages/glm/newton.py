@@ -44,6 +44,9 @@ from fedsilo.wire import Arrays
 
 __all__ = [
     "DesignData",
+    "batched_newton_point",
+    "batched_singular",
+    "batched_step_size",
     "NewtonStatistics",
     "Penalty",
     "local_statistics",
@@ -389,3 +392,72 @@ def _coordinate_descent(a: np.ndarray, c: np.ndarray, l1: float, b: np.ndarray) 
         if largest_move <= _CD_TOL * (1.0 + float(np.max(np.abs(b)))):
             return b
     return b
+
+
+# ------------------------------------------------------------- many models at once
+
+
+def batched_singular(fisher: np.ndarray) -> np.ndarray:
+    """Which of a stack of Fisher matrices are singular (the test of :func:`newton_point`).
+
+    Parameters
+    ----------
+    fisher : ndarray of shape (n_models, k, k)
+        Symmetric positive semi-definite matrices.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_models,)
+        True where a diagonal entry is not > 0, an entry is not finite, or the equilibrated
+        condition number exceeds ``_MAX_CONDITION`` (the MLE is then not unique).
+    """
+    m, k = fisher.shape[0], fisher.shape[1]
+    diagonal = np.diagonal(fisher, axis1=1, axis2=2)
+    singular = ~np.all(np.isfinite(fisher).reshape(m, -1), axis=1) | np.any(
+        ~(diagonal > 0), axis=1
+    )
+    scale = 1.0 / np.sqrt(np.where(diagonal > 0, diagonal, 1.0))
+    equilibrated = fisher * scale[:, :, None] * scale[:, None, :]
+    equilibrated[singular] = np.eye(k)  # placeholders keep eigvalsh finite
+    eigenvalues = np.linalg.eigvalsh(equilibrated)
+    singular |= eigenvalues[:, 0] <= eigenvalues[:, -1] / _MAX_CONDITION
+    result: np.ndarray = singular
+    return result
+
+
+def batched_newton_point(
+    beta: np.ndarray, gradient: np.ndarray, fisher: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`newton_point` without penalty for a stack of independent models, in one solve.
+
+    The unpenalized Newton point ``solve(F, F beta - g)`` does not depend on the weight sum
+    ``W`` (it cancels), so none is needed.
+
+    Parameters
+    ----------
+    beta : ndarray of shape (n_models, k)
+    gradient : ndarray of shape (n_models, k)
+        Summed over all silos, at ``beta``.
+    fisher : ndarray of shape (n_models, k, k)
+
+    Returns
+    -------
+    points : ndarray of shape (n_models, k)
+        The Newton points; NaN rows where the model is singular.
+    singular : ndarray of bool, shape (n_models,)
+        :func:`batched_singular` of ``fisher`` (plus non-finite gradients).
+    """
+    singular = batched_singular(fisher) | ~np.all(np.isfinite(gradient), axis=1)
+    points = np.full(beta.shape, np.nan)
+    ok = ~singular
+    if np.any(ok):
+        a = fisher[ok]
+        c = np.einsum("mij,mj->mi", a, beta[ok]) - gradient[ok]
+        points[ok] = np.linalg.solve(a, c[:, :, None])[:, :, 0]
+    return points, singular
+
+
+def batched_step_size(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """:func:`step_size` of each row of ``old`` / ``new`` (shape (n_models, k)); (n_models,)."""
+    result: np.ndarray = np.max(np.abs(new - old), axis=1) / (1.0 + np.max(np.abs(old), axis=1))
+    return result

@@ -1,0 +1,263 @@
+"""The server half of gbm: federated histogram gradient boosting, one tree per round.
+
+::
+
+    round 0   sketch      -> every client's DDSketch per predictor and its target sum;
+                             merged (exactly) into global bin cuts (binning.py) and the
+                             baseline: log-odds of the pooled prior, or the pooled mean
+              bin         -> clients bin their rows once (and replay the trees of a checkpoint)
+    tree t    histograms  -> per frontier node x predictor x bin sums of g, h and counts;
+                             summed over clients, split as scikit-learn would (splitting.py);
+                             the splits go out with the next request
+              update      -> the finished tree; clients add it, evaluate, compute next g, h
+              record_round(t), checkpoint(trees so far)
+
+``num_rounds`` is the number of trees. The federated metrics of tree ``t`` are ``loss`` and
+``accuracy`` (test-row-weighted means: exactly the pooled values), ``roc_auc_client_mean``
+(the clients' ROC AUC, weighted; a rank statistic does not pool), ``r2`` (exact pooled R^2)
+and ``train_loss`` (exact pooled training loss). ``save_best_model`` keeps the first ``k``
+trees where tree ``k`` scored best (trees are additive, so a prefix is a model).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedsilo.analytics.sketch import QuantileSketch
+from fedsilo.errors import TaskError
+from fedsilo.packages.base import Participant, Reply, SessionContext
+from fedsilo.packages.gbm.binning import bin_edges
+from fedsilo.packages.gbm.config import GBMDataConfig, GBMModelConfig
+from fedsilo.packages.gbm.predictor import Forest
+from fedsilo.packages.gbm.splitting import TreeGrower
+from fedsilo.packages.metrics import R2Part, finite_number, pooled_r2, weighted_mean
+
+__all__ = ["federated_metrics", "run"]
+
+#: save_best_model metric -> federated metric key
+_SELECTION_KEYS = {
+    "loss": "loss",
+    "accuracy": "accuracy",
+    "roc_auc": "roc_auc_client_mean",
+    "r2": "r2",
+}
+_PARTS = ("positive_keys", "positive_counts", "negative_keys", "negative_counts")
+
+
+def run(ctx: SessionContext, mc: GBMModelConfig, dc: GBMDataConfig) -> None:
+    """Boost ``num_rounds`` trees over the session's clients (see the module docstring).
+
+    Raises
+    ------
+    TaskError
+        When a client fails or replies malformed arrays, or the pooled target leaves the
+        baseline undefined (one class only).
+    """
+    params = mc.model.params
+    n_features = len(dc.predictors)
+    participants = ctx.wait_for_clients(ctx.session.min_num_clients)
+    checkpoint = ctx.restore()
+    if checkpoint is None:
+        forest = _initial_forest(ctx, participants, mc, n_features)
+        start, best = 1, _Best()
+        last_metrics: dict[str, float] = {}
+    else:
+        forest = Forest.from_arrays(checkpoint.arrays, n_features)
+        start = checkpoint.round + 1
+        best = _Best(**(checkpoint.meta.get("best") or {}))
+        last_metrics = dict(checkpoint.meta.get("last_metrics") or {})
+    _ask_all(ctx, participants, "bin", forest.to_arrays(), start)
+    n_bins = 1 + max(cuts.size for cuts in forest.cuts)
+    best_spec = mc.save_best_model
+    key = _SELECTION_KEYS.get(best_spec.metric or "") if best_spec is not None else None
+    mode = best_spec.resolved_mode() if best_spec is not None else "min"
+
+    for rnd in range(start, ctx.session.num_rounds + 1):
+        grower = TreeGrower(
+            params.learning_rate,
+            params.l2_regularization,
+            params.min_samples_leaf,
+            params.max_depth,
+            params.max_leaf_nodes,
+        )
+        splits = np.zeros((0, 5), dtype=np.int64)
+        while not grower.done():
+            nodes = grower.pending()
+            if nodes:
+                arrays = {"splits": splits, "nodes": np.array(nodes, dtype=np.int64)}
+                replies = _ask_all(ctx, participants, "histograms", arrays, rnd)
+                grower.add_histograms(nodes, _summed(replies, (len(nodes), n_features, n_bins, 3)))
+            splits = np.array(
+                [[s.node, s.feature, s.bin, s.left, s.right] for s in grower.next_splits()],
+                dtype=np.int64,
+            ).reshape(-1, 5)
+        tree = grower.arrays()
+        forest.trees.append(tree)
+        replies = _ask_all(
+            ctx, participants, "update", {f"tree/{k}": v for k, v in tree.items()}, rnd
+        )
+        federated = federated_metrics(replies)
+        ctx.record_round(rnd, federated=federated, per_client=per_client_metrics(replies))
+        last_metrics = federated
+        value = federated.get(key) if key is not None else None
+        if value is not None and math.isfinite(value):
+            previous = best.value
+            if previous is None or (value < previous if mode == "min" else value > previous):
+                best = _Best(rnd, value, federated)
+        meta = {"kind": "gbm", "best": asdict(best), "last_metrics": last_metrics}
+        ctx.checkpoint(rnd, arrays=forest.to_arrays(), meta=meta)
+
+    n_trees = len(forest.trees)
+    if key is not None and best.round:
+        kept, metrics = best.round, dict(best.metrics)
+        selected_by = f"best {best_spec.metric if best_spec else ''} ({mode})"
+    else:
+        kept, metrics, selected_by = n_trees, last_metrics, "last round"
+    model_meta: dict[str, Any] = {
+        "round": kept,
+        "trees": kept,
+        "trees_grown": n_trees,
+        "federated_loss": metrics.get("loss"),
+        "federated_metrics": metrics,
+        "selected_by": selected_by,
+        "n_bins": [int(c.size + 1) for c in forest.cuts],
+    }
+    ctx.save_model(forest.truncated(kept).to_arrays(), meta=model_meta, rnd=kept)
+
+
+@dataclass
+class _Best:
+    """The tree count (round) that scored best under ``save_best_model`` so far."""
+
+    round: int = 0
+    value: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _ask_all(
+    ctx: SessionContext,
+    participants: Sequence[Participant],
+    kind: str,
+    arrays: dict[str, Any],
+    rnd: int,
+    meta: dict[str, Any] | None = None,
+) -> list[Reply]:
+    # Every histogram must hold every client's rows, or the split is not the pooled one:
+    # a failed client fails the session rather than silently shrinking the data.
+    return ctx.ask(
+        participants,
+        kind,
+        arrays=arrays,
+        meta=meta,
+        round=rnd,
+        accept_failures=False,
+        min_replies=len(participants),
+    )
+
+
+def _initial_forest(
+    ctx: SessionContext, participants: Sequence[Participant], mc: GBMModelConfig, n_features: int
+) -> Forest:
+    params = mc.model.params
+    accuracy = params.sketch_relative_accuracy
+    replies = _ask_all(
+        ctx, participants, "sketch", {}, 0, meta={"relative_accuracy": accuracy}
+    )
+    sketches = [QuantileSketch(accuracy) for _ in range(n_features)]
+    rows, target_sum = 0, 0.0
+    for reply in replies:
+        who = f"The sketch reply of client {reply.participant.client_name!r}"
+        zero_counts = reply.meta.get("zero_counts")
+        if not isinstance(zero_counts, list) or len(zero_counts) != n_features:
+            raise TaskError(f"{who} must carry meta 'zero_counts', one count per predictor.")
+        for j in range(n_features):
+            parts = {p: reply.arrays.get(f"sketch/{j}/{p}") for p in _PARTS}
+            if any(v is None for v in parts.values()):
+                raise TaskError(f"{who} lacks the sketch arrays of predictor {j}.")
+            sketches[j].merge(
+                QuantileSketch.from_arrays(
+                    accuracy, {p: np.asarray(v) for p, v in parts.items()}, int(zero_counts[j])
+                )
+            )
+        rows += int(reply.meta.get("num_rows", 0))
+        target_sum += float(reply.meta.get("target_sum", 0.0))
+    if rows <= 0:
+        raise TaskError("The clients hold no training rows together; gbm needs some.")
+    mean = target_sum / rows
+    if mc.ml_task.type == "classification":
+        if not 0.0 < mean < 1.0:
+            raise TaskError(
+                f"Every training target of every client is {mean:g}; binary classification "
+                "needs rows of both classes."
+            )
+        baseline = math.log(mean / (1.0 - mean))
+    else:
+        baseline = mean
+    cuts = bin_edges(sketches, params.max_bins)
+    ctx.log(
+        f"bin cuts from DDSketch(alpha={accuracy:g}) over {rows} rows: "
+        f"{min(c.size for c in cuts) + 1}..{max(c.size for c in cuts) + 1} bins per predictor"
+    )
+    return Forest(baseline, cuts, [])
+
+
+def _summed(replies: Sequence[Reply], shape: tuple[int, ...]) -> np.ndarray:
+    total = np.zeros(shape)
+    for reply in replies:
+        part = reply.arrays.get("histograms")
+        if part is None or np.shape(part) != shape:
+            got = "missing" if part is None else f"of shape {np.shape(part)}"
+            raise TaskError(
+                f"The histograms reply of client {reply.participant.client_name!r} must carry "
+                f"array 'histograms' of shape {shape}; it is {got}."
+            )
+        total += np.asarray(part, dtype=np.float64)
+    return total
+
+
+def federated_metrics(replies: Sequence[Reply]) -> dict[str, float]:
+    """One tree's federated metrics from the clients' ``update`` replies (module docstring)."""
+    result: dict[str, float] = {}
+    for name, client_key, weight in (
+        ("loss", "test_loss", "test_weight_sum"),
+        ("accuracy", "test_accuracy", "test_weight_sum"),
+        ("roc_auc_client_mean", "test_roc_auc", "test_weight_sum"),
+        ("r2_client_mean", "test_r2", "test_weight_sum"),
+        ("train_loss", "train_loss", "num_rows"),
+    ):
+        value = weighted_mean(replies, client_key, weight)
+        if value is not None:
+            result[name] = value
+    parts: list[R2Part] = []
+    for reply in replies:
+        values = [
+            finite_number(reply.meta, k)
+            for k in ("test_weight_sum", "test_sse", "target_mean", "target_m2")
+        ]
+        if any(v is None for v in values):
+            parts = []
+            break
+        parts.append(tuple(float(v) for v in values if v is not None))  # type: ignore[arg-type]
+    r2 = pooled_r2(parts)
+    if r2 is not None:
+        result["r2"] = r2
+    return result
+
+
+def per_client_metrics(replies: Sequence[Reply]) -> dict[str, dict[str, float]]:
+    """Each client's ``test_*`` metrics and ``train_loss``, keyed by client name."""
+    result: dict[str, dict[str, float]] = {}
+    for reply in replies:
+        result[reply.participant.client_name] = {
+            key: number
+            for key in reply.meta
+            if (key.startswith("test_") or key == "train_loss")
+            and key not in ("test_sse", "test_weight_sum")
+            and (number := finite_number(reply.meta, key)) is not None
+        }
+    return result

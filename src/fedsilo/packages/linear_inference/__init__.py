@@ -1,0 +1,49 @@
+"""linear_inference: a bundle of regressions with p-values (GWAS), fitted exactly across silos.
+
+One model per chunked predictor -- ``target ~ shared_predictors + that predictor`` -- for every
+chunked predictor at once: each silo computes all the models' Newton statistics in one
+vectorised pass, the server sums them and solves all the Newton steps in one batched solve
+(:func:`fedsilo.packages.glm.newton.batched_newton_point`). Strategies: ``LogitRegInference``
+(binary target, Wald z tests) and ``LinearRegInference`` (OLS, t tests). The coefficients,
+standard errors and p-values equal statsmodels' ``Logit`` / ``OLS`` on the pooled rows.
+
+Parts: ``config.py``, ``bundle.py`` (the vectorised statistics), ``client.py`` (the executor),
+``server.py`` (the workflow), ``export.py`` (p-values, summaries, predictions) and
+``torch_model.py`` (the torch module and ``ChunkedTabularDataset``).
+"""
+
+from __future__ import annotations
+
+from fedsilo.packages.base import ModelPackage
+from fedsilo.packages.linear_inference.client import LinearInferenceExecutor
+from fedsilo.packages.linear_inference.config import (
+    LinearInferenceDataConfig,
+    LinearInferenceModelConfig,
+)
+from fedsilo.packages.linear_inference.export import LinearInferenceModel
+from fedsilo.packages.linear_inference.server import run
+from fedsilo.wire import SessionKind
+
+__all__ = [
+    "PACKAGE",
+    "LinearInferenceDataConfig",
+    "LinearInferenceExecutor",
+    "LinearInferenceModel",
+    "LinearInferenceModelConfig",
+    "run",
+]
+
+PACKAGE: ModelPackage[LinearInferenceModelConfig, LinearInferenceDataConfig] = ModelPackage(
+    name="linear_inference",
+    description=(
+        "A bundle of logistic (LogitRegInference) or linear (LinearRegInference) regressions, "
+        "one per chunked predictor, with standard errors and p-values equal to statsmodels' "
+        "on the pooled rows (GWAS)."
+    ),
+    kind=SessionKind.hfl,
+    model_config_type=LinearInferenceModelConfig,
+    data_config_type=LinearInferenceDataConfig,
+    workflow=run,
+    executor=LinearInferenceExecutor,
+    export=LinearInferenceModel,
+)

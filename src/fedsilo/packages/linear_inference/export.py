@@ -1,0 +1,197 @@
+"""A trained bundle as users hold it: p-values, per-model summaries and predictions.
+
+The saved model is every model's coefficients ``beta`` (n_chunked, k), intercept first then
+the shared predictors then the chunk, its pooled Fisher matrix ``fisher`` (n_chunked, k, k)
+and its deviance (the residual sum of squares for OLS). The covariance is ``inv(fisher)``
+for logit and ``RSS / (n - k) * inv(fisher)`` for OLS -- statsmodels' ``Logit`` / ``OLS``
+``cov_params()`` on the pooled rows -- with Wald z tests (logit) or t tests with ``n - k``
+degrees of freedom (OLS), as statsmodels reports them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from fedsilo.errors import ConfigError, DataError
+from fedsilo.packages.linear_inference.config import (
+    LinearInferenceDataConfig,
+    LinearInferenceModelConfig,
+)
+from fedsilo.wire import Arrays
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["LinearInferenceModel"]
+
+
+class LinearInferenceModel:
+    """The bundle of fitted models, one per chunked predictor.
+
+    Parameters
+    ----------
+    model_config : LinearInferenceModelConfig
+    data_config : LinearInferenceDataConfig
+    arrays : dict of str to ndarray
+        ``beta`` (n_chunked, k), ``fisher`` (n_chunked, k, k), ``deviance`` (n_chunked,).
+    meta : dict
+        What the workflow saved: resolved column names, ``num_rows``, ``reasons``, ...
+
+    Raises
+    ------
+    ConfigError
+        When an array is missing or does not match the data_config.
+    """
+
+    def __init__(
+        self,
+        model_config: LinearInferenceModelConfig,
+        data_config: LinearInferenceDataConfig,
+        arrays: Arrays,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        from scipy import stats  # type: ignore[import-untyped]
+
+        self.model_config = model_config
+        self.data_config = data_config
+        self.meta = dict(meta or {})
+        m = len(data_config.chunked_predictors)
+        k = 2 + len(data_config.shared_predictors)
+        for name, shape in (("beta", (m, k)), ("fisher", (m, k, k)), ("deviance", (m,))):
+            if name not in arrays or np.shape(arrays[name]) != shape:
+                got = "missing" if name not in arrays else f"of shape {np.shape(arrays[name])}"
+                raise ConfigError(
+                    f"A linear_inference model needs array {name!r} of shape {shape}; it is {got}."
+                )
+        self.linear = model_config.strategy.name == "LinearRegInference"
+        self.coef_ = np.asarray(arrays["beta"], dtype=np.float64).copy()
+        fisher = np.asarray(arrays["fisher"], dtype=np.float64)
+        deviance = np.asarray(arrays["deviance"], dtype=np.float64)
+        self.target = str(self.meta.get("target", data_config.target))
+        self.shared_predictors = [
+            str(c) for c in self.meta.get("shared_predictors", data_config.shared_predictors)
+        ]
+        self.chunked_predictors = [
+            str(c) for c in self.meta.get("chunked_predictors", data_config.chunked_predictors)
+        ]
+        self.reasons: dict[str, str] = dict(self.meta.get("reasons") or {})
+        self.df_resid = int(self.meta.get("df_resid", 0))
+        ok = np.all(np.isfinite(self.coef_), axis=1)
+        covariance = np.full((m, k, k), np.nan)
+        if np.any(ok):
+            covariance[ok] = np.linalg.inv(fisher[ok])
+            if self.linear:
+                dispersion = deviance[ok] / self.df_resid if self.df_resid > 0 else np.nan
+                covariance[ok] *= np.asarray(dispersion).reshape(-1, 1, 1)
+        self.bse_ = np.sqrt(np.diagonal(covariance, axis1=1, axis2=2))
+        self.tvalues_ = self.coef_ / self.bse_
+        if self.linear:
+            self._quantile = float(stats.t.ppf(0.975, self.df_resid)) if self.df_resid > 0 else np.nan
+            self.pvalues_ = 2.0 * stats.t.sf(np.abs(self.tvalues_), self.df_resid)
+        else:
+            self._quantile = float(stats.norm.ppf(0.975))
+            self.pvalues_ = 2.0 * stats.norm.sf(np.abs(self.tvalues_))
+
+    # ------------------------------------------------------------------ inference
+
+    def p_values(self) -> pd.Series:
+        """The p-value of each chunked predictor's coefficient in its own model.
+
+        Returns
+        -------
+        Series of shape (n_chunked,)
+            Indexed by chunked predictor; NaN for models left out (see :attr:`reasons`).
+        """
+        return pd.Series(self.pvalues_[:, -1], index=self.chunked_predictors, name="p_value")
+
+    def summary(self, name: str | int) -> pd.DataFrame:
+        """The coefficient table of the model of chunked predictor ``name``.
+
+        Parameters
+        ----------
+        name : str or int
+            A chunked predictor's name, or its position in ``chunked_predictors``.
+
+        Returns
+        -------
+        DataFrame of shape (k, 6)
+            Rows ``const``, the shared predictors, the chunk; columns ``coef``, ``std err``,
+            ``z`` / ``t``, ``P>|z|`` / ``P>|t|``, ``[0.025``, ``0.975]`` (statsmodels'
+            names). ``attrs["reason"]`` says why a left-out model is NaN.
+        """
+        j = self._index(name)
+        statistic = "t" if self.linear else "z"
+        half = self._quantile * self.bse_[j]
+        frame = pd.DataFrame(
+            {
+                "coef": self.coef_[j],
+                "std err": self.bse_[j],
+                statistic: self.tvalues_[j],
+                f"P>|{statistic}|": self.pvalues_[j],
+                "[0.025": self.coef_[j] - half,
+                "0.975]": self.coef_[j] + half,
+            },
+            index=["const", *self.shared_predictors, self.chunked_predictors[j]],
+        )
+        frame.attrs["reason"] = self.reasons.get(self.chunked_predictors[j], "")
+        return frame
+
+    def _index(self, name: str | int) -> int:
+        if isinstance(name, int) and not isinstance(name, bool):
+            if 0 <= name < len(self.chunked_predictors):
+                return name
+        elif name in self.chunked_predictors:
+            return self.chunked_predictors.index(name)
+        shown = ", ".join(repr(c) for c in self.chunked_predictors[:10])
+        raise KeyError(f"{name!r} is not a chunked predictor of this model; they are {shown}...")
+
+    # ---------------------------------------------------------------- prediction
+
+    def predict_arrays(self, shared: np.ndarray, chunked: np.ndarray) -> np.ndarray:
+        """Every model's prediction.
+
+        Parameters
+        ----------
+        shared : ndarray of shape (n_samples, n_shared)
+        chunked : ndarray of shape (n_samples, n_chunked)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_chunked)
+            Probabilities of class 1 (logit) or the predicted mean (OLS); NaN columns for
+            models left out.
+        """
+        s = 1 + len(self.shared_predictors)
+        eta = self.coef_[:, 0] + shared @ self.coef_[:, 1:s].T + chunked * self.coef_[:, s]
+        if self.linear:
+            result: np.ndarray = eta
+            return result
+        return np.asarray(1.0 / (1.0 + np.exp(-eta)))
+
+    def predict(self, data: pd.DataFrame) -> np.ndarray:
+        """:meth:`predict_arrays` of a frame holding the shared and chunked columns.
+
+        Raises
+        ------
+        DataError
+            When a column is missing.
+        """
+        needed = [*self.shared_predictors, *self.chunked_predictors]
+        missing = [c for c in needed if c not in data.columns]
+        if missing:
+            raise DataError(
+                [f"missing column(s) {', '.join(repr(c) for c in missing[:10])}"],
+                source="the prediction data",
+            )
+        shared = data[self.shared_predictors].to_numpy(dtype=np.float64)
+        chunked = data[self.chunked_predictors].to_numpy(dtype=np.float64)
+        return self.predict_arrays(shared.reshape(len(data), -1), chunked)
+
+    def as_pytorch(self) -> torch.nn.Module:
+        """The bundle as a ``torch.nn.Module`` (with ``p_values`` and ``summary`` too)."""
+        from fedsilo.packages.linear_inference.torch_model import LinearInferenceModule
+
+        return LinearInferenceModule(self)

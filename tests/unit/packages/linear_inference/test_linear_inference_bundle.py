@@ -1,0 +1,133 @@
+"""Models left out (singular, separated) and columns given by index, with the real workflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from fedsilo.data.dataset import LocalDataset
+from fedsilo.errors import DataError, TaskError
+from fedsilo.packages.linear_inference import PACKAGE, LinearInferenceExecutor
+
+SHARED = ["s0", "s1"]
+LOGIT = {"strategy": {"name": "LogitRegInference", "params": {}}}
+OLS = {"strategy": {"name": "LinearRegInference"}}
+
+
+@pytest.mark.parametrize("config", [LOGIT, OLS], ids=["logit", "ols"])
+def test_a_singular_chunk_is_nan_with_a_reason_and_the_others_are_exact(
+    config: dict[str, Any], silos: Any, run_federated: Any
+) -> None:
+    task = "logistic" if config is LOGIT else "normal"
+    frames = silos(task)
+    for frame in frames:
+        frame["dup"] = frame["s0"]  # collinear with a shared predictor
+        frame["const"] = 2.0  # collinear with the intercept
+    chunks = ["c0", "dup", "const", "c2"]
+    data = {"target": "y", "shared_predictors": SHARED, "chunked_predictors": chunks}
+    model = run_federated(config, data, frames).model
+    pvalues = model.p_values()
+    assert pvalues[["dup", "const"]].isna().all()
+    assert pvalues[["c0", "c2"]].notna().all()
+    for name in ("dup", "const"):
+        table = model.summary(name)
+        assert table.isna().all().all()
+        assert "singular design" in table.attrs["reason"]
+        assert "singular design" in model.reasons[name]
+    assert model.summary("c0").attrs["reason"] == ""
+    pooled = pd.concat(frames, ignore_index=True)
+    design = sm.add_constant(pooled[[*SHARED, "c2"]])
+    ref = (
+        sm.Logit(pooled["y"], design).fit(disp=0)
+        if task == "logistic"
+        else sm.OLS(pooled["y"], design).fit()
+    )
+    np.testing.assert_allclose(model.summary("c2")["coef"], ref.params, rtol=1e-6)
+    np.testing.assert_allclose(model.summary("c2")["std err"], ref.bse, rtol=1e-6)
+    # Predictions of a left-out model are NaN, the others finite.
+    predictions = model.predict(pooled)
+    assert predictions.shape == (len(pooled), 4)
+    assert np.isnan(predictions[:, 1:3]).all() and np.isfinite(predictions[:, [0, 3]]).all()
+
+
+def test_a_perfectly_separating_chunk_is_left_out_with_a_reason(
+    silos: Any, run_federated: Any
+) -> None:
+    frames = silos("logistic")
+    for frame in frames:
+        frame["sep"] = frame["y"] * 2.0 - 1.0 + 0.01 * frame["s0"]
+    data = {"target": "y", "shared_predictors": SHARED, "chunked_predictors": ["c0", "sep"]}
+    fit = run_federated(LOGIT, data, frames, num_rounds=12)
+    assert np.isnan(fit.model.p_values()["sep"])
+    assert fit.model.reasons["sep"]
+    assert np.isfinite(fit.model.p_values()["c0"])
+
+
+def test_columns_given_by_index_equal_columns_given_by_name(
+    silos: Any, run_federated: Any
+) -> None:
+    frames = silos("normal")
+    columns = list(frames[0].columns)  # s0 s1 c0..c5 y
+    by_name = {"target": "y", "shared_predictors": SHARED, "chunked_predictors": ["c0", "c3"]}
+    by_index = {
+        "target": columns.index("y"),
+        "shared_predictors": [0, "s1"],
+        "chunked_predictors": [columns.index("c0"), columns.index("c3")],
+    }
+    named = run_federated(OLS, by_name, frames).model
+    indexed = run_federated(OLS, by_index, frames).model
+    assert list(indexed.p_values().index) == ["c0", "c3"]
+    pd.testing.assert_series_equal(named.p_values(), indexed.p_values())
+    pd.testing.assert_frame_equal(named.summary("c3"), indexed.summary(1))
+
+
+def test_the_client_lists_every_problem_of_its_data(silos: Any) -> None:
+    frame = silos("logistic")[0]
+    frame.loc[0, "y"] = 3.0
+    frame["text"] = "a"
+    mc, dc = PACKAGE.parse_configs(
+        LOGIT,
+        {"target": "y", "shared_predictors": ["s0", "text"], "chunked_predictors": [40, "zz"]},
+    )
+    with pytest.raises(DataError) as caught:
+        LinearInferenceExecutor(mc, dc, LocalDataset(frame, None, 8))
+    message = str(caught.value)
+    assert "chunked_predictors[0]: column index 40 is out of range" in message
+    mc, dc = PACKAGE.parse_configs(
+        LOGIT, {"target": "y", "shared_predictors": ["s0", "text"], "chunked_predictors": ["zz"]}
+    )
+    with pytest.raises(DataError) as caught:
+        LinearInferenceExecutor(mc, dc, LocalDataset(frame, None, 8))
+    message = str(caught.value)
+    assert "missing required column(s) 'zz'" in message
+    assert "'text' is not numeric" in message
+    mc, dc = PACKAGE.parse_configs(
+        LOGIT, {"target": "y", "shared_predictors": ["s0"], "chunked_predictors": [2]}
+    )
+    with pytest.raises(DataError, match="must be 0 or 1 for logistic"):
+        LinearInferenceExecutor(mc, dc, LocalDataset(frame, None, 8))
+    # An index naming a column already used by name is caught after resolving.
+    mc, dc = PACKAGE.parse_configs(
+        OLS, {"target": "y", "shared_predictors": ["s0"], "chunked_predictors": [0]}
+    )
+    with pytest.raises(DataError, match="column 's0' is already used as shared_predictors"):
+        LinearInferenceExecutor(mc, dc, LocalDataset(frame, None, 8))
+
+
+def test_the_client_refuses_malformed_tasks(silos: Any) -> None:
+    mc, dc = PACKAGE.parse_configs(
+        OLS, {"target": "y", "shared_predictors": SHARED, "chunked_predictors": ["c0", "c1"]}
+    )
+    executor = LinearInferenceExecutor(mc, dc, LocalDataset(silos("normal")[0], None, 8))
+    with pytest.raises(TaskError, match="cannot run task kind 'fit'"):
+        executor.handle("fit", {}, {})
+    with pytest.raises(TaskError, match=r"'betas' of shape \(2, 4\); got shape \(2, 3\)"):
+        executor.handle("bundle_stats", {}, {"betas": np.zeros((2, 3)), "active": np.ones(2)})
+    with pytest.raises(TaskError, match="non-finite"):
+        executor.handle(
+            "bundle_stats", {}, {"betas": np.full((2, 4), np.nan), "active": np.ones(2)}
+        )
