@@ -118,6 +118,10 @@ class GBMExecutor:
     def handle(
         self, kind: str, meta: dict[str, Any], arrays: Arrays
     ) -> tuple[dict[str, Any], Arrays]:
+        if kind not in KINDS:
+            raise TaskError(
+                f"The gbm client does not handle task kind {kind!r}; it handles {', '.join(KINDS)}."
+            )
         if kind == "sketch":
             return self._sketch(meta)
         if kind == "bin":
@@ -126,11 +130,7 @@ class GBMExecutor:
             raise TaskError(f"Cannot run a gbm {kind!r} task before the 'bin' task.")
         if kind == "histograms":
             return self._histograms(arrays)
-        if kind == "update":
-            return self._update(arrays)
-        raise TaskError(
-            f"The gbm client does not handle task kind {kind!r}; it handles {', '.join(KINDS)}."
-        )
+        return self._update(arrays)
 
     # --------------------------------------------------------------- tasks
 

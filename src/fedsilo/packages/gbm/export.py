@@ -113,7 +113,8 @@ class FederatedHistGradientBoostingClassifier(ClassifierMixin, _FederatedForest)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted classes (0 or 1), shape (n_samples,)."""
-        labels: np.ndarray = self.classes_[(self._raw(X) > 0).astype(np.int64)]
+        positive = self._raw(X) > 0  # checks the forest first, then classes_ exists
+        labels: np.ndarray = self.classes_[positive.astype(np.int64)]
         return labels
 
 

@@ -165,9 +165,7 @@ def _initial_forest(
 ) -> Forest:
     params = mc.model.params
     accuracy = params.sketch_relative_accuracy
-    replies = _ask_all(
-        ctx, participants, "sketch", {}, 0, meta={"relative_accuracy": accuracy}
-    )
+    replies = _ask_all(ctx, participants, "sketch", {}, 0, meta={"relative_accuracy": accuracy})
     sketches = [QuantileSketch(accuracy) for _ in range(n_features)]
     rows, target_sum = 0, 0.0
     for reply in replies:

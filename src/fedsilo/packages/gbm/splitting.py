@@ -14,7 +14,9 @@ Leaf values are ``-learning_rate * G / (H + lambda)``.
 :class:`TreeGrower` grows level by level when ``max_leaf_nodes`` is None (every splittable
 node of the frontier is split at once; without a leaf cap the order of splits cannot change
 the tree) and best-first otherwise (the largest gain first, one split per round, so the leaf
-cap stops growth exactly where scikit-learn's priority queue would).
+cap stops growth exactly where scikit-learn's priority queue would). Of two sibling nodes
+that both need histograms the clients send only the smaller one's; the other is the
+parent's minus it (scikit-learn's subtraction trick).
 """
 
 from __future__ import annotations
@@ -115,24 +117,40 @@ class TreeGrower:
     _heap: list[tuple[float, int, int, int]] = field(default_factory=list)
     _leaves: int = 1
     _histograms: dict[int, np.ndarray] = field(default_factory=dict)
+    #: node -> (sibling, parent histogram): histograms derived by subtraction
+    _derived: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
 
     def pending(self) -> list[int]:
-        return list(self._pending)
+        """The nodes whose histograms the clients must send now, in node order.
+
+        Of two sibling nodes that both need histograms only the one with fewer rows is
+        asked for; the other is the parent's histogram minus it (scikit-learn's subtraction
+        trick), which halves the bytes of every level but the root's.
+        """
+        return [n for n in self._pending if n not in self._derived]
 
     def done(self) -> bool:
         return not self._pending and not self._heap
 
     def add_histograms(self, node_ids: list[int], histograms: np.ndarray) -> None:
-        """Record the pooled histograms of pending nodes and queue their best splits.
+        """Record the pooled histograms of the :meth:`pending` nodes and queue the best
+        splits of every node waiting for one (the asked and the derived).
 
         Parameters
         ----------
         node_ids : list of int
+            :meth:`pending`.
         histograms : ndarray of shape (len(node_ids), n_features, n_bins, 3)
         """
         if not self.nodes:  # the root: its sums are any feature's histogram total
             sums = histograms[0, 0].sum(axis=0)
             self.nodes.append(_Node(0, float(sums[0]), float(sums[1]), float(sums[2])))
+        received = dict(zip(node_ids, histograms, strict=True))
+        for node_id, (sibling, parent) in self._derived.items():
+            received[node_id] = parent - received[sibling]
+        self._derived.clear()
+        node_ids = sorted(received)
+        histograms = np.stack([received[n] for n in node_ids])
         gain, feature, bin_ = best_splits(histograms, self.l2_regularization, self.min_samples_leaf)
         for i, node_id in enumerate(node_ids):
             node = self.nodes[node_id]
@@ -142,7 +160,7 @@ class TreeGrower:
                 entry = (-float(gain[i]), node_id, int(feature[i]), int(bin_[i]))
                 heapq.heappush(self._heap, entry)
                 self._histograms[node_id] = histograms[i]
-        self._pending = [n for n in self._pending if n not in set(node_ids)]
+        self._pending = []
 
     def _splittable(self, node: _Node) -> bool:
         if self.max_depth is not None and node.depth >= self.max_depth:
@@ -159,7 +177,8 @@ class TreeGrower:
         splits = []
         for _, node_id, feature, bin_ in chosen:
             parent = self.nodes[node_id]
-            left_sums = self._histograms.pop(node_id)[feature, : bin_ + 1].sum(axis=0)
+            parent_histogram = self._histograms.pop(node_id)
+            left_sums = parent_histogram[feature, : bin_ + 1].sum(axis=0)
             total = np.array([parent.gradient, parent.hessian, parent.count])
             right_sums = total - left_sums
             ids = []
@@ -170,13 +189,17 @@ class TreeGrower:
             parent.feature, parent.bin, parent.left, parent.right = feature, bin_, ids[0], ids[1]
             self._leaves += 1
             splits.append(Split(node_id, feature, bin_, ids[0], ids[1]))
-            for child_id in ids:
-                if self._splittable(self.nodes[child_id]):
-                    self._pending.append(child_id)
+            waiting = [c for c in ids if self._splittable(self.nodes[c])]
+            self._pending.extend(waiting)
+            if len(waiting) == 2:
+                # ask for the smaller child (fewer rows to histogram), derive the larger
+                small, large = sorted(ids, key=lambda c: (self.nodes[c].count, c))
+                self._derived[large] = (small, parent_histogram)
         if self.max_leaf_nodes is not None and self._leaves >= self.max_leaf_nodes:
             self._heap.clear()  # scikit-learn finalizes every remaining node as a leaf
             self._pending.clear()
             self._histograms.clear()
+            self._derived.clear()
         return splits
 
     def arrays(self) -> dict[str, np.ndarray]:

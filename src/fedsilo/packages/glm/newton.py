@@ -44,11 +44,11 @@ from fedsilo.wire import Arrays
 
 __all__ = [
     "DesignData",
+    "NewtonStatistics",
+    "Penalty",
     "batched_newton_point",
     "batched_singular",
     "batched_step_size",
-    "NewtonStatistics",
-    "Penalty",
     "local_statistics",
     "newton_point",
     "objective",
@@ -413,9 +413,7 @@ def batched_singular(fisher: np.ndarray) -> np.ndarray:
     """
     m, k = fisher.shape[0], fisher.shape[1]
     diagonal = np.diagonal(fisher, axis1=1, axis2=2)
-    singular = ~np.all(np.isfinite(fisher).reshape(m, -1), axis=1) | np.any(
-        ~(diagonal > 0), axis=1
-    )
+    singular = ~np.all(np.isfinite(fisher).reshape(m, -1), axis=1) | np.any(~(diagonal > 0), axis=1)
     scale = 1.0 / np.sqrt(np.where(diagonal > 0, diagonal, 1.0))
     equilibrated = fisher * scale[:, :, None] * scale[:, None, :]
     equilibrated[singular] = np.eye(k)  # placeholders keep eigvalsh finite

@@ -16,22 +16,33 @@ with ``g_j`` and ``W_j = diag(w_j)`` the per-row gradient scales and Fisher weig
 ``P^T w`` with ``P`` the (n, s(s+1)/2) products of pairs of shared columns. For OLS the
 weights are 1, so Newton from 0 is the normal equations.
 
-Chunks are processed in blocks so the (n, block) temporaries stay near ``_BLOCK_ELEMENTS``.
+The statistics run on tiles of rows x chunks (``_TILE_ROWS`` x ``_TILE_CHUNKS``) on a thread
+pool; the evaluation on blocks of chunks whose (n, block) temporaries stay near
+``_BLOCK_ELEMENTS``.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+# scikit-learn's dependency; untyped.
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from fedsilo.packages.glm.families import Family
 
 __all__ = ["BundleStatistics", "ChunkedDesign", "bundle_evaluation", "bundle_statistics"]
 
-# ~4M float64 per (n, block) temporary (32 MB): large enough for BLAS to run at speed,
-# small enough that the handful of temporaries of one block stays in a few hundred MB.
+# ~4M float64 per (n, block) temporary of the evaluation (32 MB).
 _BLOCK_ELEMENTS = 4_000_000
+# The statistics' tiles: 4096 rows x 64 chunks = 2 MB per temporary, so the dozen elementwise
+# passes of a tile run from cache rather than memory (measured ~3x faster than (n, 80) blocks).
+_TILE_ROWS = 4096
+_TILE_CHUNKS = 64
+_THREADS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,12 @@ class BundleStatistics:
 def bundle_statistics(family: Family, data: ChunkedDesign, betas: np.ndarray) -> BundleStatistics:
     """Every model's gradient, Fisher matrix and deviance at ``betas`` on ``data``.
 
+    The per-row terms are the glm family's (:meth:`Family.row_terms`: ``mu - y``,
+    ``mu (1 - mu)`` and ``2 (log(1 + e^eta) - y eta)`` for logit; ``eta - y``, 1 and
+    ``(y - eta)^2`` for OLS), computed in fused form on cache-sized tiles of rows x chunks:
+    this pass touches every genotype of the silo once per round, so it is the bundle's cost.
+    Tiles of different chunks run on a thread pool (numpy and BLAS release the GIL).
+
     Parameters
     ----------
     family : Family
@@ -104,36 +121,93 @@ def bundle_statistics(family: Family, data: ChunkedDesign, betas: np.ndarray) ->
     -------
     BundleStatistics
     """
-    shared, target = data.shared, data.target
-    m, s = data.chunked.shape[1], shared.shape[1]
+    if family.task not in ("logistic", "normal") or family.link not in ("logit", "identity"):
+        raise ValueError(f"linear_inference fits logit or OLS models, not {family}")
+    m, s = data.chunked.shape[1], data.shared.shape[1]
     k = s + 1
-    gradient = np.empty((m, k))
-    fisher = np.empty((m, k, k))
-    deviance = np.empty(m)
+    out = BundleStatistics(np.empty((m, k)), np.empty((m, k, k)), np.empty(m), data.num_rows)
+    starts = range(0, m, _TILE_CHUNKS)
+    logistic = family.task == "logistic"
+    # The tiles' products are tiny (4096 x s by s x 64): a multithreaded BLAS only spins on
+    # them, and spinning threads next to the tile pool made a round ~10x slower (measured).
+    with threadpool_limits(limits=1, user_api="blas"):
+        if _THREADS > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(_THREADS) as pool:
+                list(pool.map(lambda j: _tile(logistic, data, betas, j, out), starts))
+        else:
+            for j in starts:
+                _tile(logistic, data, betas, j, out)
+    return out
+
+
+def _tile(
+    logistic: bool, data: ChunkedDesign, betas: np.ndarray, first: int, out: BundleStatistics
+) -> None:
+    """Fill ``out`` for chunks ``first .. first + _TILE_CHUNKS``, summing over row tiles."""
+    shared, target = data.shared, data.target
+    s = shared.shape[1]
+    chunks = slice(first, min(first + _TILE_CHUNKS, data.chunked.shape[1]))
+    b = betas[chunks]
+    shared_coef, chunk_coef = b[:, :s].T.copy(), b[:, s].copy()
+    width = b.shape[0]
     rows, cols = np.triu_indices(s)
-    pairs = shared[:, rows] * shared[:, cols]  # (n, s(s+1)/2)
-    y = target[:, None]
-    for block in data.blocks():
-        chunk = data.chunked[:, block]
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            terms = family.row_terms(y, data.linear_predictor(betas, block))
-        g, w = terms.gradient_scale, terms.fisher_weight
-        gradient[block, :s] = (shared.T @ g).T
-        gradient[block, s] = np.einsum("nb,nb->b", chunk, g)
-        upper = (pairs.T @ w).T  # (b, s(s+1)/2)
-        fisher[block, rows, cols] = upper
-        fisher[block, cols, rows] = upper
-        weighted = w * chunk
-        cross = (shared.T @ weighted).T  # (b, s)
-        fisher[block, :s, s] = cross
-        fisher[block, s, :s] = cross
-        fisher[block, s, s] = np.einsum("nb,nb->b", weighted, chunk)
-        deviance[block] = terms.deviance.sum(axis=0)
-    return BundleStatistics(gradient, fisher, deviance, data.num_rows)
+    gradient = np.zeros((width, s + 1))
+    upper = np.zeros((rows.size, width))
+    cross = np.zeros((s, width))
+    corner = np.zeros(width)
+    deviance = np.zeros(width)
+    for start in range(0, data.num_rows, _TILE_ROWS):
+        part = slice(start, start + _TILE_ROWS)
+        x, y, c = shared[part], target[part], data.chunked[part, chunks]
+        eta = x @ shared_coef
+        eta += c * chunk_coef
+        if logistic:
+            # e = exp(-|eta|) keeps every term finite: mu = 1/(1+e) or e/(1+e) by the sign,
+            # mu (1 - mu) = e / (1+e)^2 either way, log(1 + e^eta) = max(eta, 0) + log1p(e).
+            e = np.abs(eta)
+            np.negative(e, out=e)
+            np.exp(e, out=e)
+            inverse = e + 1.0
+            np.reciprocal(inverse, out=inverse)
+            mu = np.where(eta >= 0.0, inverse, e * inverse)
+            weight = e * inverse
+            weight *= inverse
+            deviance += np.log1p(e).sum(axis=0) + np.maximum(eta, 0.0).sum(axis=0) - y @ eta
+            mu -= y[:, None]
+            residual = mu
+        else:
+            eta -= y[:, None]
+            residual = eta
+            weight = None
+            deviance += np.einsum("rb,rb->b", residual, residual)
+        gradient[:, :s] += (x.T @ residual).T
+        gradient[:, s] += np.einsum("rb,rb->b", c, residual)
+        pairs = x[:, rows] * x[:, cols]
+        if weight is None:  # OLS: every Fisher weight is 1
+            upper += pairs.sum(axis=0)[:, None]
+            cross += x.T @ c
+            corner += np.einsum("rb,rb->b", c, c)
+        else:
+            upper += pairs.T @ weight
+            weighted = weight * c
+            cross += x.T @ weighted
+            corner += np.einsum("rb,rb->b", weighted, c)
+    fisher = out.fisher[chunks]
+    fisher[:, rows, cols] = upper.T
+    fisher[:, cols, rows] = upper.T
+    fisher[:, :s, s] = cross.T
+    fisher[:, s, :s] = cross.T
+    fisher[:, s, s] = corner
+    out.gradient[chunks] = gradient
+    out.deviance[chunks] = 2.0 * deviance if logistic else deviance
 
 
 def bundle_evaluation(
-    family: Family, data: ChunkedDesign, betas: np.ndarray, active: np.ndarray, wanted: tuple[str, ...]
+    family: Family,
+    data: ChunkedDesign,
+    betas: np.ndarray,
+    active: np.ndarray,
+    wanted: tuple[str, ...],
 ) -> dict[str, float]:
     """Test metrics of the bundle on ``data``, each the mean over the active models.
 

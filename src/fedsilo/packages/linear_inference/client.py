@@ -201,8 +201,7 @@ class LinearInferenceExecutor:
             if array is None or np.shape(array) != shape:
                 got = "missing" if array is None else f"shape {np.shape(array)}"
                 raise TaskError(
-                    f"The bundle_stats task must carry array {name!r} of shape {shape}; "
-                    f"got {got}."
+                    f"The bundle_stats task must carry array {name!r} of shape {shape}; got {got}."
                 )
         betas = np.asarray(arrays["betas"], dtype=np.float64)
         if not np.all(np.isfinite(betas)):

@@ -49,7 +49,6 @@ __all__ = [
 STRATEGY_NAMES: dict[str, str] = {"LogitRegInference": "logistic", "LinearRegInference": "normal"}
 
 
-
 def _column(value: object) -> str | int:
     # One validator rather than a union, so a bad value gets one message saying both forms.
     if isinstance(value, int) and not isinstance(value, bool):

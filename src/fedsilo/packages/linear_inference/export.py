@@ -89,7 +89,9 @@ class LinearInferenceModel:
         self.bse_ = np.sqrt(np.diagonal(covariance, axis1=1, axis2=2))
         self.tvalues_ = self.coef_ / self.bse_
         if self.linear:
-            self._quantile = float(stats.t.ppf(0.975, self.df_resid)) if self.df_resid > 0 else np.nan
+            self._quantile = (
+                float(stats.t.ppf(0.975, self.df_resid)) if self.df_resid > 0 else np.nan
+            )
             self.pvalues_ = 2.0 * stats.t.sf(np.abs(self.tvalues_), self.df_resid)
         else:
             self._quantile = float(stats.norm.ppf(0.975))

@@ -45,15 +45,14 @@ __all__ = ["run"]
 # Same slack and halving limit as the glm workflow (see fedsilo.packages.glm.server).
 _ACCEPT_SLACK = 1e-10
 _MAX_HALVINGS = 40
+_CHECKPOINT_KIND = "linear-inference-newton"
 _SINGULAR = (
     "singular design: the chunk is constant or collinear with the shared predictors "
     "across all silos"
 )
 
 
-def run(
-    ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInferenceDataConfig
-) -> None:
+def run(ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInferenceDataConfig) -> None:
     """Fit the bundle over the session's clients and save it (see the module docstring).
 
     Raises
@@ -84,7 +83,23 @@ def run(
     num_rows = 0
     metrics: dict[str, float] = {}
     last_round = 0
-    for rnd in range(1, ctx.session.num_rounds + 1):
+    checkpoint = ctx.restore()
+    if checkpoint is not None:  # resume after a server restart, exactly where it stopped
+        saved, meta = checkpoint.arrays, checkpoint.meta
+        if meta.get("kind") != _CHECKPOINT_KIND or np.shape(saved.get("beta", ())) != (m, k):
+            raise TaskError(
+                f"The checkpoint of round {checkpoint.round} was not written by this "
+                "linear_inference workflow; cannot resume from it."
+            )
+        beta, fisher = np.array(saved["beta"]), np.array(saved["fisher"])
+        accepted_deviance, direction = np.array(saved["deviance"]), np.array(saved["direction"])
+        scale = np.array(saved["scale"])
+        halvings = np.asarray(saved["halvings"]).astype(np.int64)
+        converged = np.asarray(saved["converged"]) > 0.5
+        reasons = {int(j): str(why) for j, why in meta["reasons"].items()}
+        columns, num_rows = dict(meta["columns"]), int(meta["num_rows"])
+        metrics, last_round = dict(meta["metrics"]), checkpoint.round
+    for rnd in range(last_round + 1, ctx.session.num_rounds + 1):
         failed = np.zeros(m, dtype=bool)
         failed[list(reasons)] = True
         trial = np.where(failed[:, None], 0.0, beta + scale[:, None] * direction)
@@ -126,13 +141,23 @@ def run(
                 int(j), "no Newton step decreases the deviance (perfect separation?)"
             )
         done = converged | np.isin(np.arange(m), list(reasons))
-        ctx.checkpoint(rnd, arrays={"beta": beta}, meta={"converged": int(converged.sum())})
+        arrays = {
+            "beta": beta,
+            "fisher": fisher,
+            "deviance": accepted_deviance,
+            "direction": direction,
+            "scale": scale,
+            "halvings": halvings.astype(np.float64),
+            "converged": converged.astype(np.float64),
+        }
+        state: dict[str, Any] = {"reasons": {str(j): why for j, why in reasons.items()}}
+        state.update({"columns": columns})
+        state.update({"kind": _CHECKPOINT_KIND, "num_rows": num_rows, "metrics": metrics})
+        ctx.checkpoint(rnd, arrays=arrays, meta=state)
         if np.all(done) and rnd >= 2:
             break
     for j in np.flatnonzero(~converged):
-        reasons.setdefault(
-            int(j), f"did not converge within num_rounds={ctx.session.num_rounds}"
-        )
+        reasons.setdefault(int(j), f"did not converge within num_rounds={ctx.session.num_rounds}")
     ctx.log(
         f"linear_inference: {int(converged.sum())} of {m} model(s) converged in "
         f"{last_round} round(s); {len(reasons)} left out"
@@ -222,5 +247,9 @@ def _save(
         "federated_loss": loss if loss is not None and math.isfinite(loss) else None,
         "federated_metrics": metrics,
     }
-    arrays = {"beta": beta, "fisher": fisher, "deviance": np.where(np.isfinite(deviance), deviance, np.nan)}
+    arrays = {
+        "beta": beta,
+        "fisher": fisher,
+        "deviance": np.where(np.isfinite(deviance), deviance, np.nan),
+    }
     ctx.save_model(arrays, meta=meta, rnd=last_round)

@@ -34,6 +34,10 @@ class LinearInferenceModule(torch.nn.Module):
     tensor of shape (n_samples, n_chunked): probabilities (logit) or means (OLS).
     """
 
+    intercept: torch.Tensor
+    shared_coef: torch.Tensor
+    chunk_coef: torch.Tensor
+
     def __init__(self, model: LinearInferenceModel) -> None:
         super().__init__()
         self.model = model
@@ -108,9 +112,11 @@ class ChunkedTabularDataset(Dataset[tuple[tuple[torch.Tensor, torch.Tensor], tor
         problems = find_problems(frame, [name, *shared, *chunked], source=str(path))
         if problems:
             raise DataError(problems, source=str(path))
-        self.shared = torch.from_numpy(frame[shared].to_numpy(dtype=np.float64).reshape(len(frame), -1))
-        self.chunked = torch.from_numpy(frame[chunked].to_numpy(dtype=np.float64))
-        self.target = torch.from_numpy(frame[name].to_numpy(dtype=np.float64))
+        # torch.tensor copies: pandas may hand out read-only views, which from_numpy warns on.
+        shared_values = frame[shared].to_numpy(dtype=np.float64).reshape(len(frame), -1)
+        self.shared = torch.tensor(shared_values, dtype=torch.float64)
+        self.chunked = torch.tensor(frame[chunked].to_numpy(dtype=np.float64))
+        self.target = torch.tensor(frame[name].to_numpy(dtype=np.float64))
 
     def __len__(self) -> int:
         return int(self.target.shape[0])

@@ -57,8 +57,16 @@ def draw_silos(task: str, seed: int = 0, sizes: Sequence[int] = SIZES) -> list[p
 class FakeContext:
     """An in-process SessionContext: tasks run on local executors through the wire codec."""
 
-    def __init__(self, executors: Mapping[str, LinearInferenceExecutor], num_rounds: int) -> None:
+    def __init__(
+        self,
+        executors: Mapping[str, LinearInferenceExecutor],
+        num_rounds: int,
+        checkpoint: Checkpoint | None = None,
+        crash_after: int | None = None,
+    ) -> None:
         self.executors = executors
+        self.last_checkpoint = checkpoint
+        self.crash_after = crash_after
         self.session = SessionInfo(
             "0123456789", "t", "linear_inference", len(executors), num_rounds, {}, {}
         )
@@ -98,10 +106,13 @@ class FakeContext:
         self.rounds[rnd] = (dict(federated), {k: dict(v) for k, v in per_client.items()})
 
     def checkpoint(self, rnd: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        json.dumps(dict(meta), allow_nan=False)
+        stored, header = decode_frame(encode_frame(dict(arrays), {"meta": dict(meta)}))
+        self.last_checkpoint = Checkpoint(round=rnd, arrays=stored, meta=header["meta"])
+        if rnd == self.crash_after:
+            raise Crash
 
     def restore(self) -> Checkpoint | None:
-        return None
+        return self.last_checkpoint
 
     def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], rnd: int) -> None:
         json.dumps(dict(meta), allow_nan=False)
@@ -109,6 +120,10 @@ class FakeContext:
 
     def log(self, message: str) -> None:
         self.logs.append(message)
+
+
+class Crash(Exception):
+    """Stands in for the server dying right after a checkpoint."""
 
 
 @dataclass
@@ -124,6 +139,8 @@ def federate(
     *,
     num_rounds: int = 30,
     tests: Sequence[pd.DataFrame] | None = None,
+    crash_after: int | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> Federated:
     """Fit over one executor per frame with the real workflow and export the model."""
     mc, dc = PACKAGE.parse_configs(model_config, data_config)
@@ -133,7 +150,7 @@ def federate(
         )
         for i, frame in enumerate(frames)
     }
-    ctx = FakeContext(executors, num_rounds)
+    ctx = FakeContext(executors, num_rounds, checkpoint, crash_after)
     PACKAGE.workflow(ctx, mc, dc)
     assert ctx.saved is not None
     arrays, meta, _ = ctx.saved
@@ -148,3 +165,8 @@ def silos() -> Callable[..., list[pd.DataFrame]]:
 @pytest.fixture
 def run_federated() -> Callable[..., Federated]:
     return federate
+
+
+@pytest.fixture
+def crash() -> type[Crash]:
+    return Crash

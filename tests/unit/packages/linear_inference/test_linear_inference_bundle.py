@@ -67,9 +67,7 @@ def test_a_perfectly_separating_chunk_is_left_out_with_a_reason(
     assert np.isfinite(fit.model.p_values()["c0"])
 
 
-def test_columns_given_by_index_equal_columns_given_by_name(
-    silos: Any, run_federated: Any
-) -> None:
+def test_columns_given_by_index_equal_columns_given_by_name(silos: Any, run_federated: Any) -> None:
     frames = silos("normal")
     columns = list(frames[0].columns)  # s0 s1 c0..c5 y
     by_name = {"target": "y", "shared_predictors": SHARED, "chunked_predictors": ["c0", "c3"]}
@@ -131,3 +129,18 @@ def test_the_client_refuses_malformed_tasks(silos: Any) -> None:
         executor.handle(
             "bundle_stats", {}, {"betas": np.full((2, 4), np.nan), "active": np.ones(2)}
         )
+
+
+def test_a_restarted_server_resumes_from_the_checkpoint(
+    silos: Any, run_federated: Any, crash: Any
+) -> None:
+    frames = silos("logistic")
+    data = {"target": "y", "shared_predictors": SHARED, "chunked_predictors": ["c0", "c1", "c4"]}
+    whole = run_federated(LOGIT, data, frames)
+    with pytest.raises(crash) as caught:
+        run_federated(LOGIT, data, frames, crash_after=2)
+    ctx = caught.traceback[-1].frame.f_locals["self"]
+    resumed = run_federated(LOGIT, data, frames, checkpoint=ctx.last_checkpoint)
+    assert min(resumed.ctx.rounds) == 3  # rounds 1 and 2 are not asked again
+    pd.testing.assert_series_equal(resumed.model.p_values(), whole.model.p_values())
+    np.testing.assert_array_equal(resumed.model.coef_, whole.model.coef_)

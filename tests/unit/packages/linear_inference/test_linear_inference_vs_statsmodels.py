@@ -6,11 +6,12 @@ within 1e-8 absolute.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from typing import Any
 
 SHARED = ["s0", "s1"]
 CHUNKED = ["c0", "c1", "c2", "c3", "c4", "c5"]
