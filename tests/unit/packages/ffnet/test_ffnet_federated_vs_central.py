@@ -9,8 +9,6 @@ wire codec, as the engine does.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,18 +20,14 @@ from sklearn.metrics import r2_score
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import FEATURES, make_frames
 from fedsilo.packages import get_package
-from fedsilo.packages.base import Checkpoint, Participant, Reply, SessionInfo
+from fedsilo.packages.base import Participant, Reply
 from fedsilo.packages.ffnet import FFNetExecutor, FFNetModel, evaluate, run, train_central
 from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig
 from fedsilo.packages.ffnet.model import build_module, module_arrays
+from fedsilo.runners.inprocess import InProcessContext, SimulationStopped
 from fedsilo.strategies import get_strategy
 from fedsilo.wire import (
     DatasetSummary,
-    ReplyEnvelope,
-    TaskEnvelope,
-    decode_frame,
-    encode_frame,
-    parse_header,
 )
 
 torch.set_num_threads(1)
@@ -102,95 +96,6 @@ def test_federated_accuracy_is_within_two_points_of_central(
 # --------------------------------------------------------------------- workflow
 
 
-class Crash(Exception):
-    """Stands in for the server dying right after a checkpoint."""
-
-
-class FakeContext:
-    """An in-process SessionContext: tasks run on local executors through the wire codec."""
-
-    def __init__(
-        self,
-        executors: Mapping[str, FFNetExecutor],
-        num_rounds: int,
-        checkpoint: Checkpoint | None = None,
-        crash_after: int | None = None,
-    ) -> None:
-        self.executors = executors
-        self.session = SessionInfo("0123456789", "t", "ffnet", len(executors), num_rounds, {}, {})
-        self.participants = [
-            Participant(id=f"p{i}", client_name=name, dataset=SUMMARY)
-            for i, name in enumerate(executors)
-        ]
-        self.rounds: dict[int, tuple[dict[str, float], dict[str, dict[str, float]]]] = {}
-        self.last_checkpoint = checkpoint
-        self.checkpoints: dict[int, Checkpoint] = {}
-        self.crash_after = crash_after
-        self.saved: tuple[dict[str, np.ndarray], dict[str, Any], int] | None = None
-        self.asked: list[tuple[str, int, list[str]]] = []
-
-    def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
-        assert n <= len(self.participants)
-        return list(self.participants)
-
-    def ask(
-        self,
-        participants: Sequence[Participant],
-        kind: str,
-        arrays: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        *,
-        round: int = 0,
-        timeout: float | None = None,
-        accept_failures: bool = True,
-        min_replies: int | None = None,
-    ) -> list[Reply]:
-        self.asked.append((kind, round, [p.client_name for p in participants]))
-        task = TaskEnvelope(
-            id="t", session_id=self.session.id, kind=kind, round=round, meta=dict(meta or {})
-        )
-        replies = []
-        for participant in participants:
-            sent_arrays, header = decode_frame(encode_frame(dict(arrays or {}), task))
-            envelope = parse_header(TaskEnvelope, header, "task")
-            reply_meta, reply_arrays = self.executors[participant.client_name].handle(
-                envelope.kind, envelope.meta, sent_arrays
-            )
-            got_arrays, got = decode_frame(
-                encode_frame(reply_arrays, ReplyEnvelope(meta=reply_meta))
-            )
-            replies.append(
-                Reply(participant, parse_header(ReplyEnvelope, got, "reply").meta, got_arrays)
-            )
-        return replies
-
-    def record_round(
-        self,
-        rnd: int,
-        federated: Mapping[str, float],
-        per_client: Mapping[str, Mapping[str, float]],
-    ) -> None:
-        json.dumps([federated, per_client], allow_nan=False)  # what the engine stores must be JSON
-        self.rounds[rnd] = (dict(federated), {k: dict(v) for k, v in per_client.items()})
-
-    def checkpoint(self, rnd: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        stored, header = decode_frame(encode_frame(dict(arrays), {"meta": dict(meta)}))
-        self.last_checkpoint = Checkpoint(round=rnd, arrays=stored, meta=header["meta"])
-        self.checkpoints[rnd] = self.last_checkpoint
-        if rnd == self.crash_after:
-            raise Crash
-
-    def restore(self) -> Checkpoint | None:
-        return self.last_checkpoint
-
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], rnd: int) -> None:
-        json.dumps(dict(meta))
-        self.saved = ({k: np.asarray(v) for k, v in arrays.items()}, dict(meta), rnd)
-
-    def log(self, message: str) -> None:
-        pass
-
-
 def small_silos(
     frames: dict[str, pd.DataFrame], mc: FFNetModelConfig, dc: FFNetDataConfig
 ) -> dict[str, FFNetExecutor]:
@@ -207,7 +112,7 @@ def small_silos(
 def test_workflow_records_weighted_metrics_and_saves_the_best_round(
     frames: dict[str, pd.DataFrame],
 ) -> None:
-    ctx = FakeContext(small_silos(frames, MC, DC), num_rounds=3)
+    ctx = InProcessContext(small_silos(frames, MC, DC), num_rounds=3)
     run(ctx, MC, DC)
 
     assert [kind for kind, _, _ in ctx.asked] == ["fit", "evaluate"] * 3
@@ -244,7 +149,7 @@ def test_workflow_records_weighted_metrics_and_saves_the_best_round(
 
 def test_without_save_best_model_the_last_round_is_saved(frames: dict[str, pd.DataFrame]) -> None:
     mc = PACKAGE.parse_model_config(TUTORIAL | {"save_best_model": None})
-    ctx = FakeContext(small_silos(frames, mc, DC), num_rounds=2)
+    ctx = InProcessContext(small_silos(frames, mc, DC), num_rounds=2)
     run(ctx, mc, DC)
     assert ctx.saved is not None
     assert ctx.saved[2] == 2
@@ -252,14 +157,14 @@ def test_without_save_best_model_the_last_round_is_saved(frames: dict[str, pd.Da
 
 
 def test_a_resumed_session_ends_with_the_same_model(frames: dict[str, pd.DataFrame]) -> None:
-    straight = FakeContext(small_silos(frames, MC, DC), num_rounds=3)
+    straight = InProcessContext(small_silos(frames, MC, DC), num_rounds=3)
     run(straight, MC, DC)
 
-    crashed = FakeContext(small_silos(frames, MC, DC), num_rounds=3, crash_after=2)
-    with pytest.raises(Crash):
+    crashed = InProcessContext(small_silos(frames, MC, DC), num_rounds=3, stop_after=2)
+    with pytest.raises(SimulationStopped):
         run(crashed, MC, DC)
     assert crashed.saved is None
-    resumed = FakeContext(
+    resumed = InProcessContext(
         small_silos(frames, MC, DC), num_rounds=3, checkpoint=crashed.last_checkpoint
     )
     run(resumed, MC, DC)
@@ -293,7 +198,7 @@ def test_regression_r2_is_pooled_exactly(frames: dict[str, pd.DataFrame]) -> Non
             mc, DC, LocalDataset(data["train_silo1"].iloc[:2000], tests[1], 128)
         ),
     }
-    ctx = FakeContext(executors, num_rounds=2)
+    ctx = InProcessContext(executors, num_rounds=2)
     run(ctx, mc, DC)
 
     federated, _ = ctx.rounds[2]

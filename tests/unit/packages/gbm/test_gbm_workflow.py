@@ -107,7 +107,7 @@ def test_a_resumed_session_equals_an_uninterrupted_one(
             for i, f in enumerate(frames())
         }
 
-    ctx = gbm_context(executors(), 6, crash_after=3)
+    ctx = gbm_context(executors(), 6, stop_after=3)
     with pytest.raises(gbm_crash):
         get_package("gbm").workflow(ctx, mc, dc)
     # a new server process: fresh clients, the last checkpoint

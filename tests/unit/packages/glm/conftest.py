@@ -12,7 +12,6 @@ does, and returns the exported model with the context (rounds, logs, checkpoints
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,15 +22,10 @@ import pytest
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.packages import get_package
-from fedsilo.packages.base import Checkpoint, Participant, Reply, SessionInfo
 from fedsilo.packages.glm import GLMExecutor, GLMModel
+from fedsilo.runners.inprocess import InProcessContext, SimulationStopped
 from fedsilo.wire import (
     DatasetSummary,
-    ReplyEnvelope,
-    TaskEnvelope,
-    decode_frame,
-    encode_frame,
-    parse_header,
 )
 
 PREDICTORS = ["x0", "x1", "x2", "x3"]
@@ -78,98 +72,10 @@ def silos() -> Callable[..., list[pd.DataFrame]]:
     return draw_silos
 
 
-class FakeContext:
-    """An in-process SessionContext: tasks run on local executors through the wire codec."""
-
-    def __init__(
-        self,
-        executors: Mapping[str, GLMExecutor],
-        num_rounds: int,
-        checkpoint: Checkpoint | None = None,
-        crash_after: int | None = None,
-    ) -> None:
-        self.executors = executors
-        self.session = SessionInfo("0123456789", "t", "glm", len(executors), num_rounds, {}, {})
-        self.participants = [
-            Participant(id=f"p{i}", client_name=name, dataset=_SUMMARY)
-            for i, name in enumerate(executors)
-        ]
-        self.rounds: dict[int, tuple[dict[str, float], dict[str, dict[str, float]]]] = {}
-        self.last_checkpoint = checkpoint
-        self.crash_after = crash_after
-        self.saved: tuple[dict[str, np.ndarray], dict[str, Any], int] | None = None
-        self.asked: list[tuple[str, int, list[str]]] = []
-        self.logs: list[str] = []
-
-    def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
-        assert n <= len(self.participants)
-        return list(self.participants)
-
-    def ask(
-        self,
-        participants: Sequence[Participant],
-        kind: str,
-        arrays: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        *,
-        round: int = 0,
-        timeout: float | None = None,
-        accept_failures: bool = True,
-        min_replies: int | None = None,
-    ) -> list[Reply]:
-        self.asked.append((kind, round, [p.client_name for p in participants]))
-        task = TaskEnvelope(
-            id="t", session_id=self.session.id, kind=kind, round=round, meta=dict(meta or {})
-        )
-        replies = []
-        for participant in participants:
-            sent, header = decode_frame(encode_frame(dict(arrays or {}), task))
-            envelope = parse_header(TaskEnvelope, header, "task")
-            reply_meta, reply_arrays = self.executors[participant.client_name].handle(
-                envelope.kind, envelope.meta, sent
-            )
-            got_arrays, got = decode_frame(
-                encode_frame(reply_arrays, ReplyEnvelope(meta=reply_meta))
-            )
-            replies.append(
-                Reply(participant, parse_header(ReplyEnvelope, got, "reply").meta, got_arrays)
-            )
-        return replies
-
-    def record_round(
-        self,
-        rnd: int,
-        federated: Mapping[str, float],
-        per_client: Mapping[str, Mapping[str, float]],
-    ) -> None:
-        json.dumps([federated, per_client], allow_nan=False)  # the engine stores JSON
-        self.rounds[rnd] = (dict(federated), {k: dict(v) for k, v in per_client.items()})
-
-    def checkpoint(self, rnd: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        stored, header = decode_frame(encode_frame(dict(arrays), {"meta": dict(meta)}))
-        self.last_checkpoint = Checkpoint(round=rnd, arrays=stored, meta=header["meta"])
-        if rnd == self.crash_after:
-            raise Crash
-
-    def restore(self) -> Checkpoint | None:
-        return self.last_checkpoint
-
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], rnd: int) -> None:
-        json.dumps(dict(meta), allow_nan=False)
-        self.saved = ({k: np.asarray(v) for k, v in arrays.items()}, dict(meta), rnd)
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
-
-
-class Crash(Exception):
-    """Stands in for the server dying right after a checkpoint."""
-
-
 @dataclass
 class Federated:
     model: GLMModel
-    ctx: FakeContext
+    ctx: InProcessContext
     executors: dict[str, GLMExecutor] = field(default_factory=dict)
 
 
@@ -191,7 +97,7 @@ def federate(
         )
         for i, frame in enumerate(frames)
     }
-    ctx = FakeContext(executors, num_rounds)
+    ctx = InProcessContext(executors, num_rounds)
     package.workflow(ctx, mc, dc)
     assert ctx.saved is not None
     arrays, meta, _ = ctx.saved
@@ -204,13 +110,13 @@ def run_federated() -> Callable[..., Federated]:
 
 
 @pytest.fixture
-def fake_context() -> type[FakeContext]:
-    return FakeContext
+def fake_context() -> type[InProcessContext]:
+    return InProcessContext
 
 
 @pytest.fixture
-def crash() -> type[Crash]:
-    return Crash
+def crash() -> type[SimulationStopped]:
+    return SimulationStopped
 
 
 def glm_config(

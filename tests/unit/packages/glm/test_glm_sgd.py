@@ -102,7 +102,7 @@ def test_a_resumed_sgd_session_finishes_as_an_uninterrupted_one(
 
     whole = context()
     PACKAGE.workflow(whole, mc, dc)
-    first = context(crash_after=2)
+    first = context(stop_after=2)
     with pytest.raises(crash):
         PACKAGE.workflow(first, mc, dc)
     second = context(checkpoint=copy.deepcopy(first.last_checkpoint))

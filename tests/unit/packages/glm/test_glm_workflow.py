@@ -87,7 +87,7 @@ def test_a_resumed_session_finishes_as_an_uninterrupted_one(
     mc, dc, whole = contexts(fake_context, config("gamma"), frames, num_rounds=50)
     PACKAGE.workflow(whole, mc, dc)
 
-    mc, dc, first = contexts(fake_context, config("gamma"), frames, num_rounds=50, crash_after=3)
+    mc, dc, first = contexts(fake_context, config("gamma"), frames, num_rounds=50, stop_after=3)
     with pytest.raises(crash):
         PACKAGE.workflow(first, mc, dc)
     mc, dc, second = contexts(

@@ -8,7 +8,6 @@ in-process context whose every task and reply goes through the wire codec, as th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,16 +17,12 @@ import pandas as pd
 import pytest
 
 from fedsilo.data.dataset import LocalDataset
-from fedsilo.packages.base import Checkpoint, Participant, Reply, SessionInfo
+from fedsilo.packages.base import Checkpoint
 from fedsilo.packages.linear_inference import PACKAGE, LinearInferenceModel
 from fedsilo.packages.linear_inference.client import LinearInferenceExecutor
+from fedsilo.runners.inprocess import InProcessContext, SimulationStopped
 from fedsilo.wire import (
     DatasetSummary,
-    ReplyEnvelope,
-    TaskEnvelope,
-    decode_frame,
-    encode_frame,
-    parse_header,
 )
 
 SHARED = ["s0", "s1"]
@@ -54,82 +49,10 @@ def draw_silos(task: str, seed: int = 0, sizes: Sequence[int] = SIZES) -> list[p
     return frames
 
 
-class FakeContext:
-    """An in-process SessionContext: tasks run on local executors through the wire codec."""
-
-    def __init__(
-        self,
-        executors: Mapping[str, LinearInferenceExecutor],
-        num_rounds: int,
-        checkpoint: Checkpoint | None = None,
-        crash_after: int | None = None,
-    ) -> None:
-        self.executors = executors
-        self.last_checkpoint = checkpoint
-        self.crash_after = crash_after
-        self.session = SessionInfo(
-            "0123456789", "t", "linear_inference", len(executors), num_rounds, {}, {}
-        )
-        self.participants = [
-            Participant(id=f"p{i}", client_name=name, dataset=_SUMMARY)
-            for i, name in enumerate(executors)
-        ]
-        self.rounds: dict[int, tuple[dict[str, float], dict[str, dict[str, float]]]] = {}
-        self.saved: tuple[dict[str, np.ndarray], dict[str, Any], int] | None = None
-        self.logs: list[str] = []
-
-    def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
-        return list(self.participants)
-
-    def ask(
-        self,
-        participants: Sequence[Participant],
-        kind: str,
-        arrays: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **_: Any,
-    ) -> list[Reply]:
-        task = TaskEnvelope(id="t", session_id=self.session.id, kind=kind, meta=dict(meta or {}))
-        replies = []
-        for participant in participants:
-            sent, header = decode_frame(encode_frame(dict(arrays or {}), task))
-            envelope = parse_header(TaskEnvelope, header, "task")
-            reply_meta, reply_arrays = self.executors[participant.client_name].handle(
-                envelope.kind, envelope.meta, sent
-            )
-            got, back = decode_frame(encode_frame(reply_arrays, ReplyEnvelope(meta=reply_meta)))
-            replies.append(Reply(participant, parse_header(ReplyEnvelope, back, "reply").meta, got))
-        return replies
-
-    def record_round(self, rnd: int, federated: Any, per_client: Any) -> None:
-        json.dumps([federated, per_client], allow_nan=False)  # the engine stores JSON
-        self.rounds[rnd] = (dict(federated), {k: dict(v) for k, v in per_client.items()})
-
-    def checkpoint(self, rnd: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        stored, header = decode_frame(encode_frame(dict(arrays), {"meta": dict(meta)}))
-        self.last_checkpoint = Checkpoint(round=rnd, arrays=stored, meta=header["meta"])
-        if rnd == self.crash_after:
-            raise Crash
-
-    def restore(self) -> Checkpoint | None:
-        return self.last_checkpoint
-
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], rnd: int) -> None:
-        json.dumps(dict(meta), allow_nan=False)
-        self.saved = ({k: np.asarray(v) for k, v in arrays.items()}, dict(meta), rnd)
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
-
-
-class Crash(Exception):
-    """Stands in for the server dying right after a checkpoint."""
-
-
 @dataclass
 class Federated:
     model: LinearInferenceModel
-    ctx: FakeContext
+    ctx: InProcessContext
 
 
 def federate(
@@ -150,7 +73,7 @@ def federate(
         )
         for i, frame in enumerate(frames)
     }
-    ctx = FakeContext(executors, num_rounds, checkpoint, crash_after)
+    ctx = InProcessContext(executors, num_rounds, checkpoint=checkpoint, stop_after=crash_after)
     PACKAGE.workflow(ctx, mc, dc)
     assert ctx.saved is not None
     arrays, meta, _ = ctx.saved
@@ -168,5 +91,5 @@ def run_federated() -> Callable[..., Federated]:
 
 
 @pytest.fixture
-def crash() -> type[Crash]:
-    return Crash
+def crash() -> type[SimulationStopped]:
+    return SimulationStopped
