@@ -61,7 +61,7 @@ def run(mode: str, n: int, size: int) -> dict[str, Any]:
         value = float(np.asarray(result)[0])
         make_s = 0.0
     else:
-        from fedsilo.packages.base import Participant, Reply
+        from fedsilo.federation import Participant, Reply
         from fedsilo.strategies.fedavg import FedAvg, FedAvgParams
         from fedsilo.wire import DatasetSummary
 

@@ -54,8 +54,7 @@ def measure(path: str, epsilon: float | None) -> dict[str, Any]:
     """One mode, in this process: the four phases of a client, timed."""
     from fedsilo.data.dataset import LocalDataset
     from fedsilo.data.loading import load_table
-    from fedsilo.packages import get_package
-    from fedsilo.packages.base import Participant, Reply
+    from fedsilo.federation import Participant, Reply, get_package
     from fedsilo.packages.eda.server import _parse_profile, agree_columns
     from fedsilo.wire import DatasetSummary, ReplyEnvelope, encode_frame
 

@@ -40,8 +40,7 @@ from sklearn.metrics import r2_score, roc_auc_score
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import make_frames
-from fedsilo.packages import get_package
-from fedsilo.packages.base import Checkpoint, Participant, Reply, SessionInfo
+from fedsilo.federation import Checkpoint, Participant, Reply, SessionInfo, get_package
 from fedsilo.packages.gbm import GBMExecutor, GBMModel
 from fedsilo.wire import (
     DatasetSummary,

@@ -31,8 +31,7 @@ import pandas as pd
 import statsmodels.api as sm
 
 from fedsilo.data.dataset import LocalDataset
-from fedsilo.packages import get_package
-from fedsilo.packages.base import Checkpoint, Executor, Participant, Reply, SessionInfo
+from fedsilo.federation import Checkpoint, Executor, Participant, Reply, SessionInfo, get_package
 from fedsilo.wire import (
     DatasetSummary,
     ReplyEnvelope,

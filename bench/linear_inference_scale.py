@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from glm_exactness import InProcessContext
 
 from fedsilo.data.dataset import LocalDataset
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.wire import encode_frame
 
 SHARES = (0.2, 0.3, 0.5)

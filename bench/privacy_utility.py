@@ -30,8 +30,7 @@ import torch
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import FEATURES, make_frames
-from fedsilo.packages import get_package
-from fedsilo.packages.base import Checkpoint, Executor, Participant, Reply, SessionInfo
+from fedsilo.federation import Checkpoint, Executor, Participant, Reply, SessionInfo, get_package
 from fedsilo.packages.ffnet.model import build_module, module_arrays
 from fedsilo.strategies import get_strategy
 from fedsilo.wire import DatasetSummary

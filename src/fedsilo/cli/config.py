@@ -51,7 +51,7 @@ def package_schema(package_name: str, part: str | None = None) -> dict[str, Any]
     ConfigError
         When the package is unknown (the message lists the known ones).
     """
-    from fedsilo.packages import get_package
+    from fedsilo.federation import get_package
 
     package = get_package(package_name)
     schemas = {
@@ -116,7 +116,7 @@ def validate(
     ] = None,
 ) -> None:
     """Check config files as the server would; exit 2 with every problem named when invalid."""
-    from fedsilo.packages import get_package
+    from fedsilo.federation import get_package
 
     chosen = get_package(package)
     model_raw = _read_json(model_config, "--model-config")

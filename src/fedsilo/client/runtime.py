@@ -36,7 +36,7 @@ from fedsilo.errors import (
     NotFoundError,
     ServerUnavailable,
 )
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.wire import (
     CLIENT_NAME_PATTERN,
     SESSION_ID_PATTERN,
@@ -61,8 +61,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fedsilo.data.dataset import LocalDataset
+    from fedsilo.federation import Executor, ModelPackage
     from fedsilo.http import ApiClient
-    from fedsilo.packages.base import Executor, ModelPackage
 
 __all__ = ["ClientRuntime", "NamedDatasetsConfig", "PreparedData"]
 

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from fedsilo.packages.base import DataConfigBase
+from fedsilo.federation import DataConfigBase
 from fedsilo.strategies import STRATEGIES, strategy_names
 
 __all__ = [

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fedsilo.errors import TaskError
-from fedsilo.packages.base import Reply
+from fedsilo.federation import Reply
 
 __all__ = [
     "R2Part",

@@ -1,6 +1,6 @@
 """Run a package's workflow against local executors in one process, without a server.
 
-:class:`InProcessContext` implements :class:`fedsilo.packages.base.SessionContext`: each task
+:class:`InProcessContext` implements :class:`fedsilo.federation.SessionContext`: each task
 and reply goes through the wire codec (so what a package sends must survive the trip), and
 rounds, checkpoints, the saved model and logs are kept on the object for inspection. It is
 how package tests and benchmarks check a workflow's mathematics against a pooled reference
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.packages.base import Checkpoint, Executor, Participant, Reply, SessionInfo
+from fedsilo.federation import Checkpoint, Executor, Participant, Reply, SessionInfo
 from fedsilo.wire import (
     DatasetSummary,
     ReplyEnvelope,

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from fedsilo.packages.base import ExportedModel
+    from fedsilo.federation import ExportedModel
 
 __all__ = ["Model"]
 
@@ -135,7 +135,7 @@ class Model:
     @cached_property
     def exported(self) -> ExportedModel:
         """The package's export of this model (built on first use, then reused)."""
-        from fedsilo.packages import get_package
+        from fedsilo.federation import get_package
 
         package = get_package(self._meta.package_name)
         model_config = package.parse_model_config(self._meta.model_config_)

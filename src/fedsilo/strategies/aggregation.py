@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fedsilo.errors import TaskError
-from fedsilo.packages.base import Reply
+from fedsilo.federation import Reply
 from fedsilo.wire import Arrays
 
 __all__ = [

@@ -26,7 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from fedsilo.errors import ConfigError, TaskError
-from fedsilo.packages.base import Participant, Reply
+from fedsilo.federation import Participant, Reply
 from fedsilo.strategies.aggregation import is_trainable, reply_weight, weighted_average
 from fedsilo.wire import Arrays
 

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from fedsilo.packages.base import Reply
+from fedsilo.federation import Reply
 from fedsilo.strategies.aggregation import cast_like, is_trainable, streamed_mean
 from fedsilo.strategies.base import Strategy, StrategyParams
 from fedsilo.wire import Arrays

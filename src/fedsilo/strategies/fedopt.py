@@ -35,7 +35,7 @@ from collections.abc import Iterable
 import numpy as np
 from pydantic import Field
 
-from fedsilo.packages.base import Reply
+from fedsilo.federation import Reply
 from fedsilo.strategies.aggregation import cast_like, is_trainable, streamed_mean
 from fedsilo.strategies.base import Strategy, StrategyParams
 from fedsilo.wire import Arrays

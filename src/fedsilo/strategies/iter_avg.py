@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fedsilo.packages.base import Reply
+from fedsilo.federation import Reply
 from fedsilo.strategies.aggregation import unit_weight, weighted_average
 from fedsilo.strategies.base import Strategy, StrategyParams
 from fedsilo.wire import Arrays

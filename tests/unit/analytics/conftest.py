@@ -18,8 +18,7 @@ import pytest
 
 from fedsilo.analytics.results import EdaResults
 from fedsilo.data.dataset import LocalDataset
-from fedsilo.packages import get_package
-from fedsilo.packages.base import Checkpoint, Participant, Reply, SessionInfo
+from fedsilo.federation import Checkpoint, Participant, Reply, SessionInfo, get_package
 from fedsilo.wire import DatasetSummary, ReplyEnvelope, decode_frame, encode_frame
 
 

@@ -22,7 +22,7 @@ from fedsilo.analytics.results import EdaResults
 from fedsilo.analytics.sketch import QuantileSketch
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import ConfigError, DataError, TaskError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 
 ALPHA = 1e-9
 TOL = 1e-9

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from fedsilo.cli.app import app
 from fedsilo.cli.config import JSON_SCHEMA_DIALECT
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 
 runner = CliRunner()
 

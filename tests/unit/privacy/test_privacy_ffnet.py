@@ -23,8 +23,8 @@ from fedsilo.client.runtime import ClientRuntime
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import FEATURES, make_frames
 from fedsilo.errors import ConfigError, TaskError
+from fedsilo.federation import get_package
 from fedsilo.http import ApiClient
-from fedsilo.packages import get_package
 from fedsilo.packages.ffnet import FFNetExecutor
 from fedsilo.packages.ffnet.model import build_module, module_arrays
 from fedsilo.wire import SessionStatus, decode_frame

@@ -21,9 +21,8 @@ from fedsilo.client.runtime import ClientRuntime
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import FEATURES, make_frames
 from fedsilo.errors import ConfigError, TaskError
+from fedsilo.federation import Checkpoint, Participant, Reply, SessionInfo, get_package
 from fedsilo.http import ApiClient
-from fedsilo.packages import get_package
-from fedsilo.packages.base import Checkpoint, Participant, Reply, SessionInfo
 from fedsilo.packages.glm import GLMExecutor, GLMModel
 from fedsilo.packages.glm.newton import row_terms
 from fedsilo.packages.glm.private_newton import RELEASES_PER_ROUND, PrivateNewton

@@ -13,8 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from fedsilo.errors import ConfigError, FedsiloError, WireError
-from fedsilo.packages import REGISTRY
-from fedsilo.packages.base import DataConfigBase, ModelPackage
+from fedsilo.federation import REGISTRY, DataConfigBase, ModelPackage
 from fedsilo.sdk.model import Model
 from fedsilo.wire import Arrays, ModelMeta, SessionKind, encode_frame
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fedsilo.errors import ConfigError, TaskError
-from fedsilo.packages.base import Participant, Reply
+from fedsilo.federation import Participant, Reply
 from fedsilo.strategies import STRATEGIES, FedAvg, get_strategy
 from fedsilo.wire import DatasetSummary
 

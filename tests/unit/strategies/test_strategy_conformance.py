@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fedsilo.errors import ConfigError, TaskError
-from fedsilo.packages.base import Participant, Reply
+from fedsilo.federation import Participant, Reply
 from fedsilo.strategies import STRATEGIES, Strategy, StrategyParams, get_strategy, strategy_names
 from fedsilo.wire import Arrays, DatasetSummary, decode_frame, encode_frame
 

@@ -22,9 +22,8 @@ import fedsilo
 from fedsilo.client.runtime import ClientRuntime
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import FEATURES, make_frames
+from fedsilo.federation import Checkpoint, Participant, Reply, SessionInfo, get_package
 from fedsilo.http import ApiClient
-from fedsilo.packages import get_package
-from fedsilo.packages.base import Checkpoint, Participant, Reply, SessionInfo
 from fedsilo.packages.ffnet import FFNetExecutor, run
 from fedsilo.packages.ffnet.model import build_module, module_arrays
 from fedsilo.strategies import get_strategy

@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from fedsilo.data.dataset import LocalDataset
-from fedsilo.packages import get_package
-from fedsilo.packages.base import Participant, Reply
+from fedsilo.federation import Participant, Reply, get_package
 from fedsilo.packages.ffnet import FFNetExecutor
 from fedsilo.packages.ffnet.client import shuffle_seed
 from fedsilo.packages.ffnet.model import build_module, load_arrays, module_arrays

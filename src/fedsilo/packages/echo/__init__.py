@@ -6,7 +6,7 @@ nothing: it measures what the platform itself costs per round (queueing, long-po
 codec, HTTP) and exercises the engine's failure policy and restart path without model code.
 """
 
-from fedsilo.packages.base import ModelPackage
+from fedsilo.federation import ModelPackage
 from fedsilo.packages.echo.client import EchoExecutor
 from fedsilo.packages.echo.config import EchoDataConfig, EchoModelConfig
 from fedsilo.packages.echo.export import EchoModel

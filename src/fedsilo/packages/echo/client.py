@@ -6,13 +6,18 @@ from typing import Any
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import TaskError
+from fedsilo.federation import ExecutorContext
 from fedsilo.packages.echo.config import EchoDataConfig, EchoModelConfig
 from fedsilo.wire import Arrays
 
 
 class EchoExecutor:
     def __init__(
-        self, model_config: EchoModelConfig, data_config: EchoDataConfig, dataset: LocalDataset
+        self,
+        model_config: EchoModelConfig,
+        data_config: EchoDataConfig,
+        dataset: LocalDataset,
+        context: ExecutorContext | None = None,
     ) -> None:
         self.num_examples = len(dataset.train)
 

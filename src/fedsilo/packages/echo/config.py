@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedsilo.packages.base import DataConfigBase
+from fedsilo.federation import DataConfigBase
 
 
 class EchoModelConfig(BaseModel):

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from fedsilo.packages.base import SessionContext
+from fedsilo.federation import SessionContext
 from fedsilo.packages.echo.config import EchoDataConfig, EchoModelConfig
 
 

@@ -13,7 +13,7 @@ live in :mod:`fedsilo.analytics`.
 
 from __future__ import annotations
 
-from fedsilo.packages.base import ModelPackage
+from fedsilo.federation import ModelPackage
 from fedsilo.packages.eda.client import EdaExecutor
 from fedsilo.packages.eda.config import EdaDataConfig, EdaModelConfig, check_consistency
 from fedsilo.packages.eda.export import EdaExport

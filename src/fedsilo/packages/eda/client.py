@@ -60,6 +60,7 @@ from fedsilo.analytics.sketch import QuantileSketch
 from fedsilo.analytics.stats import ColumnStats
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import ConfigError, DataError, TaskError
+from fedsilo.federation import ExecutorContext
 from fedsilo.packages.eda.config import EdaDataConfig, EdaModelConfig
 from fedsilo.wire import Arrays
 
@@ -104,7 +105,11 @@ class EdaExecutor:
     """
 
     def __init__(
-        self, model_config: EdaModelConfig, data_config: EdaDataConfig, dataset: LocalDataset
+        self,
+        model_config: EdaModelConfig,
+        data_config: EdaDataConfig,
+        dataset: LocalDataset,
+        context: ExecutorContext | None = None,
     ) -> None:
         if dataset.name is None:
             raise ConfigError(

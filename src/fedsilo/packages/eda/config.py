@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from fedsilo.errors import ConfigError, DataError
-from fedsilo.packages.base import DataConfigBase
+from fedsilo.federation import DataConfigBase
 from fedsilo.wire import CLIENT_NAME_PATTERN
 
 __all__ = [

@@ -31,7 +31,7 @@ from fedsilo.analytics.results import DatasetPrivacy, EdaResults
 from fedsilo.analytics.sketch import QuantileSketch
 from fedsilo.analytics.stats import ColumnStats
 from fedsilo.errors import TaskError
-from fedsilo.packages.base import Reply, SessionContext
+from fedsilo.federation import Reply, SessionContext
 from fedsilo.packages.eda.client import PROFILE, SUMMARIZE
 from fedsilo.packages.eda.config import (
     EdaDataConfig,

@@ -11,7 +11,7 @@ model), ``central.py`` (the pooled-data baseline).
 
 from __future__ import annotations
 
-from fedsilo.packages.base import ModelPackage
+from fedsilo.federation import ModelPackage
 from fedsilo.packages.ffnet.central import evaluate, train_central
 from fedsilo.packages.ffnet.client import FFNetExecutor
 from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig, check_consistency

@@ -40,6 +40,7 @@ from torch import nn
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import ConfigError, DataError, TaskError
+from fedsilo.federation import ExecutorContext
 from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig, check_consistency
 from fedsilo.packages.ffnet.model import (
     build_module,
@@ -92,6 +93,7 @@ class FFNetExecutor:
         model_config: FFNetModelConfig,
         data_config: FFNetDataConfig,
         dataset: LocalDataset,
+        context: ExecutorContext | None = None,
     ) -> None:
         check_consistency(model_config, data_config)
         if dataset.batch_size < 1:

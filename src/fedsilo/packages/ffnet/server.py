@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from fedsilo.errors import TaskError
-from fedsilo.packages.base import Reply, SessionContext
+from fedsilo.federation import Reply, SessionContext
 from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig, check_consistency
 from fedsilo.packages.ffnet.model import build_module, module_arrays
 from fedsilo.packages.metrics import R2Part, finite_number, pooled_r2, weighted_mean

@@ -12,7 +12,7 @@ data_config), ``binning.py`` (sketches to bin cuts), ``histograms.py`` (the clie
 
 from __future__ import annotations
 
-from fedsilo.packages.base import ModelPackage
+from fedsilo.federation import ModelPackage
 from fedsilo.packages.gbm.client import GBMExecutor
 from fedsilo.packages.gbm.config import GBMDataConfig, GBMModelConfig
 from fedsilo.packages.gbm.export import (

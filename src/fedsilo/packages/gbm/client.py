@@ -35,6 +35,7 @@ from fedsilo.analytics.sketch import QuantileSketch
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.validation import find_problems
 from fedsilo.errors import DataError, TaskError
+from fedsilo.federation import ExecutorContext
 from fedsilo.packages.gbm.binning import bin_matrix
 from fedsilo.packages.gbm.config import GBMDataConfig, GBMModelConfig
 from fedsilo.packages.gbm.histograms import node_histograms
@@ -79,7 +80,11 @@ class GBMExecutor:
     """
 
     def __init__(
-        self, model_config: GBMModelConfig, data_config: GBMDataConfig, dataset: LocalDataset
+        self,
+        model_config: GBMModelConfig,
+        data_config: GBMDataConfig,
+        dataset: LocalDataset,
+        context: ExecutorContext | None = None,
     ) -> None:
         self.task = model_config.ml_task.type
         self.columns = list(data_config.predictors)

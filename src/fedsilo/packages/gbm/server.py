@@ -30,7 +30,7 @@ import numpy as np
 
 from fedsilo.analytics.sketch import QuantileSketch
 from fedsilo.errors import TaskError
-from fedsilo.packages.base import Participant, Reply, SessionContext
+from fedsilo.federation import Participant, Reply, SessionContext
 from fedsilo.packages.gbm.binning import bin_edges
 from fedsilo.packages.gbm.config import GBMDataConfig, GBMModelConfig
 from fedsilo.packages.gbm.predictor import Forest

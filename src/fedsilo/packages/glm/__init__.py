@@ -17,7 +17,7 @@ links), ``newton.py`` (the federated IRLS mathematics), ``client.py`` (the execu
 
 from __future__ import annotations
 
-from fedsilo.packages.base import ModelPackage
+from fedsilo.federation import ModelPackage
 from fedsilo.packages.glm.client import GLMExecutor
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
 from fedsilo.packages.glm.export import GLMModel

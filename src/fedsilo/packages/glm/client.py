@@ -45,6 +45,7 @@ import pandas as pd
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.validation import find_problems
 from fedsilo.errors import ConfigError, DataError, TaskError
+from fedsilo.federation import ExecutorContext
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
 from fedsilo.packages.glm.families import Family
 from fedsilo.packages.glm.newton import DesignData, NewtonStatistics, local_statistics
@@ -84,7 +85,11 @@ class GLMExecutor:
     """
 
     def __init__(
-        self, model_config: GLMModelConfig, data_config: GLMDataConfig, dataset: LocalDataset
+        self,
+        model_config: GLMModelConfig,
+        data_config: GLMDataConfig,
+        dataset: LocalDataset,
+        context: ExecutorContext | None = None,
     ) -> None:
         check_consistency(model_config, data_config)
         if dataset.batch_size < 1:

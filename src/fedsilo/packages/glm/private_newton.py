@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from fedsilo.errors import TaskError
-from fedsilo.packages.base import Participant, Reply, SessionContext
+from fedsilo.federation import Participant, Reply, SessionContext
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig
 from fedsilo.packages.glm.families import Family
 from fedsilo.packages.glm.newton import (

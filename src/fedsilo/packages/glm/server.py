@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from fedsilo.errors import TaskError
-from fedsilo.packages.base import Checkpoint, Participant, Reply, SessionContext
+from fedsilo.federation import Checkpoint, Participant, Reply, SessionContext
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
 from fedsilo.packages.glm.families import Family
 from fedsilo.packages.glm.newton import (

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from fedsilo.errors import TaskError
-from fedsilo.packages.base import SessionContext
+from fedsilo.federation import SessionContext
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig
 from fedsilo.packages.glm.families import Activation, Family
 from fedsilo.packages.glm.newton import DesignData, local_statistics

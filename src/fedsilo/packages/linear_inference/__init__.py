@@ -14,7 +14,7 @@ Parts: ``config.py``, ``bundle.py`` (the vectorised statistics), ``client.py`` (
 
 from __future__ import annotations
 
-from fedsilo.packages.base import ModelPackage
+from fedsilo.federation import ModelPackage
 from fedsilo.packages.linear_inference.client import LinearInferenceExecutor
 from fedsilo.packages.linear_inference.config import (
     LinearInferenceDataConfig,

@@ -24,6 +24,7 @@ import pandas as pd
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.validation import find_problems
 from fedsilo.errors import DataError, TaskError
+from fedsilo.federation import ExecutorContext
 from fedsilo.packages.glm.families import make_family
 from fedsilo.packages.linear_inference.bundle import (
     ChunkedDesign,
@@ -122,6 +123,7 @@ class LinearInferenceExecutor:
         model_config: LinearInferenceModelConfig,
         data_config: LinearInferenceDataConfig,
         dataset: LocalDataset,
+        context: ExecutorContext | None = None,
     ) -> None:
         self.model_config = model_config
         self.family = make_family(model_config.task)

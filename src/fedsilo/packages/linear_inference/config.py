@@ -34,7 +34,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fedsilo.config import COLUMN_NAME_PATTERN, Strict
-from fedsilo.packages.base import DataConfigBase
+from fedsilo.federation import DataConfigBase
 
 __all__ = [
     "STRATEGY_NAMES",

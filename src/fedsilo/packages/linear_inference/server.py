@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from fedsilo.errors import ConfigError, TaskError
-from fedsilo.packages.base import Reply, SessionContext
+from fedsilo.federation import Reply, SessionContext
 from fedsilo.packages.glm.families import make_family
 from fedsilo.packages.glm.newton import batched_newton_point, batched_step_size
 from fedsilo.packages.glm.server import per_client_metrics

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from fedsilo.errors import ConfigError
-from fedsilo.packages import get_package, package_names
+from fedsilo.federation import get_package, package_names
 from fedsilo.server.auth import CurrentToken
 from fedsilo.wire import PackagePublic
 

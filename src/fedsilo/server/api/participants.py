@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
 from fedsilo.errors import ConfigError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.server.api.deps import DbDep, EngineDep, get_session_row
 from fedsilo.server.auth import CurrentToken
 from fedsilo.server.db import Database

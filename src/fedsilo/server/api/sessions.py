@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Response
 from sqlalchemy import delete, select, update
 
 from fedsilo.errors import ConfigError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.server.api.deps import DbDep, EngineDep, get_session_row
 from fedsilo.server.auth import CurrentToken
 from fedsilo.server.tables import ModelRow, RoundRow, SessionLogRow, SessionRow, utcnow

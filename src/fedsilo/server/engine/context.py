@@ -1,4 +1,4 @@
-"""The engine's implementation of :class:`fedsilo.packages.base.SessionContext`."""
+"""The engine's implementation of :class:`fedsilo.federation.SessionContext`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import select, update
 
 from fedsilo.errors import TaskError
-from fedsilo.packages.base import Checkpoint, Participant, Reply, SessionInfo
+from fedsilo.federation import Checkpoint, Participant, Reply, SessionInfo
 from fedsilo.server.engine.hub import PendingTask, TaskOutcome
 from fedsilo.server.tables import (
     ModelRow,

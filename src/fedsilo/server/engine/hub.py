@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from fedsilo.packages.base import Participant, Reply
+from fedsilo.federation import Participant, Reply
 
 __all__ = ["PendingTask", "TaskHub", "TaskOutcome"]
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from fedsilo.errors import FedsiloError, WireError
-from fedsilo.packages import get_package
-from fedsilo.packages.base import Reply, SessionInfo
+from fedsilo.federation import Reply, SessionInfo, get_package
 from fedsilo.server.db import Database
 from fedsilo.server.engine.context import EngineContext, Interrupted, SessionCanceled
 from fedsilo.server.engine.hub import TaskHub, TaskOutcome

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fedsilo.errors import ConfigError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig, check_consistency
 
 # The seed tutorial's FFNet model_config, verbatim (Python literals for its JSON).

@@ -11,7 +11,7 @@ import torch
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import ConfigError, DataError, FedsiloError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.packages.ffnet import PACKAGE, FFNetExecutor, FFNetModel, run
 from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig
 from fedsilo.packages.ffnet.model import build_module, module_arrays

@@ -19,8 +19,7 @@ from sklearn.metrics import r2_score
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import FEATURES, make_frames
-from fedsilo.packages import get_package
-from fedsilo.packages.base import Participant, Reply
+from fedsilo.federation import Participant, Reply, get_package
 from fedsilo.packages.ffnet import FFNetExecutor, FFNetModel, evaluate, run, train_central
 from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig
 from fedsilo.packages.ffnet.model import build_module, module_arrays

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedsilo.errors import ConfigError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 
 SEED_CONFIG = {
     "strategy": {"name": "HistGradientBoosting", "params": {}},

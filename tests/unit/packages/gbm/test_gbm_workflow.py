@@ -11,7 +11,7 @@ from sklearn.metrics import log_loss, r2_score
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import DataError, TaskError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.packages.gbm import GBMExecutor
 
 COLUMNS = ["a", "b"]

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from fedsilo.data.dataset import LocalDataset
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.packages.glm import GLMExecutor, GLMModel
 from fedsilo.runners.inprocess import InProcessContext, SimulationStopped
 from fedsilo.wire import (

@@ -17,7 +17,7 @@ from sklearn import metrics as skm
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import DataError, TaskError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.packages.glm import GLMExecutor
 from fedsilo.packages.glm.newton import local_statistics
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fedsilo.errors import ConfigError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.packages.glm import GLMModelConfig
 
 PACKAGE = get_package("glm")

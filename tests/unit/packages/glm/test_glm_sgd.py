@@ -18,7 +18,7 @@ import pytest
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import ConfigError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.packages.glm import GLMExecutor
 
 PREDICTORS = ["x0", "x1", "x2", "x3"]

@@ -13,7 +13,7 @@ import statsmodels.api as sm
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import TaskError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.packages.glm import GLMExecutor
 
 PREDICTORS = ["x0", "x1", "x2", "x3"]

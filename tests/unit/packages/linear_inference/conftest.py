@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from fedsilo.data.dataset import LocalDataset
-from fedsilo.packages.base import Checkpoint
+from fedsilo.federation import Checkpoint
 from fedsilo.packages.linear_inference import PACKAGE, LinearInferenceModel
 from fedsilo.packages.linear_inference.client import LinearInferenceExecutor
 from fedsilo.runners.inprocess import InProcessContext, SimulationStopped

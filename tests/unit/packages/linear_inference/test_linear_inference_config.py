@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from fedsilo.errors import ConfigError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 
 PACKAGE = get_package("linear_inference")
 LOGIT = {"strategy": {"name": "LogitRegInference", "params": {}}, "seed": 23}

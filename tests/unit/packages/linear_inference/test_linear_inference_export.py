@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fedsilo.errors import ConfigError, DataError
-from fedsilo.packages import get_package
+from fedsilo.federation import get_package
 from fedsilo.packages.linear_inference.torch_model import ChunkedTabularDataset
 
 SHARED = ["s0", "s1"]
