@@ -21,17 +21,33 @@ REST surface (all under ``/api/v1`` and behind ``Authorization: Bearer <token>``
     GET    /sessions/{sid}/model                       -> frame(model arrays, ModelMeta)
     GET    /sessions/{sid}/logs                        -> list[SessionLogLine]
     GET    /sessions/{sid}/participants                -> list[ParticipantPublic]
-    POST   /sessions/{sid}/participants                ParticipantJoin -> 201 ParticipantPublic
+    POST   /sessions/{sid}/participants                ParticipantJoin -> 201 ParticipantJoined
     GET    /sessions/{sid}/participants/{pid}/tasks/next?wait=S
-                                                       -> 200 frame(arrays, TaskEnvelope)
+                                                       -> 200 frame(arrays, TaskPayload)
                                                           204 no task within S seconds
                                                           410 SessionEnded (session is over)
-    POST   /sessions/{sid}/participants/{pid}/tasks/{tid}/reply
-                                                       frame(arrays, ReplyEnvelope) -> 200 ReplyAck
+    POST   /sessions/{sid}/participants/{pid}/tasks/{tid}/reply[?wait=S]
+                                                       frame(arrays, ReplyEnvelope)
+                                                       -> 200 ReplyAck            (no wait)
+                                                       -> as tasks/next           (wait=S)
+    POST   /sessions/{sid}/participants/{pid}/relay/{to}   bytes -> 204 (fast exchange)
+    GET    /sessions/{sid}/participants/{pid}/relay?wait=S -> 200 bytes / 204 / 410
     GET    /packages                                   -> list[PackagePublic]
     POST   /tokens                                     TokenCreate -> 201 TokenCreated
     GET    /tokens                                     -> list[TokenPublic]
     DELETE /tokens/{token_id}                          -> TokenPublic (revoked)
+
+Participant calls (``tasks/next``, ``reply``, ``relay``) also carry the participant credential
+that the first join returned, in the :data:`PARTICIPANT_HEADER` header; without it (or with
+another participant's) they answer 403. A join under a ``client_name`` that already joined
+must carry that participant's credential too (a restarted client keeps it in its state dir).
+
+A task frame's header is a :class:`TaskPayload` (kind, round, meta, sealed_from): the same
+bytes for every recipient of a broadcast, so it is encoded and held once. The task id travels
+in the :data:`TASK_ID_HEADER` response header. A sealed payload is the frame array
+``fedsilo.sealed`` (uint8 ciphertext), in tasks and replies alike; the server relays it unread.
+A relayed fast-exchange message names its sender in :data:`SENDER_HEADER` and its tag in
+:data:`TAG_HEADER`.
 
 ``GET /healthz`` (no prefix, no auth) answers ``{"status": "ok", "version": ...}``.
 """
@@ -56,6 +72,15 @@ API_PREFIX = "/api/v1"
 OCTET_STREAM = "application/octet-stream"
 SESSION_ID_PATTERN = re.compile(r"^[0-9a-f]{10}$")
 CLIENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
+#: request header of every participant call: the credential the first join returned
+PARTICIPANT_HEADER = "X-Fedsilo-Participant-Credential"
+#: response header of a task frame: the task's id, to reply to
+TASK_ID_HEADER = "X-Fedsilo-Task-Id"
+#: response headers of a relayed fast-exchange message: its sender's participant id, its tag
+SENDER_HEADER = "X-Fedsilo-Sender"
+TAG_HEADER = "X-Fedsilo-Tag"
+#: an X25519 public key: 32 bytes, url-safe base64 without padding (43 characters)
+PUBLIC_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 Arrays = dict[str, np.ndarray]
 
@@ -254,8 +279,14 @@ class DatasetSummary(_Strict):
 
 
 class ParticipantJoin(_Strict):
+    """Body of ``POST /sessions/{sid}/participants``."""
+
     client_name: str = Field(pattern=CLIENT_NAME_PATTERN.pattern)
     dataset: DatasetSummary
+    public_key: str = Field(
+        pattern=PUBLIC_KEY_PATTERN.pattern,
+        description="X25519 public key, url-safe base64 without padding; peers seal to it",
+    )
 
 
 class ParticipantPublic(BaseModel):
@@ -263,22 +294,45 @@ class ParticipantPublic(BaseModel):
     session_id: str
     client_name: str
     dataset: DatasetSummary
+    public_key: str = ""
     joined_at: datetime
     last_seen_at: datetime | None = None
     rejoined: bool = False
 
 
+class ParticipantJoined(ParticipantPublic):
+    """Answer to a join: the participant, and on the first join its credential."""
+
+    credential: str | None = Field(
+        default=None,
+        description="Shown once, on the first join; stored only as a hash. Every participant "
+        "call presents it in the X-Fedsilo-Participant-Credential header.",
+    )
+
+
 # --------------------------------------------------------------------- task frames
 
 
+class TaskPayload(_Strict):
+    """Header of a task frame: what the task asks. Shared by every recipient of a broadcast;
+    the task id comes in the ``X-Fedsilo-Task-Id`` response header."""
+
+    kind: str
+    round: int = 0
+    meta: dict[str, Any] = Field(default_factory=dict)
+    #: participant id of the sender of the sealed payload the frame carries, if any
+    sealed_from: str | None = None
+
+
 class TaskEnvelope(_Strict):
-    """Header of the frame a client receives from ``tasks/next``."""
+    """A task as the client runtime handles it: the payload header plus its id."""
 
     id: str
     session_id: str
     kind: str
     round: int = 0
     meta: dict[str, Any] = Field(default_factory=dict)
+    sealed_from: str | None = None
 
 
 class ReplyEnvelope(_Strict):

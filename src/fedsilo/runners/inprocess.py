@@ -12,15 +12,29 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 
-from fedsilo.federation import Checkpoint, Executor, Participant, Reply, SessionInfo
+from fedsilo.federation import (
+    AskMixin,
+    Checkpoint,
+    Executor,
+    Failure,
+    Outcome,
+    Participant,
+    Reply,
+    SessionInfo,
+    Task,
+    TaskGroup,
+    sealed_arrays,
+    split_sealed,
+)
 from fedsilo.wire import (
     DatasetSummary,
     ReplyEnvelope,
-    TaskEnvelope,
+    TaskPayload,
     decode_frame,
     encode_frame,
     parse_header,
@@ -35,7 +49,7 @@ class SimulationStopped(Exception):
     """Raised right after the checkpoint of ``stop_after``: the server dying mid-session."""
 
 
-class InProcessContext:
+class InProcessContext(AskMixin):
     """A SessionContext whose clients are executors in this process.
 
     Parameters
@@ -58,22 +72,25 @@ class InProcessContext:
         package_name: str = "",
         checkpoint: Checkpoint | None = None,
         stop_after: int | None = None,
+        capture_failures: bool = False,
     ) -> None:
         self.executors = executors
         self.session = SessionInfo(
             _SESSION_ID, "in-process", package_name, len(executors), num_rounds, {}, {}
         )
         empty = DatasetSummary(train_rows=0, test_rows=0, columns=[])
-        self.participants = [
+        self.joined = [
             Participant(id=f"p{i}", client_name=name, dataset=empty)
             for i, name in enumerate(executors)
         ]
         self.stop_after = stop_after
+        #: an executor's exception becomes a Failure (as on a real client) instead of raising
+        self.capture_failures = capture_failures
         self.last_checkpoint = checkpoint
         self.checkpoints: dict[int, Checkpoint] = {}
         self.rounds: dict[int, tuple[dict[str, float], dict[str, dict[str, float]]]] = {}
         self.saved: tuple[dict[str, np.ndarray], dict[str, Any], int] | None = None
-        #: (kind, round, client names) of every ask
+        #: (kind, round, client names) of every send (by its first task)
         self.asked: list[tuple[str, int, list[str]]] = []
         #: bytes on the wire (task + reply frames) and task count per task kind
         self.bytes: dict[str, int] = defaultdict(int)
@@ -81,42 +98,67 @@ class InProcessContext:
         self.logs: list[str] = []
 
     def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
-        if n > len(self.participants):
-            raise ValueError(f"the workflow waits for {n} clients; {len(self.participants)} exist")
-        return list(self.participants)
+        if n > len(self.joined):
+            raise ValueError(f"the workflow waits for {n} clients; {len(self.joined)} exist")
+        return list(self.joined)
 
-    def ask(
-        self,
-        participants: Sequence[Participant],
-        kind: str,
-        arrays: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        *,
-        round: int = 0,
-        timeout: float | None = None,
-        accept_failures: bool = True,
-        min_replies: int | None = None,
-    ) -> list[Reply]:
-        self.asked.append((kind, round, [p.client_name for p in participants]))
-        task = TaskEnvelope(
-            id="t", session_id=self.session.id, kind=kind, round=round, meta=dict(meta or {})
-        )
-        replies = []
-        for participant in participants:
-            frame = encode_frame(dict(arrays or {}), task)
+    def participants(self) -> list[Participant]:
+        return list(self.joined)
+
+    def send(self, tasks: Sequence[Task], *, timeout: float | None = None) -> TaskGroup:
+        """Run each task's executor at once, through the wire codec both ways."""
+        futures: list[Future[Outcome]] = []
+        encoded: dict[int, bytes] = {}
+        if tasks:
+            self.asked.append((tasks[0].kind, tasks[0].round, [t.to.client_name for t in tasks]))
+        for task in tasks:
+            future: Future[Outcome] = Future()
+            futures.append(future)
+            arrays = sealed_arrays(task.sealed) if task.sealed is not None else task.arrays
+            key = id(task.arrays) if task.sealed is None and task.arrays is not None else id(task)
+            payload = TaskPayload(
+                kind=task.kind,
+                round=task.round,
+                meta=dict(task.meta),
+                sealed_from=task.sealed.sender if task.sealed is not None else None,
+            )
+            frame = encoded.get(key) if task.sealed is None else None
+            if frame is None:
+                frame = encode_frame(dict(arrays or {}), payload)
+                if task.sealed is None:
+                    encoded[key] = frame
             sent, header = decode_frame(frame)
-            envelope = parse_header(TaskEnvelope, header, "task")
-            reply_meta, reply_arrays = self.executors[participant.client_name].handle(
-                envelope.kind, envelope.meta, sent
-            )
+            envelope = parse_header(TaskPayload, header, "task")
+            meta = dict(envelope.meta)
+            if envelope.sealed_from is not None:
+                meta["sealed_from"] = envelope.sealed_from
+            try:
+                reply_meta, reply_arrays = self.executors[task.to.client_name].handle(
+                    envelope.kind, meta, sent
+                )
+            except Exception as exc:
+                if not self.capture_failures:
+                    raise
+                future.set_result(
+                    Failure(task.to, task.kind, task.round, "error", str(exc) or type(exc).__name__)
+                )
+                continue
             reply_frame = encode_frame(reply_arrays, ReplyEnvelope(meta=reply_meta))
-            self.bytes[kind] += len(frame) + len(reply_frame)
-            self.tasks[kind] += 1
+            self.bytes[task.kind] += len(frame) + len(reply_frame)
+            self.tasks[task.kind] += 1
             got_arrays, got = decode_frame(reply_frame)
-            replies.append(
-                Reply(participant, parse_header(ReplyEnvelope, got, "reply").meta, got_arrays)
+            plain, sealed = split_sealed(got_arrays, task.to.id)
+            future.set_result(
+                Reply(
+                    task.to,
+                    parse_header(ReplyEnvelope, got, "reply").meta,
+                    plain,
+                    sealed=sealed,
+                    kind=task.kind,
+                    round=task.round,
+                )
             )
-        return replies
+        return TaskGroup(tasks, futures, expire=lambda *_: False)
 
     def record_round(
         self,
@@ -137,9 +179,9 @@ class InProcessContext:
     def restore(self) -> Checkpoint | None:
         return self.last_checkpoint
 
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], rnd: int) -> None:
+    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
         json.dumps(dict(meta), allow_nan=False)
-        self.saved = ({k: np.asarray(v) for k, v in arrays.items()}, dict(meta), rnd)
+        self.saved = ({k: np.asarray(v) for k, v in arrays.items()}, dict(meta), round)
 
     def log(self, message: str) -> None:
         self.logs.append(message)

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fedsilo import __version__
 from fedsilo.errors import ConfigError
 from fedsilo.server.api import packages, participants, sessions, tokens
+from fedsilo.server.api.deps import ParticipantCache
 from fedsilo.server.auth import TokenCache, bootstrap_admin_token
 from fedsilo.server.db import Database
 from fedsilo.server.engine import SessionEngine
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.store = store
         app.state.engine = engine
         app.state.token_cache = TokenCache()
+        app.state.participant_cache = ParticipantCache()
         resumed = engine.resume_all()
         if resumed:
             logger.warning("resumed %d active session(s): %s", len(resumed), ", ".join(resumed))

@@ -95,6 +95,10 @@ class ParticipantRow(Base):
     seq: Mapped[int] = mapped_column(Integer, doc="join order within the session")
     joined_at: Mapped[datetime]
     last_seen_at: Mapped[datetime | None]
+    #: SHA-256 of the participant credential returned by the first join
+    credential_hash: Mapped[str] = mapped_column(String(64), default="")
+    #: X25519 public key, url-safe base64 without padding
+    public_key: Mapped[str] = mapped_column(String(64), default="")
 
 
 class TaskRow(Base):

@@ -107,7 +107,7 @@ def run(ctx: SessionContext, mc: EdaModelConfig, dc: EdaDataConfig) -> None:
         },
     )
     meta, arrays = results.to_payload()
-    ctx.save_model(arrays, meta, rnd=2)
+    ctx.save_model(arrays, meta, round=2)
 
 
 def agree_columns(

@@ -210,7 +210,7 @@ def _save(
     if privacy is not None:
         # Every round was released, whichever one is saved: the spending is the final one.
         meta["privacy"] = privacy
-    ctx.save_model(arrays, meta=meta, rnd=rnd)
+    ctx.save_model(arrays, meta=meta, round=rnd)
 
 
 class _BestTracker:

@@ -127,7 +127,7 @@ def run(ctx: SessionContext, mc: GBMModelConfig, dc: GBMDataConfig) -> None:
         "selected_by": selected_by,
         "n_bins": [int(c.size + 1) for c in forest.cuts],
     }
-    ctx.save_model(forest.truncated(kept).to_arrays(), meta=model_meta, rnd=kept)
+    ctx.save_model(forest.truncated(kept).to_arrays(), meta=model_meta, round=kept)
 
 
 @dataclass

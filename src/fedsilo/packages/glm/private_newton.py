@@ -300,7 +300,7 @@ def run_private_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfi
             "epsilon_spent": spent,
         },
     }
-    ctx.save_model({"beta": beta}, meta=meta, rnd=rounds)
+    ctx.save_model({"beta": beta}, meta=meta, round=rounds)
 
 
 def _ask_private_stats(

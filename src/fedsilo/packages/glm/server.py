@@ -389,4 +389,4 @@ def _save(
         "penalized": penalty.alpha > 0,
     }
     arrays = {"beta": state.beta, "fisher": stats.fisher}
-    ctx.save_model(arrays, meta=meta, rnd=state.round)
+    ctx.save_model(arrays, meta=meta, round=state.round)

@@ -403,4 +403,4 @@ def run_sgd(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> None:
             "max_grad_norm": privacy.max_grad_norm,
             "epsilon_spent": spent,
         }
-    ctx.save_model({"beta": weights["beta"]}, meta=meta, rnd=last_round)
+    ctx.save_model({"beta": weights["beta"]}, meta=meta, round=last_round)

@@ -252,4 +252,4 @@ def _save(
         "fisher": fisher,
         "deviance": np.where(np.isfinite(deviance), deviance, np.nan),
     }
-    ctx.save_model(arrays, meta=meta, rnd=last_round)
+    ctx.save_model(arrays, meta=meta, round=last_round)

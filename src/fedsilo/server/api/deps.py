@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import hmac
+import threading
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
+from fedsilo.server.auth import hash_token
 from fedsilo.server.db import Database
 from fedsilo.server.engine import SessionEngine
-from fedsilo.server.tables import SessionRow
+from fedsilo.server.tables import ParticipantRow, SessionRow
+from fedsilo.wire import PARTICIPANT_HEADER
 
-__all__ = ["DbDep", "EngineDep", "get_session_row", "not_found"]
+__all__ = [
+    "DbDep",
+    "EngineDep",
+    "ParticipantAuth",
+    "ParticipantCache",
+    "ParticipantDep",
+    "get_session_row",
+    "not_found",
+    "require_participant",
+]
 
 
 def get_db(request: Request) -> Database:
@@ -37,3 +52,89 @@ def get_session_row(db: Database, session_id: str) -> SessionRow:
         if row is None:
             raise not_found("Session", session_id)
         return row
+
+
+# ------------------------------------------------------------ participant credentials
+
+
+@dataclass(frozen=True)
+class ParticipantAuth:
+    """A participant call whose credential matched: who is calling, in which session."""
+
+    session_id: str
+    participant_id: str
+    client_name: str
+
+
+class ParticipantCache:
+    """participant id -> (session id, client name, credential hash), filled on first use.
+
+    A credential never changes once issued, so entries need no expiry; a deleted session's
+    participants are dropped with :meth:`forget_session`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[str, str, str]] = {}
+
+    def get(self, participant_id: str) -> tuple[str, str, str] | None:
+        with self._lock:
+            return self._entries.get(participant_id)
+
+    def put(self, participant_id: str, session_id: str, client_name: str, digest: str) -> None:
+        with self._lock:
+            self._entries[participant_id] = (session_id, client_name, digest)
+
+    def forget_session(self, session_id: str) -> None:
+        with self._lock:
+            for pid in [p for p, e in self._entries.items() if e[0] == session_id]:
+                del self._entries[pid]
+
+
+def _forbidden(participant_id: str) -> HTTPException:
+    return HTTPException(
+        status_code=403,
+        detail=f"The participant credential is missing or does not belong to participant "
+        f"{participant_id}; send the credential its join returned in the {PARTICIPANT_HEADER} "
+        "header.",
+    )
+
+
+def _load_participant(db: Database, session_id: str, participant_id: str) -> ParticipantRow:
+    with db.session() as s:
+        row = s.get(ParticipantRow, participant_id)
+        if row is None or row.session_id != session_id:
+            raise HTTPException(
+                status_code=404,
+                detail=f"Participant {participant_id} not found in session {session_id}.",
+            )
+        return row
+
+
+async def require_participant(
+    request: Request, session_id: str, participant_id: str
+) -> ParticipantAuth:
+    """The caller must present ``participant_id``'s own credential (403 otherwise).
+
+    Async, with an in-memory cache, so the round's hot path takes no thread hop; a miss reads
+    the participant once from the database.
+    """
+    presented = request.headers.get(PARTICIPANT_HEADER, "")
+    cache: ParticipantCache = request.app.state.participant_cache
+    entry = cache.get(participant_id)
+    if entry is None:
+        db: Database = request.app.state.db
+        row = await run_in_threadpool(_load_participant, db, session_id, participant_id)
+        entry = (row.session_id, row.client_name, row.credential_hash)
+        cache.put(participant_id, *entry)
+    if entry[0] != session_id:
+        raise HTTPException(
+            status_code=404,
+            detail=f"Participant {participant_id} not found in session {session_id}.",
+        )
+    if not presented or not hmac.compare_digest(hash_token(presented), entry[2]):
+        raise _forbidden(participant_id)
+    return ParticipantAuth(session_id, participant_id, entry[1])
+
+
+ParticipantDep = Annotated[ParticipantAuth, Depends(require_participant)]

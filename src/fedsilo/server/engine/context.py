@@ -273,11 +273,11 @@ class EngineContext:
         self.log(f"resuming from the checkpoint of round {header['round']}")
         return Checkpoint(round=int(header["round"]), arrays=arrays, meta=header.get("meta", {}))
 
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], rnd: int) -> None:
+    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
         header = ModelMeta(
             session_id=self._info.id,
             package_name=self._info.package_name,
-            round=rnd,
+            round=round,
             model_config_=self._info.model_config,
             data_config=self._info.data_config,
             meta=dict(meta),
@@ -291,7 +291,7 @@ class EngineContext:
             if row is None:
                 row = ModelRow(session_id=self._info.id, key=key, created_at=utcnow())
                 s.add(row)
-            row.round = rnd
+            row.round = round
             row.meta = dict(meta)
             row.created_at = utcnow()
 
