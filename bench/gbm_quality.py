@@ -103,7 +103,7 @@ class MeasuringContext:
     def restore(self) -> Checkpoint | None:
         return None
 
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], rnd: int) -> None:
+    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
         self.saved = ({k: np.asarray(v) for k, v in arrays.items()}, dict(meta))
 
     def log(self, message: str) -> None:

@@ -120,7 +120,7 @@ class Context:
     def restore(self) -> Checkpoint | None:
         return None
 
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], rnd: int) -> None:
+    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
         self.saved = (dict(arrays), dict(meta))
 
     def log(self, message: str) -> None:

@@ -6,9 +6,11 @@ Hierarchy::
     ├── ConfigError            a model_config / data_config / setting is invalid
     ├── DataError              a local dataset does not satisfy the data_config (.problems)
     ├── WireError              bytes on the wire are not a valid fedsilo frame
+    │   └── SealError             a sealed payload does not open (wrong key, tampered)
     ├── TaskError              a task could not be executed on a client
     ├── APIError               the server answered with an error (.status_code, .detail)
     │   ├── AuthenticationError   401: missing, invalid, revoked or expired token
+    │   ├── PermissionDenied      403: the credential may not act on this resource
     │   ├── NotFoundError         404: no such session / participant / token / model
     │   ├── ConflictError         409: the resource is in a state that forbids the call
     │   └── ValidationError       422: the request body failed validation
@@ -32,6 +34,8 @@ __all__ = [
     "DataError",
     "FedsiloError",
     "NotFoundError",
+    "PermissionDenied",
+    "SealError",
     "ServerUnavailable",
     "SessionError",
     "TaskError",
@@ -69,6 +73,11 @@ class WireError(FedsiloError, ValueError):
     """Bytes received are not a valid fedsilo frame (codec header or buffers)."""
 
 
+class SealError(WireError):
+    """A sealed payload could not be opened: not sealed to this key, by that sender, in this
+    session, or altered on the way."""
+
+
 class TaskError(FedsiloError):
     """A client could not execute a task."""
 
@@ -84,6 +93,11 @@ class APIError(FedsiloError):
 
 class AuthenticationError(APIError):
     """401: the token is missing, unknown, revoked or expired."""
+
+
+class PermissionDenied(APIError):
+    """403: the caller is authenticated but may not act here (e.g. another participant's
+    tasks, a scope the token lacks)."""
 
 
 class NotFoundError(APIError):

@@ -19,6 +19,7 @@ from fedsilo.errors import (
     AuthenticationError,
     ConflictError,
     NotFoundError,
+    PermissionDenied,
     ServerUnavailable,
     ValidationError,
 )
@@ -30,6 +31,7 @@ DEFAULT_URL = "http://127.0.0.1:8765"
 
 _ERRORS: dict[int, type[APIError]] = {
     401: AuthenticationError,
+    403: PermissionDenied,
     404: NotFoundError,
     409: ConflictError,
     422: ValidationError,
@@ -105,12 +107,16 @@ class ApiClient:
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         ok: tuple[int, ...] = (200, 201, 204),
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send one request to ``/api/v1{path}``; raise the matching error on a bad status.
 
         Statuses in ``ok`` are returned as they are (callers that expect 204 or 410 add them).
+        ``headers`` are added to the client's own (a participant call sends its credential).
         """
-        headers = {"Content-Type": OCTET_STREAM} if content is not None else None
+        merged = dict(headers or {})
+        if content is not None:
+            merged["Content-Type"] = OCTET_STREAM
         try:
             response = self._http.request(
                 method,
@@ -118,7 +124,7 @@ class ApiClient:
                 json=json,
                 content=content,
                 params=params,
-                headers=headers,
+                headers=merged or None,
                 timeout=timeout if timeout is not None else self._timeout,
             )
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:

@@ -77,10 +77,27 @@ class ModelPackage(Generic[MC, DC]):
     model_config_type: type[MC]
     data_config_type: type[DC]
     workflow: Callable[[SessionContext, MC, DC], None]
-    executor: ExecutorFactory[MC, DC]
-    export: Callable[[MC, DC, Arrays, dict[str, Any]], ExportedModel]
+    #: ``"module:attribute"`` of the executor factory, imported on first use: the server
+    #: never imports a package's client half (nor torch, for a package whose client uses it)
+    executor_ref: str
+    #: ``"module:attribute"`` of the export callable ``(mc, dc, arrays, meta) -> model``
+    export_ref: str
     #: cross-checks between the two configs (e.g. input_size vs predictors); raises ConfigError
     check: Callable[[MC, DC], None] | None = None
+
+    @property
+    def executor(self) -> ExecutorFactory[MC, DC]:
+        """The executor factory (imports the package's client half)."""
+        factory: ExecutorFactory[MC, DC] = _resolve(self.executor_ref, self.name, "executor_ref")
+        return factory
+
+    @property
+    def export(self) -> Callable[[MC, DC, Arrays, dict[str, Any]], ExportedModel]:
+        """The export callable (imports the package's export half)."""
+        exporter: Callable[[MC, DC, Arrays, dict[str, Any]], ExportedModel] = _resolve(
+            self.export_ref, self.name, "export_ref"
+        )
+        return exporter
 
     def parse_configs(
         self, model_raw: Mapping[str, Any], data_raw: Mapping[str, Any]
@@ -100,6 +117,18 @@ class ModelPackage(Generic[MC, DC]):
 
 
 _Parsed = TypeVar("_Parsed", bound=BaseModel)
+
+
+def _resolve(ref: str, package: str, field: str) -> Any:
+    module_name, sep, attribute = ref.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"Package {package!r}: {field} must be 'module:attribute'. Got {ref!r}.")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"Package {package!r}: {field} {ref!r} cannot be imported: {exc}"
+        ) from exc
 
 
 def _parse(model: type[_Parsed], raw: Mapping[str, Any], what: str) -> _Parsed:

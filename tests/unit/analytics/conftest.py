@@ -68,7 +68,7 @@ class RecordingContext:
     def restore(self) -> Checkpoint | None:
         return self.restored
 
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], rnd: int) -> None:
+    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
         got, header = decode_frame(encode_frame(dict(arrays), dict(meta)))
         self.saved = (got, header)
 

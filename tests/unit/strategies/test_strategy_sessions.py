@@ -220,7 +220,7 @@ class InProcessContext:
     def restore(self) -> Checkpoint | None:
         return self.last_checkpoint
 
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], rnd: int) -> None:
+    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
         self.saved = {k: np.asarray(v) for k, v in arrays.items()}
 
     def log(self, message: str) -> None:

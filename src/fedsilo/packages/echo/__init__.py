@@ -20,8 +20,8 @@ PACKAGE: ModelPackage[EchoModelConfig, EchoDataConfig] = ModelPackage(
     model_config_type=EchoModelConfig,
     data_config_type=EchoDataConfig,
     workflow=run,
-    executor=EchoExecutor,
-    export=EchoModel,
+    executor_ref="fedsilo.packages.echo.client:EchoExecutor",
+    export_ref="fedsilo.packages.echo.export:EchoModel",
 )
 
-__all__ = ["PACKAGE"]
+__all__ = ["PACKAGE", "EchoExecutor", "EchoModel"]

@@ -32,7 +32,7 @@ PACKAGE: ModelPackage[EdaModelConfig, EdaDataConfig] = ModelPackage(
     model_config_type=EdaModelConfig,
     data_config_type=EdaDataConfig,
     workflow=run,
-    executor=EdaExecutor,
-    export=EdaExport,
+    executor_ref="fedsilo.packages.eda.client:EdaExecutor",
+    export_ref="fedsilo.packages.eda.export:EdaExport",
     check=check_consistency,
 )

@@ -43,7 +43,7 @@ PACKAGE: ModelPackage[FFNetModelConfig, FFNetDataConfig] = ModelPackage(
     model_config_type=FFNetModelConfig,
     data_config_type=FFNetDataConfig,
     workflow=run,
-    executor=FFNetExecutor,
-    export=FFNetModel,
+    executor_ref="fedsilo.packages.ffnet.client:FFNetExecutor",
+    export_ref="fedsilo.packages.ffnet.export:FFNetModel",
     check=check_consistency,
 )

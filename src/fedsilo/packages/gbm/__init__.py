@@ -45,6 +45,6 @@ PACKAGE: ModelPackage[GBMModelConfig, GBMDataConfig] = ModelPackage(
     model_config_type=GBMModelConfig,
     data_config_type=GBMDataConfig,
     workflow=run,
-    executor=GBMExecutor,
-    export=GBMModel,
+    executor_ref="fedsilo.packages.gbm.client:GBMExecutor",
+    export_ref="fedsilo.packages.gbm.export:GBMModel",
 )

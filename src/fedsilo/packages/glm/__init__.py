@@ -45,7 +45,7 @@ PACKAGE: ModelPackage[GLMModelConfig, GLMDataConfig] = ModelPackage(
     model_config_type=GLMModelConfig,
     data_config_type=GLMDataConfig,
     workflow=run,
-    executor=GLMExecutor,
-    export=GLMModel,
+    executor_ref="fedsilo.packages.glm.client:GLMExecutor",
+    export_ref="fedsilo.packages.glm.export:GLMModel",
     check=check_consistency,
 )

@@ -44,6 +44,6 @@ PACKAGE: ModelPackage[LinearInferenceModelConfig, LinearInferenceDataConfig] = M
     model_config_type=LinearInferenceModelConfig,
     data_config_type=LinearInferenceDataConfig,
     workflow=run,
-    executor=LinearInferenceExecutor,
-    export=LinearInferenceModel,
+    executor_ref="fedsilo.packages.linear_inference.client:LinearInferenceExecutor",
+    export_ref="fedsilo.packages.linear_inference.export:LinearInferenceModel",
 )
