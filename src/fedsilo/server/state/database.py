@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from fedsilo.server.tables import Base
+from fedsilo.server.state.tables import Base
 
 __all__ = ["Database"]
 

@@ -1,4 +1,5 @@
-"""SQLAlchemy tables: sessions, participants, tasks, rounds, models, tokens, session logs."""
+"""SQLAlchemy tables of :class:`~fedsilo.server.state.sql.SqlStore`: sessions, participants,
+tasks, rounds, models, tokens, session logs. Only ``state/`` reads or writes them."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from fedsilo.server.state.records import utcnow
+
 __all__ = [
     "Base",
     "ModelRow",
@@ -29,10 +32,6 @@ __all__ = [
     "TokenRow",
     "utcnow",
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

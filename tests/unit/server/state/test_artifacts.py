@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsilo.server.store import ArtifactStore
+from fedsilo.server.state import ArtifactStore
 
 
 def test_write_read_replace_and_delete(tmp_path: Path) -> None:

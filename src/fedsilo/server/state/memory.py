@@ -1,0 +1,401 @@
+"""The state store in memory: dicts under one lock, the semantics of the SQL store.
+
+For tests and benchmarks (and ``memory://`` servers that need no durability): nothing
+survives the process. Records go in and come out as deep copies, so a caller that edits a
+returned ``meta`` dict changes nothing stored, as with the database.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import secrets
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from fedsilo.server.state.records import (
+    LogRecord,
+    ModelRecord,
+    ParticipantRecord,
+    RoundRecord,
+    SessionRecord,
+    TaskCompletion,
+    TaskRecord,
+    TaskStatus,
+    TokenRecord,
+    utcnow,
+)
+from fedsilo.wire import SessionStatus
+
+__all__ = ["MemoryStore"]
+
+_R = TypeVar("_R")
+
+
+def _copy(record: _R) -> _R:
+    return copy.deepcopy(record)
+
+
+class MemoryStore:
+    """:class:`~fedsilo.server.state.protocol.StateStore` held in this process."""
+
+    url = "memory://"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[str, SessionRecord] = {}
+        self._participants: dict[str, ParticipantRecord] = {}
+        #: (session id, client name) -> participant id: the SQL unique constraint
+        self._by_name: dict[tuple[str, str], str] = {}
+        self._tasks: dict[str, TaskRecord] = {}
+        self._rounds: dict[tuple[str, int], RoundRecord] = {}
+        self._models: dict[str, ModelRecord] = {}
+        self._logs: dict[str, list[LogRecord]] = {}
+        self._tokens: dict[str, TokenRecord] = {}
+        self._token_ids: dict[str, str] = {}  # hash -> id: the unique index
+
+    def close(self) -> None:
+        pass
+
+    # ------------------------------------------------------------------ sessions
+
+    def create_session(self, session: SessionRecord) -> None:
+        with self._lock:
+            if session.id in self._sessions:
+                raise ValueError(f"A session with id {session.id!r} already exists.")
+            self._sessions[session.id] = _copy(session)
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        with self._lock:
+            return _copy(self._sessions.get(session_id))
+
+    def list_sessions(
+        self, *, statuses: Collection[SessionStatus] | None = None
+    ) -> list[SessionRecord]:
+        with self._lock:
+            chosen = [
+                s for s in self._sessions.values() if statuses is None or s.status in statuses
+            ]
+            return _copy(sorted(chosen, key=lambda s: s.created_at, reverse=True))
+
+    def set_session_status(
+        self,
+        session_id: str,
+        status: SessionStatus,
+        *,
+        expected: Collection[SessionStatus],
+        failure_reason: str | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        now = at or utcnow()
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or session.status not in expected:
+                return False
+            changes: dict[str, Any] = {"status": status, "updated_at": now}
+            if status == SessionStatus.running:
+                changes["started_at"] = now
+            if status.ended:
+                changes.update(ended_at=now, failure_reason=failure_reason)
+            self._sessions[session_id] = dataclasses.replace(session, **changes)
+            return True
+
+    def set_session_round(self, session_id: str, round: int, *, at: datetime | None = None) -> None:
+        with self._lock:
+            self._set_round(session_id, round, at or utcnow())
+
+    def _set_round(self, session_id: str, round: int, now: datetime) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            self._sessions[session_id] = dataclasses.replace(session, round=round, updated_at=now)
+
+    def delete_session(self, session_id: str) -> bool:
+        with self._lock:
+            if self._sessions.pop(session_id, None) is None:
+                return False
+            # What ON DELETE CASCADE removes in the SQL store.
+            for pid in [p.id for p in self._participants.values() if p.session_id == session_id]:
+                participant = self._participants.pop(pid)
+                self._by_name.pop((session_id, participant.client_name), None)
+            for tid in [t.id for t in self._tasks.values() if t.session_id == session_id]:
+                del self._tasks[tid]
+            for key in [k for k in self._rounds if k[0] == session_id]:
+                del self._rounds[key]
+            self._models.pop(session_id, None)
+            self._logs.pop(session_id, None)
+            return True
+
+    # -------------------------------------------------------------- participants
+
+    def join_participant(
+        self,
+        session_id: str,
+        client_name: str,
+        dataset: Mapping[str, Any],
+        *,
+        credential_hash: str,
+        public_key: str,
+        at: datetime | None = None,
+    ) -> tuple[ParticipantRecord, bool]:
+        now = at or utcnow()
+        with self._lock:
+            existing = self._by_name.get((session_id, client_name))
+            if existing is not None:
+                return _copy(self._participants[existing]), False
+            if session_id not in self._sessions:
+                raise ValueError(
+                    f"Cannot add participant {client_name!r}: session {session_id} not found."
+                )
+            seq = sum(1 for p in self._participants.values() if p.session_id == session_id)
+            participant = ParticipantRecord(
+                id=secrets.token_hex(8),
+                session_id=session_id,
+                client_name=client_name,
+                dataset=copy.deepcopy(dict(dataset)),
+                seq=seq,
+                joined_at=now,
+                last_seen_at=now,
+                credential_hash=credential_hash,
+                public_key=public_key,
+            )
+            self._participants[participant.id] = participant
+            self._by_name[(session_id, client_name)] = participant.id
+            return _copy(participant), True
+
+    def rejoin_participant(
+        self,
+        participant_id: str,
+        *,
+        dataset: Mapping[str, Any] | None = None,
+        public_key: str | None = None,
+        credential_hash: str | None = None,
+        at: datetime | None = None,
+    ) -> ParticipantRecord | None:
+        changes: dict[str, Any] = {"last_seen_at": at or utcnow()}
+        if dataset is not None:
+            changes["dataset"] = copy.deepcopy(dict(dataset))
+        if public_key is not None:
+            changes["public_key"] = public_key
+        if credential_hash is not None:
+            changes["credential_hash"] = credential_hash
+        with self._lock:
+            participant = self._participants.get(participant_id)
+            if participant is None:
+                return None
+            participant = dataclasses.replace(participant, **changes)
+            self._participants[participant_id] = participant
+            return _copy(participant)
+
+    def get_participant(self, participant_id: str) -> ParticipantRecord | None:
+        with self._lock:
+            return _copy(self._participants.get(participant_id))
+
+    def find_participant(self, session_id: str, client_name: str) -> ParticipantRecord | None:
+        with self._lock:
+            participant_id = self._by_name.get((session_id, client_name))
+            return _copy(self._participants[participant_id]) if participant_id else None
+
+    def list_participants(self, session_id: str) -> list[ParticipantRecord]:
+        with self._lock:
+            chosen = [p for p in self._participants.values() if p.session_id == session_id]
+            return _copy(sorted(chosen, key=lambda p: p.seq))
+
+    def touch_participant(
+        self,
+        participant_id: str,
+        *,
+        at: datetime | None = None,
+        min_interval: timedelta = timedelta(0),
+    ) -> bool:
+        now = at or utcnow()
+        with self._lock:
+            participant = self._participants.get(participant_id)
+            if participant is None or (
+                participant.last_seen_at is not None
+                and participant.last_seen_at > now - min_interval
+            ):
+                return False
+            self._participants[participant_id] = dataclasses.replace(participant, last_seen_at=now)
+            return True
+
+    # --------------------------------------------------------------------- tasks
+
+    def add_tasks(self, tasks: Sequence[TaskRecord]) -> None:
+        with self._lock:
+            for task in tasks:
+                participant = self._participants.get(task.participant_id)
+                if (
+                    task.id in self._tasks
+                    or task.session_id not in self._sessions
+                    or participant is None
+                ):
+                    raise ValueError(
+                        "Cannot add tasks: a task id is taken, or its session or participant "
+                        "is unknown."
+                    )
+            # All or nothing, as in one SQL statement: checked above, written below.
+            for task in tasks:
+                self._tasks[task.id] = _copy(task)
+
+    def complete_tasks(self, completions: Sequence[TaskCompletion]) -> None:
+        with self._lock:
+            for completion in completions:
+                task = self._tasks.get(completion.id)
+                if task is None:
+                    continue
+                self._tasks[task.id] = dataclasses.replace(
+                    task,
+                    status=TaskStatus.done,
+                    reply_meta=copy.deepcopy(dict(completion.reply_meta)),
+                    delivered_at=completion.delivered_at,
+                    replied_at=completion.replied_at,
+                )
+
+    def fail_task(
+        self,
+        task_id: str,
+        error: str,
+        *,
+        reply_meta: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None:
+                return
+            self._tasks[task_id] = dataclasses.replace(
+                task,
+                status=TaskStatus.failed,
+                error=error,
+                reply_meta=copy.deepcopy(dict(reply_meta)) if reply_meta is not None else None,
+                replied_at=at or utcnow(),
+            )
+
+    def mark_stale_tasks(self, session_ids: Collection[str], reason: str) -> int:
+        wanted = set(session_ids)
+        with self._lock:
+            stale = [
+                t
+                for t in self._tasks.values()
+                if t.session_id in wanted and t.status == TaskStatus.queued
+            ]
+            for task in stale:
+                self._tasks[task.id] = dataclasses.replace(
+                    task, status=TaskStatus.stale, error=reason
+                )
+            return len(stale)
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        with self._lock:
+            return _copy(self._tasks.get(task_id))
+
+    def list_tasks(self, session_id: str) -> list[TaskRecord]:
+        with self._lock:
+            chosen = [t for t in self._tasks.values() if t.session_id == session_id]
+            return _copy(sorted(chosen, key=lambda t: t.created_at))
+
+    # -------------------------------------------------------------------- rounds
+
+    def record_round(
+        self,
+        session_id: str,
+        round: int,
+        federated: Mapping[str, float],
+        per_client: Mapping[str, Mapping[str, float]],
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        now = at or utcnow()
+        with self._lock:
+            if session_id not in self._sessions:
+                raise ValueError(f"Cannot record round {round}: session {session_id} not found.")
+            first = self._rounds.get((session_id, round))
+            self._rounds[(session_id, round)] = RoundRecord(
+                session_id=session_id,
+                round=round,
+                federated=dict(federated),
+                per_client={name: dict(metrics) for name, metrics in per_client.items()},
+                # a redone round keeps the time of its first record, as the SQL row does
+                created_at=first.created_at if first is not None else now,
+            )
+            self._set_round(session_id, round, now)
+
+    def list_rounds(self, session_id: str) -> list[RoundRecord]:
+        with self._lock:
+            chosen = [r for (sid, _), r in self._rounds.items() if sid == session_id]
+            return _copy(sorted(chosen, key=lambda r: r.round))
+
+    # -------------------------------------------------------------------- models
+
+    def save_model(
+        self,
+        session_id: str,
+        round: int,
+        key: str,
+        meta: Mapping[str, Any],
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        now = at or utcnow()
+        with self._lock:
+            if session_id not in self._sessions:
+                raise ValueError(f"Cannot save a model: session {session_id} not found.")
+            self._models[session_id] = ModelRecord(
+                session_id, round, key, copy.deepcopy(dict(meta)), now
+            )
+
+    def get_model(self, session_id: str) -> ModelRecord | None:
+        with self._lock:
+            return _copy(self._models.get(session_id))
+
+    # ---------------------------------------------------------------------- logs
+
+    def append_log(self, session_id: str, message: str, *, at: datetime | None = None) -> None:
+        with self._lock:
+            if session_id in self._sessions:  # a late line of a deleted session is dropped
+                line = LogRecord(session_id, at or utcnow(), message)
+                self._logs.setdefault(session_id, []).append(line)
+
+    def list_logs(self, session_id: str) -> list[LogRecord]:
+        with self._lock:
+            return list(self._logs.get(session_id, ()))  # LogRecord holds no mutable field
+
+    # -------------------------------------------------------------------- tokens
+
+    def add_token(self, token: TokenRecord) -> None:
+        with self._lock:
+            if token.id in self._tokens or token.token_hash in self._token_ids:
+                raise ValueError(f"Token {token.id!r} or its hash is already stored.")
+            self._tokens[token.id] = token
+            self._token_ids[token.token_hash] = token.id
+
+    def get_token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        with self._lock:
+            token_id = self._token_ids.get(token_hash)
+            return self._tokens[token_id] if token_id is not None else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        with self._lock:
+            return sorted(self._tokens.values(), key=lambda t: t.created_at)
+
+    def count_tokens(self) -> int:
+        with self._lock:
+            return len(self._tokens)
+
+    def revoke_token(self, token_id: str, *, at: datetime | None = None) -> TokenRecord | None:
+        with self._lock:
+            token = self._tokens.get(token_id)
+            if token is None:
+                return None
+            if token.revoked_at is None:
+                token = dataclasses.replace(token, revoked_at=at or utcnow())
+                self._tokens[token_id] = token
+            return token
+
+    def touch_token(self, token_id: str, *, at: datetime | None = None) -> None:
+        with self._lock:
+            token = self._tokens.get(token_id)
+            if token is not None:
+                self._tokens[token_id] = dataclasses.replace(token, last_used_at=at or utcnow())

@@ -1,0 +1,156 @@
+"""What the state store hands out: plain frozen values, never ORM rows.
+
+A record is a snapshot: changing the session, participant or token it describes goes through
+a :class:`~fedsilo.server.state.protocol.StateStore` method, never through the record. JSON
+fields (``model_config``, ``dataset``, ``meta``, ...) are copies the caller may keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from fedsilo.wire import SessionStatus
+
+__all__ = [
+    "LogRecord",
+    "ModelRecord",
+    "ParticipantRecord",
+    "RoundRecord",
+    "SessionRecord",
+    "TaskCompletion",
+    "TaskRecord",
+    "TaskStatus",
+    "TokenRecord",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware in UTC: every timestamp the store takes or returns is."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One federated job; ``model_config``/``data_config`` are the validated JSON configs."""
+
+    id: str
+    name: str
+    description: str
+    kind: str
+    package_name: str
+    min_num_clients: int
+    num_rounds: int
+    model_config: dict[str, Any]
+    data_config: dict[str, Any]
+    status: SessionStatus
+    created_at: datetime
+    updated_at: datetime
+    round: int = 0
+    failure_reason: str | None = None
+    created_by: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ParticipantRecord:
+    """A client that joined a session. ``seq`` is its join order within the session;
+    ``credential_hash`` is the SHA-256 hex of the credential its first join returned."""
+
+    id: str
+    session_id: str
+    client_name: str
+    dataset: dict[str, Any]
+    seq: int
+    joined_at: datetime
+    last_seen_at: datetime | None = None
+    credential_hash: str = ""
+    public_key: str = ""
+
+
+class TaskStatus(StrEnum):
+    """The states of a task (plain strings in the table)."""
+
+    queued = "queued"
+    done = "done"
+    failed = "failed"
+    #: queued when the server stopped: its payload lived in memory, so it is never re-sent
+    stale = "stale"
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One instruction to one participant. The payload itself is never stored here."""
+
+    id: str
+    session_id: str
+    participant_id: str
+    kind: str
+    round: int
+    meta: dict[str, Any]
+    created_at: datetime
+    status: TaskStatus = TaskStatus.queued
+    reply_meta: dict[str, Any] | None = None
+    error: str | None = None
+    delivered_at: datetime | None = None
+    replied_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TaskCompletion:
+    """A successful reply, as :meth:`StateStore.complete_tasks` records it."""
+
+    id: str
+    reply_meta: dict[str, Any]
+    delivered_at: datetime | None = None
+    replied_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """A round's pooled metrics and each client's (by client name)."""
+
+    session_id: str
+    round: int
+    federated: dict[str, float]
+    per_client: dict[str, dict[str, float]]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Where a session's model frame lives in the artifact store, and its metadata."""
+
+    session_id: str
+    round: int
+    key: str
+    meta: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One line of a session's log, in the order the lines were appended."""
+
+    session_id: str
+    created_at: datetime
+    message: str
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token; only its SHA-256 hash is ever stored."""
+
+    id: str
+    name: str
+    token_hash: str
+    created_at: datetime
+    scopes: tuple[str, ...] = ()
+    user_id: str | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
