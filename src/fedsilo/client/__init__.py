@@ -1,5 +1,26 @@
-"""The client that runs next to a silo's data and works on a session's tasks."""
+"""The client that runs next to a silo's data and works on a session's tasks.
 
-from fedsilo.client.runtime import ClientRuntime, PreparedData
+Parts: :mod:`~fedsilo.client.connection` (the participant's HTTP calls, backoff),
+:mod:`~fedsilo.client.loop` (decode, middleware, executor, reply), :mod:`~fedsilo.client.binding`
+(tables by role), :mod:`~fedsilo.client.mods` (client-side middleware: release-once, DP
+accounting), :mod:`~fedsilo.client.context` (what an executor is lent), :mod:`~fedsilo.client.keys`
+and :mod:`~fedsilo.client.runtime` (the facade). Attributes are imported on first use:
+``fedsilo.federation`` imports :mod:`fedsilo.client.binding` for the package contract, and must
+not pull the runtime in with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedsilo.client.runtime import ClientRuntime, PreparedData
 
 __all__ = ["ClientRuntime", "PreparedData"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module("fedsilo.client.runtime"), name)
+    raise AttributeError(f"module 'fedsilo.client' has no attribute {name!r}")

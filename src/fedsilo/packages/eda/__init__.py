@@ -13,6 +13,7 @@ live in :mod:`fedsilo.analytics`.
 
 from __future__ import annotations
 
+from fedsilo.client.binding import NAMED_DATASET
 from fedsilo.federation import ModelPackage
 from fedsilo.packages.eda.client import EdaExecutor
 from fedsilo.packages.eda.config import EdaDataConfig, EdaModelConfig, check_consistency
@@ -35,4 +36,5 @@ PACKAGE: ModelPackage[EdaModelConfig, EdaDataConfig] = ModelPackage(
     executor_ref="fedsilo.packages.eda.client:EdaExecutor",
     export_ref="fedsilo.packages.eda.export:EdaExport",
     check=check_consistency,
+    binding=NAMED_DATASET,
 )

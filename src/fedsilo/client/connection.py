@@ -1,0 +1,302 @@
+"""The HTTP calls of one participant: join, poll, reply-and-next, with backoff.
+
+Every connection is made by the client (principle 2 of the design). A round costs one HTTP
+exchange per client: the reply is posted to ``tasks/{tid}/reply?wait=S`` and its response is
+the next task (200 frame), nothing yet (204) or the end of the session (410), exactly as a
+``tasks/next`` long-poll answers. A reply the server does not take (409: it no longer awaits
+that task, e.g. after its restart; 422: it refused the frame) is followed by a plain
+``tasks/next``.
+
+Every participant call carries the credential the first join returned in
+:data:`~fedsilo.wire.PARTICIPANT_HEADER`. Connection failures (and the 502/503/504 of a
+reverse proxy in front of a restarting server) are retried with capped exponential backoff
+until ``reconnect_timeout`` seconds have passed since the last successful call, so a client
+survives a server restart: the participant and its credential are persisted by the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fedsilo.errors import APIError, NotFoundError, ServerUnavailable
+from fedsilo.wire import (
+    OCTET_STREAM,
+    PARTICIPANT_HEADER,
+    TASK_ID_HEADER,
+    ParticipantJoin,
+    ParticipantJoined,
+    ParticipantPublic,
+    SessionEnded,
+    SessionPublic,
+    parse_header,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from fedsilo.http import ApiClient
+
+__all__ = ["Connection", "CredentialFile", "Delivery", "TaskFrame"]
+
+logger = logging.getLogger("fedsilo.client")
+
+_T = TypeVar("_T")
+
+# Backoff while the server is unreachable: the first retry comes quickly (a restart on the same
+# host takes about a second), later ones at most every 2 s so a returning server is found fast
+# without hammering a host that is down for longer.
+BACKOFF_START = 0.1
+BACKOFF_CAP = 2.0
+# A reverse proxy in front of a restarting server answers these instead of refusing the
+# connection; they mean the same thing.
+_UNAVAILABLE_STATUSES = (502, 503, 504)
+# Added to the long-poll's `wait` for the read timeout, so a slow answer is not mistaken for a
+# dead server.
+_POLL_GRACE = 10.0
+# A reply the server did not take: the next task is then asked for with tasks/next.
+_REPLY_NOT_TAKEN = (409, 422)
+
+
+@dataclass(frozen=True)
+class TaskFrame:
+    """A task as delivered: its id (from the response header) and the frame bytes."""
+
+    task_id: str
+    content: bytes
+
+
+#: What a poll or a reply-and-next brings: a task, nothing yet (None), or the session's end.
+Delivery = TaskFrame | SessionEnded | None
+
+
+class CredentialFile:
+    """The participant credential a first join returned, kept for rejoining (mode 0600).
+
+    It lives next to the participant's key pair,
+    ``<state_dir>/keys/<session>/<client_name>.credential``: a restarted client presents it to
+    rejoin as the same participant; without it the server refuses the name.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> str | None:
+        try:
+            text = self.path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return None
+        return text or None
+
+    def store(self, credential: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Written to a 0600 temporary and renamed, so no reader ever sees a partial secret.
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(credential)
+        os.replace(tmp, self.path)
+
+
+class Connection:
+    """One participant's calls to the server (see the module docstring).
+
+    Parameters
+    ----------
+    api : ApiClient
+    session_id : str
+    poll_wait : float
+        Seconds each long-poll (and each reply-and-next) may wait on the server.
+    reconnect_timeout : float
+        Seconds to keep retrying an unreachable server, from the last successful call.
+    emit : callable
+        Receives one progress line per event (outage, reconnect, reply not taken).
+
+    Attributes
+    ----------
+    participant_id, credential : str or None
+        Set by :meth:`join`.
+    """
+
+    def __init__(
+        self,
+        api: ApiClient,
+        session_id: str,
+        *,
+        poll_wait: float,
+        reconnect_timeout: float,
+        emit: Callable[[str], None],
+    ) -> None:
+        self.api = api
+        self.session_id = session_id
+        self.poll_wait = poll_wait
+        self.reconnect_timeout = reconnect_timeout
+        self._emit = emit
+        self.participant_id: str | None = None
+        self.credential: str | None = None
+        self._last_success = time.monotonic()
+        self._outage_started: float | None = None
+
+    # ------------------------------------------------------------------- session
+
+    def fetch_session(self) -> SessionPublic:
+        """The session as the server sees it; a clear :class:`NotFoundError` when unknown."""
+        self._last_success = time.monotonic()
+        try:
+            body = self.call(lambda: self.api.get_json(f"/sessions/{self.session_id}"))
+        except NotFoundError:
+            raise NotFoundError(
+                404, f"Session {self.session_id} does not exist on {self.api.url}."
+            ) from None
+        return parse_header(SessionPublic, body, f"session {self.session_id}")
+
+    def join(self, body: ParticipantJoin, credential: str | None) -> ParticipantJoined:
+        """Join (or, with the stored ``credential``, rejoin) the session.
+
+        The answer's credential (first join) or the one presented (rejoin) is kept for the
+        participant calls that follow.
+        """
+        headers = {PARTICIPANT_HEADER: credential} if credential else None
+        answer = self.call(
+            lambda: self.api.post_json(
+                f"/sessions/{self.session_id}/participants",
+                body.model_dump(mode="json"),
+                headers=headers,
+            )
+        )
+        joined = parse_header(ParticipantJoined, answer, "join answer")
+        self.participant_id = joined.id
+        self.credential = joined.credential or credential
+        return joined
+
+    def participants(self) -> list[ParticipantPublic]:
+        """The session's participants with their public keys."""
+        body = self.call(lambda: self.api.get_json(f"/sessions/{self.session_id}/participants"))
+        if not isinstance(body, list):
+            body = []
+        return [parse_header(ParticipantPublic, item, "participant") for item in body]
+
+    # --------------------------------------------------------------------- tasks
+
+    @property
+    def _tasks(self) -> str:
+        if self.participant_id is None:
+            raise RuntimeError("Cannot ask for tasks before joining: call join() first.")
+        return f"/sessions/{self.session_id}/participants/{self.participant_id}/tasks"
+
+    def next_task(self) -> Delivery:
+        """Long-poll ``tasks/next``: a task, None (nothing within ``poll_wait``), or the end."""
+        path = f"{self._tasks}/next"
+        response = self.call(
+            lambda: self.api.request(
+                "GET",
+                path,
+                # `:g` sends 30 rather than 30.0, which an integer query parameter accepts.
+                params={"wait": f"{self.poll_wait:g}"},
+                timeout=self.poll_wait + _POLL_GRACE,
+                ok=(200, 204, 410),
+                headers=self._participant_headers(),
+            )
+        )
+        return self._delivery(response)
+
+    def reply(self, task_id: str, frame: bytes) -> Delivery:
+        """Post a reply and get the next delivery in the same exchange.
+
+        A reply the server does not take (409, 422) is reported and followed by
+        :meth:`next_task`.
+        """
+        path = f"{self._tasks}/{task_id}/reply"
+        response = self.call(
+            lambda: self.api.request(
+                "POST",
+                path,
+                content=frame,
+                params={"wait": f"{self.poll_wait:g}"},
+                timeout=self.poll_wait + _POLL_GRACE,
+                ok=(200, 204, 410, *_REPLY_NOT_TAKEN),
+                headers=self._participant_headers(),
+            )
+        )
+        if response.status_code in _REPLY_NOT_TAKEN:
+            self._emit(
+                f"task {task_id} reply not accepted ({response.status_code}: {_detail(response)})"
+            )
+            return self.next_task()
+        if response.status_code == 200 and not _is_frame(response):
+            # An acknowledgement without a task (a server that does not carry the next task
+            # in the reply's response): ask for it.
+            return self.next_task()
+        return self._delivery(response)
+
+    def _participant_headers(self) -> dict[str, str] | None:
+        return {PARTICIPANT_HEADER: self.credential} if self.credential else None
+
+    def _delivery(self, response: httpx.Response) -> Delivery:
+        if response.status_code == 204:
+            return None
+        if response.status_code == 410:
+            return parse_header(SessionEnded, response.json(), "session-ended answer")
+        return TaskFrame(task_id=response.headers.get(TASK_ID_HEADER, ""), content=response.content)
+
+    # ------------------------------------------------------------------- backoff
+
+    def call(self, request: Callable[[], _T]) -> _T:
+        """Run ``request``, retrying while the server is unreachable.
+
+        Retries use exponential backoff from 0.1 s capped at 2 s, until ``reconnect_timeout``
+        seconds have passed since the last successful call.
+
+        Raises
+        ------
+        ServerUnavailable
+            After ``reconnect_timeout`` seconds without reaching the server.
+        APIError
+            Any other error answer, at once.
+        """
+        delay = BACKOFF_START
+        while True:
+            try:
+                result = request()
+            except (ServerUnavailable, APIError) as exc:
+                if isinstance(exc, APIError) and exc.status_code not in _UNAVAILABLE_STATUSES:
+                    raise
+                now = time.monotonic()
+                waited = now - self._last_success
+                if waited >= self.reconnect_timeout:
+                    raise ServerUnavailable(
+                        f"{exc} (gave up after {waited:.0f} s without reaching the server; "
+                        f"reconnect timeout {self.reconnect_timeout:g} s)"
+                    ) from exc
+                if self._outage_started is None:
+                    self._outage_started = now
+                    self._emit(
+                        f"server unreachable ({exc}); retrying for up to "
+                        f"{self.reconnect_timeout - waited:.0f} s"
+                    )
+                time.sleep(min(delay, self.reconnect_timeout - waited))
+                delay = min(delay * 2, BACKOFF_CAP)
+                continue
+            self._last_success = time.monotonic()
+            if self._outage_started is not None:
+                self._emit(f"reconnected after {self._last_success - self._outage_started:.1f} s")
+                self._outage_started = None
+            return result
+
+
+def _is_frame(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith(OCTET_STREAM)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body: Any = response.json()
+        return str(body.get("detail", response.text))
+    except (ValueError, AttributeError):
+        return str(response.text)
