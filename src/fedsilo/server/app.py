@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse
 
 from fedsilo import __version__
 from fedsilo.errors import ConfigError
-from fedsilo.server.api import packages, participants, sessions, tokens
+from fedsilo.server.api import packages, participants, relay, sessions, tokens
 from fedsilo.server.api.deps import ParticipantCache
 from fedsilo.server.auth import TokenCache, bootstrap_admin_token
 from fedsilo.server.db import Database
 from fedsilo.server.engine import SessionEngine
+from fedsilo.server.engine.relay import MessageRelay
 from fedsilo.server.settings import Settings
 from fedsilo.server.store import ArtifactStore
 from fedsilo.wire import API_PREFIX
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = engine
         app.state.token_cache = TokenCache()
         app.state.participant_cache = ParticipantCache()
+        app.state.relay = MessageRelay()  # fast exchange: memory only, lost on restart
         resumed = engine.resume_all()
         if resumed:
             logger.warning("resumed %d active session(s): %s", len(resumed), ", ".join(resumed))
@@ -77,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def _config_error(_: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
-    for module in (sessions, participants, tokens, packages):
+    for module in (sessions, participants, relay, tokens, packages):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 
