@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -26,11 +26,20 @@ ReconnectTimeoutOption = Annotated[
         help="Seconds to keep retrying while the server is unreachable (e.g. restarting).",
     ),
 ]
+ThreadsOption = Annotated[
+    int,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads for local computation (torch). Keep it low when several clients "
+        "share a machine.",
+    ),
+]
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print no progress lines, only errors.")
 ]
 
-__all__ = ["app", "eda", "train"]
+__all__ = ["app", "eda", "join", "train"]
 
 app = typer.Typer(
     rich_markup_mode="markdown",
@@ -76,15 +85,7 @@ def train(
     token: TokenOption = None,
     poll_wait: PollWaitOption = 30.0,
     reconnect_timeout: ReconnectTimeoutOption = 300.0,
-    threads: Annotated[
-        int,
-        typer.Option(
-            "--threads",
-            min=1,
-            help="CPU threads for local computation (torch). Keep it low when several clients "
-            "share a machine.",
-        ),
-    ] = 1,
+    threads: ThreadsOption = 1,
     quiet: QuietOption = False,
     remove_after_complete: Annotated[
         bool,
@@ -101,32 +102,18 @@ def train(
     refused with every problem listed, and nothing is sent. Exits 0 when the session
     completes, 6 with the server's reason when it fails or is canceled.
     """
-    from fedsilo.client.runtime import ClientRuntime
-    from fedsilo.errors import SessionError
-    from fedsilo.wire import SessionStatus
-
     _set_threads(threads)
-
-    def progress(line: str) -> None:
-        if not quiet:
-            typer.echo(f"[{time.strftime('%H:%M:%S')}] {line}")
-
-    with open_api(url, token) as api:
-        runtime = ClientRuntime(
-            api,
-            session_id=session,
-            client_name=client_name,
-            train_path=train_path,
-            test_path=test_path,
-            batch_size=batch_size,
-            poll_wait=poll_wait,
-            reconnect_timeout=reconnect_timeout,
-            on_event=progress,
-        )
-        status = runtime.run()
-    if status is not SessionStatus.completed:
-        reason = runtime.ended.reason if runtime.ended is not None else None
-        raise SessionError(session, str(status), reason)
+    _run(
+        url,
+        token,
+        quiet,
+        session_id=session,
+        client_name=client_name,
+        tables={"train": train_path, "test": test_path},
+        batch_size=batch_size,
+        poll_wait=poll_wait,
+        reconnect_timeout=reconnect_timeout,
+    )
 
 
 @app.command()
@@ -180,6 +167,95 @@ def eda(
     added here, before anything leaves. Exits 0 when the session completes, 6 with the
     server's reason when it fails or is canceled.
     """
+    _run(
+        url,
+        token,
+        quiet,
+        session_id=session,
+        client_name=client_name if client_name is not None else dataset_name,
+        tables={"dataset": dataset_path},
+        dataset_name=dataset_name,
+        batch_size=1,  # no mini-batches in analytics
+        poll_wait=poll_wait,
+        reconnect_timeout=reconnect_timeout,
+    )
+
+
+@app.command()
+def join(
+    session: Annotated[
+        str, typer.Option("--session", help="Id of the session to join (10 hex characters).")
+    ],
+    table: Annotated[
+        list[str],
+        typer.Option(
+            "--table",
+            help="A table by role, ROLE=PATH (repeat for each): the roles the session's "
+            "package reads, e.g. train=a.parquet test=b.csv, or dataset=d.parquet with "
+            "--dataset-name.",
+        ),
+    ],
+    client_name: Annotated[
+        str,
+        typer.Option(
+            "--client-name",
+            help="This client's name in the session. Restarting with the same name resumes "
+            "the same participant.",
+        ),
+    ],
+    dataset_name: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset-name",
+            help="For sessions of named datasets (EDA): the dataset's name.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Mini-batch size for local work.")
+    ] = 1024,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    poll_wait: PollWaitOption = 30.0,
+    reconnect_timeout: ReconnectTimeoutOption = 300.0,
+    threads: ThreadsOption = 1,
+    quiet: QuietOption = False,
+) -> None:
+    """Join any session with the tables its package reads, given by role.
+
+    `train` and `eda` are this command with their roles named. The tables are loaded and
+    checked before joining; exits 0 when the session completes, 6 with the server's reason
+    when it fails or is canceled.
+    """
+    tables: dict[str, str | None] = {}
+    for item in table:
+        role, sep, path = item.partition("=")
+        if not sep or not role or not path:
+            raise typer.BadParameter(
+                f"expected ROLE=PATH (e.g. train=silo0.parquet). Got {item!r}.",
+                param_hint="--table",
+            )
+        if role in tables:
+            raise typer.BadParameter(f"role {role!r} given twice.", param_hint="--table")
+        tables[role] = path
+    _set_threads(threads)
+    _run(
+        url,
+        token,
+        quiet,
+        session_id=session,
+        client_name=client_name,
+        tables=tables,
+        dataset_name=dataset_name,
+        batch_size=batch_size,
+        poll_wait=poll_wait,
+        reconnect_timeout=reconnect_timeout,
+    )
+
+
+def _run(url: str | None, token: str | None, quiet: bool, **options: Any) -> None:
+    """Run one participant to the end of its session; a session that did not complete is
+    a :class:`~fedsilo.errors.SessionError` (exit 6)."""
     from fedsilo.client.runtime import ClientRuntime
     from fedsilo.errors import SessionError
     from fedsilo.wire import SessionStatus
@@ -189,20 +265,11 @@ def eda(
             typer.echo(f"[{time.strftime('%H:%M:%S')}] {line}")
 
     with open_api(url, token) as api:
-        runtime = ClientRuntime.for_dataset(
-            api,
-            session_id=session,
-            dataset_path=dataset_path,
-            dataset_name=dataset_name,
-            client_name=client_name,
-            poll_wait=poll_wait,
-            reconnect_timeout=reconnect_timeout,
-            on_event=progress,
-        )
+        runtime = ClientRuntime(api, on_event=progress, **options)
         status = runtime.run()
     if status is not SessionStatus.completed:
         reason = runtime.ended.reason if runtime.ended is not None else None
-        raise SessionError(session, str(status), reason)
+        raise SessionError(runtime.session_id, str(status), reason)
 
 
 def _set_threads(threads: int) -> None:

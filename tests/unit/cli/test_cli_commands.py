@@ -16,7 +16,14 @@ from typer.testing import CliRunner
 
 from fedsilo.cli.app import app
 from fedsilo.http import ApiClient
-from fedsilo.wire import API_PREFIX, TaskEnvelope, encode_frame
+from fedsilo.wire import (
+    API_PREFIX,
+    OCTET_STREAM,
+    PARTICIPANT_HEADER,
+    TASK_ID_HEADER,
+    TaskPayload,
+    encode_frame,
+)
 
 runner = CliRunner()
 SID = "0123456789"
@@ -47,6 +54,12 @@ def use_fake_server(monkeypatch: pytest.MonkeyPatch, module: str, handler: Handl
     monkeypatch.setattr(f"fedsilo.cli.{module}.open_api", open_api)
     # torch.set_num_threads would change the thread count of the whole test process
     monkeypatch.setattr("fedsilo.cli.client._set_threads", lambda threads: None)
+
+
+@pytest.fixture(autouse=True)
+def _own_client_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keys, credentials and released replies of one test stay in that test."""
+    monkeypatch.setenv("FEDSILO_CLIENT_STATE_DIR", str(tmp_path / "client-state"))
 
 
 def test_help_lists_command_groups() -> None:
@@ -97,20 +110,26 @@ def session_json(status: str = "running") -> dict[str, Any]:
 
 
 def client_server(polls: list[httpx.Response]) -> Recorder:
+    """Protocol v2: the join returns a credential, every participant call presents it, and a
+    reply's response is the next delivery (``polls`` serves tasks/next and replies alike)."""
     base = f"/sessions/{SID}/participants/p1/tasks"
 
     def join(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        return httpx.Response(201, json={"id": "p1", "session_id": SID, "joined_at": NOW, **body})
+        answer = {"id": "p1", "session_id": SID, "joined_at": NOW, "credential": "cred", **body}
+        return httpx.Response(201, json=answer)
+
+    def delivery(request: httpx.Request) -> httpx.Response:
+        if request.headers.get(PARTICIPANT_HEADER) != "cred":
+            return httpx.Response(403, json={"detail": "credential"})
+        return polls.pop(0)
 
     return Recorder(
         {
             ("GET", f"/sessions/{SID}"): lambda r: httpx.Response(200, json=session_json()),
             ("POST", f"/sessions/{SID}/participants"): join,
-            ("GET", f"{base}/next"): lambda r: polls.pop(0),
-            ("POST", f"{base}/t1/reply"): lambda r: httpx.Response(
-                200, json={"task_id": "t1", "accepted": True}
-            ),
+            ("GET", f"{base}/next"): delivery,
+            ("POST", f"{base}/t1/reply"): delivery,
         }
     )
 
@@ -156,8 +175,12 @@ def sample_data(tmp_path: Path) -> Path:
 
 
 def task_frame() -> httpx.Response:
-    header = TaskEnvelope(id="t1", session_id=SID, kind="echo", round=1)
-    return httpx.Response(200, content=encode_frame({"w": np.zeros(2, np.float32)}, header))
+    header = TaskPayload(kind="echo", round=1)
+    return httpx.Response(
+        200,
+        content=encode_frame({"w": np.zeros(2, np.float32)}, header),
+        headers={TASK_ID_HEADER: "t1", "content-type": OCTET_STREAM},
+    )
 
 
 def test_client_train_exits_0_when_the_session_completes(
@@ -178,6 +201,31 @@ def test_client_train_exits_0_when_the_session_completes(
     assert "task t1 (echo, round 1) replied ok" in result.stdout
     assert f"session {SID} completed" in result.stdout
     assert ("POST", f"/sessions/{SID}/participants/p1/tasks/t1/reply") in server.calls
+
+
+def test_client_join_takes_tables_by_role(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    polls = [task_frame(), httpx.Response(410, json={"detail": "over", "status": "completed"})]
+    server = client_server(polls)
+    use_fake_server(monkeypatch, "client", server)
+    train = sample_data(tmp_path)
+    args = ["client", "join", "--session", SID, "--table", f"train={train}"]
+    args += ["--client-name", "client-1", "--token", "t"]
+
+    result = runner.invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    assert "task t1 (echo, round 1) replied ok" in result.stdout
+    # one exchange per task: the reply's response carried the end of the session
+    assert [c for c in server.calls if c[1].endswith("/next")] == [
+        ("GET", f"/sessions/{SID}/participants/p1/tasks/next")
+    ]
+
+    result = runner.invoke(app, [*args[:5], "train", *args[6:]])
+    assert result.exit_code == 2
+    assert "expected ROLE=PATH" in result.output
+    result = runner.invoke(app, [*args[:5], f"dataset={train}", *args[6:]])
+    assert result.exit_code == 2, result.output
+    assert "reads the tables train (required), test (optional); got dataset" in result.stderr
 
 
 def test_client_train_reports_a_failed_session(
