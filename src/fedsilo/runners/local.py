@@ -39,6 +39,7 @@ __all__ = [
     "free_port",
     "start_client",
     "start_eda_client",
+    "start_participant",
     "start_server",
 ]
 
@@ -261,7 +262,7 @@ class ServerProcess(_ManagedProcess):
 
 
 class ClientProcess(_ManagedProcess):
-    """A ``fedsilo client train`` process; it exits 0 when its session completes."""
+    """A ``fedsilo client`` process (train, eda, join); it exits 0 when its session completes."""
 
     what = "fedsilo client"
 
@@ -335,6 +336,62 @@ def start_server(
     return server
 
 
+def start_participant(
+    session_id: str,
+    tables: Mapping[str, str | os.PathLike[str] | None],
+    client_name: str,
+    url: str,
+    token: str,
+    *,
+    dataset_name: str | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> ClientProcess:
+    """Start ``fedsilo client join`` with the tables the session's package reads, by role.
+
+    Parameters
+    ----------
+    session_id : str
+        The session to join.
+    tables : mapping of role to path
+        E.g. ``{"train": a, "test": b}`` or ``{"dataset": d}`` (see
+        :mod:`fedsilo.client.binding`); roles mapped to None are left out.
+    client_name : str
+        How the client appears in metrics.
+    url, token : str
+        Server URL and bearer token. The token travels in ``FEDSILO_TOKEN``, not on the
+        command line, because any local user can read another process's arguments.
+    dataset_name : str, optional
+        For sessions of named datasets (EDA).
+    log_path : path, optional
+        Where the client's output goes; a new temporary file by default.
+    extra_args : sequence of str
+        Appended to the command line (``--batch-size``, ``--poll-wait``, ...).
+    env : mapping, optional
+        Extra environment variables over this process's own.
+
+    Returns
+    -------
+    ClientProcess
+        Running; ``.wait(timeout)`` returns its exit code (0 once the session completes).
+    """
+    table_args = [
+        arg
+        for role, path in tables.items()
+        if path is not None
+        for arg in ("--table", f"{role}={os.fspath(path)}")
+    ]
+    args = [
+        "join", "--session", session_id, *table_args,
+        *(["--dataset-name", dataset_name] if dataset_name is not None else []),
+        "--client-name", client_name,
+        "--url", url,
+        *extra_args,
+    ]  # fmt: skip
+    return _start_client(args, session_id, client_name, token, log_path, env)
+
+
 def start_client(
     session_id: str,
     train_path: str | os.PathLike[str],
@@ -348,7 +405,8 @@ def start_client(
     *,
     env: Mapping[str, str] | None = None,
 ) -> ClientProcess:
-    """Start ``fedsilo client train`` for one silo.
+    """Start ``fedsilo client train`` for one silo (the roles ``train`` and ``test`` of
+    :func:`start_participant`).
 
     Parameters
     ----------
@@ -358,31 +416,16 @@ def start_client(
         The silo's parquet/csv files; ``test_path`` None runs the client without a test set.
     batch_size : int
         Local mini-batch size.
-    client_name : str
-        How the client appears in metrics.
-    url, token : str
-        Server URL and bearer token. The token travels in ``FEDSILO_TOKEN``, not on the
-        command line, because any local user can read another process's arguments.
-    log_path : path, optional
-        Where the client's output goes; a new temporary file by default.
-    extra_args : sequence of str
-        Appended to the command line.
-    env : mapping, optional
-        Extra environment variables over this process's own.
+    client_name, url, token, log_path, extra_args, env
+        As for :func:`start_participant`.
 
     Returns
     -------
     ClientProcess
         Running; ``.wait(timeout)`` returns its exit code (0 once the session completes).
     """
-    if log_path is None:
-        handle, name = tempfile.mkstemp(prefix=f"fedsilo-client-{client_name}-", suffix=".log")
-        os.close(handle)
-        log = Path(name)
-    else:
-        log = Path(log_path)
     args = [
-        sys.executable, "-m", "fedsilo", "client", "train",
+        "train",
         "--session", session_id,
         "--train-path", str(train_path),
         *(["--test-path", str(test_path)] if test_path is not None else []),
@@ -391,8 +434,7 @@ def start_client(
         "--url", url,
         *extra_args,
     ]  # fmt: skip
-    full_env = {**os.environ, **(env or {}), "FEDSILO_TOKEN": token}
-    return ClientProcess(args, full_env, log, session_id=session_id, client_name=client_name)
+    return _start_client(args, session_id, client_name, token, log_path, env)
 
 
 def start_eda_client(
@@ -407,7 +449,8 @@ def start_eda_client(
     *,
     env: Mapping[str, str] | None = None,
 ) -> ClientProcess:
-    """Start ``fedsilo client eda`` for one dataset of an EDA session.
+    """Start ``fedsilo client eda`` for one dataset of an EDA session (the role ``dataset``
+    of :func:`start_participant`).
 
     Parameters
     ----------
@@ -421,12 +464,8 @@ def start_eda_client(
         Server URL and bearer token (the token travels in ``FEDSILO_TOKEN``).
     client_name : str, optional
         Defaults to the dataset name.
-    log_path : path, optional
-        Where the client's output goes; a new temporary file by default.
-    extra_args : sequence of str
-        Appended to the command line.
-    env : mapping, optional
-        Extra environment variables over this process's own.
+    log_path, extra_args, env
+        As for :func:`start_participant`.
 
     Returns
     -------
@@ -434,14 +473,8 @@ def start_eda_client(
         Running; ``.wait(timeout)`` returns its exit code (0 once the session completes).
     """
     name = client_name if client_name is not None else dataset_name
-    if log_path is None:
-        handle, temp = tempfile.mkstemp(prefix=f"fedsilo-eda-{name}-", suffix=".log")
-        os.close(handle)
-        log = Path(temp)
-    else:
-        log = Path(log_path)
     args = [
-        sys.executable, "-m", "fedsilo", "client", "eda",
+        "eda",
         "--session", session_id,
         "--dataset-path", str(dataset_path),
         "--dataset-name", dataset_name,
@@ -449,8 +482,27 @@ def start_eda_client(
         "--url", url,
         *extra_args,
     ]  # fmt: skip
+    return _start_client(args, session_id, name, token, log_path, env)
+
+
+def _start_client(
+    command: Sequence[str],
+    session_id: str,
+    client_name: str,
+    token: str,
+    log_path: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+) -> ClientProcess:
+    """``python -m fedsilo client <command>`` with its output in ``log_path``."""
+    if log_path is None:
+        handle, name = tempfile.mkstemp(prefix=f"fedsilo-client-{client_name}-", suffix=".log")
+        os.close(handle)
+        log = Path(name)
+    else:
+        log = Path(log_path)
+    args = [sys.executable, "-m", "fedsilo", "client", *command]
     full_env = {**os.environ, **(env or {}), "FEDSILO_TOKEN": token}
-    return ClientProcess(args, full_env, log, session_id=session_id, client_name=name)
+    return ClientProcess(args, full_env, log, session_id=session_id, client_name=client_name)
 
 
 def _dial_host(host: str) -> str:

@@ -14,7 +14,13 @@ import httpx
 import pytest
 
 from fedsilo.errors import ServerUnavailable
-from fedsilo.runners.local import ClientProcess, free_port, start_client, start_server
+from fedsilo.runners.local import (
+    ClientProcess,
+    free_port,
+    start_client,
+    start_participant,
+    start_server,
+)
 
 
 def _pid_exists(pid: int) -> bool:
@@ -111,6 +117,27 @@ def test_client_process_runs_and_reports(tmp_path: Path) -> None:
     assert "cannot reach fedsilo server at http://127.0.0.1:1" in client.log_tail()
     assert "secret-token" not in " ".join(client.args)
     assert not _pid_exists(client.pid)
+
+
+def test_participant_process_takes_tables_by_role(tmp_path: Path) -> None:
+    client = start_participant(
+        "0123456789",
+        {"train": tmp_path / "train.parquet", "test": None},
+        "silo0",
+        "http://127.0.0.1:1",
+        "secret-token",
+        log_path=tmp_path / "silo0.log",
+        extra_args=("--reconnect-timeout", "0"),
+    )
+    try:
+        code = client.wait(timeout=60)
+    finally:
+        client.stop()
+    assert client.args[3:6] == ["client", "join", "--session"]
+    assert ["--table", f"train={tmp_path / 'train.parquet'}"] == client.args[7:9]
+    assert "test=" not in " ".join(client.args)
+    assert code == 7, client.log_tail()
+    assert "cannot reach fedsilo server at http://127.0.0.1:1" in client.log_tail()
 
 
 def test_wait_timeout_then_stop(tmp_path: Path) -> None:
