@@ -15,11 +15,10 @@ from fedsilo.errors import ConfigError
 from fedsilo.server.api import packages, participants, relay, sessions, tokens
 from fedsilo.server.api.deps import ParticipantCache
 from fedsilo.server.auth import TokenCache, bootstrap_admin_token
-from fedsilo.server.db import Database
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.engine.relay import MessageRelay
 from fedsilo.server.settings import Settings
-from fedsilo.server.store import ArtifactStore
+from fedsilo.server.state import ArtifactStore, SqlStore, open_store
 from fedsilo.wire import API_PREFIX
 
 __all__ = ["create_app", "serve"]
@@ -28,24 +27,35 @@ logger = logging.getLogger("fedsilo.server")
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """Build the server: database, artifact store, engine and routers.
+    """Build the server: state store, artifact store, engine and routers.
 
     Nothing is opened until the app starts (its lifespan), so building an app has no side
-    effects; on start it creates the data dir, the tables, the admin token on first start,
-    and resumes the sessions that were active when the server last stopped.
+    effects; on start it creates the data dir, the state store (``settings.db_url``: SQL by
+    URL, ``memory://`` in memory) with its tables, the admin token on first start, and
+    resumes the sessions that were active when the server last stopped. The routers find
+    the state store on ``app.state.store`` and the artifact store on ``app.state.artifacts``.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         data_dir = settings.resolved_data_dir()
         data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.resolved_db_url())
-        store = ArtifactStore(settings.resolved_artifacts_url())
+        store = open_store(settings.resolved_db_url())
+        artifacts = ArtifactStore(settings.resolved_artifacts_url())
+        # Until the engine and the participants router call the store, they need the SQL
+        # store's database (app.state.db); a memory:// server waits for that conversion.
+        if not isinstance(store, SqlStore):
+            store.close()
+            raise ConfigError(
+                f"The 'db_url' setting {settings.resolved_db_url()!r} selects the in-memory "
+                "state store, which the session engine cannot use yet; give a SQLAlchemy URL."
+            )
         admin = settings.admin_token.get_secret_value() if settings.admin_token else None
-        bootstrap_admin_token(db, data_dir, admin)
-        engine = SessionEngine(db, store, settings)
-        app.state.db = db
+        bootstrap_admin_token(store, data_dir, admin)
+        engine = SessionEngine(store.database, artifacts, settings)
         app.state.store = store
+        app.state.artifacts = artifacts
+        app.state.db = store.database
         app.state.engine = engine
         app.state.token_cache = TokenCache()
         app.state.participant_cache = ParticipantCache()
@@ -57,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             engine.stop()
-            db.dispose()
+            store.close()
 
     app = FastAPI(
         title="fedsilo",

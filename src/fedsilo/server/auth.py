@@ -19,10 +19,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select
 
-from fedsilo.server.db import Database
-from fedsilo.server.tables import TokenRow, utcnow
+from fedsilo.server.state import StateStore, TokenRecord, utcnow
 from fedsilo.wire import TokenCreated, TokenPublic
 
 __all__ = [
@@ -58,7 +56,7 @@ class AuthToken:
 
 
 def issue_token(
-    db: Database,
+    store: StateStore,
     name: str,
     scopes: list[str],
     expires_in: timedelta | None,
@@ -67,44 +65,37 @@ def issue_token(
     """Store a new token (hashed) and return it with its secret, which is never stored."""
     secret = secret or new_secret()
     now = utcnow()
-    row = TokenRow(
+    token = TokenRecord(
         id=secrets.token_hex(6),
         name=name,
         token_hash=hash_token(secret),
-        scopes=list(scopes),
+        scopes=tuple(scopes),
         created_at=now,
         expires_at=now + expires_in if expires_in is not None else None,
     )
-    with db.session() as s:
-        s.add(row)
-    return TokenCreated(**token_public(row).model_dump(), token=secret)
+    store.add_token(token)
+    return TokenCreated(**token_public(token).model_dump(), token=secret)
 
 
-def token_public(row: TokenRow) -> TokenPublic:
+def token_public(token: TokenRecord) -> TokenPublic:
     return TokenPublic(
-        id=row.id,
-        name=row.name,
-        scopes=list(row.scopes),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at,
+        id=token.id,
+        name=token.name,
+        scopes=list(token.scopes),
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        revoked_at=token.revoked_at,
+        last_used_at=token.last_used_at,
     )
 
 
-def bootstrap_admin_token(db: Database, data_dir: Path, configured: str | None) -> str | None:
+def bootstrap_admin_token(store: StateStore, data_dir: Path, configured: str | None) -> str | None:
     """Create the admin token on first start; return the secret when one was created."""
-    with db.session() as s:
-        count = s.scalar(select(func.count()).select_from(TokenRow)) or 0
-        known = (
-            configured is not None
-            and s.scalar(select(TokenRow.id).where(TokenRow.token_hash == hash_token(configured)))
-            is not None
-        )
-    if known or (count and configured is None):
+    known = configured is not None and store.get_token_by_hash(hash_token(configured)) is not None
+    if known or (configured is None and store.count_tokens()):
         return None
     # The bootstrap token never expires: an expired only-admin would lock the operator out.
-    created = issue_token(db, "admin", ["admin"], None, secret=configured)
+    created = issue_token(store, "admin", ["admin"], None, secret=configured)
     path = data_dir / "admin_token"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -176,24 +167,23 @@ async def require_token(request: Request) -> AuthToken:
     cached = cache.get(token_hash, now)
     if cached is not None:
         return cached
-    db: Database = request.app.state.db
-    return await run_in_threadpool(_verify, db, cache, token_hash, now)
+    store: StateStore = request.app.state.store
+    return await run_in_threadpool(_verify, store, cache, token_hash, now)
 
 
-def _verify(db: Database, cache: TokenCache, token_hash: str, now: datetime) -> AuthToken:
-    with db.session() as s:
-        row = s.scalar(select(TokenRow).where(TokenRow.token_hash == token_hash))
-        if row is None:
-            raise _unauthorized("Invalid token.")
-        if row.revoked_at is not None:
-            raise _unauthorized("Token has been revoked.")
-        if row.expires_at is not None and row.expires_at <= now:
-            raise _unauthorized("Token has expired.")
-        # Refreshed when the cache entry is renewed, i.e. at most once a resolution period.
-        row.last_used_at = now
-        token = AuthToken(id=row.id, name=row.name, scopes=tuple(row.scopes))
-        cache.put(token_hash, token, row.expires_at)
-        return token
+def _verify(store: StateStore, cache: TokenCache, token_hash: str, now: datetime) -> AuthToken:
+    record = store.get_token_by_hash(token_hash)
+    if record is None:
+        raise _unauthorized("Invalid token.")
+    if record.revoked_at is not None:
+        raise _unauthorized("Token has been revoked.")
+    if record.expires_at is not None and record.expires_at <= now:
+        raise _unauthorized("Token has expired.")
+    # Refreshed when the cache entry is renewed, i.e. at most once a resolution period.
+    store.touch_token(record.id, at=now)
+    token = AuthToken(id=record.id, name=record.name, scopes=record.scopes)
+    cache.put(token_hash, token, record.expires_at)
+    return token
 
 
 CurrentToken = Annotated[AuthToken, Depends(require_token)]

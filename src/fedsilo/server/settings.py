@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8765, ge=0, le=65535)
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".fedsilo")
     db_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/fedsilo.db"
+        default=None,
+        description="State store: a SQLAlchemy URL (default sqlite:///<data_dir>/fedsilo.db; "
+        "postgresql+psycopg://...) or memory:// (nothing persisted)",
     )
     artifacts_url: str | None = Field(
         default=None, description="fsspec URL of the artifact store; default <data_dir>/artifacts"

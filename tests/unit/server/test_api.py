@@ -98,8 +98,7 @@ def test_revoked_and_expired_tokens_get_401(thread_server: Any, api: httpx.Clien
     response = httpx.get(thread_server.url + "/api/v1/sessions", headers=as_new)
     assert (response.status_code, response.json()["detail"]) == (401, "Token has been revoked.")
 
-    db = thread_server.app_state.db
-    expired = issue_token(db, "old", ["admin"], timedelta(seconds=-1))
+    expired = issue_token(thread_server.app_state.store, "old", ["admin"], timedelta(seconds=-1))
     response = httpx.get(
         thread_server.url + "/api/v1/sessions",
         headers={"Authorization": f"Bearer {expired.token}"},

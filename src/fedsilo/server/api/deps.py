@@ -11,26 +11,35 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from fedsilo.server.auth import hash_token
-from fedsilo.server.db import Database
 from fedsilo.server.engine import SessionEngine
-from fedsilo.server.tables import ParticipantRow, SessionRow
+from fedsilo.server.state import ArtifactStore, ParticipantRecord, SessionRecord, StateStore
+from fedsilo.server.state.database import Database
+from fedsilo.server.state.tables import SessionRow
 from fedsilo.wire import PARTICIPANT_HEADER
 
 __all__ = [
+    "ArtifactsDep",
     "DbDep",
     "EngineDep",
     "ParticipantAuth",
     "ParticipantCache",
     "ParticipantDep",
+    "StoreDep",
+    "get_session_record",
     "get_session_row",
     "not_found",
     "require_participant",
 ]
 
 
-def get_db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
+def get_store(request: Request) -> StateStore:
+    store: StateStore = request.app.state.store
+    return store
+
+
+def get_artifacts(request: Request) -> ArtifactStore:
+    artifacts: ArtifactStore = request.app.state.artifacts
+    return artifacts
 
 
 def get_engine(request: Request) -> SessionEngine:
@@ -38,15 +47,33 @@ def get_engine(request: Request) -> SessionEngine:
     return engine
 
 
-DbDep = Annotated[Database, Depends(get_db)]
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+StoreDep = Annotated[StateStore, Depends(get_store)]
+ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 EngineDep = Annotated[SessionEngine, Depends(get_engine)]
+#: Temporary, for the participants router until it calls the store (then removed with
+#: :func:`get_session_row`): the SQL store's database.
+DbDep = Annotated[Database, Depends(get_db)]
 
 
 def not_found(what: str, ident: str) -> HTTPException:
     return HTTPException(status_code=404, detail=f"{what} {ident} not found.")
 
 
+def get_session_record(store: StateStore, session_id: str) -> SessionRecord:
+    """The session, or 404 with the stable ``Session <id> not found.`` detail."""
+    record = store.get_session(session_id)
+    if record is None:
+        raise not_found("Session", session_id)
+    return record
+
+
 def get_session_row(db: Database, session_id: str) -> SessionRow:
+    """Temporary twin of :func:`get_session_record` for the participants router."""
     with db.session() as s:
         row = s.get(SessionRow, session_id)
         if row is None:
@@ -100,15 +127,14 @@ def _forbidden(participant_id: str) -> HTTPException:
     )
 
 
-def _load_participant(db: Database, session_id: str, participant_id: str) -> ParticipantRow:
-    with db.session() as s:
-        row = s.get(ParticipantRow, participant_id)
-        if row is None or row.session_id != session_id:
-            raise HTTPException(
-                status_code=404,
-                detail=f"Participant {participant_id} not found in session {session_id}.",
-            )
-        return row
+def _load_participant(store: StateStore, session_id: str, participant_id: str) -> ParticipantRecord:
+    record = store.get_participant(participant_id)
+    if record is None or record.session_id != session_id:
+        raise HTTPException(
+            status_code=404,
+            detail=f"Participant {participant_id} not found in session {session_id}.",
+        )
+    return record
 
 
 async def require_participant(
@@ -117,15 +143,15 @@ async def require_participant(
     """The caller must present ``participant_id``'s own credential (403 otherwise).
 
     Async, with an in-memory cache, so the round's hot path takes no thread hop; a miss reads
-    the participant once from the database.
+    the participant once from the state store.
     """
     presented = request.headers.get(PARTICIPANT_HEADER, "")
     cache: ParticipantCache = request.app.state.participant_cache
     entry = cache.get(participant_id)
     if entry is None:
-        db: Database = request.app.state.db
-        row = await run_in_threadpool(_load_participant, db, session_id, participant_id)
-        entry = (row.session_id, row.client_name, row.credential_hash)
+        store: StateStore = request.app.state.store
+        record = await run_in_threadpool(_load_participant, store, session_id, participant_id)
+        entry = (record.session_id, record.client_name, record.credential_hash)
         cache.put(participant_id, *entry)
     if entry[0] != session_id:
         raise HTTPException(

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
-from sqlalchemy import select
 
-from fedsilo.server.api.deps import DbDep, not_found
+from fedsilo.server.api.deps import StoreDep, not_found
 from fedsilo.server.auth import CurrentToken, expiry_from_days, issue_token, token_public
-from fedsilo.server.tables import TokenRow, utcnow
 from fedsilo.wire import TokenCreate, TokenCreated, TokenPublic
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
@@ -19,31 +17,27 @@ def _require_admin(token: CurrentToken) -> None:
 
 
 @router.post("", status_code=201)
-def create_token(body: TokenCreate, db: DbDep, token: CurrentToken) -> TokenCreated:
+def create_token(body: TokenCreate, store: StoreDep, token: CurrentToken) -> TokenCreated:
     _require_admin(token)
-    return issue_token(db, body.name, body.scopes, expiry_from_days(body.expires_in_days))
+    return issue_token(store, body.name, body.scopes, expiry_from_days(body.expires_in_days))
 
 
 @router.get("")
-def list_tokens(db: DbDep, token: CurrentToken) -> list[TokenPublic]:
+def list_tokens(store: StoreDep, token: CurrentToken) -> list[TokenPublic]:
     _require_admin(token)
-    with db.session() as s:
-        rows = s.scalars(select(TokenRow).order_by(TokenRow.created_at)).all()
-        return [token_public(r) for r in rows]
+    return [token_public(record) for record in store.list_tokens()]
 
 
 @router.delete("/{token_id}")
-def revoke_token(token_id: str, db: DbDep, token: CurrentToken, request: Request) -> TokenPublic:
+def revoke_token(
+    token_id: str, store: StoreDep, token: CurrentToken, request: Request
+) -> TokenPublic:
     _require_admin(token)
-    with db.session() as s:
-        row = s.get(TokenRow, token_id)
-        if row is None:
-            raise not_found("Token", token_id)
-        if row.revoked_at is None:
-            row.revoked_at = utcnow()
-        public = token_public(row)
+    record = store.revoke_token(token_id)
+    if record is None:
+        raise not_found("Token", token_id)
     request.app.state.token_cache.evict(token_id)
-    return public
+    return token_public(record)
 
 
 __all__ = ["router"]
