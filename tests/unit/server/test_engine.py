@@ -1,90 +1,41 @@
 """The session engine through real HTTP: task delivery, failure policy, cancel, join rules.
 
 Uses the diagnostic ``echo`` package so these tests exercise the platform, not a model.
-Clients are the real :class:`ClientRuntime` in threads (a process each in tests/e2e).
+Participants are raw httpx clients (tests/unit/server/conftest.py), one thread each.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
-import pytest
 from sqlalchemy import select
 
-from fedsilo.client.runtime import ClientRuntime
-from fedsilo.http import ApiClient
-from fedsilo.server.tables import TaskRow
-from fedsilo.wire import (
-    DatasetSummary,
-    ReplyEnvelope,
-    SessionStatus,
-    TaskEnvelope,
-    decode_frame,
-    encode_frame,
-)
-
-OCTET = {"Content-Type": "application/octet-stream"}
+from fedsilo.server.tables import RoundRow, TaskRow
+from fedsilo.wire import ReplyEnvelope, decode_frame, encode_frame
 
 
-@pytest.fixture
-def api(thread_server: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=thread_server.url + "/api/v1",
-        headers={"Authorization": f"Bearer {thread_server.token}"},
-        timeout=30,
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def table(tmp_path: Path) -> str:
-    path = tmp_path / "silo.csv"
-    pd.DataFrame({"a": np.arange(5.0), "b": np.ones(5)}).to_csv(path, index=False)
-    return str(path)
-
-
-def echo_session(api: httpx.Client, clients: int = 2, rounds: int = 3, **config: Any) -> str:
-    body = {
-        "name": "echo",
-        "package_name": "echo",
-        "min_num_clients": clients,
-        "num_rounds": rounds,
-        "model_config": {"payload_size": 4, **config},
-        "data_config": {"columns": ["a"]},
-    }
-    response = api.post("/sessions", json=body)
-    assert response.status_code == 201, response.text
-    sid: str = response.json()["id"]
-    assert api.post(f"/sessions/{sid}/start").json()["status"] == "pending"
-    return sid
-
-
-def run_client(server: Any, sid: str, name: str, path: str, results: dict[str, Any]) -> None:
-    api = ApiClient(server.url, server.token)
-    runtime = ClientRuntime(api, sid, name, path, None, 8, poll_wait=5, on_event=lambda _: None)
+def echo_loop(silo: Any, helpers: Any, results: dict[str, Any]) -> None:
+    """Answer every echo task with its own arrays, in one exchange per task (reply?wait)."""
     try:
-        results[name] = runtime.run()
+        response = silo.next()
+        while response.status_code in (200, 204):
+            if response.status_code == 204:
+                response = silo.next()
+                continue
+            task_id, arrays, _ = helpers.task_of(response)
+            response = silo.reply(task_id, arrays, {"num_examples": silo.rows}, wait=10)
+        results[silo.name] = response.json()["status"]
     except Exception as exc:  # reported to the test thread
-        results[name] = exc
-    finally:
-        api.close()
+        results[silo.name] = exc
 
 
-def start_clients(
-    server: Any, sid: str, names: list[str], path: str
-) -> tuple[list[threading.Thread], dict[str, Any]]:
+def run_silos(silos: list[Any], helpers: Any) -> tuple[list[threading.Thread], dict[str, Any]]:
     results: dict[str, Any] = {}
-    threads = [
-        threading.Thread(target=run_client, args=(server, sid, n, path, results), daemon=True)
-        for n in names
-    ]
+    threads = [threading.Thread(target=echo_loop, args=(s, helpers, results)) for s in silos]
     for thread in threads:
         thread.start()
     return threads, results
@@ -102,37 +53,21 @@ def wait_status(
     raise AssertionError(f"session {sid} never reached {statuses}")
 
 
-def raw_join(api: httpx.Client, sid: str, name: str) -> str:
-    summary = DatasetSummary(train_rows=3, test_rows=0, columns=[{"name": "a", "dtype": "float64"}])
-    response = api.post(
-        f"/sessions/{sid}/participants",
-        json={"client_name": name, "dataset": summary.model_dump()},
-    )
-    assert response.status_code == 201, response.text
-    pid: str = response.json()["id"]
-    return pid
-
-
-def raw_next(api: httpx.Client, sid: str, pid: str) -> tuple[dict[str, np.ndarray], TaskEnvelope]:
-    response = api.get(f"/sessions/{sid}/participants/{pid}/tasks/next", params={"wait": 10})
-    assert response.status_code == 200, response.text
-    arrays, header = decode_frame(response.content)
-    return arrays, TaskEnvelope.model_validate(header)
-
-
-def test_a_session_runs_to_completion_with_real_clients(
-    thread_server: Any, api: httpx.Client, table: str
+def test_a_session_runs_to_completion_with_one_exchange_per_round(
+    thread_server: Any, api: httpx.Client, silos: Any, helpers: Any
 ) -> None:
-    sid = echo_session(api, rounds=4)
-    threads, results = start_clients(thread_server, sid, ["silo-a", "silo-b"], table)
+    sid = helpers.create_session(api, rounds=4, payload_size=4)
+    members = [silos(sid, "silo-a", rows=5), silos(sid, "silo-b", rows=5)]
+    for silo in members:
+        assert silo.join().status_code == 201
+    threads, results = run_silos(members, helpers)
     for thread in threads:
         thread.join(timeout=60)
-    assert results == {"silo-a": SessionStatus.completed, "silo-b": SessionStatus.completed}
+    assert results == {"silo-a": "completed", "silo-b": "completed"}
 
     session = api.get(f"/sessions/{sid}").json()
     assert (session["status"], session["round"]) == ("completed", 4)
     metrics = api.get(f"/sessions/{sid}/metrics").json()
-    assert metrics["session_id"] == sid
     assert len(metrics["federated_metrics"]) == 4
     assert all(m["replies"] == 2.0 for m in metrics["federated_metrics"])
     assert [set(r) for r in metrics["client_metrics"]] == [{"silo-a", "silo-b"}] * 4
@@ -147,109 +82,141 @@ def test_a_session_runs_to_completion_with_real_clients(
         assert len(tasks) == 8
         assert {t.status for t in tasks} == {"done"}
         assert all(t.reply_meta == {"num_examples": 5} and t.replied_at for t in tasks)
+        assert all(t.delivered_at is not None for t in tasks)
+        rounds = s.scalars(select(RoundRow.round).where(RoundRow.session_id == sid)).all()
+        assert sorted(rounds) == [1, 2, 3, 4]
 
 
-def test_a_lost_delivery_is_sent_again_on_the_next_poll(api: httpx.Client) -> None:
-    sid = echo_session(api, clients=1, rounds=1)
-    pid = raw_join(api, sid, "only")
-    _, first = raw_next(api, sid, pid)
-    _, again = raw_next(api, sid, pid)
-    assert again.id == first.id
+def test_a_lost_delivery_is_sent_again_on_the_next_poll(
+    api: httpx.Client, silos: Any, helpers: Any
+) -> None:
+    sid = helpers.create_session(api, clients=1, payload_size=3)
+    silo = silos(sid, "only")
+    silo.join()
+    first, arrays, header = helpers.task_of(silo.next())
+    again, arrays_again, _ = helpers.task_of(silo.next())
+    assert again == first
+    assert header.kind == "echo" and header.round == 1 and header.sealed_from is None
+    np.testing.assert_array_equal(arrays["x"], arrays_again["x"])
+
+
+def test_a_reply_without_wait_is_acknowledged(api: httpx.Client, silos: Any, helpers: Any) -> None:
+    sid = helpers.create_session(api, clients=1, rounds=2, payload_size=2)
+    silo = silos(sid, "only")
+    silo.join()
+    task_id, arrays, _ = helpers.task_of(silo.next())
+    response = silo.reply(task_id, arrays, {"num_examples": 3})
+    assert response.json() == {"task_id": task_id, "accepted": True}
+    # with wait, the reply's answer is the next task (round 2), as tasks/next would give it
+    task_id, arrays, header = helpers.task_of(silo.next())
+    assert header.round == 2
+    ended = silo.reply(task_id, arrays, {"num_examples": 3}, wait=5)
+    assert ended.status_code == 410
+    assert ended.json()["status"] == "completed"
+
+
+def test_reply_with_wait_answers_204_when_no_task_comes(
+    api: httpx.Client, silos: Any, helpers: Any
+) -> None:
+    sid = helpers.create_session(api, clients=2, payload_size=2)
+    fast, slow = silos(sid, "fast"), silos(sid, "slow")
+    fast.join(), slow.join()
+    task_id, arrays, _ = helpers.task_of(fast.next())
+    response = fast.reply(task_id, arrays, {"num_examples": 3}, wait=0.2)
+    assert response.status_code == 204  # the round waits for "slow"
 
 
 def test_malformed_reply_fails_the_task_and_the_session_follows_its_policy(
-    thread_server: Any, api: httpx.Client, table: str
+    api: httpx.Client, silos: Any, helpers: Any
 ) -> None:
     # accept_failures with min_replies=1: the round goes on with the good client
-    sid = echo_session(api, clients=2, rounds=1, accept_failures=True, min_replies=1)
-    bad = raw_join(api, sid, "broken")
-    threads, results = start_clients(thread_server, sid, ["good"], table)
-    _, task = raw_next(api, sid, bad)
-    response = api.post(
-        f"/sessions/{sid}/participants/{bad}/tasks/{task.id}/reply",
-        content=b"\x00not a frame at all",
-        headers=OCTET,
+    sid = helpers.create_session(
+        api, clients=2, payload_size=4, accept_failures=True, min_replies=1
     )
+    bad, good = silos(sid, "broken"), silos(sid, "good")
+    bad.join(), good.join()
+    threads, results = run_silos([good], helpers)
+    task_id, _, _ = helpers.task_of(bad.next())
+    response = bad.reply(task_id, body=b"\x00not a frame at all")
     assert response.status_code == 422
     assert response.json()["detail"].startswith("Malformed reply:")
     for thread in threads:
         thread.join(timeout=30)
-    assert results["good"] == SessionStatus.completed
+    assert results["good"] == "completed"
     assert api.get(f"/sessions/{sid}/metrics").json()["federated_metrics"][0]["replies"] == 1.0
     # a second reply to the failed task is refused as no longer awaited
-    again = api.post(
-        f"/sessions/{sid}/participants/{bad}/tasks/{task.id}/reply",
-        content=encode_frame({}, ReplyEnvelope()),
-        headers=OCTET,
-    )
+    again = bad.reply(task_id, body=encode_frame({}, ReplyEnvelope()))
     assert again.status_code == 409
-    assert again.json()["detail"] == f"Task {task.id} is no longer awaited (it is failed)."
+    assert again.json()["detail"] == f"Task {task_id} is no longer awaited (it is failed)."
+    unknown = bad.reply("0123456789abcdef", body=encode_frame({}, ReplyEnvelope()))
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "Task 0123456789abcdef not found for this participant."
 
 
 def test_without_accept_failures_a_bad_reply_fails_the_session_and_the_server_lives(
-    thread_server: Any, api: httpx.Client
+    thread_server: Any, api: httpx.Client, silos: Any, helpers: Any
 ) -> None:
-    sid = echo_session(api, clients=1, rounds=3, accept_failures=False)
-    pid = raw_join(api, sid, "broken")
-    _, task = raw_next(api, sid, pid)
+    sid = helpers.create_session(api, clients=1, rounds=3, payload_size=4, accept_failures=False)
+    silo = silos(sid, "broken")
+    silo.join()
+    task_id, _, _ = helpers.task_of(silo.next())
     header_only = encode_frame({}, {"status": "maybe"})  # valid frame, invalid envelope
-    response = api.post(
-        f"/sessions/{sid}/participants/{pid}/tasks/{task.id}/reply",
-        content=header_only,
-        headers=OCTET,
-    )
+    response = silo.reply(task_id, body=header_only)
     assert response.status_code == 422
     session = wait_status(api, sid, {"failed"})
     assert "accept_failures is false" in session["failure_reason"]
     assert "broken" in session["failure_reason"]
-    ended = api.get(f"/sessions/{sid}/participants/{pid}/tasks/next", params={"wait": 1})
+    ended = silo.next(wait=1)
     assert ended.status_code == 410
     assert ended.json()["status"] == "failed"
     assert httpx.get(thread_server.url + "/healthz").status_code == 200
 
 
-def test_a_client_error_reply_is_reported_in_the_failure_reason(api: httpx.Client) -> None:
-    sid = echo_session(api, clients=1, rounds=1, accept_failures=True, min_replies=1)
-    pid = raw_join(api, sid, "sad")
-    _, task = raw_next(api, sid, pid)
-    reply = encode_frame({}, ReplyEnvelope(status="error", error="out of memory"))
-    response = api.post(
-        f"/sessions/{sid}/participants/{pid}/tasks/{task.id}/reply", content=reply, headers=OCTET
+def test_a_client_error_reply_is_reported_in_the_failure_reason(
+    thread_server: Any, api: httpx.Client, silos: Any, helpers: Any
+) -> None:
+    sid = helpers.create_session(
+        api, clients=1, payload_size=4, accept_failures=True, min_replies=1
     )
+    silo = silos(sid, "sad")
+    silo.join()
+    task_id, _, _ = helpers.task_of(silo.next())
+    response = silo.reply(task_id, meta={"where": "fit"}, status="error", error="out of memory")
     assert response.status_code == 200
     session = wait_status(api, sid, {"failed"})
     assert "out of memory" in session["failure_reason"]
+    with thread_server.app_state.db.session() as s:
+        row = s.get(TaskRow, task_id)
+        assert (row.status, row.reply_meta) == ("failed", {"where": "fit"})
 
 
-def test_joining_an_ended_session_is_refused(api: httpx.Client) -> None:
-    sid = echo_session(api, clients=1, rounds=1)
+def test_joining_an_ended_session_is_refused(api: httpx.Client, silos: Any, helpers: Any) -> None:
+    sid = helpers.create_session(api, clients=1)
     api.post(f"/sessions/{sid}/cancel")
-    summary = {"train_rows": 1, "test_rows": 0, "columns": [{"name": "a", "dtype": "float64"}]}
-    response = api.post(
-        f"/sessions/{sid}/participants", json={"client_name": "late", "dataset": summary}
-    )
+    response = silos(sid, "late").join()
     assert response.status_code == 409
     assert response.json()["detail"] == f"Cannot join session {sid}: it is canceled."
 
 
-def test_joining_without_the_required_columns_is_refused(api: httpx.Client) -> None:
-    sid = echo_session(api, clients=1, rounds=1)
-    summary = {"train_rows": 1, "test_rows": 0, "columns": [{"name": "b", "dtype": "float64"}]}
-    response = api.post(
-        f"/sessions/{sid}/participants", json={"client_name": "x", "dataset": summary}
-    )
+def test_joining_without_the_required_columns_is_refused(
+    api: httpx.Client, silos: Any, helpers: Any
+) -> None:
+    sid = helpers.create_session(api, clients=1)
+    dataset = {"train_rows": 1, "test_rows": 0, "columns": [{"name": "b", "dtype": "float64"}]}
+    response = silos(sid, "x").join(dataset=dataset)
     assert response.status_code == 422
     assert "missing required column(s) ['a']" in response.json()["detail"]
 
 
-def test_cancel_wakes_waiting_clients_with_410(api: httpx.Client) -> None:
-    sid = echo_session(api, clients=2, rounds=1)  # one client: the session stays pending
-    pid = raw_join(api, sid, "waiting")
+def test_cancel_wakes_waiting_clients_with_410(api: httpx.Client, silos: Any, helpers: Any) -> None:
+    sid = helpers.create_session(api, clients=2)  # one client: the session stays pending
+    silo = silos(sid, "waiting")
+    silo.join()
     outcome: dict[str, Any] = {}
 
     def poll() -> None:
         began = time.monotonic()
-        response = api.get(f"/sessions/{sid}/participants/{pid}/tasks/next", params={"wait": 20})
+        response = silo.next(wait=20)
         outcome["status"], outcome["elapsed"] = response.status_code, time.monotonic() - began
         outcome["body"] = response.json()
 

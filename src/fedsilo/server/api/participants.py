@@ -1,29 +1,41 @@
-"""Participants: join, list; task delivery (long-poll) and replies."""
+"""Participants: join (with a credential), list; task delivery (long-poll) and replies.
+
+A reply may carry ``?wait=S``: the server accepts it and answers like ``tasks/next`` with
+that wait, so a client spends one HTTP exchange per task instead of two.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import secrets
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from fedsilo.errors import ConfigError
-from fedsilo.federation import get_package
-from fedsilo.server.api.deps import DbDep, EngineDep, get_session_row
-from fedsilo.server.auth import CurrentToken
+from fedsilo.federation import Failure, get_package
+from fedsilo.server.api.deps import DbDep, EngineDep, ParticipantDep, get_session_row
+from fedsilo.server.auth import CurrentToken, hash_token, new_secret
 from fedsilo.server.db import Database
+from fedsilo.server.engine.gate import Slot
+from fedsilo.server.engine.hub import PendingTask
 from fedsilo.server.engine.runner import ReplyRejected, SessionEngine
 from fedsilo.server.tables import ParticipantRow, SessionRow, utcnow
 from fedsilo.wire import (
     OCTET_STREAM,
+    PARTICIPANT_HEADER,
+    TASK_ID_HEADER,
     DatasetSummary,
     ParticipantJoin,
+    ParticipantJoined,
     ParticipantPublic,
     ReplyAck,
     SessionEnded,
@@ -34,6 +46,17 @@ router = APIRouter(prefix="/sessions/{session_id}/participants", tags=["particip
 
 # Seen-at bookkeeping is refreshed at most this often, to keep writes off the hot path.
 _SEEN_RESOLUTION = timedelta(seconds=10)
+# A frame larger than this is streamed in pieces of this size: written whole, Python 3.11's
+# asyncio transport copies whatever the socket does not take at once into its own buffer,
+# i.e. one copy of the model per recipient; in pieces, uvicorn's flow control keeps at most
+# one piece per connection in memory.
+_FRAME_PIECE = 1 << 20
+
+_TASK_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {OCTET_STREAM: {}}, "description": "task frame; its id in X-Fedsilo-Task-Id"},
+    204: {"description": "no task within `wait` seconds"},
+    410: {"model": SessionEnded, "description": "the session is over"},
+}
 
 
 def participant_public(row: ParticipantRow, rejoined: bool = False) -> ParticipantPublic:
@@ -42,16 +65,31 @@ def participant_public(row: ParticipantRow, rejoined: bool = False) -> Participa
         session_id=row.session_id,
         client_name=row.client_name,
         dataset=DatasetSummary.model_validate(row.dataset),
+        public_key=row.public_key,
         joined_at=row.joined_at,
         last_seen_at=row.last_seen_at,
         rejoined=rejoined,
     )
 
 
+# -------------------------------------------------------------------------- join
+
+
 @router.post("", status_code=201)
 def join_session(
-    session_id: str, body: ParticipantJoin, db: DbDep, engine: EngineDep, _: CurrentToken
-) -> ParticipantPublic:
+    session_id: str,
+    body: ParticipantJoin,
+    request: Request,
+    db: DbDep,
+    engine: EngineDep,
+    _: CurrentToken,
+) -> ParticipantJoined:
+    """Join a session; the first join under a ``client_name`` returns its credential.
+
+    A rejoin under a name that already joined must present that participant's credential
+    (:data:`~fedsilo.wire.PARTICIPANT_HEADER`) and keeps the participant's id. While the
+    session runs, a rejoin may change neither the declared dataset nor the public key.
+    """
     session = get_session_row(db, session_id)
     if SessionStatus(session.status).ended:
         raise HTTPException(
@@ -59,46 +97,97 @@ def join_session(
             detail=f"Cannot join session {session_id}: it is {session.status}.",
         )
     _check_columns(session, body.dataset)
+    presented = request.headers.get(PARTICIPANT_HEADER, "")
     now = utcnow()
-    with db.session() as s:
-        existing = s.scalar(
-            select(ParticipantRow).where(
-                ParticipantRow.session_id == session_id,
-                ParticipantRow.client_name == body.client_name,
+    credential = new_secret()
+    try:
+        with db.session() as s:
+            existing = s.scalar(
+                select(ParticipantRow).where(
+                    ParticipantRow.session_id == session_id,
+                    ParticipantRow.client_name == body.client_name,
+                )
             )
-        )
-        if existing is not None:
-            # The same silo coming back (a restarted client process) keeps its identity.
-            existing.dataset = body.dataset.model_dump()
-            existing.last_seen_at = now
-            return participant_public(existing, rejoined=True)
-        if session.status == SessionStatus.running:
-            raise HTTPException(
-                status_code=409,
-                detail=f"Cannot join session {session_id}: it is already running with its "
-                f"clients; new clients can join while it is created or pending.",
+            if existing is not None:
+                _check_rejoin(existing, session, body, presented)
+                existing.dataset = body.dataset.model_dump()
+                existing.public_key = body.public_key
+                existing.last_seen_at = now
+                public = participant_public(existing, rejoined=True)
+                return ParticipantJoined(**public.model_dump())
+            if session.status == SessionStatus.running:
+                raise HTTPException(
+                    status_code=409,
+                    detail=f"Cannot join session {session_id}: it is already running with its "
+                    f"clients; new clients can join while it is created or pending.",
+                )
+            seq = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(ParticipantRow)
+                    .where(ParticipantRow.session_id == session_id)
+                )
+                or 0
             )
-        seq = (
-            s.scalar(
-                select(func.count())
-                .select_from(ParticipantRow)
-                .where(ParticipantRow.session_id == session_id)
+            row = ParticipantRow(
+                id=secrets.token_hex(8),
+                session_id=session_id,
+                client_name=body.client_name,
+                dataset=body.dataset.model_dump(),
+                seq=seq,
+                joined_at=now,
+                last_seen_at=now,
+                credential_hash=hash_token(credential),
+                public_key=body.public_key,
             )
-            or 0
-        )
-        row = ParticipantRow(
-            id=secrets.token_hex(8),
-            session_id=session_id,
-            client_name=body.client_name,
-            dataset=body.dataset.model_dump(),
-            seq=seq,
-            joined_at=now,
-            last_seen_at=now,
-        )
-        s.add(row)
+            s.add(row)
+    except IntegrityError as exc:  # two first joins under one name raced; one of them won
+        raise HTTPException(
+            status_code=409,
+            detail=f"Client name {body.client_name!r} joined session {session_id} at the same "
+            "time from elsewhere; rejoin with that participant's credential.",
+        ) from exc
     engine.log(session_id, f"client {body.client_name!r} joined ({body.dataset.train_rows} rows)")
     engine.notify_join()
-    return participant_public(row)
+    return ParticipantJoined(**participant_public(row).model_dump(), credential=credential)
+
+
+def _check_rejoin(
+    existing: ParticipantRow, session: SessionRow, body: ParticipantJoin, presented: str
+) -> None:
+    """403 without the participant's own credential; 409 for a change a running session
+    cannot take."""
+    if not presented:
+        raise HTTPException(
+            status_code=403,
+            detail=f"Client name {body.client_name!r} already joined session {session.id}; "
+            f"a rejoin must present that participant's credential in the "
+            f"{PARTICIPANT_HEADER} header.",
+        )
+    if not hmac.compare_digest(hash_token(presented), existing.credential_hash):
+        raise HTTPException(
+            status_code=403,
+            detail=f"The credential presented does not belong to client {body.client_name!r} "
+            f"of session {session.id}.",
+        )
+    if session.status != SessionStatus.running:
+        return
+    changed = []
+    declared = DatasetSummary.model_validate(existing.dataset)
+    if declared.train_rows != body.dataset.train_rows:
+        changed.append(f"dataset.train_rows ({declared.train_rows} -> {body.dataset.train_rows})")
+    if declared.test_rows != body.dataset.test_rows:
+        changed.append(f"dataset.test_rows ({declared.test_rows} -> {body.dataset.test_rows})")
+    if declared.columns != body.dataset.columns:
+        changed.append("dataset.columns")
+    if existing.public_key != body.public_key:
+        changed.append("public_key")
+    if changed:
+        raise HTTPException(
+            status_code=409,
+            detail=f"Cannot rejoin session {session.id} as {body.client_name!r} with changes "
+            f"while it is running: {', '.join(changed)} changed.",
+        )
 
 
 def _check_columns(session: SessionRow, dataset: DatasetSummary) -> None:
@@ -130,8 +219,11 @@ def list_participants(session_id: str, db: DbDep, _: CurrentToken) -> list[Parti
         return [participant_public(r) for r in rows]
 
 
+# ------------------------------------------------------------------ task delivery
+
+
 def _known_active(engine: SessionEngine, session_id: str, participant_id: str) -> bool:
-    """Memory alone shows the participant is in an active session: it was confirmed within
+    """Memory alone shows the session is active: the participant was confirmed within
     ``_SEEN_RESOLUTION`` and its session has a live workflow. The round's hot path then reads
     no table and takes no thread hop."""
     confirmed = engine.participant_seen.get(participant_id)
@@ -144,28 +236,21 @@ def _known_active(engine: SessionEngine, session_id: str, participant_id: str) -
 
 
 def _poll_state(engine: SessionEngine, session_id: str, participant_id: str) -> SessionStatus:
-    """The session's status from the database, after checking the participant belongs to it;
-    refreshes ``last_seen_at`` and the in-memory confirmation."""
-    row = _read_poll_state(engine.db, session_id, participant_id)
-    engine.participant_seen[participant_id] = (session_id, time.monotonic())
-    return SessionStatus(row.status)
-
-
-def _read_poll_state(db: Database, session_id: str, participant_id: str) -> SessionRow:
+    """The session's status from the database; refreshes ``last_seen_at`` and the in-memory
+    confirmation (the credential dependency already proved membership)."""
     now = utcnow()
-    with db.session() as s:
+    with engine.db.session() as s:
         participant = s.get(ParticipantRow, participant_id)
-        if participant is None or participant.session_id != session_id:
-            raise HTTPException(
-                status_code=404,
-                detail=f"Participant {participant_id} not found in session {session_id}.",
-            )
-        if participant.last_seen_at is None or now - participant.last_seen_at > _SEEN_RESOLUTION:
+        if participant is not None and (
+            participant.last_seen_at is None or now - participant.last_seen_at > _SEEN_RESOLUTION
+        ):
             participant.last_seen_at = now
         session = s.get(SessionRow, session_id)
         if session is None:
             raise HTTPException(status_code=404, detail=f"Session {session_id} not found.")
-        return session
+        status = SessionStatus(session.status)
+    engine.participant_seen[participant_id] = (session_id, time.monotonic())
+    return status
 
 
 def _ended(db: Database, session_id: str) -> JSONResponse:
@@ -178,23 +263,26 @@ def _ended(db: Database, session_id: str) -> JSONResponse:
     return JSONResponse(status_code=410, content=body.model_dump(mode="json"))
 
 
-@router.get(
-    "/{participant_id}/tasks/next",
-    response_class=Response,
-    responses={
-        200: {"content": {OCTET_STREAM: {}}, "description": "task frame"},
-        204: {"description": "no task within `wait` seconds"},
-        410: {"model": SessionEnded, "description": "the session is over"},
-    },
-)
-async def next_task(
-    session_id: str,
-    participant_id: str,
-    request: Request,
-    _: CurrentToken,
-    wait: float = Query(default=30.0, ge=0, description="seconds to hold the request open"),
+def _frame_response(task: PendingTask) -> Response:
+    headers = {TASK_ID_HEADER: task.id}
+    frame = task.frame
+    if len(frame) <= _FRAME_PIECE:
+        return Response(content=frame, media_type=OCTET_STREAM, headers=headers)
+
+    async def pieces() -> AsyncIterator[memoryview]:
+        for start in range(0, len(frame), _FRAME_PIECE):
+            yield frame[start : start + _FRAME_PIECE]
+
+    headers["Content-Length"] = str(len(frame))
+    return StreamingResponse(pieces(), media_type=OCTET_STREAM, headers=headers)
+
+
+async def deliver_next(
+    engine: SessionEngine, session_id: str, participant_id: str, wait: float
 ) -> Response:
-    engine: SessionEngine = request.app.state.engine
+    """The long-poll both routes answer with: the participant's next task frame (200, its
+    id in :data:`~fedsilo.wire.TASK_ID_HEADER`), 204 after ``wait`` seconds without one, or
+    410 once the session is over."""
     wait = min(wait, engine.settings.max_long_poll)
     deadline = time.monotonic() + wait
     hub = engine.hub
@@ -203,10 +291,9 @@ async def next_task(
         while True:
             event.clear()
             task = hub.peek(participant_id)
-            # A queued task proves the participant belongs to its session: no table read.
             if task is not None and task.session_id == session_id:
                 task.delivered_at = task.delivered_at or utcnow()
-                return Response(content=task.frame, media_type=OCTET_STREAM)
+                return _frame_response(task)
             if _known_active(engine, session_id, participant_id):
                 status = SessionStatus.running
             else:
@@ -223,22 +310,106 @@ async def next_task(
         hub.unsubscribe(participant_id, event)
 
 
-@router.post("/{participant_id}/tasks/{task_id}/reply")
+@router.get("/{participant_id}/tasks/next", response_class=Response, responses=_TASK_RESPONSES)
+async def next_task(
+    session_id: str,
+    participant_id: str,
+    request: Request,
+    _: CurrentToken,
+    participant: ParticipantDep,
+    wait: float = Query(default=30.0, ge=0, description="seconds to hold the request open"),
+) -> Response:
+    engine: SessionEngine = request.app.state.engine
+    return await deliver_next(engine, session_id, participant.participant_id, wait)
+
+
+# ------------------------------------------------------------------------ replies
+
+
+async def _read_body(request: Request, size: int | None) -> bytes | bytearray:
+    """The request body in one buffer: preallocated when its size is declared, so a large
+    update is copied once from the socket and never joined from pieces."""
+    if size is None:
+        return await request.body()
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    async for piece in request.stream():
+        end = filled + len(piece)
+        if end > size:
+            raise HTTPException(
+                status_code=400, detail=f"The body is longer than its Content-Length ({size})."
+            )
+        view[filled:end] = piece
+        filled = end
+    if filled != size:
+        raise HTTPException(
+            status_code=400,
+            detail=f"The body ended after {filled} of its Content-Length {size} bytes.",
+        )
+    return buffer
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None or not value.isdigit():
+        return None
+    return int(value)
+
+
+async def _accept(
+    engine: SessionEngine, session_id: str, participant_id: str, task_id: str, request: Request
+) -> None:
+    if engine.hub.find(task_id, session_id, participant_id) is None:
+        await run_in_threadpool(engine.reply_not_awaited, session_id, participant_id, task_id)
+    size = _content_length(request)
+    # The slot comes before the body: while the workflow has not consumed earlier large
+    # replies, this one stays unread in the client's socket buffers.
+    slot: Slot = await engine.gate(session_id).acquire(size)
+    try:
+        body = await _read_body(request, size)
+    except BaseException:
+        slot.release()
+        raise
+    try:
+        accepted = engine.accept_reply(session_id, participant_id, task_id, body, slot)
+    except ReplyRejected as exc:
+        if exc.failure is not None:
+            await run_in_threadpool(engine.record_task_failure, task_id, exc.failure.reason)
+        elif exc.status_code == 409:  # expired while the body was read: say what it became
+            await run_in_threadpool(engine.reply_not_awaited, session_id, participant_id, task_id)
+        raise
+    if isinstance(accepted.outcome, Failure):
+        await run_in_threadpool(
+            engine.record_task_failure, task_id, accepted.outcome.reason, accepted.reply_meta
+        )
+
+
+@router.post(
+    "/{participant_id}/tasks/{task_id}/reply",
+    responses={**_TASK_RESPONSES, 200: {"model": ReplyAck, "description": "ReplyAck, or with "
+               "`wait` the next task frame as from tasks/next"}},
+)  # fmt: skip
 async def reply_task(
     session_id: str,
     participant_id: str,
     task_id: str,
     request: Request,
     _: CurrentToken,
-) -> ReplyAck:
-    body = await request.body()
+    participant: ParticipantDep,
+    wait: float | None = Query(
+        default=None, ge=0, description="answer with the next task, waiting up to S seconds"
+    ),
+) -> Response:
+    engine: SessionEngine = request.app.state.engine
     try:
-        await run_in_threadpool(
-            request.app.state.engine.accept_reply, session_id, participant_id, task_id, body
-        )
+        await _accept(engine, session_id, participant.participant_id, task_id, request)
     except ReplyRejected as exc:
         raise HTTPException(status_code=exc.status_code, detail=exc.detail) from exc
-    return ReplyAck(task_id=task_id, accepted=True)
+    if wait is None:
+        ack = ReplyAck(task_id=task_id, accepted=True)
+        return JSONResponse(content=ack.model_dump(mode="json"))
+    return await deliver_next(engine, session_id, participant.participant_id, wait)
 
 
-__all__ = ["participant_public", "router"]
+__all__ = ["deliver_next", "participant_public", "router"]

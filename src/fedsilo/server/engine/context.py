@@ -1,41 +1,67 @@
-"""The engine's implementation of :class:`fedsilo.federation.SessionContext`."""
+"""The engine's implementation of :class:`fedsilo.federation.SessionContext`.
+
+Writes are batched so a round costs as few commits as the contract allows: a ``send`` inserts
+its task rows in one statement; replies are recorded in memory as they arrive and written
+with the next write the workflow makes (the next ``send``, the round's checkpoint, a log line,
+the end of the session); ``record_round`` is written in the checkpoint's transaction. A crash
+between two of those writes loses only records of a round that resumes from the previous
+checkpoint, and is therefore redone.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import secrets
 import threading
-from collections.abc import Mapping, Sequence
-from concurrent.futures import wait
-from typing import TYPE_CHECKING, Any
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
 
 from fedsilo.errors import TaskError
-from fedsilo.federation import Checkpoint, Participant, Reply, SessionInfo
-from fedsilo.server.engine.hub import PendingTask, TaskOutcome
+from fedsilo.federation import (
+    AskMixin,
+    Checkpoint,
+    FailureCause,
+    Outcome,
+    Participant,
+    Reply,
+    SessionInfo,
+    Task,
+    TaskGroup,
+    sealed_arrays,
+)
+from fedsilo.server.engine.frames import encode_into
+from fedsilo.server.engine.gate import Slot
+from fedsilo.server.engine.hub import PendingTask
 from fedsilo.server.tables import (
     ModelRow,
     ParticipantRow,
     RoundRow,
+    SessionLogRow,
     SessionRow,
     TaskRow,
     utcnow,
 )
-from fedsilo.wire import (
-    DatasetSummary,
-    ModelMeta,
-    SessionStatus,
-    TaskEnvelope,
-    decode_frame,
-    encode_frame,
-)
+from fedsilo.wire import DatasetSummary, ModelMeta, SessionStatus, TaskPayload, decode_frame
 
 if TYPE_CHECKING:
     from fedsilo.server.engine.runner import SessionEngine
 
-__all__ = ["EngineContext", "Interrupted", "ServerStopping", "SessionCanceled"]
+__all__ = [
+    "EngineContext",
+    "EngineTaskGroup",
+    "Interrupted",
+    "ServerStopping",
+    "SessionCanceled",
+    "checkpoint_key",
+    "model_key",
+    "participant_from_row",
+]
 
 
 class Interrupted(BaseException):
@@ -58,21 +84,66 @@ def model_key(session_id: str) -> str:
     return f"sessions/{session_id}/model.safetensors"
 
 
+def decode_key(text: str) -> bytes:
+    """The public key column (url-safe base64 without padding) as its 32 raw bytes."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)) if text else b""
+
+
 def participant_from_row(row: ParticipantRow) -> Participant:
     return Participant(
         id=row.id,
         client_name=row.client_name,
         dataset=DatasetSummary.model_validate(row.dataset),
+        public_key=decode_key(row.public_key),
     )
 
 
-class EngineContext:
+class EngineTaskGroup(TaskGroup):
+    """A :class:`TaskGroup` that frees a reply's gate slot once the workflow is done with it
+    (it asked for the next outcome) and unwinds the workflow when the session is canceled."""
+
+    def __init__(
+        self,
+        context: EngineContext,
+        tasks: Sequence[Task],
+        pending: Sequence[PendingTask],
+        default_timeout: float,
+    ) -> None:
+        self._context = context
+        self._in_flight = list(pending)
+        super().__init__(
+            tasks, [p.future for p in pending], self._expire_one, default_timeout=default_timeout
+        )
+
+    def outcomes(self, timeout: float | None = None) -> Iterator[Outcome]:
+        context = self._context
+        for outcome in super().outcomes(timeout):
+            context.check_alive()
+            try:
+                yield outcome
+            finally:
+                if isinstance(outcome, Reply):
+                    context.release(outcome)
+        context.check_alive()
+
+    def _expire_one(self, index: int, cause: FailureCause, reason: str) -> bool:
+        return self._context.expire(self._in_flight[index], cause, reason)
+
+
+class EngineContext(AskMixin):
     """What one session's workflow may do; every call goes through the engine's stores."""
 
     def __init__(self, engine: SessionEngine, info: SessionInfo) -> None:
         self._engine = engine
         self._info = info
         self.canceled = threading.Event()
+        self._lock = threading.Lock()
+        #: row updates of successful replies, written with the next write
+        self._answered: list[dict[str, Any]] = []
+        #: (round, federated, per_client) recorded but not yet written
+        self._round: tuple[int, dict[str, float], dict[str, dict[str, float]]] | None = None
+        #: gate slots of replies received and not yet consumed, by id(reply)
+        self._slots: dict[int, Slot] = {}
 
     @property
     def session(self) -> SessionInfo:
@@ -124,146 +195,112 @@ class EngineContext:
 
     # ------------------------------------------------------------------- tasks
 
-    def ask(
-        self,
-        participants: Sequence[Participant],
-        kind: str,
-        arrays: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        *,
-        round: int = 0,
-        timeout: float | None = None,
-        accept_failures: bool = True,
-        min_replies: int | None = None,
-    ) -> list[Reply]:
+    def send(self, tasks: Sequence[Task], *, timeout: float | None = None) -> TaskGroup:
         self.check_alive()
-        if not participants:
-            raise TaskError(f"round {round}: no participant to send task {kind!r} to")
         engine = self._engine
-        plain_meta = dict(meta or {})
-        prepared = {name: np.asarray(value) for name, value in (arrays or {}).items()}
+        tasks = list(tasks)
         now = utcnow()
-        tasks: list[PendingTask] = []
-        rows: list[TaskRow] = []
-        for participant in participants:
-            task_id = secrets.token_hex(8)
-            envelope = TaskEnvelope(
-                id=task_id, session_id=self._info.id, kind=kind, round=round, meta=plain_meta
-            )
-            tasks.append(
-                PendingTask(
-                    id=task_id,
-                    session_id=self._info.id,
-                    participant=participant,
-                    kind=kind,
-                    round=round,
-                    frame=encode_frame(prepared, envelope),
+        frames: dict[tuple[int, str, int, str], memoryview] = {}
+        pending: list[PendingTask] = []
+        rows: list[dict[str, Any]] = []
+        for task in tasks:
+            meta = dict(task.meta)
+            if task.sealed is not None:
+                header = TaskPayload(
+                    kind=task.kind, round=task.round, meta=meta, sealed_from=task.sealed.sender
                 )
+                frame = encode_into(sealed_arrays(task.sealed), header)
+            else:
+                # Same arrays object, kind, round and meta: same bytes, encoded and held once.
+                key = (id(task.arrays), task.kind, task.round, json.dumps(meta, sort_keys=True))
+                found = frames.get(key)
+                if found is None:
+                    header = TaskPayload(kind=task.kind, round=task.round, meta=meta)
+                    found = frames[key] = encode_into(task.arrays, header)
+                frame = found
+            task_id = secrets.token_hex(8)
+            pending.append(
+                PendingTask(id=task_id, session_id=self._info.id, task=task, frame=frame)
             )
             rows.append(
-                TaskRow(
-                    id=task_id,
-                    session_id=self._info.id,
-                    participant_id=participant.id,
-                    kind=kind,
-                    round=round,
-                    meta=plain_meta,
-                    status="queued",
-                    created_at=now,
-                )
+                {
+                    "id": task_id,
+                    "session_id": self._info.id,
+                    "participant_id": task.to.id,
+                    "kind": task.kind,
+                    "round": task.round,
+                    "meta": meta,
+                    "status": "queued",
+                    "created_at": now,
+                }
             )
-        with engine.db.session() as s:
-            s.add_all(rows)
-        engine.hub.push(tasks)
-
-        limit = timeout if timeout is not None else engine.settings.task_timeout
-        wait([t.future for t in tasks], timeout=limit)
-        self.check_alive()
-
-        replies: list[Reply] = []
-        failures: list[str] = []
-        answered: list[dict[str, Any]] = []
-        for task in tasks:
-            # A reply racing the timeout wins if it took the task from the hub first; then
-            # its handler is about to resolve the future, so result() below waits briefly.
-            if not task.future.done() and engine.hub.take(task.id) is not None:
-                reason = f"no reply within {limit:g} s"
-                engine.record_task_failure(task.id, reason)
-                task.future.set_result(TaskOutcome(error=reason))
-            outcome = task.future.result()
-            if outcome.reply is not None:
-                replies.append(outcome.reply)
-                answered.append(
-                    {
-                        "id": task.id,
-                        "status": "done",
-                        "reply_meta": outcome.reply.meta,
-                        "delivered_at": task.delivered_at,
-                        "replied_at": task.replied_at,
-                    }
-                )
-            else:
-                failures.append(f"{task.participant.client_name}: {outcome.error}")
-
-        if answered:
-            # One statement for the round's successful replies: written per reply, these
-            # commits were half of the server's busy time at 100 clients. Failures are
-            # written as they happen (engine.record_task_failure).
+        if rows:
             with engine.db.session() as s:
-                s.execute(update(TaskRow), answered)
+                self._write_pending(s)
+                s.execute(insert(TaskRow), rows)
+        engine.hub.push(pending)
+        limit = timeout if timeout is not None else engine.settings.task_timeout
+        return EngineTaskGroup(self, tasks, pending, default_timeout=limit)
 
-        needed = min_replies if min_replies is not None else 1
-        if failures:
-            listed = "; ".join(failures)
-            self.log(f"round {round}: task {kind!r} failed on {len(failures)} client(s): {listed}")
-            if not accept_failures:
-                raise TaskError(
-                    f"round {round}: task {kind!r} failed and accept_failures is false: {listed}"
-                )
-        if len(replies) < needed:
-            raise TaskError(
-                f"round {round}: task {kind!r} got {len(replies)} successful replies; "
-                f"at least {needed} needed" + (f" ({'; '.join(failures)})" if failures else "")
+    def expire(self, pending: PendingTask, cause: FailureCause, reason: str) -> bool:
+        """Withdraw a task the group gave up on and record why; False if its reply won."""
+        if self._engine.hub.take(pending.id) is None:
+            return False
+        self._engine.record_task_failure(pending.id, reason)
+        if not pending.future.done():
+            pending.future.set_result(pending.failure(cause, reason))
+        return True
+
+    def accepted(self, pending: PendingTask, reply: Reply, slot: Slot) -> None:
+        """A reply arrived for one of this session's tasks: note its row update, and keep its
+        gate slot until the workflow is done with it (or drops it unconsumed)."""
+        with self._lock:
+            self._answered.append(
+                {
+                    "id": pending.id,
+                    "status": "done",
+                    "reply_meta": reply.meta,
+                    "delivered_at": pending.delivered_at,
+                    "replied_at": pending.replied_at,
+                }
             )
-        return replies
+            self._slots[id(reply)] = slot
+        weakref.finalize(reply, self._release_key, id(reply))
+
+    def release(self, reply: Reply) -> None:
+        self._release_key(id(reply))
+
+    def _release_key(self, key: int) -> None:
+        with self._lock:
+            slot = self._slots.pop(key, None)
+        if slot is not None:
+            slot.release()
 
     # ---------------------------------------------------------------- results
 
     def record_round(
         self,
-        rnd: int,
+        round: int,
         federated: Mapping[str, float],
         per_client: Mapping[str, Mapping[str, float]],
     ) -> None:
-        now = utcnow()
-        federated_clean = _finite(federated)
-        per_client_clean = {name: _finite(metrics) for name, metrics in per_client.items()}
-        with self._engine.db.session() as s:
-            row = s.scalar(
-                select(RoundRow).where(RoundRow.session_id == self._info.id, RoundRow.round == rnd)
-            )
-            if row is None:  # a round redone after a restart replaces its first record
-                row = RoundRow(session_id=self._info.id, round=rnd, created_at=now)
-                s.add(row)
-            row.federated = federated_clean
-            row.per_client = per_client_clean
-            s.execute(
-                update(SessionRow)
-                .where(SessionRow.id == self._info.id)
-                .values(round=rnd, updated_at=now)
-            )
-
-    def checkpoint(self, rnd: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        frame = encode_frame(
-            {k: np.asarray(v) for k, v in arrays.items()}, {"round": rnd, "meta": dict(meta)}
+        record = (
+            round,
+            _finite(federated),
+            {name: _finite(metrics) for name, metrics in per_client.items()},
         )
-        self._engine.store.write_bytes(checkpoint_key(self._info.id), frame)
+        with self._lock:
+            previous, self._round = self._round, record
+        if previous is not None and previous[0] != round:
+            self.flush()  # two rounds recorded without a write between them: keep both
+
+    def checkpoint(self, round: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        frame = encode_into(arrays, {"round": round, "meta": dict(meta)})
+        # write_bytes takes any buffer (a file write or an object put): no copy to bytes.
+        self._engine.store.write_bytes(checkpoint_key(self._info.id), cast(bytes, frame))
+        del frame
         with self._engine.db.session() as s:
-            s.execute(
-                update(SessionRow)
-                .where(SessionRow.id == self._info.id)
-                .values(round=rnd, updated_at=utcnow())
-            )
+            self._write_pending(s, session_round=round)
 
     def restore(self) -> Checkpoint | None:
         data = self._engine.store.read_bytes(checkpoint_key(self._info.id))
@@ -283,10 +320,9 @@ class EngineContext:
             meta=dict(meta),
         )
         key = model_key(self._info.id)
-        self._engine.store.write_bytes(
-            key, encode_frame({k: np.asarray(v) for k, v in arrays.items()}, header)
-        )
+        self._engine.store.write_bytes(key, cast(bytes, encode_into(arrays, header)))
         with self._engine.db.session() as s:
+            self._write_pending(s)
             row = s.get(ModelRow, self._info.id)
             if row is None:
                 row = ModelRow(session_id=self._info.id, key=key, created_at=utcnow())
@@ -296,7 +332,46 @@ class EngineContext:
             row.created_at = utcnow()
 
     def log(self, message: str) -> None:
-        self._engine.log(self._info.id, message)
+        with self._engine.db.session() as s:
+            self._write_pending(s)
+            s.add(SessionLogRow(session_id=self._info.id, created_at=utcnow(), message=message))
+
+    def flush(self) -> None:
+        """Write what is recorded in memory only (replies, the last round's metrics)."""
+        with self._lock:
+            empty = not self._answered and self._round is None
+        if not empty:
+            with self._engine.db.session() as s:
+                self._write_pending(s)
+
+    def _write_pending(self, s: Session, session_round: int | None = None) -> None:
+        with self._lock:
+            answered, self._answered = self._answered, []
+            record, self._round = self._round, None
+        if answered:
+            # One statement for every reply since the last write: written per reply, these
+            # commits were half of the server's busy time at 100 clients.
+            s.execute(update(TaskRow), answered)
+        now = utcnow()
+        if record is not None:
+            round, federated, per_client = record
+            row = s.scalar(
+                select(RoundRow).where(
+                    RoundRow.session_id == self._info.id, RoundRow.round == round
+                )
+            )
+            if row is None:  # a round redone after a restart replaces its first record
+                row = RoundRow(session_id=self._info.id, round=round, created_at=now)
+                s.add(row)
+            row.federated = federated
+            row.per_client = per_client
+            session_round = max(round, session_round or 0)
+        if session_round is not None:
+            s.execute(
+                update(SessionRow)
+                .where(SessionRow.id == self._info.id)
+                .values(round=session_round, updated_at=now)
+            )
 
 
 def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:

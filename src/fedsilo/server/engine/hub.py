@@ -1,7 +1,9 @@
-"""In-memory task delivery: per-participant queues, long-poll wake-ups and reply futures.
+"""In-memory task delivery: per-participant queues, long-poll wake-ups and outcome futures.
 
 The database records every task; the hub holds what is in flight -- the encoded frame to
 deliver and the future the workflow waits on -- so delivery needs no database round trip.
+The tasks of one broadcast share one frame object: N recipients, one copy of the payload.
+
 A long-poll subscribes an :class:`asyncio.Event` for its participant; the engine thread that
 queues a task sets it through ``loop.call_soon_threadsafe``, so the waiting request answers
 within the event loop's next iteration (sub-millisecond) instead of on a polling interval.
@@ -10,35 +12,35 @@ within the event loop's next iteration (sub-millisecond) instead of on a polling
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from fedsilo.federation import Participant, Reply
+from fedsilo.federation import Failure, FailureCause, Outcome, Task
 
-__all__ = ["PendingTask", "TaskHub", "TaskOutcome"]
-
-
-@dataclass(frozen=True)
-class TaskOutcome:
-    """What became of a task: a reply, or the reason it failed."""
-
-    reply: Reply | None = None
-    error: str | None = None
+__all__ = ["PendingTask", "TaskHub"]
 
 
 @dataclass(eq=False)
 class PendingTask:
+    """A task in flight: its frame (possibly shared), and the future its outcome resolves."""
+
     id: str
     session_id: str
-    participant: Participant
-    kind: str
-    round: int
-    frame: bytes
-    future: Future[TaskOutcome] = field(default_factory=Future)
+    task: Task
+    frame: memoryview
+    future: Future[Outcome] = field(default_factory=Future)
     delivered_at: datetime | None = None
     replied_at: datetime | None = None
+
+    @property
+    def participant_id(self) -> str:
+        return self.task.to.id
+
+    def failure(self, cause: FailureCause, reason: str) -> Failure:
+        return Failure(self.task.to, self.task.kind, self.task.round, cause, reason)
 
 
 class TaskHub:
@@ -53,52 +55,67 @@ class TaskHub:
     def push(self, tasks: list[PendingTask]) -> None:
         with self._lock:
             for task in tasks:
-                self._queues.setdefault(task.participant.id, []).append(task)
+                self._queues.setdefault(task.participant_id, []).append(task)
                 self._tasks[task.id] = task
-        self.wake({task.participant.id for task in tasks})
+        self.wake({task.participant_id for task in tasks})
+
+    def get(self, task_id: str) -> PendingTask | None:
+        with self._lock:
+            return self._tasks.get(task_id)
 
     def take(self, task_id: str) -> PendingTask | None:
         """Remove a task from flight (it got its reply, failed or timed out)."""
         with self._lock:
             task = self._tasks.pop(task_id, None)
             if task is not None:
-                queue = self._queues.get(task.participant.id, [])
+                queue = self._queues.get(task.participant_id, [])
                 if task in queue:
                     queue.remove(task)
+                if not queue:
+                    self._queues.pop(task.participant_id, None)
             return task
 
-    def take_if(self, task_id: str, session_id: str, participant_id: str) -> PendingTask | None:
-        """Take a task only if it belongs to that session and participant."""
-        with self._lock:
-            task = self._tasks.get(task_id)
-            if (
-                task is None
-                or task.session_id != session_id
-                or task.participant.id != participant_id
-            ):
-                return None
-        return self.take(task_id)
+    def find(self, task_id: str, session_id: str, participant_id: str) -> PendingTask | None:
+        """The task if it is in flight for that session and participant."""
+        task = self.get(task_id)
+        if task is None or task.session_id != session_id or task.participant_id != participant_id:
+            return None
+        return task
 
-    def fail_session(self, session_id: str, reason: str) -> None:
+    def fail_session(self, session_id: str, cause: FailureCause, reason: str) -> None:
         """Resolve every in-flight task of a session as failed and wake its long-polls."""
         with self._lock:
             tasks = [t for t in self._tasks.values() if t.session_id == session_id]
         for task in tasks:
             if self.take(task.id) is not None and not task.future.done():
-                task.future.set_result(TaskOutcome(error=reason))
-        self.wake({t.participant.id for t in tasks})
+                task.future.set_result(task.failure(cause, reason))
+        self.wake({t.participant_id for t in tasks})
 
-    def fail_all(self, reason: str) -> None:
+    def fail_all(self, cause: FailureCause, reason: str) -> None:
         with self._lock:
             sessions = {t.session_id for t in self._tasks.values()}
         for session_id in sessions:
-            self.fail_session(session_id, reason)
+            self.fail_session(session_id, cause, reason)
 
     def wake(self, participant_ids: set[str]) -> None:
         with self._lock:
             targets = [w for pid in participant_ids for w in self._waiters.get(pid, ())]
         for loop, event in targets:
-            loop.call_soon_threadsafe(event.set)
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(event.set)
+
+    def frames(self, session_id: str) -> list[memoryview]:
+        """The distinct frames a session's in-flight tasks hold (one per broadcast)."""
+        with self._lock:
+            seen: dict[int, memoryview] = {}
+            for task in self._tasks.values():
+                if task.session_id == session_id:
+                    seen.setdefault(id(task.frame), task.frame)
+            return list(seen.values())
+
+    def in_flight(self, session_id: str) -> int:
+        with self._lock:
+            return sum(1 for t in self._tasks.values() if t.session_id == session_id)
 
     # ------------------------------------------------------------ long-poll side
 

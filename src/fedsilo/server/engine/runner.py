@@ -5,33 +5,54 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 
 from fedsilo.errors import FedsiloError, WireError
-from fedsilo.federation import Reply, SessionInfo, get_package
+from fedsilo.federation import Failure, Outcome, Reply, SessionInfo, get_package, split_sealed
 from fedsilo.server.db import Database
 from fedsilo.server.engine.context import EngineContext, Interrupted, SessionCanceled
-from fedsilo.server.engine.hub import TaskHub, TaskOutcome
+from fedsilo.server.engine.frames import decode_views
+from fedsilo.server.engine.gate import ReplyGate, Slot
+from fedsilo.server.engine.hub import TaskHub
 from fedsilo.server.settings import Settings
 from fedsilo.server.store import ArtifactStore
 from fedsilo.server.tables import ParticipantRow, SessionLogRow, SessionRow, TaskRow, utcnow
-from fedsilo.wire import ReplyEnvelope, SessionStatus, decode_frame, parse_header
+from fedsilo.wire import ReplyEnvelope, SessionStatus, parse_header
 
-__all__ = ["ReplyRejected", "SessionEngine"]
+__all__ = ["Accepted", "ReplyRejected", "SessionEngine"]
 
 logger = logging.getLogger("fedsilo.engine")
 
 _ACTIVE = (SessionStatus.pending, SessionStatus.running)
 
 
-class ReplyRejected(FedsiloError):
-    """A reply the engine could not take; ``status_code`` is what the API answers."""
+#: large replies a session holds received but not yet consumed by its workflow (see gate.py)
+REPLIES_IN_FLIGHT = 2
 
-    def __init__(self, status_code: int, detail: str) -> None:
+
+class ReplyRejected(FedsiloError):
+    """A reply the engine could not take; ``status_code`` is what the API answers.
+
+    ``failure`` is set when the rejection also failed the task (a malformed frame): the
+    caller records it before answering.
+    """
+
+    def __init__(self, status_code: int, detail: str, failure: Failure | None = None) -> None:
         self.status_code = status_code
         self.detail = detail
+        self.failure = failure
         super().__init__(detail)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What became of a reply: the outcome handed to the workflow, and the meta the client
+    sent (kept on the task row of a failure)."""
+
+    outcome: Outcome
+    reply_meta: dict[str, Any]
 
 
 @dataclass
@@ -51,6 +72,7 @@ class SessionEngine:
         self.stopping = threading.Event()
         self.joined = threading.Condition()
         self._workers: dict[str, _Worker] = {}
+        self._gates: dict[str, ReplyGate] = {}
         #: participant id -> (session id, monotonic time its membership was last read)
         self.participant_seen: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
@@ -102,7 +124,7 @@ class SessionEngine:
             worker = self._workers.get(session_id)
         if worker is not None:
             worker.context.canceled.set()
-        self.hub.fail_session(session_id, "session canceled")
+        self.hub.fail_session(session_id, "ended", "session canceled")
         self.wake_participants(session_id)
         self.notify_join()
 
@@ -121,7 +143,7 @@ class SessionEngine:
     def stop(self, timeout: float = 5.0) -> None:
         """Interrupt every workflow; their sessions stay active and resume on restart."""
         self.stopping.set()
-        self.hub.fail_all("server stopping")
+        self.hub.fail_all("ended", "server stopping")
         self.notify_join()
         with self._lock:
             workers = list(self._workers.values())
@@ -133,6 +155,19 @@ class SessionEngine:
             worker = self._workers.get(session_id)
         return worker is not None and worker.thread.is_alive()
 
+    def context_of(self, session_id: str) -> EngineContext | None:
+        with self._lock:
+            worker = self._workers.get(session_id)
+        return worker.context if worker is not None else None
+
+    def gate(self, session_id: str) -> ReplyGate:
+        """The session's bound on received, unconsumed large replies."""
+        with self._lock:
+            gate = self._gates.get(session_id)
+            if gate is None:
+                gate = self._gates[session_id] = ReplyGate(REPLIES_IN_FLIGHT)
+            return gate
+
     # ------------------------------------------------------------------- workers
 
     def _run(self, context: EngineContext) -> None:
@@ -141,12 +176,14 @@ class SessionEngine:
             package = get_package(info.package_name)
             model_config, data_config = package.parse_configs(info.model_config, info.data_config)
             package.workflow(context, model_config, data_config)
+            context.flush()
         except SessionCanceled:
             logger.info("session %s canceled", info.id)
         except Interrupted:
             logger.info("session %s interrupted by shutdown; it resumes on restart", info.id)
             return
         except FedsiloError as exc:
+            context.flush()
             self._end(info.id, SessionStatus.failed, str(exc))
         except Exception as exc:
             logger.exception("session %s workflow crashed", info.id)
@@ -154,9 +191,10 @@ class SessionEngine:
         else:
             self._end(info.id, SessionStatus.completed, None)
         finally:
-            self.hub.fail_session(info.id, "session ended")
+            self.hub.fail_session(info.id, "ended", "session ended")
             with self._lock:
                 self._workers.pop(info.id, None)
+                self._gates.pop(info.id, None)
             self.wake_participants(info.id)
 
     def _end(self, session_id: str, status: SessionStatus, reason: str | None) -> None:
@@ -173,49 +211,74 @@ class SessionEngine:
 
     # --------------------------------------------------------------------- replies
 
+    def reply_not_awaited(self, session_id: str, participant_id: str, task_id: str) -> None:
+        """Raise the rejection of a reply to a task that is not in flight (404 or 409)."""
+        with self.db.session() as s:
+            row = s.get(TaskRow, task_id)
+            if row is None or row.session_id != session_id or row.participant_id != participant_id:
+                raise ReplyRejected(404, f"Task {task_id} not found for this participant.")
+            raise ReplyRejected(409, f"Task {task_id} is no longer awaited (it is {row.status}).")
+
     def accept_reply(
-        self, session_id: str, participant_id: str, task_id: str, body: bytes
-    ) -> TaskOutcome:
-        """Hand a client's reply frame to the waiting workflow.
+        self,
+        session_id: str,
+        participant_id: str,
+        task_id: str,
+        body: bytes | bytearray | memoryview,
+        slot: Slot,
+    ) -> Accepted:
+        """Hand a client's reply frame to the waiting workflow; touches no table.
+
+        The reply's arrays are read-only views over ``body`` (no copy); ``slot`` is kept
+        until the workflow is done with the reply. A failure outcome (the client reported an
+        error) is returned for the caller to record.
 
         Raises
         ------
         ReplyRejected
-            404 for an unknown task, 409 for a task no longer awaited, 422 for a malformed
-            frame (the task then fails and the workflow applies its failure policy).
+            409 for a task no longer awaited (the caller looks up which, see
+            :meth:`reply_not_awaited`), 422 for a malformed frame (the task then fails; the
+            exception carries the failure to record).
         """
-        task = self.hub.take_if(task_id, session_id, participant_id)
-        if task is None:
-            with self.db.session() as s:
-                row = s.get(TaskRow, task_id)
-                if (
-                    row is None
-                    or row.session_id != session_id
-                    or row.participant_id != participant_id
-                ):
-                    raise ReplyRejected(404, f"Task {task_id} not found for this participant.")
-                raise ReplyRejected(
-                    409, f"Task {task_id} is no longer awaited (it is {row.status})."
-                )
-        participant = task.participant
+        pending = self.hub.find(task_id, session_id, participant_id)
+        if pending is None or self.hub.take(task_id) is None:
+            slot.release()
+            raise ReplyRejected(409, f"Task {task_id} is no longer awaited.")
+        participant = pending.task.to
         try:
-            arrays, header = decode_frame(body)
+            arrays, header = decode_views(body)
             envelope = parse_header(ReplyEnvelope, header, "reply header")
         except WireError as exc:
-            reason = f"malformed reply from client {participant.client_name!r}: {exc}"
-            self.record_task_failure(task_id, reason)
-            task.future.set_result(TaskOutcome(error=reason))
-            raise ReplyRejected(422, f"Malformed reply: {exc}") from exc
+            slot.release()
+            failure = pending.failure(
+                "malformed", f"malformed reply from client {participant.client_name!r}: {exc}"
+            )
+            pending.future.set_result(failure)
+            raise ReplyRejected(422, f"Malformed reply: {exc}", failure) from exc
+        outcome: Outcome
         if envelope.status == "error":
-            reason = f"client reported an error: {envelope.error or 'no message'}"
-            self.record_task_failure(task_id, reason, reply_meta=envelope.meta)
-            outcome = TaskOutcome(error=reason)
+            slot.release()
+            outcome = pending.failure(
+                "error", f"client reported an error: {envelope.error or 'no message'}"
+            )
         else:
-            # Persisted with the rest of the round's replies when the workflow collects them.
-            task.replied_at = utcnow()
-            outcome = TaskOutcome(reply=Reply(participant, envelope.meta, arrays))
-        task.future.set_result(outcome)
-        return outcome
+            pending.replied_at = utcnow()
+            plain, sealed = split_sealed(arrays, participant.id)
+            outcome = Reply(
+                participant,
+                envelope.meta,
+                plain,
+                sealed=sealed,
+                kind=pending.task.kind,
+                round=pending.task.round,
+            )
+            context = self.context_of(session_id)
+            if context is None:
+                slot.release()
+            else:
+                context.accepted(pending, outcome, slot)
+        pending.future.set_result(outcome)
+        return Accepted(outcome, envelope.meta)
 
     def log(self, session_id: str, message: str) -> None:
         with self.db.session() as s:

@@ -1,0 +1,162 @@
+"""Frames the engine moves without extra copies of their arrays.
+
+The wire codec (:mod:`fedsilo.wire`) goes through ``safetensors.numpy``, which copies every
+array into an intermediate ``bytes`` before it builds the frame (two transient copies to
+encode) and copies the buffers out of the frame to decode. For a 100 MB model those copies
+are what the server's peak memory is made of, so the engine has its own two halves of the
+same format:
+
+* :func:`encode_into` writes each array once, straight into the frame's buffer;
+* :func:`decode_views` returns read-only ``np.frombuffer`` views over the received body.
+
+Both produce and accept exactly what :func:`fedsilo.wire.encode_frame` and
+:func:`fedsilo.wire.decode_frame` do (the tests check the round trip both ways).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from fedsilo.errors import WireError
+from fedsilo.wire import Arrays, decode_frame
+
+__all__ = ["decode_views", "encode_into"]
+
+_META_KEY = "fedsilo"
+# safetensors dtype names of the numpy dtypes a frame may carry (little-endian)
+_TO_NAME: dict[np.dtype[Any], str] = {
+    np.dtype("<f8"): "F64",
+    np.dtype("<f4"): "F32",
+    np.dtype("<f2"): "F16",
+    np.dtype("<i8"): "I64",
+    np.dtype("<i4"): "I32",
+    np.dtype("<i2"): "I16",
+    np.dtype("i1"): "I8",
+    np.dtype("<u8"): "U64",
+    np.dtype("<u4"): "U32",
+    np.dtype("<u2"): "U16",
+    np.dtype("u1"): "U8",
+    np.dtype("?"): "BOOL",
+}
+_FROM_NAME: dict[str, np.dtype[Any]] = {name: dtype for dtype, name in _TO_NAME.items()}
+
+
+def encode_into(arrays: Mapping[str, Any] | None, header: Any) -> memoryview:
+    """A frame of ``arrays`` and ``header``, each array copied once into the result.
+
+    Parameters
+    ----------
+    arrays : mapping of str to array-like, optional
+    header : JSON-able or pydantic model
+        Carried under ``__metadata__["fedsilo"]``, as :func:`fedsilo.wire.encode_frame` does.
+
+    Returns
+    -------
+    memoryview
+        Read-only view of the frame bytes (a ``bytearray`` underneath, never copied again).
+    """
+    header_json = header.model_dump_json() if isinstance(header, BaseModel) else json.dumps(header)
+    prepared: list[tuple[str, np.ndarray]] = []
+    for name, value in sorted((arrays or {}).items()):
+        array = np.asarray(value)
+        dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+        if dtype not in _TO_NAME:
+            raise WireError(f"Array {name!r} has dtype {array.dtype}, which a frame cannot carry.")
+        prepared.append((name, array.astype(dtype, copy=False)))
+    layout: dict[str, Any] = {"__metadata__": {_META_KEY: header_json}}
+    offset = 0
+    for name, array in prepared:
+        layout[name] = {
+            "dtype": _TO_NAME[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + array.nbytes],
+        }
+        offset += array.nbytes
+    encoded = json.dumps(layout, separators=(",", ":")).encode()
+    # safetensors pads the header with spaces to a multiple of 8 so the buffers are aligned
+    encoded += b" " * (-len(encoded) % 8)
+    start = 8 + len(encoded)
+    frame = bytearray(start + offset)
+    frame[:8] = struct.pack("<Q", len(encoded))
+    frame[8:start] = encoded
+    view = memoryview(frame)
+    for name, array in prepared:
+        begin = layout[name]["data_offsets"][0]
+        if array.nbytes:
+            target = np.frombuffer(view, dtype=array.dtype, count=array.size, offset=start + begin)
+            # one copy, straight into the frame (any layout: np.copyto walks strides)
+            np.copyto(target.reshape(array.shape), array, casting="no")
+    return view.toreadonly()
+
+
+def decode_views(body: bytes | bytearray | memoryview) -> tuple[Arrays, Any]:
+    """Decode a frame into read-only array views over ``body``; no buffer is copied.
+
+    The arrays keep ``body`` alive: a reply's memory is freed when its arrays are.
+
+    Raises
+    ------
+    WireError
+        When the bytes are not a valid frame (same checks and messages as
+        :func:`fedsilo.wire.decode_frame`, which handles any dtype this decoder does not).
+    """
+    data = memoryview(body).toreadonly()
+    if len(data) < 8:
+        raise WireError(f"frame is {len(data)} bytes; expected at least the 8-byte header length")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > len(data) - 8:
+        raise WireError(f"frame header claims {header_len} bytes but only {len(data) - 8} follow")
+    try:
+        layout = json.loads(bytes(data[8 : 8 + header_len]))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WireError(f"frame is not valid safetensors: header is not JSON ({exc})") from exc
+    if not isinstance(layout, dict):
+        raise WireError("frame is not valid safetensors: header is not a JSON object")
+    start = 8 + header_len
+    size = len(data) - start
+    arrays: Arrays = {}
+    spans: list[tuple[int, int]] = []
+    for name, info in layout.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = _FROM_NAME[info["dtype"]]
+            shape = tuple(int(n) for n in info["shape"])
+            begin, end = (int(n) for n in info["data_offsets"])
+        except KeyError:
+            # a dtype numpy has no name for (BF16, ...): the codec's own decoder decides
+            return decode_frame(bytes(data))
+        except (TypeError, ValueError) as exc:
+            raise WireError(f"frame is not valid safetensors: tensor {name!r}: {exc}") from exc
+        count = int(np.prod(shape, dtype=np.int64))
+        if begin < 0 or end > size or end - begin != count * dtype.itemsize:
+            raise WireError(
+                f"frame is not valid safetensors: tensor {name!r} spans bytes {begin}..{end} "
+                f"of {size}; expected {count * dtype.itemsize} bytes for shape {list(shape)}"
+            )
+        spans.append((begin, end))
+        arrays[name] = np.frombuffer(data, dtype=dtype, count=count, offset=start + begin).reshape(
+            shape
+        )
+    spans.sort()
+    covered = 0
+    for begin, end in spans:
+        if begin != covered:
+            raise WireError("frame is not valid safetensors: tensor buffers overlap or leave gaps")
+        covered = end
+    if covered != size:
+        raise WireError(
+            f"frame is not valid safetensors: {size - covered} bytes after the last tensor"
+        )
+    metadata = layout.get("__metadata__") or {}
+    try:
+        header = json.loads(metadata.get(_META_KEY, "{}"))
+    except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+        raise WireError(f"frame metadata is not JSON: {exc}") from exc
+    return arrays, header
