@@ -21,6 +21,7 @@ from fedsilo.server.state.records import (
     ParticipantRecord,
     RoundRecord,
     SessionRecord,
+    SessionWrites,
     TaskCompletion,
     TaskRecord,
     TaskStatus,
@@ -224,34 +225,42 @@ class MemoryStore:
 
     def add_tasks(self, tasks: Sequence[TaskRecord]) -> None:
         with self._lock:
-            for task in tasks:
-                participant = self._participants.get(task.participant_id)
-                if (
-                    task.id in self._tasks
-                    or task.session_id not in self._sessions
-                    or participant is None
-                ):
-                    raise ValueError(
-                        "Cannot add tasks: a task id is taken, or its session or participant "
-                        "is unknown."
-                    )
-            # All or nothing, as in one SQL statement: checked above, written below.
-            for task in tasks:
-                self._tasks[task.id] = _copy(task)
+            self._check_tasks(tasks)
+            self._add_tasks(tasks)
+
+    def _check_tasks(self, tasks: Sequence[TaskRecord]) -> None:
+        # All or nothing, as in one SQL statement: everything is checked before a write.
+        for task in tasks:
+            if (
+                task.id in self._tasks
+                or task.session_id not in self._sessions
+                or task.participant_id not in self._participants
+            ):
+                raise ValueError(
+                    "Cannot add tasks: a task id is taken, or its session or participant "
+                    "is unknown."
+                )
+
+    def _add_tasks(self, tasks: Sequence[TaskRecord]) -> None:
+        for task in tasks:
+            self._tasks[task.id] = _copy(task)
 
     def complete_tasks(self, completions: Sequence[TaskCompletion]) -> None:
         with self._lock:
-            for completion in completions:
-                task = self._tasks.get(completion.id)
-                if task is None:
-                    continue
-                self._tasks[task.id] = dataclasses.replace(
-                    task,
-                    status=TaskStatus.done,
-                    reply_meta=copy.deepcopy(dict(completion.reply_meta)),
-                    delivered_at=completion.delivered_at,
-                    replied_at=completion.replied_at,
-                )
+            self._complete_tasks(completions)
+
+    def _complete_tasks(self, completions: Sequence[TaskCompletion]) -> None:
+        for completion in completions:
+            task = self._tasks.get(completion.id)
+            if task is None:
+                continue
+            self._tasks[task.id] = dataclasses.replace(
+                task,
+                status=TaskStatus.done,
+                reply_meta=copy.deepcopy(dict(completion.reply_meta)),
+                delivered_at=completion.delivered_at,
+                replied_at=completion.replied_at,
+            )
 
     def fail_task(
         self,
@@ -311,16 +320,26 @@ class MemoryStore:
         with self._lock:
             if session_id not in self._sessions:
                 raise ValueError(f"Cannot record round {round}: session {session_id} not found.")
-            first = self._rounds.get((session_id, round))
-            self._rounds[(session_id, round)] = RoundRecord(
-                session_id=session_id,
-                round=round,
-                federated=dict(federated),
-                per_client={name: dict(metrics) for name, metrics in per_client.items()},
-                # a redone round keeps the time of its first record, as the SQL row does
-                created_at=first.created_at if first is not None else now,
-            )
+            self._record_round(session_id, round, federated, per_client, now)
             self._set_round(session_id, round, now)
+
+    def _record_round(
+        self,
+        session_id: str,
+        round: int,
+        federated: Mapping[str, float],
+        per_client: Mapping[str, Mapping[str, float]],
+        now: datetime,
+    ) -> None:
+        first = self._rounds.get((session_id, round))
+        self._rounds[(session_id, round)] = RoundRecord(
+            session_id=session_id,
+            round=round,
+            federated=dict(federated),
+            per_client={name: dict(metrics) for name, metrics in per_client.items()},
+            # a redone round keeps the time of its first record, as the SQL row does
+            created_at=first.created_at if first is not None else now,
+        )
 
     def list_rounds(self, session_id: str) -> list[RoundRecord]:
         with self._lock:
@@ -361,6 +380,31 @@ class MemoryStore:
     def list_logs(self, session_id: str) -> list[LogRecord]:
         with self._lock:
             return list(self._logs.get(session_id, ()))  # LogRecord holds no mutable field
+
+    # ------------------------------------------------------------------- batches
+
+    def apply(self, writes: SessionWrites, *, at: datetime | None = None) -> None:
+        if not writes:
+            return
+        now = at or utcnow()
+        session_id = writes.session_id
+        with self._lock:
+            if session_id not in self._sessions:
+                raise ValueError(f"Cannot apply writes: session {session_id} not found.")
+            self._check_tasks(writes.tasks)
+            self._complete_tasks(writes.completions)
+            self._add_tasks(writes.tasks)
+            for r in writes.rounds:
+                self._record_round(session_id, r.round, r.federated, r.per_client, now)
+            rounds = [r.round for r in writes.rounds]
+            if writes.session_round is not None:
+                rounds.append(writes.session_round)
+            if rounds:
+                self._set_round(session_id, max(rounds), now)
+            if writes.model is not None:
+                self._models[session_id] = _copy(writes.model)
+            lines = self._logs.setdefault(session_id, [])
+            lines.extend(LogRecord(session_id, now, message) for message in writes.logs)
 
     # -------------------------------------------------------------------- tokens
 

@@ -30,6 +30,7 @@ from fedsilo.server.state.records import (
     ParticipantRecord,
     RoundRecord,
     SessionRecord,
+    SessionWrites,
     TaskCompletion,
     TaskRecord,
     TokenRecord,
@@ -195,6 +196,13 @@ class StateStore(Protocol):
 
     def list_logs(self, session_id: str) -> list[LogRecord]:
         """A session's log lines in the order they were appended."""
+
+    # ------------------------------------------------------------------- batches
+
+    def apply(self, writes: SessionWrites, *, at: datetime | None = None) -> None:
+        """Apply a session's batched writes in one transaction, all or nothing (see
+        :class:`~fedsilo.server.state.records.SessionWrites` for the order). Raises
+        ``ValueError`` for an unknown session or a task that cannot be added."""
 
     # -------------------------------------------------------------------- tokens
 

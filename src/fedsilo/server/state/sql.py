@@ -11,11 +11,12 @@ import secrets
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from fedsilo.server.state.database import Database
 from fedsilo.server.state.records import (
@@ -24,6 +25,7 @@ from fedsilo.server.state.records import (
     ParticipantRecord,
     RoundRecord,
     SessionRecord,
+    SessionWrites,
     TaskCompletion,
     TaskRecord,
     TaskStatus,
@@ -42,6 +44,8 @@ from fedsilo.server.state.tables import (
 from fedsilo.wire import SessionStatus
 
 __all__ = ["SqlStore"]
+
+_TASKS_REJECTED = "Cannot add tasks: a task id is taken, or its session or participant is unknown."
 
 
 class SqlStore:
@@ -93,7 +97,7 @@ class SqlStore:
     def get_session(self, session_id: str) -> SessionRecord | None:
         with self.database.session() as s:
             row = s.get(SessionRow, session_id)
-            return _session(row) if row is not None else None
+            return row.record() if row is not None else None
 
     def list_sessions(
         self, *, statuses: Collection[SessionStatus] | None = None
@@ -102,7 +106,7 @@ class SqlStore:
         if statuses is not None:
             query = query.where(SessionRow.status.in_([str(s) for s in statuses]))
         with self.database.session() as s:
-            return [_session(row) for row in s.scalars(query)]
+            return [row.record() for row in s.scalars(query)]
 
     def set_session_status(
         self,
@@ -129,11 +133,7 @@ class SqlStore:
 
     def set_session_round(self, session_id: str, round: int, *, at: datetime | None = None) -> None:
         with self.database.session() as s:
-            s.execute(
-                update(SessionRow)
-                .where(SessionRow.id == session_id)
-                .values(round=round, updated_at=at or utcnow())
-            )
+            _set_round(s, session_id, round, at or utcnow())
 
     def delete_session(self, session_id: str) -> bool:
         # Participants, tasks, rounds, the model record and logs go by ON DELETE CASCADE.
@@ -179,7 +179,7 @@ class SqlStore:
                 s.execute(statement)
                 row = s.get(ParticipantRow, participant_id)
                 assert row is not None  # inserted just above, in this transaction
-                return _participant(row), True
+                return row.record(), True
         except IntegrityError as exc:
             existing = self.find_participant(session_id, client_name)
             if existing is None:  # the foreign key failed: no such session
@@ -209,12 +209,12 @@ class SqlStore:
             if credential_hash is not None:
                 row.credential_hash = credential_hash
             s.flush()
-            return _participant(row)
+            return row.record()
 
     def get_participant(self, participant_id: str) -> ParticipantRecord | None:
         with self.database.session() as s:
             row = s.get(ParticipantRow, participant_id)
-            return _participant(row) if row is not None else None
+            return row.record() if row is not None else None
 
     def find_participant(self, session_id: str, client_name: str) -> ParticipantRecord | None:
         with self.database.session() as s:
@@ -224,7 +224,7 @@ class SqlStore:
                     ParticipantRow.client_name == client_name,
                 )
             )
-            return _participant(row) if row is not None else None
+            return row.record() if row is not None else None
 
     def list_participants(self, session_id: str) -> list[ParticipantRecord]:
         with self.database.session() as s:
@@ -233,7 +233,7 @@ class SqlStore:
                 .where(ParticipantRow.session_id == session_id)
                 .order_by(ParticipantRow.seq)
             )
-            return [_participant(row) for row in rows]
+            return [row.record() for row in rows]
 
     def touch_participant(
         self,
@@ -262,44 +262,14 @@ class SqlStore:
     def add_tasks(self, tasks: Sequence[TaskRecord]) -> None:
         if not tasks:
             return
-        rows = [
-            {
-                "id": t.id,
-                "session_id": t.session_id,
-                "participant_id": t.participant_id,
-                "kind": t.kind,
-                "round": t.round,
-                "meta": dict(t.meta),
-                "status": str(t.status),
-                "reply_meta": t.reply_meta,
-                "error": t.error,
-                "created_at": t.created_at,
-                "delivered_at": t.delivered_at,
-                "replied_at": t.replied_at,
-            }
-            for t in tasks
-        ]
-        message = "Cannot add tasks: a task id is taken, or its session or participant is unknown."
-        with _integrity(message), self.database.session() as s:
-            s.execute(insert(TaskRow), rows)
+        with _integrity(_TASKS_REJECTED), self.database.session() as s:
+            _add_tasks(s, tasks)
 
     def complete_tasks(self, completions: Sequence[TaskCompletion]) -> None:
         if not completions:
             return
-        # An UPDATE by primary key with a list of parameter sets is one executemany:
-        # written per reply, these commits were half of the server's busy time at 100 clients.
-        rows = [
-            {
-                "id": c.id,
-                "status": str(TaskStatus.done),
-                "reply_meta": dict(c.reply_meta),
-                "delivered_at": c.delivered_at,
-                "replied_at": c.replied_at,
-            }
-            for c in completions
-        ]
         with self.database.session() as s:
-            s.execute(update(TaskRow), rows)
+            _complete_tasks(s, completions)
 
     def fail_task(
         self,
@@ -338,14 +308,14 @@ class SqlStore:
     def get_task(self, task_id: str) -> TaskRecord | None:
         with self.database.session() as s:
             row = s.get(TaskRow, task_id)
-            return _task(row) if row is not None else None
+            return row.record() if row is not None else None
 
     def list_tasks(self, session_id: str) -> list[TaskRecord]:
         with self.database.session() as s:
             rows = s.scalars(
                 select(TaskRow).where(TaskRow.session_id == session_id).order_by(TaskRow.created_at)
             )
-            return [_task(row) for row in rows]
+            return [row.record() for row in rows]
 
     # -------------------------------------------------------------------- rounds
 
@@ -361,35 +331,15 @@ class SqlStore:
         now = at or utcnow()
         message = f"Cannot record round {round}: session {session_id} not found."
         with _integrity(message), self.database.session() as s:
-            row = s.scalar(
-                select(RoundRow).where(RoundRow.session_id == session_id, RoundRow.round == round)
-            )
-            if row is None:
-                row = RoundRow(session_id=session_id, round=round, created_at=now)
-                s.add(row)
-            row.federated = dict(federated)
-            row.per_client = {name: dict(metrics) for name, metrics in per_client.items()}
-            s.execute(
-                update(SessionRow)
-                .where(SessionRow.id == session_id)
-                .values(round=round, updated_at=now)
-            )
+            _record_round(s, session_id, round, federated, per_client, now)
+            _set_round(s, session_id, round, now)
 
     def list_rounds(self, session_id: str) -> list[RoundRecord]:
         with self.database.session() as s:
             rows = s.scalars(
                 select(RoundRow).where(RoundRow.session_id == session_id).order_by(RoundRow.round)
             )
-            return [
-                RoundRecord(
-                    session_id=row.session_id,
-                    round=row.round,
-                    federated=dict(row.federated),
-                    per_client={k: dict(v) for k, v in row.per_client.items()},
-                    created_at=row.created_at,
-                )
-                for row in rows
-            ]
+            return [row.record() for row in rows]
 
     # -------------------------------------------------------------------- models
 
@@ -402,30 +352,15 @@ class SqlStore:
         *,
         at: datetime | None = None,
     ) -> None:
-        now = at or utcnow()
+        model = ModelRecord(session_id, round, key, dict(meta), at or utcnow())
         message = f"Cannot save a model: session {session_id} not found."
         with _integrity(message), self.database.session() as s:
-            row = s.get(ModelRow, session_id)
-            if row is None:
-                row = ModelRow(session_id=session_id)
-                s.add(row)
-            row.round = round
-            row.key = key
-            row.meta = dict(meta)
-            row.created_at = now
+            _save_model(s, model)
 
     def get_model(self, session_id: str) -> ModelRecord | None:
         with self.database.session() as s:
             row = s.get(ModelRow, session_id)
-            if row is None:
-                return None
-            return ModelRecord(
-                session_id=row.session_id,
-                round=row.round,
-                key=row.key,
-                meta=dict(row.meta),
-                created_at=row.created_at,
-            )
+            return row.record() if row is not None else None
 
     # ---------------------------------------------------------------------- logs
 
@@ -446,6 +381,34 @@ class SqlStore:
                 .order_by(SessionLogRow.id)
             )
             return [LogRecord(row.session_id, row.created_at, row.message) for row in rows]
+
+    # ------------------------------------------------------------------- batches
+
+    def apply(self, writes: SessionWrites, *, at: datetime | None = None) -> None:
+        if not writes:
+            return
+        now = at or utcnow()
+        session_id = writes.session_id
+        with _integrity(_TASKS_REJECTED), self.database.session() as s:
+            if s.get(SessionRow, session_id) is None:
+                raise ValueError(f"Cannot apply writes: session {session_id} not found.")
+            if writes.completions:
+                _complete_tasks(s, writes.completions)
+            if writes.tasks:
+                _add_tasks(s, writes.tasks)
+            for r in writes.rounds:
+                _record_round(s, session_id, r.round, r.federated, r.per_client, now)
+            rounds = [r.round for r in writes.rounds]
+            if writes.session_round is not None:
+                rounds.append(writes.session_round)
+            if rounds:
+                _set_round(s, session_id, max(rounds), now)
+            if writes.model is not None:
+                _save_model(s, writes.model)
+            s.add_all(
+                SessionLogRow(session_id=session_id, created_at=now, message=message)
+                for message in writes.logs
+            )
 
     # -------------------------------------------------------------------- tokens
 
@@ -470,12 +433,12 @@ class SqlStore:
     def get_token_by_hash(self, token_hash: str) -> TokenRecord | None:
         with self.database.session() as s:
             row = s.scalar(select(TokenRow).where(TokenRow.token_hash == token_hash))
-            return _token(row) if row is not None else None
+            return row.record() if row is not None else None
 
     def list_tokens(self) -> list[TokenRecord]:
         with self.database.session() as s:
             return [
-                _token(row) for row in s.scalars(select(TokenRow).order_by(TokenRow.created_at))
+                row.record() for row in s.scalars(select(TokenRow).order_by(TokenRow.created_at))
             ]
 
     def count_tokens(self) -> int:
@@ -489,7 +452,7 @@ class SqlStore:
                 return None
             if row.revoked_at is None:
                 row.revoked_at = at or utcnow()
-            return _token(row)
+            return row.record()
 
     def touch_token(self, token_id: str, *, at: datetime | None = None) -> None:
         with self.database.session() as s:
@@ -498,7 +461,7 @@ class SqlStore:
             )
 
 
-# ----------------------------------------------------------------- row -> record
+# ------------------------------------------------------------------ in-transaction
 
 
 @contextmanager
@@ -516,68 +479,83 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount)
 
 
-def _session(row: SessionRow) -> SessionRecord:
-    return SessionRecord(
-        id=row.id,
-        name=row.name,
-        description=row.description,
-        kind=row.kind,
-        package_name=row.package_name,
-        min_num_clients=row.min_num_clients,
-        num_rounds=row.num_rounds,
-        model_config=dict(row.model_config_),
-        data_config=dict(row.data_config),
-        status=SessionStatus(row.status),
-        round=row.round,
-        failure_reason=row.failure_reason,
-        created_by=row.created_by,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
+def _add_tasks(s: Session, tasks: Sequence[TaskRecord]) -> None:
+    rows = [
+        {
+            "id": t.id,
+            "session_id": t.session_id,
+            "participant_id": t.participant_id,
+            "kind": t.kind,
+            "round": t.round,
+            "meta": dict(t.meta),
+            "status": str(t.status),
+            "reply_meta": t.reply_meta,
+            "error": t.error,
+            "created_at": t.created_at,
+            "delivered_at": t.delivered_at,
+            "replied_at": t.replied_at,
+        }
+        for t in tasks
+    ]
+    s.execute(insert(TaskRow), rows)
+
+
+def _complete_tasks(s: Session, completions: Sequence[TaskCompletion]) -> None:
+    # One UPDATE with a list of parameter sets is one executemany. Core, not the ORM's bulk
+    # update by primary key, which raises when a task is gone (its session was deleted).
+    table = cast(Table, TaskRow.__table__)
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("task_id"))
+        .values(
+            status=str(TaskStatus.done),
+            reply_meta=bindparam("reply_meta_"),
+            delivered_at=bindparam("delivered_at_"),
+            replied_at=bindparam("replied_at_"),
+        )
+    )
+    rows = [
+        {
+            "task_id": c.id,
+            "reply_meta_": dict(c.reply_meta),
+            "delivered_at_": c.delivered_at,
+            "replied_at_": c.replied_at,
+        }
+        for c in completions
+    ]
+    s.execute(statement, rows)
+
+
+def _record_round(
+    s: Session,
+    session_id: str,
+    round: int,
+    federated: Mapping[str, float],
+    per_client: Mapping[str, Mapping[str, float]],
+    now: datetime,
+) -> None:
+    row = s.scalar(
+        select(RoundRow).where(RoundRow.session_id == session_id, RoundRow.round == round)
+    )
+    if row is None:  # a round redone after a restart replaces its first record
+        row = RoundRow(session_id=session_id, round=round, created_at=now)
+        s.add(row)
+    row.federated = dict(federated)
+    row.per_client = {name: dict(metrics) for name, metrics in per_client.items()}
+
+
+def _set_round(s: Session, session_id: str, round: int, now: datetime) -> None:
+    s.execute(
+        update(SessionRow).where(SessionRow.id == session_id).values(round=round, updated_at=now)
     )
 
 
-def _participant(row: ParticipantRow) -> ParticipantRecord:
-    return ParticipantRecord(
-        id=row.id,
-        session_id=row.session_id,
-        client_name=row.client_name,
-        dataset=dict(row.dataset),
-        seq=row.seq,
-        joined_at=row.joined_at,
-        last_seen_at=row.last_seen_at,
-        credential_hash=row.credential_hash,
-        public_key=row.public_key,
-    )
-
-
-def _task(row: TaskRow) -> TaskRecord:
-    return TaskRecord(
-        id=row.id,
-        session_id=row.session_id,
-        participant_id=row.participant_id,
-        kind=row.kind,
-        round=row.round,
-        meta=dict(row.meta),
-        created_at=row.created_at,
-        status=TaskStatus(row.status),
-        reply_meta=dict(row.reply_meta) if row.reply_meta is not None else None,
-        error=row.error,
-        delivered_at=row.delivered_at,
-        replied_at=row.replied_at,
-    )
-
-
-def _token(row: TokenRow) -> TokenRecord:
-    return TokenRecord(
-        id=row.id,
-        name=row.name,
-        token_hash=row.token_hash,
-        created_at=row.created_at,
-        scopes=tuple(row.scopes),
-        user_id=row.user_id,
-        expires_at=row.expires_at,
-        revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at,
-    )
+def _save_model(s: Session, model: ModelRecord) -> None:
+    row = s.get(ModelRow, model.session_id)
+    if row is None:
+        row = ModelRow(session_id=model.session_id)
+        s.add(row)
+    row.round = model.round
+    row.key = model.key
+    row.meta = dict(model.meta)
+    row.created_at = model.created_at

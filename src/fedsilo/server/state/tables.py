@@ -19,7 +19,17 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from fedsilo.server.state.records import utcnow
+from fedsilo.server.state.records import (
+    ModelRecord,
+    ParticipantRecord,
+    RoundRecord,
+    SessionRecord,
+    TaskRecord,
+    TaskStatus,
+    TokenRecord,
+    utcnow,
+)
+from fedsilo.wire import SessionStatus
 
 __all__ = [
     "Base",
@@ -80,6 +90,27 @@ class SessionRow(Base):
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
 
+    def record(self) -> SessionRecord:
+        return SessionRecord(
+            id=self.id,
+            name=self.name,
+            description=self.description,
+            kind=self.kind,
+            package_name=self.package_name,
+            min_num_clients=self.min_num_clients,
+            num_rounds=self.num_rounds,
+            model_config=dict(self.model_config_),
+            data_config=dict(self.data_config),
+            status=SessionStatus(self.status),
+            round=self.round,
+            failure_reason=self.failure_reason,
+            created_by=self.created_by,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+        )
+
 
 class ParticipantRow(Base):
     __tablename__ = "participants"
@@ -98,6 +129,19 @@ class ParticipantRow(Base):
     credential_hash: Mapped[str] = mapped_column(String(64), default="")
     #: X25519 public key, url-safe base64 without padding
     public_key: Mapped[str] = mapped_column(String(64), default="")
+
+    def record(self) -> ParticipantRecord:
+        return ParticipantRecord(
+            id=self.id,
+            session_id=self.session_id,
+            client_name=self.client_name,
+            dataset=dict(self.dataset),
+            seq=self.seq,
+            joined_at=self.joined_at,
+            last_seen_at=self.last_seen_at,
+            credential_hash=self.credential_hash,
+            public_key=self.public_key,
+        )
 
 
 class TaskRow(Base):
@@ -121,6 +165,22 @@ class TaskRow(Base):
     delivered_at: Mapped[datetime | None]
     replied_at: Mapped[datetime | None]
 
+    def record(self) -> TaskRecord:
+        return TaskRecord(
+            id=self.id,
+            session_id=self.session_id,
+            participant_id=self.participant_id,
+            kind=self.kind,
+            round=self.round,
+            meta=dict(self.meta),
+            created_at=self.created_at,
+            status=TaskStatus(self.status),
+            reply_meta=dict(self.reply_meta) if self.reply_meta is not None else None,
+            error=self.error,
+            delivered_at=self.delivered_at,
+            replied_at=self.replied_at,
+        )
+
 
 class RoundRow(Base):
     __tablename__ = "rounds"
@@ -135,6 +195,15 @@ class RoundRow(Base):
     per_client: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
 
+    def record(self) -> RoundRecord:
+        return RoundRecord(
+            session_id=self.session_id,
+            round=self.round,
+            federated=dict(self.federated),
+            per_client={name: dict(metrics) for name, metrics in self.per_client.items()},
+            created_at=self.created_at,
+        )
+
 
 class ModelRow(Base):
     __tablename__ = "models"
@@ -146,6 +215,9 @@ class ModelRow(Base):
     key: Mapped[str] = mapped_column(String(500), doc="artifact store key of the model frame")
     meta: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+
+    def record(self) -> ModelRecord:
+        return ModelRecord(self.session_id, self.round, self.key, dict(self.meta), self.created_at)
 
 
 class SessionLogRow(Base):
@@ -174,3 +246,16 @@ class TokenRow(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+
+    def record(self) -> TokenRecord:
+        return TokenRecord(
+            id=self.id,
+            name=self.name,
+            token_hash=self.token_hash,
+            created_at=self.created_at,
+            scopes=tuple(self.scopes),
+            user_id=self.user_id,
+            expires_at=self.expires_at,
+            revoked_at=self.revoked_at,
+            last_used_at=self.last_used_at,
+        )

@@ -16,7 +16,10 @@ import sqlalchemy
 from fedsilo.server.state import (
     ACTIVE_STATUSES,
     MemoryStore,
+    ModelRecord,
+    RoundRecord,
     SessionRecord,
+    SessionWrites,
     SqlStore,
     StateStore,
     TaskCompletion,
@@ -373,6 +376,66 @@ def test_returned_records_are_copies(store: StateStore) -> None:
     again = store.get_session(sid)
     assert again is not None and again.model_config == {"payload_size": 4}
     assert store.list_participants(sid)[0].dataset == DATASET
+
+
+def test_completing_an_unknown_task_changes_nothing(store: StateStore) -> None:
+    sid = new_session(store)
+    a = join(store, sid, "silo-a")
+    store.add_tasks([queued(sid, a, "ta")])
+    store.complete_tasks([TaskCompletion("gone", {}), TaskCompletion("ta", {"n": 1})])
+    done = store.get_task("ta")
+    assert done is not None and done.status is TaskStatus.done
+    assert store.get_task("gone") is None
+
+
+# ----------------------------------------------------------------------- batches
+
+
+def test_a_batch_of_writes_lands_together(store: StateStore) -> None:
+    sid = new_session(store)
+    a = join(store, sid, "silo-a")
+    store.add_tasks([queued(sid, a, "t1")])
+    now = utcnow()
+    writes = SessionWrites(
+        sid,
+        completions=[TaskCompletion("t1", {"num_examples": 5}, replied_at=now)],
+        tasks=[queued(sid, a, "t2")],
+        rounds=[RoundRecord(sid, 1, {"loss": 1.0}, {"silo-a": {"loss": 1.0}}, now)],
+        session_round=3,
+        model=ModelRecord(sid, 3, f"sessions/{sid}/model.safetensors", {"best": 1}, now),
+        logs=["round 1 done", "model saved"],
+    )
+    assert writes and not SessionWrites(sid)
+    store.apply(writes)
+    store.apply(SessionWrites(sid))  # nothing to write is not an error
+    done, new = store.get_task("t1"), store.get_task("t2")
+    assert done is not None and done.status is TaskStatus.done
+    assert new is not None and new.status is TaskStatus.queued
+    assert [r.federated for r in store.list_rounds(sid)] == [{"loss": 1.0}]
+    session = store.get_session(sid)
+    assert session is not None and session.round == 3  # the larger of round and checkpoint
+    model = store.get_model(sid)
+    assert model is not None and model.meta == {"best": 1}
+    assert [line.message for line in store.list_logs(sid)] == ["round 1 done", "model saved"]
+
+
+def test_a_batch_that_cannot_land_writes_nothing(store: StateStore) -> None:
+    sid = new_session(store)
+    a = join(store, sid, "silo-a")
+    store.add_tasks([queued(sid, a, "t1")])
+    bad = SessionWrites(
+        sid,
+        completions=[TaskCompletion("t1", {})],
+        tasks=[queued(sid, "nobody", "t2")],
+        logs=["never"],
+    )
+    with pytest.raises(ValueError, match="Cannot add tasks"):
+        store.apply(bad)
+    task = store.get_task("t1")
+    assert task is not None and task.status is TaskStatus.queued
+    assert store.list_logs(sid) == []
+    with pytest.raises(ValueError, match="session ffffffffff not found"):
+        store.apply(SessionWrites("ffffffffff", logs=["x"]))
 
 
 # ------------------------------------------------------------------------ tokens
