@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import socket
 import threading
 import time
@@ -23,9 +22,7 @@ from fedsilo.errors import (
 )
 from fedsilo.federation import FastExchange
 from fedsilo.http import ApiClient
-from fedsilo.server.auth import hash_token
 from fedsilo.server.engine.relay import MessageRelay
-from fedsilo.server.state.tables import ParticipantRow
 
 
 @pytest.fixture
@@ -34,7 +31,7 @@ def api(thread_server: Any) -> Iterator[ApiClient]:
         yield client
 
 
-def join(api: ApiClient, server: Any, sid: str, name: str, keys: KeyPair) -> tuple[str, str]:
+def join(api: ApiClient, sid: str, name: str, keys: KeyPair) -> tuple[str, str]:
     """Join through the real route; returns ``(participant id, credential)``."""
     body = {
         "client_name": name,
@@ -42,12 +39,7 @@ def join(api: ApiClient, server: Any, sid: str, name: str, keys: KeyPair) -> tup
         "public_key": keys.public_text,
     }
     joined = api.post_json(f"/sessions/{sid}/participants", body)
-    credential: str | None = joined.get("credential")
-    if credential is None:  # a join route that does not issue credentials yet
-        credential = "fp_" + secrets.token_urlsafe(16)
-        with server.app_state.db.session() as s:
-            s.get(ParticipantRow, joined["id"]).credential_hash = hash_token(credential)
-    return joined["id"], credential
+    return joined["id"], joined["credential"]
 
 
 class Peers:
@@ -69,7 +61,7 @@ class Peers:
         self.credentials: dict[str, str] = {}
         self.apis: list[ApiClient] = []
         for name, keys in self.keys.items():
-            self.ids[name], self.credentials[name] = join(api, server, self.sid, name, keys)
+            self.ids[name], self.credentials[name] = join(api, self.sid, name, keys)
         self.server = server
 
     def exchange(self, name: str, **kwargs: Any) -> HttpExchange:

@@ -18,9 +18,7 @@ import httpx
 import pytest
 
 from fedsilo.client.keys import KeyPair
-from fedsilo.server.auth import hash_token
 from fedsilo.server.engine.relay import MAX_MESSAGE_BYTES, MessageRelay, RelayMessage
-from fedsilo.server.state.tables import ParticipantRow
 from fedsilo.wire import OCTET_STREAM, PARTICIPANT_HEADER, SENDER_HEADER, TAG_HEADER
 
 
@@ -51,7 +49,7 @@ def echo_session(api: httpx.Client, *, start: bool = True, clients: int = 2) -> 
     return sid
 
 
-def join(api: httpx.Client, server: Any, sid: str, name: str) -> tuple[str, str]:
+def join(api: httpx.Client, sid: str, name: str) -> tuple[str, str]:
     """Join through the real route; returns ``(participant id, credential)``."""
     body = {
         "client_name": name,
@@ -60,20 +58,15 @@ def join(api: httpx.Client, server: Any, sid: str, name: str) -> tuple[str, str]
     }
     response = api.post(f"/sessions/{sid}/participants", json=body)
     assert response.status_code == 201, response.text
-    pid: str = response.json()["id"]
-    credential: str | None = response.json().get("credential")
-    if credential is None:  # a join route that does not issue credentials yet
-        credential = "fp_" + secrets.token_urlsafe(16)
-        with server.app_state.db.session() as s:
-            s.get(ParticipantRow, pid).credential_hash = hash_token(credential)
-    return pid, credential
+    joined = response.json()
+    return joined["id"], joined["credential"]
 
 
 @pytest.fixture
 def pair(api: httpx.Client, thread_server: Any) -> tuple[str, tuple[str, str], tuple[str, str]]:
     """A started session whose two participants joined (the workflow is running)."""
     sid = echo_session(api)
-    return sid, join(api, thread_server, sid, "alice"), join(api, thread_server, sid, "bob")
+    return sid, join(api, sid, "alice"), join(api, sid, "bob")
 
 
 def post(
@@ -144,7 +137,7 @@ def test_no_message_within_wait_is_204(api: httpx.Client, pair: Any) -> None:
 
 def test_a_created_session_relays_too(api: httpx.Client, thread_server: Any) -> None:
     sid = echo_session(api, start=False)
-    alice, bob = join(api, thread_server, sid, "alice"), join(api, thread_server, sid, "bob")
+    alice, bob = join(api, sid, "alice"), join(api, sid, "bob")
     assert post(api, sid, bob, alice[0], b"hi").status_code == 204
     assert get(api, sid, alice).content == b"hi"
 
@@ -165,7 +158,7 @@ def test_a_recipient_outside_the_session_is_404(
 ) -> None:
     sid, alice, _ = pair
     other_sid = echo_session(api, start=False)
-    stranger, _ = join(api, thread_server, other_sid, "carol")
+    stranger, _ = join(api, other_sid, "carol")
     for to in ("0123456789abcdef", stranger):
         response = post(api, sid, alice, to, b"x")
         assert response.status_code == 404

@@ -18,8 +18,7 @@ from fedsilo.server.api.deps import ParticipantCache, ParticipantDep
 from fedsilo.server.auth import CurrentToken
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.engine.relay import MessageRelay, RelayMessage
-from fedsilo.server.state.database import Database
-from fedsilo.server.state.tables import ParticipantRow, SessionRow
+from fedsilo.server.state import StateStore
 from fedsilo.wire import OCTET_STREAM, SENDER_HEADER, TAG_HEADER, SessionEnded, SessionStatus
 
 __all__ = ["TAG_PATTERN", "router"]
@@ -157,12 +156,12 @@ async def _recipient_session(request: Request, participant_id: str) -> str | Non
     cache: ParticipantCache = request.app.state.participant_cache
     entry = cache.get(participant_id)
     if entry is None:
-        db: Database = request.app.state.db
-        row = await run_in_threadpool(_read_participant, db, participant_id)
-        if row is None:
+        store: StateStore = request.app.state.store
+        record = await run_in_threadpool(store.get_participant, participant_id)
+        if record is None:
             return None
-        cache.put(row[0], row[1], row[2], row[3])
-        return row[1]
+        cache.put(record.id, record.session_id, record.client_name, record.credential_hash)
+        return record.session_id
     return entry[0]
 
 
@@ -175,8 +174,8 @@ async def _ended_response(request: Request, session_id: str) -> JSONResponse | N
     engine: SessionEngine = request.app.state.engine
     if engine.is_running(session_id):
         return None
-    db: Database = request.app.state.db
-    state = await run_in_threadpool(_read_session_state, db, session_id)
+    store: StateStore = request.app.state.store
+    state = await run_in_threadpool(_read_session_state, store, session_id)
     if state is None:
         raise HTTPException(status_code=404, detail=f"Session {session_id} not found.")
     status, reason = state
@@ -198,29 +197,19 @@ async def _sweep(request: Request) -> None:
     idle = [sid for sid in relay.sessions() if not engine.is_running(sid)]
     if not idle:
         return
-    db: Database = request.app.state.db
-    states = await run_in_threadpool(lambda: {sid: _read_session_state(db, sid) for sid in idle})
+    store: StateStore = request.app.state.store
+    states = await run_in_threadpool(lambda: {sid: _read_session_state(store, sid) for sid in idle})
     for sid, state in states.items():
         if state is None or state[0].ended:
             relay.drop_session(sid)
 
 
-# ----------------------------------------------- database reads (off the hot path)
+# ------------------------------------------------- state reads (off the hot path)
 
 
-def _read_participant(db: Database, participant_id: str) -> tuple[str, str, str, str] | None:
-    """``(participant id, session id, client name, credential hash)``, or None."""
-    with db.session() as s:
-        row = s.get(ParticipantRow, participant_id)
-        if row is None:
-            return None
-        return row.id, row.session_id, row.client_name, row.credential_hash
-
-
-def _read_session_state(db: Database, session_id: str) -> tuple[SessionStatus, str | None] | None:
+def _read_session_state(
+    store: StateStore, session_id: str
+) -> tuple[SessionStatus, str | None] | None:
     """The session's status and failure reason, or None when there is no such session."""
-    with db.session() as s:
-        row = s.get(SessionRow, session_id)
-        if row is None:
-            return None
-        return SessionStatus(row.status), row.failure_reason
+    record = store.get_session(session_id)
+    return None if record is None else (SessionStatus(record.status), record.failure_reason)
