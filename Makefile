@@ -31,9 +31,10 @@ format: setup
 	$(VENV)/bin/ruff check --fix src tests bench
 	$(VENV)/bin/ruff format src tests bench
 
-# fedsilo beside Flower (issue 6). Flower lives in its own virtualenv: installing flwr into
-# .venv would downgrade fastapi/starlette/typer/rich/uvicorn under fedsilo. The harness bounds
-# every run and stops every process it started; `timeout` bounds the whole run.
+# fedsilo beside Flower (issues 6 and 9: workloads a-f, see bench/README.md). Flower lives in
+# its own virtualenv: installing flwr into .venv would downgrade fastapi/starlette/typer/rich/
+# uvicorn under fedsilo. The harness bounds every run and stops every process it started;
+# `timeout` bounds the whole run (30 min: d-f add an estimated 5-10 min to the 20 of a-c).
 FLOWER_VENV := bench/.venv-flower
 FLOWER_STAMP := $(FLOWER_VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -48,7 +49,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) $(FLOWER_STAMP)
-	timeout 1200 $(PY) bench/harness.py --profile full
+	timeout 1800 $(PY) bench/harness.py --profile full
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

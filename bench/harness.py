@@ -1,9 +1,11 @@
-"""fedsilo beside Flower, same machine, same invocation, same data (issue 6).
+"""fedsilo beside Flower, same machine, same invocation, same data (issues 6 and 9).
 
-    make bench                                    # full profile, < 20 min
+    make bench                                    # full profile
     .venv/bin/python bench/harness.py --profile quick
+    .venv/bin/python bench/harness.py --profile smoke --only d --no-flower   # wiring check
 
-Workloads (one JSON line each in ``bench/results/bench-<stamp>.jsonl``, then a markdown table):
+Workloads (one JSON line each in ``bench/results/bench-<stamp>.jsonl``, then a markdown table
+from ``bench/report.py``):
 
 a. round overhead floor: no-op rounds (fedsilo ``echo`` / a Flower App that returns at once),
    N = 2 and 10 real client processes; N = 100 as threads in 4 processes (fedsilo) and on
@@ -12,11 +14,19 @@ b. training round: logistic regression, 15 features, 32,000 rows split IID over 
    1 local epoch of SGD (lr 0.2, batch 1024), FedAvg; final test accuracy/log-loss beside
    scikit-learn's centrally trained LogisticRegression on the pooled rows;
 c. aggregation: FedAvg of 10 updates of 25M float32 (``bench/aggregation.py``);
-d. memory: peak RSS summed over every process of a run (in a and b rows);
-e. cold start: server launch -> all N clients joined (in a and b rows).
+d. ffnet on tiny data: N = 10 real client processes on 200-row shards
+   (``bench/round_latency.py --workload ffnet-tiny``): median ms/round, the time for the 10
+   clients to join, server RSS and RSS per client; beside Flower's numpy logistic regression
+   on the same shards (deployment runtime);
+e. fast exchange: the relay's round trip client -> server -> client
+   (``bench/relay_latency.py``);
+f. streaming aggregation memory: the server's peak RSS during FedAvg of a 25M-float32 model
+   at N = 2, 10 and 50 (``bench/streaming_memory.py``).
 
-Every line carries the machine's cores and load average: on a shared machine compare the
-fedsilo/Flower ratio of one invocation, not absolute numbers across invocations.
+Every run row carries the peak RSS of the server and per client (both systems), the cold
+start and the machine's cores and load average: on a shared machine compare the
+fedsilo/Flower ratio of one invocation, not absolute numbers across invocations. A script of
+d-f that does not exist yet gives a ``not available`` row, not a crash.
 """
 
 from __future__ import annotations
@@ -39,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fedsilo_runs
 import flower_runs
-from common import facts, install_signal_handlers, leftovers, stop_all
+from common import facts, install_signal_handlers, leftovers, spawn, stop_all
+from report import table
 
 BENCH = Path(__file__).resolve().parent
 
@@ -54,6 +65,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "virtual": 100,
         "agg_size": 25_000_000,
         "agg_updates": 10,
+        "tiny_clients": 10,
+        "tiny_rounds": 20,
     },
     "quick": {
         "rounds": 20,
@@ -63,6 +76,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "virtual": 100,
         "agg_size": 25_000_000,
         "agg_updates": 10,
+        "tiny_clients": 10,
+        "tiny_rounds": 10,
     },
     "smoke": {
         "rounds": 5,
@@ -72,8 +87,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "virtual": 10,
         "agg_size": 1_000_000,
         "agg_updates": 3,
+        "tiny_clients": 2,
+        "tiny_rounds": 3,
     },
 }
+#: rows per client shard of workload d (issue 9, item 10)
+TINY_ROWS = 200
 
 
 class Recorder:
@@ -100,6 +119,68 @@ class Recorder:
         finally:
             stop_all()
 
+    def attempt_script(
+        self, base: dict[str, Any], script: str, args: list[str], timeout: float, work: Path
+    ) -> None:
+        """Run ``bench/<script>`` and record each JSON line it prints, merged over ``base``.
+
+        A script that does not exist yet is recorded as ``status: "not available"``.
+        """
+        began = time.monotonic()
+        path = BENCH / script
+        if not path.exists():
+            reason = f"bench/{script} does not exist yet"
+            self.record({**base, "status": "not available", "reason": reason})
+            return
+        try:
+            for row in script_rows(path, args, timeout, work):
+                source = row.pop("benchmark", None)
+                self.record(
+                    {
+                        **base,
+                        **row,
+                        "benchmark": base["benchmark"],
+                        "source_benchmark": source,
+                        "elapsed_s": round(time.monotonic() - began, 1),
+                    }
+                )
+        except Exception as exc:
+            traceback.print_exc()
+            self.record({**base, "error": f"{type(exc).__name__}: {str(exc)[-600:]}"})
+        finally:
+            stop_all()
+
+
+def script_rows(path: Path, args: list[str], timeout: float, work: Path) -> list[dict[str, Any]]:
+    """The JSON objects ``path`` prints, one a line; it runs in its own process group (a
+    timeout stops it with everything it started).
+
+    Raises
+    ------
+    RuntimeError
+        When it exits non-zero (with the rows it printed so far and the tail of its output).
+    """
+    log = work / f"{path.stem}-{time.monotonic_ns()}.log"
+    proc = spawn(path.stem, [sys.executable, str(path), *args], log)
+    try:
+        code = proc.wait(timeout)
+    finally:
+        stop_all([proc])
+    rows = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                rows.append(value)
+    if code != 0:
+        raise RuntimeError(f"{path.name} exited {code} after {len(rows)} rows:\n{proc.log_tail()}")
+    if not rows:
+        raise RuntimeError(f"{path.name} printed no JSON line:\n{proc.log_tail()}")
+    return rows
+
 
 def write_npz(frames: dict[str, Any], out: Path, n: int) -> None:
     """Flower's clients read the same rows as fedsilo's: partition i = fedsilo client i."""
@@ -110,6 +191,19 @@ def write_npz(frames: dict[str, Any], out: Path, n: int) -> None:
         np.savez(out / f"part{i}.npz", x=frame[features].to_numpy(), y=frame["y"].to_numpy())
     test = frames["test"]
     np.savez(out / "test.npz", x=test[features].to_numpy(), y=test["y"].to_numpy())
+
+
+def write_tiny_npz(frames: dict[str, Any], out: Path, n: int, rows: int) -> None:
+    """The shards of ``round_latency.py --workload ffnet-tiny`` for Flower: partition i holds
+    the same ``rows`` training rows as fedsilo client i; the test set is its first shard."""
+    out.mkdir(parents=True, exist_ok=True)
+    features = [f"x{i}" for i in range(15)]
+    train, test = frames["train_centralized"], frames["test"]
+    for i in range(n):
+        part = train.iloc[i * rows : (i + 1) * rows]
+        np.savez(out / f"part{i}.npz", x=part[features].to_numpy(), y=part["y"].to_numpy())
+    first = test.iloc[:rows]
+    np.savez(out / "test.npz", x=first[features].to_numpy(), y=first["y"].to_numpy())
 
 
 def central_reference(frames: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +254,7 @@ def run_all(profile: dict[str, Any], rec: Recorder, work: Path, only: set[str]) 
     frames = make_frames()
     silos = [files["train_silo0"], files["train_silo1"]]
     write_npz(frames, work / "npz", max(profile["clients"] + [2]))
-    flwr = flower_runs.available()
+    flwr = None if profile.get("no_flower") else flower_runs.available()
     rounds, frounds = profile["rounds"], profile["flower_rounds"]
 
     if "a" in only:
@@ -305,87 +399,73 @@ def run_all(profile: dict[str, Any], rec: Recorder, work: Path, only: set[str]) 
                 partial(aggregation, mode, profile["agg_updates"], profile["agg_size"]),
             )
 
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
-    return str(value)
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    """The markdown summary; ratio = fedsilo / Flower (lower is better for fedsilo)."""
-    lines = [
-        "| workload | N | system | runtime | rounds | median ms/round | wall ms/round "
-        "| cold start s | peak RSS MB (sum / concurrent) | accuracy | log-loss | error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if r["benchmark"] == "c_aggregation":
-            continue
-        mem = r.get("peak_rss_mb") or {}
-        lines.append(
-            f"| {r['benchmark']} | {r.get('clients')} | {r['system']} | {r.get('runtime')} "
-            f"| {r.get('rounds')} | {_fmt(r.get('median_ms_per_round'))} "
-            f"| {_fmt(r.get('wall_ms_per_round'))} | {_fmt(r.get('cold_start_s'))} "
-            f"| {_fmt(mem.get('total'))} / {_fmt(mem.get('concurrent'))} "
-            f"| {_fmt(r.get('accuracy'))} | {_fmt(r.get('log_loss'))} "
-            f"| {(r.get('error') or '')[:80]} |"
+    if "d" in only:
+        n, t = profile["tiny_clients"], profile["tiny_rounds"]
+        base = {
+            "benchmark": "d_ffnet_tiny",
+            "clients": n,
+            "client_mode": "processes",
+            "rows_per_client": TINY_ROWS,
+            "rounds": t,
+        }
+        rec.attempt_script(
+            {**base, "system": "fedsilo", "runtime": "real processes", "package": "ffnet [6,6,6]"},
+            "round_latency.py",
+            [
+                "--workload",
+                "ffnet-tiny",
+                "--clients",
+                str(n),
+                "--rounds",
+                str(t),
+                "--rows",
+                str(TINY_ROWS),
+            ],
+            600,
+            work,
         )
-    agg = [r for r in rows if r["benchmark"] == "c_aggregation"]
-    if agg:
-        lines += [
-            "",
-            "| aggregation (FedAvg, N updates of M float32) | GB/s | s | peak RSS MB "
-            "| peak above inputs (x one update) | error |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in agg:
-            lines.append(
-                f"| {r['system']} {r['runtime']} (N={r['updates']}, M={r['floats_per_update']:,}) "
-                f"| {_fmt(r.get('gb_per_s'))} | {_fmt(r.get('seconds'))} "
-                f"| {_fmt(r.get('peak_rss_mb'))} | {_fmt(r.get('peak_over_inputs_in_updates'))} "
-                f"| {(r.get('error') or '')[:80]} |"
+        if flwr:
+            write_tiny_npz(frames, work / "npz_tiny", n, TINY_ROWS)
+            rec.attempt(
+                {
+                    **base,
+                    "system": "flower",
+                    "flwr": flwr,
+                    "runtime": "deployment",
+                    "package": "numpy softmax regression",
+                    "rounds": frounds,
+                },
+                partial(
+                    flower_runs.run_deployment,
+                    "logreg",
+                    n,
+                    frounds,
+                    work / "fl_logreg_tiny",
+                    {"data-dir": str(work / "npz_tiny")},
+                    60 + 40 * n * frounds,
+                ),
             )
-    lines += ["", "| ratio fedsilo / Flower | fedsilo | Flower | ratio |", "|---|---|---|---|"]
-    for r in rows:
-        if r["system"] != "flower" or "error" in r:
-            continue
-        match = [
-            f
-            for f in rows
-            if f["system"] == "fedsilo"
-            and f["benchmark"] == r["benchmark"]
-            and f.get("clients") == r.get("clients")
-            and "error" not in f
-        ]
-        if not match:
-            continue
-        f = match[0]
-        name = f"{r['benchmark']} N={r['clients']} vs Flower {r['runtime']}"
-        for key, label in (
-            ("median_ms_per_round", "median ms/round"),
-            ("wall_ms_per_round", "wall ms/round"),
-            ("cold_start_s", "cold start s"),
-        ):
-            if f.get(key) and r.get(key):
-                lines.append(
-                    f"| {name}: {label} | {_fmt(f[key])} | {_fmt(r[key])} | {f[key] / r[key]:.3g} |"
-                )
-        fm, rm = (f.get("peak_rss_mb") or {}), (r.get("peak_rss_mb") or {})
-        if fm.get("concurrent") and rm.get("concurrent"):
-            lines.append(
-                f"| {name}: concurrent peak RSS MB | {_fmt(fm['concurrent'])} "
-                f"| {_fmt(rm['concurrent'])} | {fm['concurrent'] / rm['concurrent']:.3g} |"
-            )
-    return "\n".join(lines)
+
+    if "e" in only:
+        rec.attempt_script(
+            {"benchmark": "e_fast_exchange", "system": "fedsilo"}, "relay_latency.py", [], 300, work
+        )
+
+    if "f" in only:
+        rec.attempt_script(
+            {"benchmark": "f_streaming_memory", "system": "fedsilo"},
+            "streaming_memory.py",
+            [],
+            900,
+            work,
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
-    parser.add_argument("--only", default="abc", help="workload letters to run, e.g. 'ac'")
+    parser.add_argument("--only", default="abcdef", help="workload letters to run, e.g. 'ad'")
+    parser.add_argument("--no-flower", action="store_true", help="skip every Flower run")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     install_signal_handlers()
@@ -393,7 +473,7 @@ def main() -> None:
     out = args.out or BENCH / "results" / f"bench-{stamp}.jsonl"
     rec = Recorder(out)
     began = time.monotonic()
-    if flower_runs.available() is None:
+    if not args.no_flower and flower_runs.available() is None:
         print(
             "Flower is not installed in bench/.venv-flower (run `make bench`); "
             "Flower rows are skipped.",
@@ -401,7 +481,8 @@ def main() -> None:
         )
     try:
         with tempfile.TemporaryDirectory(prefix="fedsilo-bench-") as tmp:
-            run_all(PROFILES[args.profile], rec, Path(tmp), set(args.only))
+            profile = {**PROFILES[args.profile], "no_flower": args.no_flower}
+            run_all(profile, rec, Path(tmp), set(args.only))
     finally:
         stop_all()
     left = leftovers()
