@@ -12,15 +12,40 @@ session. See :mod:`fedsilo.privacy.dp` for what the guarantee means, and:
 
 from __future__ import annotations
 
-from fedsilo.privacy.accounting import (
-    DPSGDPlan,
-    GaussianPlan,
-    epsilon_spent,
-    gaussian_noise_for,
-    plan_dpsgd,
-    plan_gaussian,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from fedsilo.privacy.dp import DifferentialPrivacyParams, resolve_delta
+
+if TYPE_CHECKING:
+    from fedsilo.privacy.accounting import (
+        DPSGDPlan,
+        GaussianPlan,
+        epsilon_spent,
+        gaussian_noise_for,
+        plan_dpsgd,
+        plan_gaussian,
+    )
+
+_ACCOUNTING = (
+    "DPSGDPlan",
+    "GaussianPlan",
+    "epsilon_spent",
+    "gaussian_noise_for",
+    "plan_dpsgd",
+    "plan_gaussian",
+)
+
+
+def __getattr__(name: str) -> Any:
+    # The accountant comes from Opacus, which imports torch: configs import this package
+    # (for DifferentialPrivacyParams) on the server, which must not pay for torch.
+    if name in _ACCOUNTING:
+        value = getattr(importlib.import_module("fedsilo.privacy.accounting"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DPSGDPlan",

@@ -39,10 +39,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedsilo.errors import TaskError
-from fedsilo.packages.glm.families import Family, RowTerms
+from fedsilo.regression.families import Family, RowTerms
 from fedsilo.wire import Arrays
 
 __all__ = [
+    "ACCEPT_SLACK",
+    "MAX_HALVINGS",
     "DesignData",
     "NewtonStatistics",
     "Penalty",
@@ -57,6 +59,14 @@ __all__ = [
     "sum_row_terms",
 ]
 
+# F(trial) may exceed F(beta_a) by this relative amount and still be accepted: near the
+# optimum the two differ by less than the rounding error of F, a sum of terms of mixed sign
+# (Poisson: y log y - y eta + mu) whose error was measured at up to ~1e-12 of F. Rejecting
+# on noise would halve steps that are in fact converging; any genuine rise this small is
+# corrected by the next Newton step. Shared by every Newton workflow (glm, linear_inference).
+ACCEPT_SLACK = 1e-10
+#: after this many step halvings in a row (t = 2^-40) the step cannot decrease F at all
+MAX_HALVINGS = 40
 # Rows per block when forming X~^T diag(v) X~: bounds the temporary to ~65k x k floats.
 _BLOCK_ROWS = 65_536
 # Coordinate descent stops when no coordinate moves more than this (relative to 1 + |b|_inf);

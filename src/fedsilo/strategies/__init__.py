@@ -25,7 +25,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from fedsilo.errors import ConfigError
-from fedsilo.strategies.base import Strategy, StrategyParams
+from fedsilo.strategies.base import (
+    ConfigFn,
+    EvaluateFn,
+    MetricsAggregationFn,
+    Strategy,
+    StrategyParams,
+)
 from fedsilo.strategies.fedadagrad import FedAdagrad, FedAdagradParams
 from fedsilo.strategies.fedadam import FedAdam, FedAdamParams
 from fedsilo.strategies.fedavg import FedAvg, FedAvgParams
@@ -39,6 +45,8 @@ from fedsilo.wire import format_validation_error
 __all__ = [
     "STRATEGIES",
     "AdaptiveParams",
+    "ConfigFn",
+    "EvaluateFn",
     "FedAdagrad",
     "FedAdagradParams",
     "FedAdam",
@@ -54,6 +62,7 @@ __all__ = [
     "FedProxParams",
     "FedYogi",
     "FedYogiParams",
+    "MetricsAggregationFn",
     "Strategy",
     "StrategyParams",
     "UnweightedAverage",
@@ -74,8 +83,16 @@ def strategy_names() -> list[str]:
     return sorted(STRATEGIES)
 
 
-def get_strategy(name: str, params: Mapping[str, Any] | None = None) -> Strategy:
-    """The strategy registered as ``name``, built from its ``params``.
+def get_strategy(
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    on_fit_config_fn: ConfigFn | None = None,
+    on_evaluate_config_fn: ConfigFn | None = None,
+    evaluate_fn: EvaluateFn | None = None,
+    evaluate_metrics_aggregation_fn: MetricsAggregationFn | None = None,
+) -> Strategy:
+    """The strategy registered as ``name``, built from its ``params`` and per-round hooks.
 
     Parameters
     ----------
@@ -83,6 +100,8 @@ def get_strategy(name: str, params: Mapping[str, Any] | None = None) -> Strategy
         E.g. ``"FedAvg"`` (case-sensitive, as in the seed documentation).
     params : mapping, optional
         The strategy's parameters; unknown keys are refused.
+    on_fit_config_fn, on_evaluate_config_fn, evaluate_fn, evaluate_metrics_aggregation_fn
+        The per-round hooks of :class:`Strategy` (Python callables).
 
     Raises
     ------
@@ -100,4 +119,10 @@ def get_strategy(name: str, params: Mapping[str, Any] | None = None) -> Strategy
         raise ConfigError(
             f"strategy {name!r} params are invalid: {format_validation_error(exc)}"
         ) from exc
-    return cls(validated)
+    return cls(
+        validated,
+        on_fit_config_fn=on_fit_config_fn,
+        on_evaluate_config_fn=on_evaluate_config_fn,
+        evaluate_fn=evaluate_fn,
+        evaluate_metrics_aggregation_fn=evaluate_metrics_aggregation_fn,
+    )

@@ -3,9 +3,20 @@
 A strategy decides, each round, which participants train (:meth:`Strategy.configure_fit`) and
 what the server sends them besides the weights (:meth:`Strategy.fit_config`), how their updates
 become the next global model (:meth:`Strategy.aggregate_fit`), and which participants evaluate
-it (:meth:`Strategy.configure_evaluate`, :meth:`Strategy.evaluate_config`). The workflow calls
-the hooks in that order; the engine only moves tasks. :meth:`Strategy.initial_arrays` gives the
-model of round 1 (``initial_parameters`` when the user set them).
+it (:meth:`Strategy.configure_evaluate`, :meth:`Strategy.evaluate_config`), how their
+evaluations become the round's federated metrics (:meth:`Strategy.aggregate_evaluate`) and,
+optionally, how the server evaluates the new model itself (:meth:`Strategy.evaluate`). The
+round loop (:func:`fedsilo.workflows.run_rounds`) calls the hooks in that order; the engine
+only moves tasks. :meth:`Strategy.initial_arrays` gives the model of round 1
+(``initial_parameters`` when the user set them).
+
+Per-round hooks, with Flower's names and shapes, are keyword arguments of every strategy
+(Python callables, so they come from code that builds the strategy, never from a JSON
+config): ``on_fit_config_fn(server_round) -> dict`` and ``on_evaluate_config_fn(server_round)
+-> dict`` add to the fit and evaluate tasks' meta; ``evaluate_fn(server_round, arrays,
+config) -> (loss, metrics) | None`` evaluates the global model on the server;
+``evaluate_metrics_aggregation_fn(replies) -> dict`` pools the clients' evaluations
+(default: :class:`fedsilo.workflows.metrics.PooledMetrics`).
 
 State that must survive a server restart (server-side momentum, Adam moments, ...) lives in
 arrays so it rides in the session checkpoint: :meth:`Strategy.state_arrays` and
@@ -18,8 +29,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import Annotated, Any, ClassVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Annotated, Any, ClassVar, TypeAlias
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -30,7 +41,25 @@ from fedsilo.federation import Participant, Reply
 from fedsilo.strategies.aggregation import is_trainable, reply_weight, weighted_average
 from fedsilo.wire import Arrays
 
-__all__ = ["Strategy", "StrategyParams", "reply_weight", "weighted_average"]
+__all__ = [
+    "ConfigFn",
+    "EvaluateFn",
+    "MetricsAggregationFn",
+    "Strategy",
+    "StrategyParams",
+    "reply_weight",
+    "weighted_average",
+]
+
+#: ``on_fit_config_fn(server_round) -> dict``: meta added to a round's fit (or evaluate) tasks
+ConfigFn: TypeAlias = Callable[[int], Mapping[str, Any]]
+#: ``evaluate_fn(server_round, arrays, config) -> (loss, metrics) | None``: server-side
+#: evaluation of the global model after round ``server_round``
+EvaluateFn: TypeAlias = Callable[
+    [int, Arrays, dict[str, Any]], tuple[float, Mapping[str, float]] | None
+]
+#: ``aggregation_fn(replies) -> federated metrics``: pools the clients' evaluate replies
+MetricsAggregationFn: TypeAlias = Callable[[Iterable[Reply]], dict[str, float]]
 
 
 def _numeric_array(value: Any) -> Any:
@@ -103,6 +132,18 @@ class Strategy(ABC):
     ----------
     params : StrategyParams
         Validated parameters (an instance of the subclass's :attr:`params_type`).
+    on_fit_config_fn : callable(server_round) -> dict, optional
+        Extra meta for every fit task of a round (Flower's hook of the same name).
+    on_evaluate_config_fn : callable(server_round) -> dict, optional
+        Extra meta for every evaluate task of a round, also the ``config`` handed to
+        ``evaluate_fn``.
+    evaluate_fn : callable(server_round, arrays, config) -> (loss, metrics) or None, optional
+        Server-side evaluation of each round's global model (e.g. on a held-out set the
+        server owns). None, or a None result, skips it.
+    evaluate_metrics_aggregation_fn : callable(replies) -> dict, optional
+        Turns a round's evaluate replies into federated metrics. Default:
+        :class:`~fedsilo.workflows.metrics.PooledMetrics` over every known metric, weighted
+        by ``test_num_examples``.
     """
 
     #: the name users put in ``model_config["strategy"]["name"]``
@@ -112,13 +153,30 @@ class Strategy(ABC):
     #: the per-array state kept across rounds (checkpoint keys are ``"<slot>/<array>"``)
     state_slots: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, params: StrategyParams) -> None:
+    def __init__(
+        self,
+        params: StrategyParams,
+        *,
+        on_fit_config_fn: ConfigFn | None = None,
+        on_evaluate_config_fn: ConfigFn | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+        evaluate_metrics_aggregation_fn: MetricsAggregationFn | None = None,
+    ) -> None:
         if not isinstance(params, self.params_type):
             raise TypeError(
                 f"{type(self).__name__} takes {self.params_type.__name__}, "
                 f"not {type(params).__name__}."
             )
         self.params = params
+        self.on_fit_config_fn = on_fit_config_fn
+        self.on_evaluate_config_fn = on_evaluate_config_fn
+        self.evaluate_fn = evaluate_fn
+        if evaluate_metrics_aggregation_fn is None:
+            # Imported here: fedsilo.workflows builds on the strategies, not the reverse.
+            from fedsilo.workflows.metrics import PooledMetrics
+
+            evaluate_metrics_aggregation_fn = PooledMetrics()
+        self.evaluate_metrics_aggregation_fn = evaluate_metrics_aggregation_fn
         # slot -> model array name -> float64 array; empty until the first aggregation
         self._state: dict[str, dict[str, np.ndarray]] = {}
 
@@ -133,13 +191,13 @@ class Strategy(ABC):
         return _sample_size(num_available, self.params.fraction_eval, self.params.min_eval_clients)
 
     def configure_fit(
-        self, rnd: int, participants: Sequence[Participant], rng: np.random.Generator
+        self, server_round: int, participants: Sequence[Participant], rng: np.random.Generator
     ) -> list[Participant]:
-        """The participants that train in round ``rnd``.
+        """The participants that train in round ``server_round``.
 
         Parameters
         ----------
-        rnd : int
+        server_round : int
             The round, starting at 1.
         participants : sequence of Participant
             Everyone available, in join order.
@@ -162,9 +220,9 @@ class Strategy(ABC):
         return _sample(participants, self.num_fit_clients(len(participants)), rng)
 
     def configure_evaluate(
-        self, rnd: int, participants: Sequence[Participant], rng: np.random.Generator
+        self, server_round: int, participants: Sequence[Participant], rng: np.random.Generator
     ) -> list[Participant]:
-        """The participants that evaluate the global model of round ``rnd``.
+        """The participants that evaluate the global model of round ``server_round``.
 
         Same contract as :meth:`configure_fit`, with ``fraction_eval`` and
         ``min_eval_clients``.
@@ -172,17 +230,51 @@ class Strategy(ABC):
         self._check_available(participants, "min_eval_clients", self.params.min_eval_clients)
         return _sample(participants, self.num_evaluate_clients(len(participants)), rng)
 
-    def fit_config(self, rnd: int) -> dict[str, Any]:
-        """What the server adds to every fit task's meta in round ``rnd`` (JSON-able).
+    def fit_config(self, server_round: int) -> dict[str, Any]:
+        """What the server adds to every fit task's meta in round ``server_round`` (JSON-able).
 
-        Empty by default; FedProx sends ``{"proximal_mu": mu}``. The package's client reads
-        the keys it knows (the seed's ``on_fit_config_fn``).
+        ``on_fit_config_fn(server_round)`` when given, else empty; FedProx adds
+        ``{"proximal_mu": mu}``. The package's client reads the keys it knows.
         """
-        return {}
+        return _config(self.on_fit_config_fn, server_round, "on_fit_config_fn")
 
-    def evaluate_config(self, rnd: int) -> dict[str, Any]:
-        """What the server adds to every evaluate task's meta in round ``rnd`` (JSON-able)."""
-        return {}
+    def evaluate_config(self, server_round: int) -> dict[str, Any]:
+        """What the server adds to every evaluate task's meta in round ``server_round``:
+        ``on_evaluate_config_fn(server_round)`` when given, else empty."""
+        return _config(self.on_evaluate_config_fn, server_round, "on_evaluate_config_fn")
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Reply]) -> dict[str, float]:
+        """The federated metrics of round ``server_round`` from its evaluate replies.
+
+        Parameters
+        ----------
+        server_round : int
+        replies : iterable of Reply
+            Successful evaluate replies, consumed once (they may stream in).
+
+        Returns
+        -------
+        dict of str to float
+            What ``evaluate_metrics_aggregation_fn`` makes of them; finite values only.
+        """
+        return self.evaluate_metrics_aggregation_fn(replies)
+
+    def evaluate(self, server_round: int, arrays: Arrays) -> tuple[float, dict[str, float]] | None:
+        """Evaluate the global model of round ``server_round`` on the server.
+
+        Returns
+        -------
+        (loss, metrics) or None
+            ``evaluate_fn(server_round, arrays, evaluate_config(server_round))``; None
+            without an ``evaluate_fn`` or when it returns None.
+        """
+        if self.evaluate_fn is None:
+            return None
+        result = self.evaluate_fn(server_round, arrays, self.evaluate_config(server_round))
+        if result is None:
+            return None
+        loss, metrics = result
+        return float(loss), {name: float(value) for name, value in metrics.items()}
 
     def _check_available(
         self, participants: Sequence[Participant], field: str, minimum: int
@@ -238,12 +330,12 @@ class Strategy(ABC):
         return result
 
     @abstractmethod
-    def aggregate_fit(self, rnd: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
+    def aggregate_fit(self, server_round: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
         """The next global model from the current one and the clients' fit replies.
 
         Parameters
         ----------
-        rnd : int
+        server_round : int
             The round the replies belong to.
         current : dict of str to ndarray
             The global model the clients started from; it fixes the names, shapes and
@@ -328,6 +420,15 @@ class Strategy(ABC):
 
 
 # ------------------------------------------------------------------------- helpers
+
+
+def _config(hook: ConfigFn | None, server_round: int, name: str) -> dict[str, Any]:
+    if hook is None:
+        return {}
+    config = hook(server_round)
+    if not isinstance(config, Mapping):
+        raise TypeError(f"{name} must return a dict of task meta. Got {type(config).__name__}.")
+    return dict(config)
 
 
 def _sample_size(num_available: int, fraction: float, minimum: int) -> int:

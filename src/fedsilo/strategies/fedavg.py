@@ -28,7 +28,7 @@ class FedAvg(Strategy):
     # Annotated so FedProx(FedAvg) may narrow it to its own params.
     params_type: ClassVar[type[StrategyParams]] = FedAvgParams
 
-    def aggregate_fit(self, rnd: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
+    def aggregate_fit(self, server_round: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
         """The ``meta["num_examples"]``-weighted mean of the replies (streamed, see
         :func:`fedsilo.strategies.aggregation.weighted_average`)."""
         return weighted_average(current, replies)

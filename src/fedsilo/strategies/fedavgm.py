@@ -66,7 +66,7 @@ class FedAvgM(Strategy):
     params: FedAvgMParams
     state_slots = ("momentum",)
 
-    def aggregate_fit(self, rnd: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
+    def aggregate_fit(self, server_round: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
         """The momentum step from the replies' weighted mean (see the module docstring).
 
         Integer and bool arrays take the rounded mean (no momentum). Computed in float64,

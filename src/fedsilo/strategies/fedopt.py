@@ -83,7 +83,7 @@ class FedOptBase(Strategy):
     def update_second_moment(self, v: np.ndarray, delta_squared: np.ndarray) -> None:
         """Turn ``v_{t-1}`` into ``v_t`` in place, given ``Delta_t ** 2`` (float64 arrays)."""
 
-    def aggregate_fit(self, rnd: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
+    def aggregate_fit(self, server_round: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
         """One server optimizer step (see the module docstring), in ``current``'s dtypes."""
         mean = streamed_mean(current, replies)
         p = self.params

@@ -43,6 +43,7 @@ class FedProx(FedAvg):
     params_type = FedProxParams
     params: FedProxParams
 
-    def fit_config(self, rnd: int) -> dict[str, Any]:
-        """``{"proximal_mu": mu}``, read by the client's training loop."""
-        return {"proximal_mu": self.params.proximal_mu}
+    def fit_config(self, server_round: int) -> dict[str, Any]:
+        """``{"proximal_mu": mu}`` (read by the client's training loop) on top of
+        ``on_fit_config_fn``'s meta."""
+        return {**super().fit_config(server_round), "proximal_mu": self.params.proximal_mu}

@@ -30,6 +30,6 @@ class UnweightedAverage(Strategy):
     name = "iter_avg"
     params_type = UnweightedAverageParams
 
-    def aggregate_fit(self, rnd: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
+    def aggregate_fit(self, server_round: int, current: Arrays, replies: Iterable[Reply]) -> Arrays:
         """The plain mean of the replies' arrays (streamed), in ``current``'s dtypes."""
         return weighted_average(current, replies, weight=unit_weight)

@@ -7,6 +7,6 @@ live in one place instead of one copy per package.
 
 from __future__ import annotations
 
-from fedsilo.training.sgd import LocalTrainingResult, train_local
+from fedsilo.training.sgd import LocalTrainingResult, shuffle_seed, train_local
 
-__all__ = ["LocalTrainingResult", "train_local"]
+__all__ = ["LocalTrainingResult", "shuffle_seed", "train_local"]

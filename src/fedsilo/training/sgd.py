@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,7 +39,7 @@ from fedsilo.errors import ConfigError
 if TYPE_CHECKING:
     from fedsilo.privacy.accounting import DPSGDPlan
 
-__all__ = ["LocalTrainingResult", "train_local"]
+__all__ = ["LocalTrainingResult", "shuffle_seed", "train_local"]
 
 #: ``loss_fn(outputs, targets) -> scalar``: the mean loss of one batch
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -282,3 +283,12 @@ def _check(
     for name, count in (("epochs", epochs), ("batch_size", batch_size)):
         if count < 1:
             raise ConfigError(f"The {name!r} parameter of train_local must be >= 1. Got {count}.")
+
+
+def shuffle_seed(seed: int, server_round: int) -> int:
+    """The seed of a round's shuffles: a fixed mix of the config seed and the round.
+
+    Deterministic across processes (unlike ``hash``), so a round redone after a restart
+    sees the same batches.
+    """
+    return int(np.random.SeedSequence([seed, server_round]).generate_state(1)[0])

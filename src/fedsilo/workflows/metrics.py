@@ -1,4 +1,4 @@
-"""Evaluation metrics shared by the model packages: per-client values and their pooling.
+"""Evaluation metrics: per-client values and their pooling into federated metrics.
 
 A federated metric is computed from what clients report about their own test rows. Two
 kinds exist:
@@ -11,13 +11,18 @@ kinds exist:
   statistics (:func:`pooled_r2`). A rank statistic such as ROC AUC has no such form (it
   would need every score), so packages report its weighted client mean under a name saying
   so (``roc_auc_client_mean``).
+
+:class:`PooledMetrics` reduces a round's replies to federated metrics *by metric name*
+(:data:`REDUCERS`): ``loss``, ``accuracy``, ``roc_auc_client_mean``, ``r2_client_mean`` and
+``r2``, each from the client keys of the same name (``test_loss``, ...) weighted by one
+weight key. Reducers fold one reply at a time, so replies can stream in.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,8 +30,15 @@ from fedsilo.errors import TaskError
 from fedsilo.federation import Reply
 
 __all__ = [
+    "REDUCERS",
+    "STATISTIC_KEYS",
+    "MetricReducer",
+    "PooledMetrics",
+    "PooledR2",
     "R2Part",
+    "WeightedMean",
     "binary_roc_auc",
+    "client_metrics",
     "finite_number",
     "pooled_r2",
     "r2_part",
@@ -49,7 +61,7 @@ def finite_number(meta: Mapping[str, Any], key: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def weighted_mean(replies: Sequence[Reply], key: str, weight_key: str) -> float | None:
+def weighted_mean(replies: Iterable[Reply], key: str, weight_key: str) -> float | None:
     """Mean of ``meta[key]`` weighted by ``meta[weight_key]`` over the replies where both are
     finite; None when no reply has them.
 
@@ -58,21 +70,158 @@ def weighted_mean(replies: Sequence[Reply], key: str, weight_key: str) -> float 
     TaskError
         When a weight is negative.
     """
-    total = 0.0
-    weight_sum = 0.0
+    mean = WeightedMean(key, weight_key)
     for reply in replies:
-        value = finite_number(reply.meta, key)
-        weight = finite_number(reply.meta, weight_key)
+        mean.add(reply)
+    return mean.result()
+
+
+class MetricReducer(Protocol):
+    """Folds replies one at a time into one federated metric."""
+
+    def add(self, reply: Reply) -> None: ...
+
+    def result(self) -> float | None:
+        """The metric, or None when no reply defined it."""
+        ...
+
+
+class WeightedMean:
+    """The mean of ``meta[key]`` weighted by ``meta[weight_key]`` (see :func:`weighted_mean`)."""
+
+    def __init__(self, key: str, weight_key: str) -> None:
+        self.key = key
+        self.weight_key = weight_key
+        self._total = 0.0
+        self._weight_sum = 0.0
+
+    def add(self, reply: Reply) -> None:
+        value = finite_number(reply.meta, self.key)
+        weight = finite_number(reply.meta, self.weight_key)
         if value is None or weight is None:
-            continue
+            return
         if weight < 0:
             raise TaskError(
                 f"The reply of client {reply.participant.client_name!r} has "
-                f"meta[{weight_key!r}] = {weight}; expected a count >= 0."
+                f"meta[{self.weight_key!r}] = {weight}; expected a count >= 0."
             )
-        total += weight * value
-        weight_sum += weight
-    return total / weight_sum if weight_sum > 0 else None
+        self._total += weight * value
+        self._weight_sum += weight
+
+    def result(self) -> float | None:
+        return self._total / self._weight_sum if self._weight_sum > 0 else None
+
+
+class PooledR2:
+    """The exact pooled R^2 from each reply's ``weight_key``, ``test_sse``, ``target_mean``
+    and ``target_m2`` (see :func:`pooled_r2`); None as soon as one reply lacks them, since
+    the pooled value of the others would not be the session's."""
+
+    def __init__(self, weight_key: str) -> None:
+        self.keys = (weight_key, "test_sse", "target_mean", "target_m2")
+        self._parts: list[R2Part] | None = []
+
+    def add(self, reply: Reply) -> None:
+        values = [finite_number(reply.meta, key) for key in self.keys]
+        if self._parts is None:
+            return
+        if any(v is None for v in values):
+            self._parts = None
+            return
+        weight, sse, mean, m2 = (float(v) for v in values if v is not None)
+        self._parts.append((weight, sse, mean, m2))
+
+    def result(self) -> float | None:
+        return None if self._parts is None else pooled_r2(self._parts)
+
+
+#: ``factory(weight_key) -> reducer``: how a metric pools, by its federated name
+ReducerFactory = Callable[[str], MetricReducer]
+
+#: federated metric name -> its reducer; the client reports ``test_<name>`` (``test_roc_auc``
+#: for ``roc_auc_client_mean``), and ``r2`` pools from sufficient statistics instead
+REDUCERS: dict[str, ReducerFactory] = {
+    "loss": lambda weight: WeightedMean("test_loss", weight),
+    "accuracy": lambda weight: WeightedMean("test_accuracy", weight),
+    "roc_auc_client_mean": lambda weight: WeightedMean("test_roc_auc", weight),
+    "r2_client_mean": lambda weight: WeightedMean("test_r2", weight),
+    "r2": PooledR2,
+}
+
+#: client keys that exist only to pool a metric; not a client's own metric
+STATISTIC_KEYS = ("test_sse", "test_weight_sum")
+
+
+class PooledMetrics:
+    """A round's federated metrics from its evaluate replies, reduced by metric name.
+
+    Parameters
+    ----------
+    names : sequence of str, default every name of :data:`REDUCERS`
+        The federated metrics to compute.
+    weight_key : str, default "test_num_examples"
+        The reply meta key that weighs each client: its test row count, or its sample-weight
+        sum (``"test_weight_sum"``) for packages with sample weights.
+    extra : mapping of str to callable, optional
+        Further metrics: name -> ``factory() -> reducer`` (e.g. a ``train_loss`` weighted by
+        another key).
+
+    Examples
+    --------
+    >>> pool = PooledMetrics(("loss", "accuracy"))
+    >>> federated = pool(replies)  # {"loss": ..., "accuracy": ...}, undefined ones left out
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str] = tuple(REDUCERS),
+        weight_key: str = "test_num_examples",
+        extra: Mapping[str, Callable[[], MetricReducer]] | None = None,
+    ) -> None:
+        unknown = [name for name in names if name not in REDUCERS]
+        if unknown:
+            raise ValueError(
+                f"Unknown federated metric(s) {unknown}; known: {', '.join(REDUCERS)}."
+            )
+        self.names = tuple(names)
+        self.weight_key = weight_key
+        self.extra = dict(extra or {})
+
+    def reducers(self) -> dict[str, MetricReducer]:
+        """Fresh reducers, one per metric, to fold a stream of replies into."""
+        reducers = {name: REDUCERS[name](self.weight_key) for name in self.names}
+        reducers.update({name: factory() for name, factory in self.extra.items()})
+        return reducers
+
+    def __call__(self, replies: Iterable[Reply]) -> dict[str, float]:
+        """The federated metrics of ``replies`` (consumed once); undefined ones left out
+        rather than sent as NaN."""
+        reducers = self.reducers()
+        for reply in replies:
+            for reducer in reducers.values():
+                reducer.add(reply)
+        return {
+            name: value
+            for name, reducer in reducers.items()
+            if (value := reducer.result()) is not None
+        }
+
+
+def client_metrics(
+    replies: Iterable[Reply], extra_keys: Sequence[str] = ("train_loss",)
+) -> dict[str, dict[str, float]]:
+    """Each client's own metrics, keyed by client name: its finite ``test_*`` values (less
+    the pooling statistics :data:`STATISTIC_KEYS`) and ``extra_keys``."""
+    result: dict[str, dict[str, float]] = {}
+    for reply in replies:
+        result[reply.participant.client_name] = {
+            key: number
+            for key in reply.meta
+            if (key.startswith("test_") or key in extra_keys)
+            and key not in STATISTIC_KEYS
+            and (number := finite_number(reply.meta, key)) is not None
+        }
+    return result
 
 
 def r2_part(target: np.ndarray, prediction: np.ndarray, weight: np.ndarray | None = None) -> R2Part:

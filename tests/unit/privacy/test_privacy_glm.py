@@ -24,7 +24,7 @@ from fedsilo.errors import ConfigError, TaskError
 from fedsilo.federation import Checkpoint, Participant, Reply, SessionInfo, get_package
 from fedsilo.http import ApiClient
 from fedsilo.packages.glm import GLMExecutor, GLMModel
-from fedsilo.packages.glm.newton import row_terms
+from fedsilo.regression.newton import row_terms
 from fedsilo.packages.glm.private_newton import RELEASES_PER_ROUND, PrivateNewton
 from fedsilo.privacy import DifferentialPrivacyParams, gaussian_noise_for, plan_gaussian
 from fedsilo.privacy.newton import clipped_second_order_sums

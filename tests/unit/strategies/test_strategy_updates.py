@@ -19,7 +19,7 @@ from torch import nn
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.federation import Participant, Reply, get_package
 from fedsilo.packages.ffnet import FFNetExecutor
-from fedsilo.packages.ffnet.client import shuffle_seed
+from fedsilo.training import shuffle_seed
 from fedsilo.packages.ffnet.model import build_module, load_arrays, module_arrays
 from fedsilo.strategies import get_strategy
 from fedsilo.training import train_local

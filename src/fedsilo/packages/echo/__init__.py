@@ -6,12 +6,27 @@ nothing: it measures what the platform itself costs per round (queueing, long-po
 codec, HTTP) and exercises the engine's failure policy and restart path without model code.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from fedsilo.federation import ModelPackage
-from fedsilo.packages.echo.client import EchoExecutor
+from fedsilo.packages import lazy_exports
 from fedsilo.packages.echo.config import EchoDataConfig, EchoModelConfig
-from fedsilo.packages.echo.export import EchoModel
 from fedsilo.packages.echo.server import run
 from fedsilo.wire import SessionKind
+
+if TYPE_CHECKING:
+    from fedsilo.packages.echo.client import EchoExecutor
+    from fedsilo.packages.echo.export import EchoModel
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "EchoExecutor": "fedsilo.packages.echo.client",
+        "EchoModel": "fedsilo.packages.echo.export",
+    },
+)
 
 PACKAGE: ModelPackage[EchoModelConfig, EchoDataConfig] = ModelPackage(
     name="echo",

@@ -13,13 +13,26 @@ live in :mod:`fedsilo.analytics`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fedsilo.client.binding import NAMED_DATASET
 from fedsilo.federation import ModelPackage
-from fedsilo.packages.eda.client import EdaExecutor
+from fedsilo.packages import lazy_exports
 from fedsilo.packages.eda.config import EdaDataConfig, EdaModelConfig, check_consistency
-from fedsilo.packages.eda.export import EdaExport
 from fedsilo.packages.eda.server import run
 from fedsilo.wire import SessionKind
+
+if TYPE_CHECKING:
+    from fedsilo.packages.eda.client import EdaExecutor
+    from fedsilo.packages.eda.export import EdaExport
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "EdaExecutor": "fedsilo.packages.eda.client",
+        "EdaExport": "fedsilo.packages.eda.export",
+    },
+)
 
 __all__ = ["PACKAGE", "EdaDataConfig", "EdaExecutor", "EdaExport", "EdaModelConfig", "run"]
 

@@ -6,19 +6,25 @@ by a strategy from :mod:`fedsilo.strategies` (FedAvg by default).
 
 Parts: ``config.py`` (model_config / data_config), ``model.py`` (the network),
 ``client.py`` (the executor), ``server.py`` (the workflow), ``export.py`` (the user's
-model), ``central.py`` (the pooled-data baseline).
+model), ``central.py`` (the pooled-data baseline). Importing this module imports no torch:
+the executor, the export and the network are re-exported lazily.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fedsilo.federation import ModelPackage
-from fedsilo.packages.ffnet.central import evaluate, train_central
-from fedsilo.packages.ffnet.client import FFNetExecutor
+from fedsilo.packages import lazy_exports
 from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig, check_consistency
-from fedsilo.packages.ffnet.export import FFNetModel
-from fedsilo.packages.ffnet.model import build_module
 from fedsilo.packages.ffnet.server import run
 from fedsilo.wire import SessionKind
+
+if TYPE_CHECKING:
+    from fedsilo.packages.ffnet.central import evaluate, train_central
+    from fedsilo.packages.ffnet.client import FFNetExecutor
+    from fedsilo.packages.ffnet.export import FFNetModel
+    from fedsilo.packages.ffnet.model import build_module
 
 __all__ = [
     "PACKAGE",
@@ -32,6 +38,17 @@ __all__ = [
     "run",
     "train_central",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "FFNetExecutor": "fedsilo.packages.ffnet.client",
+        "FFNetModel": "fedsilo.packages.ffnet.export",
+        "build_module": "fedsilo.packages.ffnet.model",
+        "evaluate": "fedsilo.packages.ffnet.central",
+        "train_central": "fedsilo.packages.ffnet.central",
+    },
+)
 
 PACKAGE: ModelPackage[FFNetModelConfig, FFNetDataConfig] = ModelPackage(
     name="ffnet",

@@ -5,6 +5,9 @@ returns new weights or metrics; it never touches the network, so it unit-tests a
 
 Task kinds
 ----------
+``init``
+    No meta or arrays. Replies the seeded initial ``state_dict`` (the server asks one client
+    for the first global model, so it never builds the network itself).
 ``fit``
     meta ``{"round": int, "local_epochs": int (optional), "proximal_mu": float (optional,
     FedProx)}``, arrays = global ``state_dict``. Replies ``{"num_examples", "train_loss",
@@ -12,10 +15,11 @@ Task kinds
 ``evaluate``
     meta ``{"round": int}``, arrays = global ``state_dict``. Replies metrics only:
     classification ``test_loss`` (cross-entropy), ``test_accuracy``, ``test_roc_auc``;
-    regression ``test_loss`` (mean squared error), ``test_r2``, plus ``target_mean`` and
-    ``target_m2`` (the test target's mean and sum of squared deviations, so the server can
-    pool R^2 exactly); always ``test_num_examples`` and ``evaluated_on`` (``"test"``, or
-    ``"train"`` when the client has no test set).
+    regression ``test_loss`` (mean squared error), ``test_r2``, plus ``test_sse``,
+    ``target_mean`` and ``target_m2`` (the squared-error sum and the test target's mean and
+    sum of squared deviations, so the server can pool R^2 exactly); always
+    ``test_num_examples`` and ``evaluated_on`` (``"test"``, or ``"train"`` when the client
+    has no test set).
 
 Under ``differential_privacy_params`` (DP-SGD, :mod:`fedsilo.privacy`) the ``fit`` meta must
 also carry ``num_rounds``; the reply leaves out ``train_loss`` (an exact statistic of the
@@ -51,7 +55,7 @@ from fedsilo.packages.ffnet.model import (
 )
 from fedsilo.privacy import DPSGDPlan, plan_dpsgd, resolve_delta
 from fedsilo.privacy.ledger import ReleaseLedger, privacy_report
-from fedsilo.training import train_local
+from fedsilo.training import shuffle_seed, train_local
 from fedsilo.wire import Arrays
 
 __all__ = [
@@ -59,12 +63,11 @@ __all__ = [
     "FFNetExecutor",
     "compute_metrics",
     "per_row_criterion",
-    "shuffle_seed",
     "targets_tensor",
 ]
 
 #: the task kinds the executor handles
-KINDS = ("evaluate", "fit")
+KINDS = ("evaluate", "fit", "init")
 
 
 class FFNetExecutor:
@@ -157,6 +160,9 @@ class FFNetExecutor:
         """
         if kind == "fit":
             return self.fit(meta, arrays)
+        if kind == "init":
+            # A fresh build, not self.module (which holds the last round's weights).
+            return {}, module_arrays(build_module(self.model_config))
         if kind == "evaluate":
             return self.evaluate(meta, arrays), {}
         raise TaskError(
@@ -262,6 +268,8 @@ class FFNetExecutor:
         if self.model_config.ml_task.type == "regression":
             target = self.y_eval.double().flatten()
             mean = float(target.mean())
+            # The MSE times the rows: the squared-error sum to float64 rounding.
+            metrics["test_sse"] = metrics["test_loss"] * metrics["test_num_examples"]
             metrics["target_mean"] = mean
             metrics["target_m2"] = float(((target - mean) ** 2).sum())
         metrics["evaluated_on"] = self.evaluated_on
@@ -290,15 +298,6 @@ class FFNetExecutor:
 
 
 # --------------------------------------------------------------------- functions
-
-
-def shuffle_seed(seed: int, rnd: int) -> int:
-    """The seed of a round's shuffles: a fixed mix of the config seed and the round.
-
-    Deterministic across processes (unlike ``hash``), so a round redone after a restart
-    sees the same batches.
-    """
-    return int(np.random.SeedSequence([seed, rnd]).generate_state(1)[0])
 
 
 def make_criterion(model_config: FFNetModelConfig) -> nn.Module:

@@ -12,16 +12,31 @@ data_config), ``binning.py`` (sketches to bin cuts), ``histograms.py`` (the clie
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fedsilo.federation import ModelPackage
-from fedsilo.packages.gbm.client import GBMExecutor
+from fedsilo.packages import lazy_exports
 from fedsilo.packages.gbm.config import GBMDataConfig, GBMModelConfig
-from fedsilo.packages.gbm.export import (
-    FederatedHistGradientBoostingClassifier,
-    FederatedHistGradientBoostingRegressor,
-    GBMModel,
-)
 from fedsilo.packages.gbm.server import run
 from fedsilo.wire import SessionKind
+
+if TYPE_CHECKING:
+    from fedsilo.packages.gbm.client import GBMExecutor
+    from fedsilo.packages.gbm.export import (
+        FederatedHistGradientBoostingClassifier,
+        FederatedHistGradientBoostingRegressor,
+        GBMModel,
+    )
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "GBMExecutor": "fedsilo.packages.gbm.client",
+        "FederatedHistGradientBoostingClassifier": "fedsilo.packages.gbm.export",
+        "FederatedHistGradientBoostingRegressor": "fedsilo.packages.gbm.export",
+        "GBMModel": "fedsilo.packages.gbm.export",
+    },
+)
 
 __all__ = [
     "PACKAGE",

@@ -40,8 +40,8 @@ from fedsilo.packages.gbm.binning import bin_matrix
 from fedsilo.packages.gbm.config import GBMDataConfig, GBMModelConfig
 from fedsilo.packages.gbm.histograms import node_histograms
 from fedsilo.packages.gbm.predictor import TREE_FIELDS, Forest, expit, leaf_index
-from fedsilo.packages.metrics import binary_roc_auc, r2_part
 from fedsilo.wire import Arrays
+from fedsilo.workflows.metrics import binary_roc_auc, r2_part
 
 __all__ = ["KINDS", "GBMExecutor", "loss_value"]
 

@@ -35,7 +35,7 @@ from fedsilo.packages.gbm.binning import bin_edges
 from fedsilo.packages.gbm.config import GBMDataConfig, GBMModelConfig
 from fedsilo.packages.gbm.predictor import Forest
 from fedsilo.packages.gbm.splitting import TreeGrower
-from fedsilo.packages.metrics import R2Part, finite_number, pooled_r2, weighted_mean
+from fedsilo.workflows.metrics import R2Part, finite_number, pooled_r2, weighted_mean
 
 __all__ = ["federated_metrics", "run"]
 

@@ -17,12 +17,25 @@ links), ``newton.py`` (the federated IRLS mathematics), ``client.py`` (the execu
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fedsilo.federation import ModelPackage
-from fedsilo.packages.glm.client import GLMExecutor
+from fedsilo.packages import lazy_exports
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
-from fedsilo.packages.glm.export import GLMModel
 from fedsilo.packages.glm.server import run
 from fedsilo.wire import SessionKind
+
+if TYPE_CHECKING:
+    from fedsilo.packages.glm.client import GLMExecutor
+    from fedsilo.packages.glm.export import GLMModel
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "GLMExecutor": "fedsilo.packages.glm.client",
+        "GLMModel": "fedsilo.packages.glm.export",
+    },
+)
 
 __all__ = [
     "PACKAGE",

@@ -14,7 +14,7 @@ Task kinds
 ``newton_stats``
     Array ``beta``; meta ``{"round", "evaluate": bool}``. Replies the Newton statistics of
     the training rows at ``beta`` as arrays ``gradient`` (k,), ``fisher`` (k, k), ``scalars``
-    ``[deviance, pearson, weight_sum, num_rows]`` (see :mod:`fedsilo.packages.glm.newton`),
+    ``[deviance, pearson, weight_sum, num_rows]`` (see :mod:`fedsilo.regression.newton`),
     meta ``{"num_rows", "weight_sum", "train_loss"}`` and, when ``evaluate``, the metrics of
     ``evaluate``.
 ``fit``
@@ -47,11 +47,11 @@ from fedsilo.data.validation import find_problems
 from fedsilo.errors import ConfigError, DataError, TaskError
 from fedsilo.federation import ExecutorContext
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
-from fedsilo.packages.glm.families import Family
-from fedsilo.packages.glm.newton import DesignData, NewtonStatistics, local_statistics
-from fedsilo.packages.metrics import binary_roc_auc, r2_part
 from fedsilo.privacy import resolve_delta
+from fedsilo.regression.families import Family
+from fedsilo.regression.newton import DesignData, NewtonStatistics, local_statistics
 from fedsilo.wire import Arrays
+from fedsilo.workflows.metrics import binary_roc_auc, r2_part
 
 if TYPE_CHECKING:
     from fedsilo.packages.glm.private_newton import PrivateNewton
@@ -209,8 +209,9 @@ class GLMExecutor:
         return metrics
 
     def fit(self, meta: dict[str, Any], beta: np.ndarray) -> tuple[dict[str, Any], Arrays]:
-        """Local SGD from ``beta`` (the ``sgd`` solver); see :mod:`fedsilo.packages.glm.sgd`."""
-        from fedsilo.packages.glm.sgd import LocalSGD
+        """Local SGD from ``beta`` (the ``sgd`` solver): see
+        :mod:`fedsilo.packages.glm.local_sgd`."""
+        from fedsilo.packages.glm.local_sgd import LocalSGD
 
         if self._sgd is None:
             self._sgd = LocalSGD(self.model_config, self.family, self.train, self.batch_size)

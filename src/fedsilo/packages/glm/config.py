@@ -49,7 +49,8 @@ from fedsilo.config import (
     select_metrics,
 )
 from fedsilo.errors import ConfigError
-from fedsilo.packages.glm.families import (
+from fedsilo.privacy.dp import DifferentialPrivacyParams
+from fedsilo.regression.families import (
     DEFAULT_ACTIVATION,
     Activation,
     Family,
@@ -57,7 +58,6 @@ from fedsilo.packages.glm.families import (
     allowed_activations,
     make_family,
 )
-from fedsilo.privacy.dp import DifferentialPrivacyParams
 
 __all__ = [
     "TASK_METRICS",
@@ -226,7 +226,7 @@ class GLMModelConfig(Strict):
         return chosen if chosen is not None else DEFAULT_ACTIVATION[self.ml_task.type]
 
     def family(self) -> Family:
-        """The :class:`~fedsilo.packages.glm.families.Family` this config describes."""
+        """The :class:`~fedsilo.regression.families.Family` this config describes."""
         return make_family(self.ml_task.type, self.activation, self.ml_task.params.power)
 
     def reported_metrics(self) -> tuple[str, ...]:

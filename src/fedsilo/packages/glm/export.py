@@ -3,7 +3,7 @@ a statsmodels-style coefficient table.
 
 The saved model is the coefficient vector ``beta`` (intercept first) and, for Newton fits,
 the pooled Fisher matrix at ``beta`` (``sum_i s_i w_i x~_i x~_i^T``, see
-:mod:`fedsilo.packages.glm.newton`) with the dispersion estimate in the model meta, from
+:mod:`fedsilo.regression.newton`) with the dispersion estimate in the model meta, from
 which :meth:`GLMModel.summary` computes standard errors exactly as statsmodels does on the
 pooled rows.
 """
@@ -215,7 +215,7 @@ class GLMModel:
         import torch
         from torch import nn
 
-        from fedsilo.packages.glm.sgd import inverse_link_module
+        from fedsilo.packages.glm.local_sgd import inverse_link_module
 
         chosen = torch.float64 if dtype is None else dtype
         linear = nn.Linear(len(self.predictors), 1, dtype=chosen)

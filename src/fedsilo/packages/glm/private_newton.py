@@ -45,21 +45,21 @@ import numpy as np
 from fedsilo.errors import TaskError
 from fedsilo.federation import Participant, Reply, SessionContext
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig
-from fedsilo.packages.glm.families import Family
-from fedsilo.packages.glm.newton import (
+from fedsilo.packages.glm.server import EVALUATE_METRICS
+from fedsilo.privacy import DifferentialPrivacyParams, GaussianPlan, plan_gaussian, resolve_delta
+from fedsilo.privacy.ledger import ReleaseLedger, privacy_report
+from fedsilo.privacy.mechanisms import noise_spectral_norm, positive_definite
+from fedsilo.privacy.newton import private_second_order_sums
+from fedsilo.regression.families import Family
+from fedsilo.regression.newton import (
     DesignData,
     NewtonStatistics,
     Penalty,
     newton_point,
     row_terms,
 )
-from fedsilo.packages.glm.server import federated_metrics, per_client_metrics
-from fedsilo.packages.metrics import finite_number
-from fedsilo.privacy import DifferentialPrivacyParams, GaussianPlan, plan_gaussian, resolve_delta
-from fedsilo.privacy.ledger import ReleaseLedger, privacy_report
-from fedsilo.privacy.mechanisms import noise_spectral_norm, positive_definite
-from fedsilo.privacy.newton import private_second_order_sums
 from fedsilo.wire import Arrays
+from fedsilo.workflows.metrics import client_metrics, finite_number
 
 __all__ = ["RELEASES_PER_ROUND", "PrivateNewton", "run_private_newton", "start_means"]
 
@@ -272,8 +272,8 @@ def run_private_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfi
             accept_failures=False,
             min_replies=len(participants),
         )
-        metrics = federated_metrics(eval_replies)
-        per_client = per_client_metrics(eval_replies)
+        metrics = EVALUATE_METRICS(eval_replies)
+        per_client = client_metrics(eval_replies)
         for name, epsilon in round_spent.items():
             per_client.setdefault(name, {})["epsilon_spent"] = epsilon
         ctx.record_round(rnd, federated=metrics, per_client=per_client)

@@ -40,32 +40,28 @@ import numpy as np
 from fedsilo.errors import TaskError
 from fedsilo.federation import Checkpoint, Participant, Reply, SessionContext
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
-from fedsilo.packages.glm.families import Family
-from fedsilo.packages.glm.newton import (
+from fedsilo.regression.families import Family
+from fedsilo.regression.newton import (
+    ACCEPT_SLACK,
+    MAX_HALVINGS,
     NewtonStatistics,
     Penalty,
     newton_point,
     objective,
     step_size,
 )
-from fedsilo.packages.metrics import R2Part, finite_number, pooled_r2, weighted_mean
+from fedsilo.workflows.metrics import PooledMetrics, client_metrics
 
 __all__ = [
-    "federated_metrics",
+    "EVALUATE_METRICS",
     "intercept_only_start",
-    "per_client_metrics",
     "run",
     "run_newton",
 ]
 
-# F(trial) may exceed F(beta_a) by this relative amount and still be accepted: near the
-# optimum the two differ by less than the rounding error of F, a sum of terms of mixed sign
-# (Poisson: y log y - y eta + mu) whose error was measured at up to ~1e-12 of F. Rejecting
-# on noise would halve steps that are in fact converging; any genuine rise this small is
-# corrected by the next Newton step.
-_ACCEPT_SLACK = 1e-10
-# After this many halvings in a row (t = 2^-40) the step cannot decrease F at all.
-_MAX_HALVINGS = 40
+#: the glm workflows' federated metrics: every known one, weighted by the test rows' sample
+#: weights (so ``loss`` and ``accuracy`` are the exact pooled weighted values)
+EVALUATE_METRICS = PooledMetrics(weight_key="test_weight_sum")
 
 
 def run(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> None:
@@ -135,11 +131,11 @@ def run_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> No
         trial = state.beta + state.scale * state.direction
         stats, replies = _ask_stats(ctx, participants, trial, rnd, k, evaluate=True)
         value = objective(stats, trial, penalty)
-        federated = federated_metrics(replies)
+        federated = EVALUATE_METRICS(replies)
         federated.update(_train_metrics(family, stats, value))
-        ctx.record_round(rnd, federated=federated, per_client=per_client_metrics(replies))
+        ctx.record_round(rnd, federated=federated, per_client=client_metrics(replies))
         last_round = rnd
-        if value <= state.objective + _ACCEPT_SLACK * abs(state.objective):
+        if value <= state.objective + ACCEPT_SLACK * abs(state.objective):
             target = newton_point(trial, stats, penalty)
             state = _Accepted(trial, stats, value, target - trial, 1.0, rnd, 0, federated)
             converged = step_size(trial, target) <= mc.tol
@@ -147,11 +143,11 @@ def run_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> No
             state = replace(state, scale=state.scale / 2, halvings=state.halvings + 1)
             ctx.log(f"round {rnd}: the objective rose to {value:.6g}; halving the step")
         _checkpoint(ctx, rnd, state)
-        if converged or state.halvings >= _MAX_HALVINGS:
+        if converged or state.halvings >= MAX_HALVINGS:
             break
     if converged:
         ctx.log(f"newton converged in {last_round} round(s) (tol={mc.tol:g})")
-    elif state.halvings >= _MAX_HALVINGS:
+    elif state.halvings >= MAX_HALVINGS:
         ctx.log("newton stopped: no step along the Newton direction decreases the objective")
     else:
         ctx.log(f"newton did not converge within num_rounds={ctx.session.num_rounds}")
@@ -260,56 +256,6 @@ def _train_metrics(family: Family, stats: NewtonStatistics, value: float) -> dic
         "train_deviance": stats.deviance,
         "objective": value,
     }
-
-
-# ---------------------------------------------------------------------- metrics
-
-
-def federated_metrics(replies: Sequence[Reply]) -> dict[str, float]:
-    """The round's federated metrics from evaluate-style replies (see the module docstring).
-
-    Undefined metrics are left out rather than sent as NaN.
-    """
-    result: dict[str, float] = {}
-    for key, client_key in (
-        ("loss", "test_loss"),
-        ("accuracy", "test_accuracy"),
-        ("roc_auc_client_mean", "test_roc_auc"),
-        ("r2_client_mean", "test_r2"),
-    ):
-        value = weighted_mean(replies, client_key, "test_weight_sum")
-        if value is not None:
-            result[key] = value
-    parts: list[R2Part] = []
-    for reply in replies:
-        values = [
-            finite_number(reply.meta, key)
-            for key in ("test_weight_sum", "test_sse", "target_mean", "target_m2")
-        ]
-        if any(v is None for v in values):
-            parts = []
-            break
-        weight_sum, sse, mean, m2 = (float(v) for v in values if v is not None)
-        parts.append((weight_sum, sse, mean, m2))
-    r2 = pooled_r2(parts)
-    if r2 is not None:
-        result["r2"] = r2
-    return result
-
-
-def per_client_metrics(replies: Sequence[Reply]) -> dict[str, dict[str, float]]:
-    """Each client's ``test_*`` metrics and ``train_loss``, keyed by client name."""
-    result: dict[str, dict[str, float]] = {}
-    for reply in replies:
-        metrics = {
-            key: number
-            for key in reply.meta
-            if (key.startswith("test_") or key == "train_loss")
-            and key not in ("test_sse", "test_weight_sum")
-            and (number := finite_number(reply.meta, key)) is not None
-        }
-        result[reply.participant.client_name] = metrics
-    return result
 
 
 # ------------------------------------------------------------ checkpoint and model

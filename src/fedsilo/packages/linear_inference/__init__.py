@@ -3,7 +3,7 @@
 One model per chunked predictor -- ``target ~ shared_predictors + that predictor`` -- for every
 chunked predictor at once: each silo computes all the models' Newton statistics in one
 vectorised pass, the server sums them and solves all the Newton steps in one batched solve
-(:func:`fedsilo.packages.glm.newton.batched_newton_point`). Strategies: ``LogitRegInference``
+(:func:`fedsilo.regression.newton.batched_newton_point`). Strategies: ``LogitRegInference``
 (binary target, Wald z tests) and ``LinearRegInference`` (OLS, t tests). The coefficients,
 standard errors and p-values equal statsmodels' ``Logit`` / ``OLS`` on the pooled rows.
 
@@ -14,15 +14,28 @@ Parts: ``config.py``, ``bundle.py`` (the vectorised statistics), ``client.py`` (
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fedsilo.federation import ModelPackage
-from fedsilo.packages.linear_inference.client import LinearInferenceExecutor
+from fedsilo.packages import lazy_exports
 from fedsilo.packages.linear_inference.config import (
     LinearInferenceDataConfig,
     LinearInferenceModelConfig,
 )
-from fedsilo.packages.linear_inference.export import LinearInferenceModel
 from fedsilo.packages.linear_inference.server import run
 from fedsilo.wire import SessionKind
+
+if TYPE_CHECKING:
+    from fedsilo.packages.linear_inference.client import LinearInferenceExecutor
+    from fedsilo.packages.linear_inference.export import LinearInferenceModel
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "LinearInferenceExecutor": "fedsilo.packages.linear_inference.client",
+        "LinearInferenceModel": "fedsilo.packages.linear_inference.export",
+    },
+)
 
 __all__ = [
     "PACKAGE",

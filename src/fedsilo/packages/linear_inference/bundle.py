@@ -3,8 +3,8 @@
 Model ``j`` of the bundle regresses the target on the shared design ``S`` (intercept first,
 shape (n, s)) and the one chunked column ``c_j``: ``eta_j = S b_j + c_j a_j`` with
 ``k = s + 1`` coefficients ``beta_j = (b_j, a_j)``. Its Newton statistics are those of
-:mod:`fedsilo.packages.glm.newton` (gradient and Fisher matrix of half the deviance, from
-the glm family's :meth:`~fedsilo.packages.glm.families.Family.row_terms`), assembled blockwise
+:mod:`fedsilo.regression.newton` (gradient and Fisher matrix of half the deviance, from
+the glm family's :meth:`~fedsilo.regression.families.Family.row_terms`), assembled blockwise
 so no (n, k) design is ever built per chunk::
 
     gradient_j = [S^T g_j,  c_j^T g_j]
@@ -32,7 +32,7 @@ import numpy as np
 # scikit-learn's dependency; untyped.
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from fedsilo.packages.glm.families import Family
+from fedsilo.regression.families import Family
 
 __all__ = ["BundleStatistics", "ChunkedDesign", "bundle_evaluation", "bundle_statistics"]
 

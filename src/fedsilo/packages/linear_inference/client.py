@@ -25,7 +25,6 @@ from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.validation import find_problems
 from fedsilo.errors import DataError, TaskError
 from fedsilo.federation import ExecutorContext
-from fedsilo.packages.glm.families import make_family
 from fedsilo.packages.linear_inference.bundle import (
     ChunkedDesign,
     bundle_evaluation,
@@ -36,6 +35,7 @@ from fedsilo.packages.linear_inference.config import (
     LinearInferenceDataConfig,
     LinearInferenceModelConfig,
 )
+from fedsilo.regression.families import make_family
 from fedsilo.wire import Arrays
 
 __all__ = ["KINDS", "LinearInferenceExecutor", "ResolvedColumns", "resolve_columns"]

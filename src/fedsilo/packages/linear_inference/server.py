@@ -3,7 +3,7 @@
 Each round asks every client for the bundle's statistics at the current trial coefficients
 (one (n_chunked, k) array), sums them, and per model either accepts the trial (its deviance
 did not rise) and takes the next Newton step with
-:func:`fedsilo.packages.glm.newton.batched_newton_point` (one batched solve for all models),
+:func:`fedsilo.regression.newton.batched_newton_point` (one batched solve for all models),
 or halves that model's step -- the glm workflow's iteration, vectorised over models::
 
     round 1   trial = 0 for every model (the seed's first-round loss is log 2 for logit)
@@ -31,20 +31,23 @@ import numpy as np
 
 from fedsilo.errors import ConfigError, TaskError
 from fedsilo.federation import Reply, SessionContext
-from fedsilo.packages.glm.families import make_family
-from fedsilo.packages.glm.newton import batched_newton_point, batched_step_size
-from fedsilo.packages.glm.server import per_client_metrics
 from fedsilo.packages.linear_inference.config import (
     LinearInferenceDataConfig,
     LinearInferenceModelConfig,
 )
-from fedsilo.packages.metrics import weighted_mean
+from fedsilo.regression.families import make_family
+from fedsilo.regression.newton import (
+    ACCEPT_SLACK,
+    MAX_HALVINGS,
+    batched_newton_point,
+    batched_step_size,
+)
+from fedsilo.workflows.metrics import PooledMetrics, client_metrics
 
 __all__ = ["run"]
 
-# Same slack and halving limit as the glm workflow (see fedsilo.packages.glm.server).
-_ACCEPT_SLACK = 1e-10
-_MAX_HALVINGS = 40
+#: the bundle's test means, weighted by the clients' test rows (train_loss comes apart)
+_EVALUATE_METRICS = PooledMetrics(("loss", "accuracy", "roc_auc_client_mean", "r2_client_mean"))
 _CHECKPOINT_KIND = "linear-inference-newton"
 _SINGULAR = (
     "singular design: the chunk is constant or collinear with the shared predictors "
@@ -114,10 +117,10 @@ def run(ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInference
         )
         gradient, trial_fisher, deviance, num_rows, columns = _sum(replies, m, k)
         metrics = federated_metrics(replies, family.loss_factor() * deviance[~failed] / num_rows)
-        ctx.record_round(rnd, federated=metrics, per_client=per_client_metrics(replies))
+        ctx.record_round(rnd, federated=metrics, per_client=client_metrics(replies))
         last_round = rnd
         # inf before a model's first acceptance, so round 1 is always accepted.
-        bound = accepted_deviance + _ACCEPT_SLACK * np.abs(accepted_deviance)
+        bound = accepted_deviance + ACCEPT_SLACK * np.abs(accepted_deviance)
         accept = ~failed & np.isfinite(deviance) & (deviance <= bound)
         reject = ~failed & ~accept
         beta[accept] = trial[accept]
@@ -136,7 +139,7 @@ def run(ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInference
         halvings[accept] = 0
         scale[reject] /= 2.0
         halvings[reject] += 1
-        for j in np.flatnonzero(halvings >= _MAX_HALVINGS):
+        for j in np.flatnonzero(halvings >= MAX_HALVINGS):
             reasons.setdefault(
                 int(j), "no Newton step decreases the deviance (perfect separation?)"
             )
@@ -203,16 +206,7 @@ def federated_metrics(replies: Sequence[Reply], train_losses: np.ndarray) -> dic
     Every client averages over the same active models, so the test-row-weighted mean of the
     clients' bundle means is the bundle mean of the pooled values.
     """
-    result: dict[str, float] = {}
-    for key, client_key in (
-        ("loss", "test_loss"),
-        ("accuracy", "test_accuracy"),
-        ("roc_auc_client_mean", "test_roc_auc"),
-        ("r2_client_mean", "test_r2"),
-    ):
-        value = weighted_mean(replies, client_key, "test_num_examples")
-        if value is not None:
-            result[key] = value
+    result = _EVALUATE_METRICS(replies)
     if train_losses.size and np.all(np.isfinite(train_losses)):
         result["train_loss"] = float(train_losses.mean())
     return result

@@ -114,7 +114,9 @@ def test_workflow_records_weighted_metrics_and_saves_the_best_round(
     ctx = InProcessContext(small_silos(frames, MC, DC), num_rounds=3)
     run(ctx, MC, DC)
 
-    assert [kind for kind, _, _ in ctx.asked] == ["fit", "evaluate"] * 3
+    # The server builds no network: one client answers "init" with the seeded model.
+    assert ctx.asked[0] == ("init", 0, ["north"])
+    assert [kind for kind, _, _ in ctx.asked[1:]] == ["fit", "evaluate"] * 3
     assert sorted(ctx.rounds) == [1, 2, 3]
     for federated, per_client in ctx.rounds.values():
         assert set(per_client) == {"north", "south"}

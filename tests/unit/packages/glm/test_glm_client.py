@@ -19,7 +19,7 @@ from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import DataError, TaskError
 from fedsilo.federation import get_package
 from fedsilo.packages.glm import GLMExecutor
-from fedsilo.packages.glm.newton import local_statistics
+from fedsilo.regression.newton import local_statistics
 
 PREDICTORS = ["x0", "x1", "x2", "x3"]
 PACKAGE = get_package("glm")

@@ -12,7 +12,7 @@ import torch
 
 from fedsilo.errors import ConfigError, DataError, FedsiloError
 from fedsilo.packages.glm import GLMModel
-from fedsilo.packages.glm.sgd import Exp
+from fedsilo.packages.glm.local_sgd import Exp
 from fedsilo.sdk.model import Model
 from fedsilo.wire import ModelMeta
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedsilo.packages.glm.families import make_family
-from fedsilo.packages.glm.newton import DesignData, batched_newton_point, local_statistics
+from fedsilo.regression.families import make_family
+from fedsilo.regression.newton import DesignData, batched_newton_point, local_statistics
 from fedsilo.packages.linear_inference.bundle import ChunkedDesign, bundle_statistics
 
 

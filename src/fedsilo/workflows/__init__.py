@@ -1,0 +1,34 @@
+"""Server-side workflow building blocks shared by the model packages.
+
+* :mod:`fedsilo.workflows.rounds` -- the strategy-driven round loop of horizontal federated
+  learning (:func:`run_rounds`), which ffnet and glm's ``sgd`` solver run;
+* :mod:`fedsilo.workflows.metrics` -- pooled federated metrics, reduced by metric name;
+* :mod:`fedsilo.workflows.selection` -- best-model selection across rounds.
+
+Nothing here imports a deep-learning framework: the server runs these workflows with numpy.
+"""
+
+from fedsilo.workflows.metrics import PooledMetrics, WeightedMean, client_metrics
+from fedsilo.workflows.rounds import (
+    RoundPlan,
+    RoundsResult,
+    Start,
+    ask_initial_arrays,
+    run_rounds,
+    stream,
+)
+from fedsilo.workflows.selection import SELECTION_KEYS, BestModel
+
+__all__ = [
+    "SELECTION_KEYS",
+    "BestModel",
+    "PooledMetrics",
+    "RoundPlan",
+    "RoundsResult",
+    "Start",
+    "WeightedMean",
+    "ask_initial_arrays",
+    "client_metrics",
+    "run_rounds",
+    "stream",
+]

@@ -1,0 +1,365 @@
+"""The strategy-driven round loop of horizontal federated learning.
+
+One loop serves every package that trains a model by rounds of local training (ffnet, glm's
+``sgd`` solver, ...). Each round::
+
+    configure_fit        the strategy samples the round's clients (seeded by the round)
+    send fit             one task per client, sharing one payload: the global arrays
+    aggregate_fit        replies stream from ``group.as_completed()`` into the strategy's
+                         running sum; the server never holds the round's updates together
+    configure_evaluate   the strategy samples the evaluating clients
+    send evaluate        the new global arrays
+    aggregate_evaluate   pooled federated metrics (:mod:`fedsilo.workflows.metrics`)
+    evaluate             the strategy's server-side ``evaluate_fn``, when it has one
+    record_round         federated and per-client metrics
+    select, checkpoint   best-model selection (:mod:`fedsilo.workflows.selection`); the global
+                         arrays, the best ones, the strategy's state and the package's state
+
+and after the last round ``save_model`` stores the best (``save_best_model``) or the last
+model. A package supplies a :class:`RoundPlan`: its strategy, its seed, the meta its fit tasks
+carry and how the first global model is obtained (:class:`Start`).
+
+Checkpoint arrays are named ``global/<name>``, ``best/<name>`` and ``strategy/<name>``; its
+meta holds the selection's state, the clients' ``epsilon_spent`` and the package's ``state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from fedsilo.errors import TaskError
+from fedsilo.federation import Failure, Participant, Reply, SessionContext, Task, TaskGroup
+from fedsilo.strategies import Strategy
+from fedsilo.wire import Arrays
+from fedsilo.workflows.metrics import WeightedMean, client_metrics, finite_number
+from fedsilo.workflows.selection import BestModel
+
+__all__ = ["RoundPlan", "RoundsResult", "Start", "ask_initial_arrays", "run_rounds", "stream"]
+
+_GLOBAL = "global/"
+_BEST = "best/"
+_STRATEGY = "strategy/"
+#: checkpoint meta key of the clients' latest epsilon_spent (DP sessions)
+_SPENT = "epsilon_spent"
+_STATE = "state"
+
+
+@dataclass(frozen=True)
+class Start:
+    """The first global model of a fresh session, and package state to keep with it.
+
+    Attributes
+    ----------
+    arrays : dict of str to ndarray
+    state : dict
+        JSON values the package needs after a restart and in the saved model's meta (glm's
+        pooled ``weight_sum``); kept in every checkpoint.
+    """
+
+    arrays: Arrays
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What a package tells the round loop.
+
+    Parameters
+    ----------
+    strategy : Strategy
+        Samples, aggregates, pools metrics; carries the per-round hooks.
+    start : callable(participants) -> Start
+        The first global model, called once on a fresh start (after the clients joined);
+        :func:`ask_initial_arrays` asks a client for it.
+    seed : int
+        Seeds each round's client sampling (with the round number).
+    fit_meta : mapping
+        Meta every fit task carries besides ``round``, ``num_rounds`` and the strategy's
+        ``fit_config`` (e.g. ``local_epochs``).
+    train_weight_key : str, default "num_examples"
+        The fit reply meta key that weighs each client's ``train_loss`` in the federated
+        ``train_loss``.
+    save_best_metric : str, optional
+        ``save_best_model.metric``; None saves the last round's model.
+    save_best_mode : {"min", "max"}
+    privacy : mapping, optional
+        The session's privacy budget (``epsilon``, ``max_grad_norm``) when clients train under
+        differential privacy: every fit reply must then carry ``epsilon_spent``, and the saved
+        model's meta gets a ``privacy`` entry with everyone's final spending.
+    model_meta : mapping
+        Extra entries of the saved model's meta (``solver``, ...).
+    """
+
+    strategy: Strategy
+    start: Callable[[Sequence[Participant]], Start]
+    seed: int
+    fit_meta: Mapping[str, Any] = field(default_factory=dict)
+    train_weight_key: str = "num_examples"
+    save_best_metric: str | None = None
+    save_best_mode: Literal["min", "max"] = "min"
+    privacy: Mapping[str, Any] | None = None
+    model_meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoundsResult:
+    """What the loop saved: the model's arrays, its meta and its round."""
+
+    arrays: Arrays
+    meta: dict[str, Any]
+    round: int
+
+
+def run_rounds(ctx: SessionContext, plan: RoundPlan) -> RoundsResult:
+    """Run the session's rounds (or the rest of them, after a restart) and save the model.
+
+    Raises
+    ------
+    TaskError
+        When a round cannot go on: too few successful replies, a failure under
+        ``accept_failures = false``, a DP reply without ``epsilon_spent``, or a global model
+        that is no longer finite.
+    """
+    strategy = plan.strategy
+    params = strategy.params
+    num_rounds = ctx.session.num_rounds
+    needed = max(
+        ctx.session.min_num_clients,
+        params.min_available_clients,
+        params.min_fit_clients,
+        params.min_eval_clients,
+    )
+    if needed > ctx.session.min_num_clients:
+        ctx.log(f"waiting for {needed} clients, as the strategy parameters require")
+    participants = ctx.wait_for_clients(needed)
+    best = BestModel(plan.save_best_metric, plan.save_best_mode)
+    spent: dict[str, float] = {}  # each client's latest epsilon_spent (DP only)
+
+    checkpoint = ctx.restore()
+    if checkpoint is not None:
+        weights = _with_prefix(checkpoint.arrays, _GLOBAL)
+        if not weights:
+            raise TaskError(
+                f"The checkpoint of round {checkpoint.round} holds no 'global/' arrays; it "
+                "was not written by the round loop."
+            )
+        strategy.load_state_arrays(_with_prefix(checkpoint.arrays, _STRATEGY))
+        best.restore(checkpoint.meta, _with_prefix(checkpoint.arrays, _BEST))
+        spent = dict(checkpoint.meta.get(_SPENT) or {})
+        state = dict(checkpoint.meta.get(_STATE) or {})
+        first = checkpoint.round + 1
+    else:
+        start = plan.start(participants)
+        weights, state, first = start.arrays, dict(start.state), 1
+
+    for server_round in range(first, num_rounds + 1):
+        # Seeded by round, not carried over, so a resumed session samples as it would have.
+        rng = np.random.default_rng([plan.seed, server_round])
+        fit_meta = {
+            "round": server_round,
+            **plan.fit_meta,
+            # Clients under DP plan their budget for the whole session from it.
+            "num_rounds": num_rounds,
+            **strategy.fit_config(server_round),
+        }
+        group = ctx.send(
+            [
+                Task(to=p, kind="fit", meta=fit_meta, arrays=weights, round=server_round)
+                for p in strategy.configure_fit(server_round, participants, rng)
+            ]
+        )
+        fit = _FitLog(plan.train_weight_key, private=plan.privacy is not None)
+        replies = stream(ctx, group, params.accept_failures, params.min_fit_clients)
+        weights = strategy.aggregate_fit(server_round, weights, fit.watch(replies))
+        _check_finite(server_round, weights)
+        spent.update(fit.spent)
+
+        eval_meta = {"round": server_round, **strategy.evaluate_config(server_round)}
+        group = ctx.send(
+            [
+                Task(to=p, kind="evaluate", meta=eval_meta, arrays=weights, round=server_round)
+                for p in strategy.configure_evaluate(server_round, participants, rng)
+            ]
+        )
+        evaluations = list(stream(ctx, group, params.accept_failures, params.min_eval_clients))
+        if server_round == first:
+            _log_evaluated_on(ctx, evaluations)
+        federated = strategy.aggregate_evaluate(server_round, evaluations)
+        train_loss = fit.train_loss.result()
+        if train_loss is not None:
+            federated["train_loss"] = train_loss
+        central = strategy.evaluate(server_round, weights)
+        if central is not None:
+            federated["server_loss"] = central[0]
+            federated.update({f"server_{name}": value for name, value in central[1].items()})
+        per_client = client_metrics(evaluations)
+        for name, metrics in fit.per_client.items():
+            per_client.setdefault(name, {}).update(metrics)
+        ctx.record_round(server_round, federated=federated, per_client=per_client)
+        best.update(server_round, federated, weights)
+        ctx.checkpoint(
+            server_round,
+            arrays={
+                **{_GLOBAL + k: v for k, v in weights.items()},
+                **{_BEST + k: v for k, v in best.arrays.items()},
+                **{_STRATEGY + k: v for k, v in strategy.state_arrays().items()},
+            },
+            meta={**best.meta(), _SPENT: spent, _STATE: state},
+        )
+
+    chosen, metrics, selected_by = best.selected(num_rounds)
+    arrays = best.arrays if best.best_round is not None else weights
+    meta: dict[str, Any] = {
+        **plan.model_meta,
+        **state,
+        "round": chosen,
+        "rounds": best.last_round or num_rounds,
+        "federated_loss": metrics.get("loss"),
+        "selected_by": selected_by,
+        "federated_metrics": dict(metrics),
+    }
+    if plan.privacy is not None:
+        # Every round was released, whichever one is saved: the spending is the final one.
+        meta["privacy"] = {**plan.privacy, "epsilon_spent": spent}
+    ctx.save_model(arrays, meta=meta, round=chosen)
+    return RoundsResult(arrays, meta, chosen)
+
+
+def stream(
+    ctx: SessionContext, group: TaskGroup, accept_failures: bool, min_replies: int
+) -> Iterator[Reply]:
+    """A group's successful replies as they arrive, under a strategy's failure policy.
+
+    A failure raises at once when ``accept_failures`` is false (the outstanding tasks are
+    withdrawn); otherwise it is logged once the group is done. Fewer than ``min_replies``
+    replies raise after the last one, before a consumer could aggregate too few.
+
+    Raises
+    ------
+    TaskError
+        As above; the message names the round, the task kind and every failure.
+    """
+    kind = group.tasks[0].kind if group.tasks else "?"
+    server_round = group.tasks[0].round if group.tasks else 0
+    count = 0
+    for outcome in group.outcomes():
+        if isinstance(outcome, Failure):
+            if not accept_failures:
+                group.cancel("an earlier task of the round failed")
+                raise TaskError(
+                    f"round {server_round}: task {kind!r} failed and accept_failures is "
+                    f"false: {outcome}"
+                )
+            continue
+        count += 1
+        yield outcome
+    listed = "; ".join(str(f) for f in group.failures)
+    if group.failures:
+        ctx.log(
+            f"round {server_round}: task {kind!r} failed on {len(group.failures)} client(s): "
+            f"{listed}"
+        )
+    if count < min_replies:
+        raise TaskError(
+            f"round {server_round}: task {kind!r} got {count} successful replies; at least "
+            f"{min_replies} needed" + (f" ({listed})" if listed else "")
+        )
+
+
+def ask_initial_arrays(
+    ctx: SessionContext, participants: Sequence[Participant], template: Arrays | None = None
+) -> Arrays:
+    """The first global model, built by one client (an ``init`` task, as Flower asks one
+    client for its initial parameters).
+
+    The server then never builds the model itself: it needs no deep-learning framework for
+    a workflow that only averages arrays, nor to run code it was not given.
+
+    Parameters
+    ----------
+    template : dict of str to ndarray, optional
+        Names and shapes the reply must have (dtypes follow the client).
+
+    Raises
+    ------
+    TaskError
+        When the client fails, or its arrays do not match ``template``.
+    """
+    if not participants:
+        raise TaskError("Cannot ask for the initial model: no participant joined.")
+    group = ctx.send([Task(to=participants[0], kind="init", round=0)])
+    reply = group.wait(min_replies=1)[0]
+    arrays = dict(reply.arrays)
+    if template is not None:
+        got = {name: np.shape(a) for name, a in arrays.items()}
+        expected = {name: np.shape(a) for name, a in template.items()}
+        if got != expected:
+            raise TaskError(
+                f"The init reply of client {reply.participant.client_name!r} does not match "
+                f"the model: arrays {got}, expected {expected}."
+            )
+    return arrays
+
+
+class _FitLog:
+    """Taps the fit replies on their way to the strategy: train losses, DP spending."""
+
+    def __init__(self, weight_key: str, private: bool) -> None:
+        self.private = private
+        self.train_loss = WeightedMean("train_loss", weight_key)
+        self.per_client: dict[str, dict[str, float]] = {}
+        self.spent: dict[str, float] = {}
+
+    def watch(self, replies: Iterable[Reply]) -> Iterator[Reply]:
+        for reply in replies:
+            name = reply.participant.client_name
+            self.train_loss.add(reply)
+            metrics = self.per_client.setdefault(name, {})
+            loss = finite_number(reply.meta, "train_loss")
+            if loss is not None:
+                metrics["train_loss"] = loss
+            if self.private:
+                epsilon = finite_number(reply.meta, "epsilon_spent")
+                if epsilon is None:
+                    raise TaskError(
+                        f"The fit reply of client {name!r} carries no 'epsilon_spent', though "
+                        "the session trains under differential privacy."
+                    )
+                self.spent[name] = metrics["epsilon_spent"] = epsilon
+            yield reply
+
+
+def _check_finite(server_round: int, weights: Arrays) -> None:
+    bad = sorted(name for name, a in weights.items() if not np.all(np.isfinite(a)))
+    if bad:
+        raise TaskError(
+            f"Round {server_round} produced non-finite weights in {bad}: local training "
+            "diverged. Lower optimizer.params.learning_rate."
+        )
+
+
+def _log_evaluated_on(ctx: SessionContext, replies: Sequence[Reply]) -> None:
+    on_train = sorted(
+        r.participant.client_name for r in replies if r.meta.get("evaluated_on") == "train"
+    )
+    if on_train:
+        ctx.log(
+            f"clients without a test set report metrics on their training data: "
+            f"{', '.join(on_train)}"
+        )
+    silent = sorted(
+        r.participant.client_name for r in replies if r.meta.get("evaluated_on") == "none"
+    )
+    if silent:
+        ctx.log(
+            f"clients under differential privacy without a test set report no metrics: "
+            f"{', '.join(silent)}"
+        )
+
+
+def _with_prefix(arrays: Arrays, prefix: str) -> Arrays:
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
