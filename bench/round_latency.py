@@ -20,7 +20,8 @@ Figures:
 * ``join_s``: launching the first client -> the last client joined; ``cold_start_s`` starts
   at the server's launch instead;
 * peak RSS (VmHWM) of the server and of each client process with its children, and whether
-  the server mapped torch (``server_imports_torch``).
+  the server, or any client, mapped torch (``server_imports_torch``, ``clients_import_torch``:
+  a client of a package that does not train with torch must not).
 
 Usage::
 
@@ -129,6 +130,7 @@ def run_workload(kind: str, rounds: int, n_clients: int, rows: int, work: Path) 
     launched = time.time()
     server = start_server(server_dir, log_path=work / f"server-{kind}.log")
     server_torch: bool | None = None
+    clients_torch = False
     try:
         adopt("fedsilo server", server.pid)
         sampler.watch("server", server.pid)
@@ -160,6 +162,9 @@ def run_workload(kind: str, rounds: int, n_clients: int, rows: int, work: Path) 
                 sampler.watch(f"client{i}", client.pid)
             deadline = time.monotonic() + 600
             while True:
+                # Clients exit when the session ends: look at their libraries while it runs.
+                for client in clients:
+                    clients_torch = clients_torch or bool(maps_torch(client.pid))
                 state = sdk.api.get_json(f"/sessions/{session.id}")
                 if state["status"] in ("completed", "failed", "canceled"):
                     break
@@ -208,6 +213,7 @@ def run_workload(kind: str, rounds: int, n_clients: int, rows: int, work: Path) 
         "client_peak_rss_mb": round(max(client_rss), 1) if client_rss else None,
         "client_mean_peak_rss_mb": round(statistics.fmean(client_rss), 1) if client_rss else None,
         "server_imports_torch": server_torch,
+        "clients_import_torch": clients_torch,
         "client_exit_codes": codes,
         **({"accuracy": round(metrics[-1]["accuracy"], 4)} if kind != "echo" else {}),
         **facts(),
