@@ -8,6 +8,9 @@ count. So the runtime keeps, per session and client, the last successful reply t
 kind, keyed by a digest of the question (task meta and arrays), and sends that
 same reply again when the same question comes back. Without DP this changes nothing: the
 packages compute deterministically, so the stored reply is the one they would compute.
+
+The runtime applies it as the outermost client mod, :func:`fedsilo.client.mods.release_once`:
+the one release-once mechanism, for every package.
 """
 
 from __future__ import annotations
