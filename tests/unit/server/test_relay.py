@@ -135,6 +135,24 @@ def test_no_message_within_wait_is_204(api: httpx.Client, pair: Any) -> None:
     assert 0.25 < time.monotonic() - started < 2
 
 
+def test_a_message_is_kept_for_the_next_poll_when_the_waiting_one_gave_up(
+    api: httpx.Client, thread_server: Any, pair: Any
+) -> None:
+    sid, alice, bob = pair
+    with (
+        httpx.Client(
+            base_url=thread_server.url + "/api/v1",
+            headers={"Authorization": f"Bearer {thread_server.token}"},
+            timeout=0.3,
+        ) as impatient,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        get(impatient, sid, bob, wait=10)  # the client closes the connection at 0.3 s
+    time.sleep(0.1)
+    assert post(api, sid, alice, bob[0], b"kept").status_code == 204
+    assert get(api, sid, bob).content == b"kept"
+
+
 def test_a_created_session_relays_too(api: httpx.Client, thread_server: Any) -> None:
     sid = echo_session(api, start=False)
     alice, bob = join(api, sid, "alice"), join(api, sid, "bob")

@@ -116,12 +116,17 @@ async def next_message(
             session_id, caller.participant_id, wait=max(0.0, min(remaining, _END_CHECK_S))
         )
         if message is not None:
+            if await request.is_disconnected():
+                # The poller gave up (a client timeout, a restart) while it waited: keep the
+                # message for its next poll rather than write it to a closed connection.
+                relay.put_back(session_id, caller.participant_id, message)
+                return Response(status_code=204)
             return Response(
                 content=message.payload,
                 media_type=OCTET_STREAM,
                 headers={SENDER_HEADER: message.sender, TAG_HEADER: message.tag},
             )
-        if deadline - time.monotonic() <= 0:
+        if deadline - time.monotonic() <= 0 or await request.is_disconnected():
             return Response(status_code=204)
 
 

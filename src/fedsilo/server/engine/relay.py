@@ -195,6 +195,15 @@ class MessageRelay:
             if mailbox.dropped:
                 return None
 
+    def put_back(self, session_id: str, participant_id: str, message: RelayMessage) -> None:
+        """Return a message :meth:`take` handed out but could not deliver, to the mailbox's
+        head (over the bounds if need be: it was counted in them a moment ago)."""
+        mailbox = self._mailbox(session_id, participant_id)
+        mailbox.messages.appendleft(message)
+        mailbox.nbytes += len(message.payload)
+        self._nbytes += len(message.payload)
+        _wake(mailbox)
+
     # ---------------------------------------------------------------- lifecycle
 
     def drop_session(self, session_id: str) -> int:
