@@ -38,11 +38,9 @@ from fedsilo.wire import Arrays, decode_frame, encode_frame
 
 NUM_CLIENTS = 3
 UNKNOWN_KIND = "conformance_no_such_kind"
-#: packages whose client half trains with torch; every other client must run without it
-TORCH_CLIENTS = {"ffnet", "glm"}
-#: packages whose server half still imports torch (issue 9 item 10: the server never imports
-#: torch to run a workflow that only averages arrays). Strict xfail: empty it as they are fixed.
-TORCH_ON_SERVER_TODAY = {"ffnet", "glm", "linear_inference"}
+#: packages whose client half imports torch when it is built; every other executor must be
+#: built without it (glm imports torch only once its sgd solver trains)
+TORCH_CLIENTS = {"ffnet"}
 
 
 def tabular(seed: int, rows: int = 120) -> pd.DataFrame:
@@ -377,18 +375,7 @@ def torch_imports(name: str) -> dict[str, bool]:
     return result
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason="its server half imports torch")
-            if name in TORCH_ON_SERVER_TODAY
-            else (),
-        )
-        for name in sorted(REGISTRY)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_neither_half_imports_torch_unless_it_trains_with_it(name: str) -> None:
     imported = torch_imports(name)
     assert not imported["server"], f"importing {name}'s workflow imports torch"
