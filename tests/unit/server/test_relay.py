@@ -307,6 +307,10 @@ def test_relay_bounds_and_drop_without_http() -> None:
         assert relay.drop_session("s") == 2
         assert await waiter is None  # woken by the drop, not at the end of its wait
         assert relay.held() == (0, 0)
+        assert await relay.put("s", "b", message, wait=0)
+        await asyncio.to_thread(relay.drop_session_threadsafe, "s")  # as an engine thread
+        await asyncio.sleep(0.01)
+        assert relay.held() == (0, 0)
         with pytest.raises(ValueError, match="at most"):
             await relay.put("s", "b", RelayMessage("a", "", bytes(16 * 2**20 + 1)), wait=0)
 
