@@ -13,7 +13,8 @@ configs raise :class:`~fedsilo.errors.ConfigError` naming the field; the executo
 references resolve; a tiny in-process session (3 clients, every task and reply through the
 wire codec) completes; every kind the workflow sends reaches every addressed client and is one
 the client module declares; an unknown kind is refused naming it; the saved model survives
-the codec and ``PACKAGE.export`` builds a model from it.
+the codec and ``PACKAGE.export`` builds a model from it; a session stopped after its first
+checkpoint resumes to the same model; neither half imports torch unless it trains with it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import pytest
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import ConfigError, FedsiloError
 from fedsilo.federation import REGISTRY, Executor, ModelPackage, get_package
-from fedsilo.runners.inprocess import InProcessContext
+from fedsilo.runners.inprocess import InProcessContext, SimulationStopped
 from fedsilo.wire import Arrays, decode_frame, encode_frame
 
 NUM_CLIENTS = 3
@@ -459,3 +460,37 @@ def test_the_saved_model_round_trips_the_codec_and_exports(example: Example) -> 
     else:
         with pytest.raises(FedsiloError):
             model.predict(frame)
+
+
+@each_example
+def test_a_session_stopped_after_its_first_checkpoint_resumes_to_the_same_model(
+    example: Example,
+) -> None:
+    """A restarted server resumes from the last checkpoint; its clients kept running."""
+    uninterrupted = session(example).ctx
+    if not uninterrupted.checkpoints:
+        pytest.skip("the workflow keeps no checkpoint")
+    first = min(uninterrupted.checkpoints)
+    package = package_of(example)
+    model_config, data_config = package.parse_configs(example.model_config, example.data_config)
+    clients = executors(example)
+    stopped = InProcessContext(
+        clients, example.num_rounds, package_name=example.package, stop_after=first
+    )
+    with pytest.raises(SimulationStopped):
+        package.workflow(stopped, model_config, data_config)
+    resumed = InProcessContext(
+        clients,
+        example.num_rounds,
+        package_name=example.package,
+        checkpoint=stopped.last_checkpoint,
+    )
+    package.workflow(resumed, model_config, data_config)
+    assert resumed.saved is not None and uninterrupted.saved is not None
+    assert min(resumed.rounds, default=first + 1) > first, "a checkpointed round ran again"
+    expected, got = uninterrupted.saved[0], resumed.saved[0]
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        # Not always bit for bit: glm sgd's coefficients differ by 1e-17 after a resume.
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    assert resumed.saved[2] == uninterrupted.saved[2]
