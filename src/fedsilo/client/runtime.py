@@ -291,6 +291,7 @@ class ClientRuntime:
         finally:
             if self._context is not None:
                 self._context.abort.set()
+            self._replies.close()
 
     def fetch_session(self) -> SessionPublic:
         """The session as the server sees it; a clear :class:`NotFoundError` when unknown."""

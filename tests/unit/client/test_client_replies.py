@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -38,3 +39,19 @@ def test_digest_covers_dtype_and_shape() -> None:
     wide = {"w": np.zeros(4, dtype=np.float64)}
     digests = {question_digest("fit", 1, {}, a) for a in (flat, square, wide)}
     assert len(digests) == 3
+
+
+def test_a_torn_record_reads_as_absent(tmp_path: Path) -> None:
+    store = ReplyStore(tmp_path, "0123456789", "silo-a")
+    digest = question_digest("fit", 1, {}, {})
+    store.put("fit", digest, b"a reply frame of some length")
+    store.put("fit", digest, b"shorter")  # written over in place, the tail cut off
+    assert store.get("fit", digest) == b"shorter"
+    store.close()
+    path = store.folder / "fit.reply"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    data = path.read_bytes()
+    path.write_bytes(data[:-2])  # a crash in the middle of the write
+    assert ReplyStore(tmp_path, "0123456789", "silo-a").get("fit", digest) is None
+    path.write_bytes(data[:-1] + b"X")  # or a damaged byte
+    assert ReplyStore(tmp_path, "0123456789", "silo-a").get("fit", digest) is None
