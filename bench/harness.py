@@ -152,8 +152,8 @@ class Recorder:
 
 
 def script_rows(path: Path, args: list[str], timeout: float, work: Path) -> list[dict[str, Any]]:
-    """The JSON objects ``path`` prints, one a line; it runs in its own process group (a
-    timeout stops it with everything it started).
+    """The JSON objects ``path`` prints, one a line, that name a ``benchmark`` (or ``bench``);
+    it runs in its own process group (a timeout stops it with everything it started).
 
     Raises
     ------
@@ -173,7 +173,8 @@ def script_rows(path: Path, args: list[str], timeout: float, work: Path) -> list
                 value = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(value, dict):
+            # A result names its benchmark; other JSON (a leftover-process note) is not one.
+            if isinstance(value, dict) and ("benchmark" in value or "bench" in value):
                 rows.append(value)
     if code != 0:
         raise RuntimeError(f"{path.name} exited {code} after {len(rows)} rows:\n{proc.log_tail()}")

@@ -254,7 +254,8 @@ def _targets(rows: Sequence[dict[str, Any]]) -> list[str]:
             else (_problem(r) or "not measured")
         )
         lines.append(
-            f"| streaming FedAvg server peak RSS, N={_fmt(_first(r, STREAM_CLIENTS_KEYS))} "
+            f"| streaming FedAvg server peak RSS ({r.get('workflow', 'stream')}), "
+            f"N={_fmt(_first(r, STREAM_CLIENTS_KEYS))} "
             f"| {_fmt(peak)} MB | {_fmt(limit)} MB (3 x update + baseline) | {verdict} |"
         )
     return lines
