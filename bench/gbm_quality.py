@@ -28,11 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
@@ -40,74 +37,9 @@ from sklearn.metrics import r2_score, roc_auc_score
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import make_frames
-from fedsilo.federation import Checkpoint, Participant, Reply, SessionInfo, get_package
+from fedsilo.federation import get_package
 from fedsilo.packages.gbm import GBMExecutor, GBMModel
-from fedsilo.wire import (
-    DatasetSummary,
-    ReplyEnvelope,
-    TaskEnvelope,
-    decode_frame,
-    encode_frame,
-    parse_header,
-)
-
-
-class MeasuringContext:
-    """The engine's SessionContext, minus the network; counts the bytes of every frame."""
-
-    def __init__(self, executors: Mapping[str, GBMExecutor], num_rounds: int) -> None:
-        self.executors = executors
-        self.session = SessionInfo("0123456789", "bench", "gbm", len(executors), num_rounds, {}, {})
-        empty = DatasetSummary(train_rows=0, test_rows=0, columns=[])
-        self.participants = [
-            Participant(id=str(i), client_name=name, dataset=empty)
-            for i, name in enumerate(executors)
-        ]
-        self.saved: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
-        self.bytes: dict[str, int] = defaultdict(int)
-        self.rounds_of: dict[str, int] = defaultdict(int)
-
-    def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
-        return list(self.participants)
-
-    def ask(
-        self,
-        participants: Sequence[Participant],
-        kind: str,
-        arrays: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **_: Any,
-    ) -> list[Reply]:
-        task = TaskEnvelope(id="t", session_id="0123456789", kind=kind, meta=dict(meta or {}))
-        self.rounds_of[kind] += 1
-        replies = []
-        for participant in participants:
-            frame = encode_frame(dict(arrays or {}), task)
-            sent, header = decode_frame(frame)
-            envelope = parse_header(TaskEnvelope, header, "task")
-            reply_meta, reply_arrays = self.executors[participant.client_name].handle(
-                envelope.kind, envelope.meta, sent
-            )
-            reply_frame = encode_frame(reply_arrays, ReplyEnvelope(meta=reply_meta))
-            self.bytes[kind] += len(frame) + len(reply_frame)
-            got, back = decode_frame(reply_frame)
-            replies.append(Reply(participant, parse_header(ReplyEnvelope, back, "reply").meta, got))
-        return replies
-
-    def record_round(self, rnd: int, federated: Any, per_client: Any) -> None:
-        pass
-
-    def checkpoint(self, rnd: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        pass
-
-    def restore(self) -> Checkpoint | None:
-        return None
-
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
-        self.saved = ({k: np.asarray(v) for k, v in arrays.items()}, dict(meta))
-
-    def log(self, message: str) -> None:
-        pass
+from fedsilo.runners.inprocess import InProcessContext
 
 
 def datasets() -> dict[str, tuple[list[pd.DataFrame], pd.DataFrame, list[str], str, str]]:
@@ -150,12 +82,13 @@ def measure(
         f"silo{i}": GBMExecutor(mc, dc, LocalDataset(frame, None, 256))
         for i, frame in enumerate(silos)
     }
-    ctx = MeasuringContext(executors, trees)
+    ctx = InProcessContext(executors, num_rounds=trees, package_name="gbm")
     start = time.perf_counter()
     package.workflow(ctx, mc, dc)
     wall = time.perf_counter() - start
     assert ctx.saved is not None
-    estimator = GBMModel(mc, dc, *ctx.saved).as_sklearn()
+    arrays, meta, _ = ctx.saved
+    estimator = GBMModel(mc, dc, arrays, meta).as_sklearn()
 
     pooled = pd.concat(silos)
     central_type = (
@@ -202,7 +135,8 @@ def measure(
         "central_wall_s": round(central_wall, 3),
         "bytes_per_tree": per_tree // trees,
         "setup_bytes": ctx.bytes["sketch"] + ctx.bytes["bin"],
-        "task_rounds_per_tree": (ctx.rounds_of["histograms"] + ctx.rounds_of["update"]) / trees,
+        "task_rounds_per_tree": sum(kind in ("histograms", "update") for kind, _, _ in ctx.asked)
+        / trees,
         "params": params,
     }
 

@@ -23,7 +23,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,15 +31,8 @@ import pandas as pd
 import statsmodels.api as sm
 
 from fedsilo.data.dataset import LocalDataset
-from fedsilo.federation import Checkpoint, Executor, Participant, Reply, SessionInfo, get_package
-from fedsilo.wire import (
-    DatasetSummary,
-    ReplyEnvelope,
-    TaskEnvelope,
-    decode_frame,
-    encode_frame,
-    parse_header,
-)
+from fedsilo.federation import get_package
+from fedsilo.runners.inprocess import InProcessContext
 
 LOG = sm.families.links.Log()
 FAMILIES: dict[str, tuple[dict[str, Any], Any]] = {
@@ -51,59 +44,6 @@ FAMILIES: dict[str, tuple[dict[str, Any], Any]] = {
     "tweedie": ({"power": 1.5}, sm.families.Tweedie(var_power=1.5, link=LOG)),
 }
 SIZES = (500, 2000, 7000)
-
-
-class InProcessContext:
-    """The engine's SessionContext, minus the network: executors answer in process."""
-
-    def __init__(self, executors: Mapping[str, Executor], num_rounds: int) -> None:
-        self.executors = executors
-        self.session = SessionInfo("0123456789", "bench", "glm", len(executors), num_rounds, {}, {})
-        empty = DatasetSummary(train_rows=0, test_rows=0, columns=[])
-        self.participants = [
-            Participant(id=str(i), client_name=name, dataset=empty)
-            for i, name in enumerate(executors)
-        ]
-        self.saved: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
-        self.last: Checkpoint | None = None
-
-    def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
-        return list(self.participants)
-
-    def ask(
-        self,
-        participants: Sequence[Participant],
-        kind: str,
-        arrays: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **_: Any,
-    ) -> list[Reply]:
-        task = TaskEnvelope(id="t", session_id="0123456789", kind=kind, meta=dict(meta or {}))
-        replies = []
-        for participant in participants:
-            sent, header = decode_frame(encode_frame(dict(arrays or {}), task))
-            envelope = parse_header(TaskEnvelope, header, "task")
-            reply_meta, reply_arrays = self.executors[participant.client_name].handle(
-                envelope.kind, envelope.meta, sent
-            )
-            got, back = decode_frame(encode_frame(reply_arrays, ReplyEnvelope(meta=reply_meta)))
-            replies.append(Reply(participant, parse_header(ReplyEnvelope, back, "reply").meta, got))
-        return replies
-
-    def record_round(self, rnd: int, federated: Any, per_client: Any) -> None:
-        pass
-
-    def checkpoint(self, rnd: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.last = Checkpoint(rnd, dict(arrays), dict(meta))
-
-    def restore(self) -> Checkpoint | None:
-        return None
-
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
-        self.saved = ({k: np.asarray(v) for k, v in arrays.items()}, dict(meta))
-
-    def log(self, message: str) -> None:
-        pass
 
 
 def draw(task: str, sizes: Sequence[int], k: int, rng: np.random.Generator) -> list[pd.DataFrame]:
@@ -148,12 +88,12 @@ def measure(task: str, sizes: Sequence[int], k: int, seed: int) -> dict[str, Any
         f"silo{i}": package.executor(mc, dc, LocalDataset(frame, None, 1024))
         for i, frame in enumerate(frames)
     }
-    ctx = InProcessContext(executors, num_rounds=100)
+    ctx = InProcessContext(executors, num_rounds=100, package_name="glm")
     start = time.perf_counter()
     package.workflow(ctx, mc, dc)
     wall = time.perf_counter() - start
     assert ctx.saved is not None
-    arrays, meta = ctx.saved
+    arrays, meta, _ = ctx.saved
     summary = package.export(mc, dc, arrays, meta).summary()
 
     pooled = pd.concat(frames)

@@ -4,8 +4,8 @@ Three silos of unequal size (20% / 30% / 50% of ``--rows``), two shared predicto
 and sex-like), ``--chunks`` genotype-like chunked predictors (0/1/2, minor-allele frequency
 drawn per chunk; five of them causal), a binary (``logit``) or continuous (``ols``) target,
 and a 1,000-row test set per silo. The package's real server workflow and client executors run
-in one process, every task and reply through the wire codec (``InProcessContext`` of
-bench/glm_exactness.py), no HTTP. Prints one JSON line per strategy:
+in one process, every task and reply through the wire codec
+(:class:`fedsilo.runners.inprocess.InProcessContext`), no HTTP. Prints one JSON line per strategy:
 
 * ``wall_s`` -- the federated fit: every round's client statistics and test metrics, the codec
   and the server's batched Newton steps (data generation and the executors' one-time
@@ -29,20 +29,16 @@ import gc
 import json
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from glm_exactness import InProcessContext
-
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.federation import get_package
+from fedsilo.runners.inprocess import InProcessContext
 from fedsilo.wire import encode_frame
 
 SHARES = (0.2, 0.3, 0.5)
@@ -97,12 +93,12 @@ def measure(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
         gc.collect()
     setup_s = time.perf_counter() - setup
 
-    ctx = InProcessContext(executors, num_rounds=50)
+    ctx = InProcessContext(executors, num_rounds=50, package_name="linear_inference")
     start = time.perf_counter()
     package.workflow(ctx, mc, dc)
     wall = time.perf_counter() - start
     assert ctx.saved is not None
-    arrays, meta = ctx.saved
+    arrays, meta, _ = ctx.saved
     model = package.export(mc, dc, arrays, meta)
     k = len(SHARED) + 2
     reply = {

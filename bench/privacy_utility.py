@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,8 +29,9 @@ import torch
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import FEATURES, make_frames
-from fedsilo.federation import Checkpoint, Executor, Participant, Reply, SessionInfo, get_package
+from fedsilo.federation import Participant, Reply, get_package
 from fedsilo.packages.ffnet.model import build_module, module_arrays
+from fedsilo.runners.inprocess import InProcessContext
 from fedsilo.strategies import get_strategy
 from fedsilo.wire import DatasetSummary
 
@@ -84,49 +84,6 @@ def dpsgd(epsilon: float | None, rows: int, batch: int, rounds: int) -> dict[str
     }
 
 
-class Context:
-    """An in-process SessionContext: tasks go straight to the executors."""
-
-    def __init__(self, executors: Mapping[str, Executor], num_rounds: int) -> None:
-        self.executors = executors
-        self.session = SessionInfo("0123456789", "b", "glm", len(executors), num_rounds, {}, {})
-        self.participants = [Participant(f"p{n}", n, SUMMARY) for n in executors]
-        self.saved: tuple[dict[str, Any], dict[str, Any]] | None = None
-
-    def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
-        return list(self.participants)
-
-    def ask(
-        self,
-        participants: Sequence[Participant],
-        kind: str,
-        arrays: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **_: Any,
-    ) -> list[Reply]:
-        return [
-            Reply(
-                p, *self.executors[p.client_name].handle(kind, dict(meta or {}), dict(arrays or {}))
-            )
-            for p in participants
-        ]
-
-    def record_round(self, *_: Any, **__: Any) -> None:
-        pass
-
-    def checkpoint(self, *_: Any, **__: Any) -> None:
-        pass
-
-    def restore(self) -> Checkpoint | None:
-        return None
-
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
-        self.saved = (dict(arrays), dict(meta))
-
-    def log(self, message: str) -> None:
-        pass
-
-
 def glm_newton(task: str, epsilon: float, bounds: dict[str, float]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     beta = np.array([0.3, 0.5, -0.25, 0.1, 0.0])
@@ -152,12 +109,12 @@ def glm_newton(task: str, epsilon: float, bounds: dict[str, float]) -> dict[str,
         f"silo{i}": package.executor(mc, dc, LocalDataset(f, None, 256))
         for i, f in enumerate(frames)
     }
-    ctx = Context(executors, num_rounds=6)
+    ctx = InProcessContext(executors, num_rounds=6, package_name="glm")
     started = time.perf_counter()
     package.workflow(ctx, mc, dc)
     wall = time.perf_counter() - started
     assert ctx.saved is not None
-    arrays, meta = ctx.saved
+    arrays, meta, _ = ctx.saved
     pooled = pd.concat(frames, ignore_index=True)
     family = sm.families.Binomial() if task == "logistic" else sm.families.Poisson()
     reference = sm.GLM(pooled["y"], sm.add_constant(pooled[names]), family=family).fit()

@@ -62,6 +62,13 @@ class InProcessContext(AskMixin):
         What :meth:`restore` returns first (a resumed session).
     stop_after : int, optional
         Raise :class:`SimulationStopped` after checkpointing this round.
+    capture_failures : bool, default False
+        Turn an executor's exception into a :class:`~fedsilo.federation.Failure` (as a real
+        client reports it) instead of raising it in the workflow.
+    model_config, data_config : mapping, optional
+        The raw configs :attr:`session` reports (workflows get the parsed ones).
+    datasets : mapping of client name to DatasetSummary, optional
+        What each participant declares on joining (default: no rows, no columns).
     """
 
     def __init__(
@@ -73,14 +80,23 @@ class InProcessContext(AskMixin):
         checkpoint: Checkpoint | None = None,
         stop_after: int | None = None,
         capture_failures: bool = False,
+        model_config: Mapping[str, Any] | None = None,
+        data_config: Mapping[str, Any] | None = None,
+        datasets: Mapping[str, DatasetSummary] | None = None,
     ) -> None:
         self.executors = executors
         self.session = SessionInfo(
-            _SESSION_ID, "in-process", package_name, len(executors), num_rounds, {}, {}
+            _SESSION_ID,
+            "in-process",
+            package_name,
+            len(executors),
+            num_rounds,
+            dict(model_config or {}),
+            dict(data_config or {}),
         )
         empty = DatasetSummary(train_rows=0, test_rows=0, columns=[])
         self.joined = [
-            Participant(id=f"p{i}", client_name=name, dataset=empty)
+            Participant(id=f"p{i}", client_name=name, dataset=(datasets or {}).get(name, empty))
             for i, name in enumerate(executors)
         ]
         self.stop_after = stop_after

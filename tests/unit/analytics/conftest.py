@@ -1,4 +1,5 @@
-"""Run the eda package's workflow over real executors, in process, with a recording context.
+"""Run the eda package's workflow over real executors, in process
+(:class:`fedsilo.runners.inprocess.InProcessContext`).
 
 Every task and reply goes through the wire codec (JSON meta, safetensors arrays) as it would
 over HTTP, so what the workflow sees is what a server would see; only the network is left out
@@ -7,9 +8,8 @@ over HTTP, so what the workflow sees is what a server would see; only the networ
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,74 +18,47 @@ import pytest
 
 from fedsilo.analytics.results import EdaResults
 from fedsilo.data.dataset import LocalDataset
-from fedsilo.federation import Checkpoint, Participant, Reply, SessionInfo, get_package
-from fedsilo.wire import DatasetSummary, ReplyEnvelope, decode_frame, encode_frame
+from fedsilo.federation import Checkpoint, Executor, get_package
+from fedsilo.runners.inprocess import InProcessContext
 
 
 @dataclass
-class RecordingContext:
-    """A SessionContext whose participants are executors in this process."""
+class EdaRun:
+    """What one in-process eda session did, as the tests read it."""
 
-    session: SessionInfo
-    executors: dict[str, Any]
-    participants: list[Participant]
-    saved: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
-    checkpointed: Checkpoint | None = None
-    restored: Checkpoint | None = None
-    asked: list[str] = field(default_factory=list)
-    rounds: list[int] = field(default_factory=list)
+    context: InProcessContext
 
-    def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
-        assert n <= len(self.participants), f"workflow waits for {n} clients"
-        return self.participants
+    @property
+    def executors(self) -> Mapping[str, Executor]:
+        return self.context.executors
 
-    def ask(
-        self,
-        participants: Sequence[Participant],
-        kind: str,
-        arrays: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **_: Any,
-    ) -> list[Reply]:
-        self.asked.append(kind)
-        replies = []
-        task_meta = json.loads(json.dumps(dict(meta or {})))
-        for participant in participants:
-            executor = self.executors[participant.client_name]
-            out_meta, out_arrays = executor.handle(kind, task_meta, {})
-            frame = encode_frame(out_arrays, ReplyEnvelope(meta=out_meta))
-            got_arrays, header = decode_frame(frame)
-            replies.append(Reply(participant, header["meta"], got_arrays))
-        return replies
+    @property
+    def asked(self) -> list[str]:
+        """The task kinds sent, in order (one entry per send)."""
+        return [kind for kind, _, _ in self.context.asked]
 
-    def record_round(self, rnd: int, federated: Any, per_client: Any) -> None:
-        self.rounds.append(rnd)
+    @property
+    def rounds(self) -> list[int]:
+        return sorted(self.context.rounds)
 
-    def checkpoint(self, rnd: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        got, header = decode_frame(encode_frame(dict(arrays), {"round": rnd, "meta": dict(meta)}))
-        self.checkpointed = Checkpoint(rnd, got, header["meta"])
-
-    def restore(self) -> Checkpoint | None:
-        return self.restored
-
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
-        got, header = decode_frame(encode_frame(dict(arrays), dict(meta)))
-        self.saved = (got, header)
-
-    def log(self, message: str) -> None:
-        pass
+    @property
+    def checkpointed(self) -> Checkpoint | None:
+        """The last checkpoint this run wrote (None when it wrote none)."""
+        checkpoints = self.context.checkpoints
+        return checkpoints[max(checkpoints)] if checkpoints else None
 
     def results(self) -> EdaResults:
-        assert self.saved is not None, "the workflow saved no results"
-        return EdaResults.from_payload(self.saved[1], self.saved[0])
+        assert self.context.saved is not None, "the workflow saved no results"
+        arrays, meta, _ = self.context.saved
+        return EdaResults.from_payload(meta, arrays)
 
 
-RunEda = Callable[..., RecordingContext]
+RunEda = Callable[..., EdaRun]
 
 
 @pytest.fixture
 def run_eda() -> RunEda:
-    """``run_eda(model_config, data_config, {dataset_name: frame})`` -> the context after the
+    """``run_eda(model_config, data_config, {dataset_name: frame})`` -> the run after the
     workflow ran (``.results()`` reads what it saved)."""
 
     def run(
@@ -93,8 +66,8 @@ def run_eda() -> RunEda:
         data_config: Mapping[str, Any],
         frames: Mapping[str, pd.DataFrame],
         restored: Checkpoint | None = None,
-        executors: dict[str, Any] | None = None,
-    ) -> RecordingContext:
+        executors: Mapping[str, Executor] | None = None,
+    ) -> EdaRun:
         package = get_package("eda")
         mc, dc = package.parse_configs(model_config, data_config)
         if executors is None:
@@ -102,26 +75,16 @@ def run_eda() -> RunEda:
                 name: package.executor(mc, dc, LocalDataset(frame, None, 1, name=name))
                 for name, frame in frames.items()
             }
-        summary = DatasetSummary(train_rows=0, test_rows=0, columns=[])
-        ctx = RecordingContext(
-            session=SessionInfo(
-                id="0123456789",
-                name="eda",
-                package_name="eda",
-                min_num_clients=len(frames),
-                num_rounds=2,
-                model_config=dict(model_config),
-                data_config=dict(data_config),
-            ),
-            executors=executors,
-            participants=[
-                Participant(id=f"p{i}", client_name=name, dataset=summary)
-                for i, name in enumerate(frames)
-            ],
-            restored=restored,
+        ctx = InProcessContext(
+            executors,
+            num_rounds=2,
+            package_name="eda",
+            checkpoint=restored,
+            model_config=model_config,
+            data_config=data_config,
         )
         package.workflow(ctx, mc, dc)
-        return ctx
+        return EdaRun(ctx)
 
     return run
 

@@ -6,7 +6,7 @@ the real engine.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,15 @@ from fedsilo.client.runtime import ClientRuntime
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import FEATURES, make_frames
 from fedsilo.errors import ConfigError, TaskError
-from fedsilo.federation import Checkpoint, Participant, Reply, SessionInfo, get_package
+from fedsilo.federation import get_package
 from fedsilo.http import ApiClient
 from fedsilo.packages.glm import GLMExecutor, GLMModel
-from fedsilo.regression.newton import row_terms
 from fedsilo.packages.glm.private_newton import RELEASES_PER_ROUND, PrivateNewton
 from fedsilo.privacy import DifferentialPrivacyParams, gaussian_noise_for, plan_gaussian
 from fedsilo.privacy.newton import clipped_second_order_sums
-from fedsilo.wire import DatasetSummary, SessionStatus, decode_frame
+from fedsilo.regression.newton import row_terms
+from fedsilo.runners.inprocess import InProcessContext
+from fedsilo.wire import SessionStatus, decode_frame
 
 torch.set_num_threads(1)
 
@@ -65,65 +66,19 @@ def model_config(task: str, **dp: float) -> dict[str, Any]:
 DATA_CONFIG = {"predictors": PREDICTORS, "target": "y"}
 
 
-class Context:
-    """A minimal in-process SessionContext: tasks go straight to the executors."""
-
-    def __init__(self, executors: Mapping[str, GLMExecutor], num_rounds: int) -> None:
-        self.executors = executors
-        self.session = SessionInfo("0123456789", "t", "glm", len(executors), num_rounds, {}, {})
-        summary = DatasetSummary(train_rows=0, test_rows=0, columns=[])
-        self.participants = [Participant(f"p{n}", n, summary) for n in executors]
-        self.rounds: dict[int, tuple[dict[str, float], dict[str, dict[str, float]]]] = {}
-        self.saved: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
-
-    def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
-        return list(self.participants)
-
-    def ask(
-        self,
-        participants: Sequence[Participant],
-        kind: str,
-        arrays: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **_: Any,
-    ) -> list[Reply]:
-        return [
-            Reply(
-                p, *self.executors[p.client_name].handle(kind, dict(meta or {}), dict(arrays or {}))
-            )
-            for p in participants
-        ]
-
-    def record_round(
-        self, rnd: int, federated: Mapping[str, float], per_client: Mapping[str, Any]
-    ) -> None:
-        self.rounds[rnd] = (dict(federated), {k: dict(v) for k, v in per_client.items()})
-
-    def checkpoint(self, rnd: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        pass
-
-    def restore(self) -> Checkpoint | None:
-        return None
-
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
-        self.saved = ({k: np.asarray(v) for k, v in arrays.items()}, dict(meta))
-
-    def log(self, message: str) -> None:
-        pass
-
-
 def federate(
     config: dict[str, Any], frames: Sequence[pd.DataFrame], num_rounds: int
-) -> tuple[GLMModel, Context]:
+) -> tuple[GLMModel, InProcessContext]:
     mc, dc = PACKAGE.parse_configs(config, DATA_CONFIG)
     executors = {
         f"silo{i}": GLMExecutor(mc, dc, LocalDataset(frame, None, 256))
         for i, frame in enumerate(frames)
     }
-    ctx = Context(executors, num_rounds)
+    ctx = InProcessContext(executors, num_rounds, package_name="glm")
     PACKAGE.workflow(ctx, mc, dc)
     assert ctx.saved is not None
-    return GLMModel(mc, dc, *ctx.saved), ctx
+    arrays, meta, _ = ctx.saved
+    return GLMModel(mc, dc, arrays, meta), ctx
 
 
 def pooled_fit(task: str, frames: Sequence[pd.DataFrame]) -> Any:

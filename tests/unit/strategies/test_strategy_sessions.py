@@ -10,7 +10,6 @@ clients only through the fit task's meta) really took part.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,12 +21,13 @@ import fedsilo
 from fedsilo.client.runtime import ClientRuntime
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import FEATURES, make_frames
-from fedsilo.federation import Checkpoint, Participant, Reply, SessionInfo, get_package
+from fedsilo.federation import Checkpoint, Participant, Reply, get_package
 from fedsilo.http import ApiClient
 from fedsilo.packages.ffnet import FFNetExecutor, run
 from fedsilo.packages.ffnet.model import build_module, module_arrays
+from fedsilo.runners.inprocess import InProcessContext, SimulationStopped
 from fedsilo.strategies import get_strategy
-from fedsilo.wire import Arrays, DatasetSummary, SessionStatus, decode_frame, encode_frame
+from fedsilo.wire import Arrays, DatasetSummary, SessionStatus
 
 torch.set_num_threads(1)
 ROUNDS, BATCH = 3, 64
@@ -93,13 +93,17 @@ def replay(config: dict[str, Any], silos: dict[str, tuple[str, str]]) -> Arrays:
     strategy = get_strategy(mc.strategy.name, mc.strategy.params)
     weights = strategy.initial_arrays(module_arrays(build_module(mc)))
     summary = DatasetSummary(train_rows=0, test_rows=0, columns=[])
-    for rnd in range(1, ROUNDS + 1):
-        meta = {"round": rnd, "local_epochs": mc.local_epochs, **strategy.fit_config(rnd)}
+    for server_round in range(1, ROUNDS + 1):
+        meta = {
+            "round": server_round,
+            "local_epochs": mc.local_epochs,
+            **strategy.fit_config(server_round),
+        }
         replies = [
             Reply(Participant(name, name, summary), *executor.handle("fit", meta, weights))
             for name, executor in executors.items()
         ]
-        weights = strategy.aggregate_fit(rnd, weights, replies)
+        weights = strategy.aggregate_fit(server_round, weights, replies)
     return weights
 
 
@@ -160,71 +164,8 @@ def test_an_ffnet_session_trains_with_the_strategy_end_to_end(
 # ------------------------------------------------------------------ resume
 
 
-class Crash(Exception):
-    """Stands in for the server dying right after a checkpoint."""
-
-
-class InProcessContext:
-    """A SessionContext running tasks on local executors; checkpoints go through the codec."""
-
-    def __init__(
-        self,
-        executors: Mapping[str, FFNetExecutor],
-        checkpoint: Checkpoint | None = None,
-        crash_after: int | None = None,
-    ) -> None:
-        self.executors = executors
-        self.session = SessionInfo("0123456789", "t", "ffnet", 2, ROUNDS, {}, {})
-        self.participants = [
-            Participant(
-                id=name,
-                client_name=name,
-                dataset=DatasetSummary(train_rows=0, test_rows=0, columns=[]),
-            )
-            for name in executors
-        ]
-        self.last_checkpoint = checkpoint
-        self.crash_after = crash_after
-        self.saved: dict[str, np.ndarray] | None = None
-        self.fit_rounds: list[int] = []
-
-    def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
-        return list(self.participants)
-
-    def ask(
-        self,
-        participants: Sequence[Participant],
-        kind: str,
-        arrays: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **_: Any,
-    ) -> list[Reply]:
-        if kind == "fit":
-            self.fit_rounds.append(int((meta or {})["round"]))
-        return [
-            Reply(
-                p, *self.executors[p.client_name].handle(kind, dict(meta or {}), dict(arrays or {}))
-            )
-            for p in participants
-        ]
-
-    def record_round(self, rnd: int, federated: Any, per_client: Any) -> None:
-        pass
-
-    def checkpoint(self, rnd: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        stored, header = decode_frame(encode_frame(dict(arrays), {"meta": dict(meta)}))
-        self.last_checkpoint = Checkpoint(round=rnd, arrays=stored, meta=header["meta"])
-        if rnd == self.crash_after:
-            raise Crash
-
-    def restore(self) -> Checkpoint | None:
-        return self.last_checkpoint
-
-    def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
-        self.saved = {k: np.asarray(v) for k, v in arrays.items()}
-
-    def log(self, message: str) -> None:
-        pass
+def fit_rounds(ctx: InProcessContext) -> list[int]:
+    return [server_round for kind, server_round, _ in ctx.asked if kind == "fit"]
 
 
 def test_a_resumed_session_continues_the_strategy_state_bit_for_bit(
@@ -234,33 +175,37 @@ def test_a_resumed_session_continues_the_strategy_state_bit_for_bit(
     package = get_package("ffnet")
     mc, dc = package.parse_configs(config, {"predictors": FEATURES, "target": "y"})
 
-    straight = InProcessContext(executors_for(config, silos))
+    straight = InProcessContext(executors_for(config, silos), ROUNDS)
     run(straight, mc, dc)
-    crashed = InProcessContext(executors_for(config, silos), crash_after=2)
-    with pytest.raises(Crash):
+    crashed = InProcessContext(executors_for(config, silos), ROUNDS, stop_after=2)
+    with pytest.raises(SimulationStopped):
         run(crashed, mc, dc)
     assert crashed.last_checkpoint is not None
     state = {k for k in crashed.last_checkpoint.arrays if k.startswith("strategy/")}
     assert state == {
         f"strategy/{slot}/{name}" for slot in ("m", "v") for name in expected_names(mc)
     }
-    resumed = InProcessContext(executors_for(config, silos), crashed.last_checkpoint)
+    resumed = InProcessContext(
+        executors_for(config, silos), ROUNDS, checkpoint=crashed.last_checkpoint
+    )
     run(resumed, mc, dc)
 
-    assert resumed.fit_rounds == [3]  # only the missing round ran
+    assert fit_rounds(resumed) == [3]  # only the missing round ran
     assert straight.saved is not None and resumed.saved is not None
-    for name, value in straight.saved.items():
-        np.testing.assert_array_equal(resumed.saved[name], value, err_msg=name)
+    for name, value in straight.saved[0].items():
+        np.testing.assert_array_equal(resumed.saved[0][name], value, err_msg=name)
     # Without its moments the strategy would have continued differently.
     amnesic = Checkpoint(
         round=2,
         arrays={k: v for k, v in crashed.last_checkpoint.arrays.items() if k not in state},
         meta=crashed.last_checkpoint.meta,
     )
-    forgetful = InProcessContext(executors_for(config, silos), amnesic)
+    forgetful = InProcessContext(executors_for(config, silos), ROUNDS, checkpoint=amnesic)
     run(forgetful, mc, dc)
     assert forgetful.saved is not None
-    assert not np.array_equal(forgetful.saved["output.weight"], straight.saved["output.weight"])
+    assert not np.array_equal(
+        forgetful.saved[0]["output.weight"], straight.saved[0]["output.weight"]
+    )
 
 
 def expected_names(mc: Any) -> list[str]:

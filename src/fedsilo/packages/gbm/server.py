@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,17 +34,15 @@ from fedsilo.packages.gbm.binning import bin_edges
 from fedsilo.packages.gbm.config import GBMDataConfig, GBMModelConfig
 from fedsilo.packages.gbm.predictor import Forest
 from fedsilo.packages.gbm.splitting import TreeGrower
-from fedsilo.workflows.metrics import R2Part, finite_number, pooled_r2, weighted_mean
+from fedsilo.workflows import BestModel, PooledMetrics, WeightedMean, client_metrics
 
-__all__ = ["federated_metrics", "run"]
+__all__ = ["EVALUATE_METRICS", "run"]
 
-#: save_best_model metric -> federated metric key
-_SELECTION_KEYS = {
-    "loss": "loss",
-    "accuracy": "accuracy",
-    "roc_auc": "roc_auc_client_mean",
-    "r2": "r2",
-}
+#: one tree's federated metrics from the ``update`` replies (see the module docstring)
+EVALUATE_METRICS = PooledMetrics(
+    weight_key="test_weight_sum",
+    extra={"train_loss": lambda: WeightedMean("train_loss", "num_rows")},
+)
 _PARTS = ("positive_keys", "positive_counts", "negative_keys", "negative_counts")
 
 
@@ -62,20 +59,21 @@ def run(ctx: SessionContext, mc: GBMModelConfig, dc: GBMDataConfig) -> None:
     n_features = len(dc.predictors)
     participants = ctx.wait_for_clients(ctx.session.min_num_clients)
     checkpoint = ctx.restore()
+    best_spec = mc.save_best_model
+    # Trees are additive, so the best round's model is the forest's prefix: no arrays kept.
+    best = BestModel(
+        best_spec.metric if best_spec is not None else None,
+        best_spec.resolved_mode() if best_spec is not None else "min",
+    )
     if checkpoint is None:
         forest = _initial_forest(ctx, participants, mc, n_features)
-        start, best = 1, _Best()
-        last_metrics: dict[str, float] = {}
+        start = 1
     else:
         forest = Forest.from_arrays(checkpoint.arrays, n_features)
         start = checkpoint.round + 1
-        best = _Best(**(checkpoint.meta.get("best") or {}))
-        last_metrics = dict(checkpoint.meta.get("last_metrics") or {})
+        best.restore(checkpoint.meta)
     _ask_all(ctx, participants, "bin", forest.to_arrays(), start)
     n_bins = 1 + max(cuts.size for cuts in forest.cuts)
-    best_spec = mc.save_best_model
-    key = _SELECTION_KEYS.get(best_spec.metric or "") if best_spec is not None else None
-    mode = best_spec.resolved_mode() if best_spec is not None else "min"
 
     for rnd in range(start, ctx.session.num_rounds + 1):
         grower = TreeGrower(
@@ -101,23 +99,13 @@ def run(ctx: SessionContext, mc: GBMModelConfig, dc: GBMDataConfig) -> None:
         replies = _ask_all(
             ctx, participants, "update", {f"tree/{k}": v for k, v in tree.items()}, rnd
         )
-        federated = federated_metrics(replies)
-        ctx.record_round(rnd, federated=federated, per_client=per_client_metrics(replies))
-        last_metrics = federated
-        value = federated.get(key) if key is not None else None
-        if value is not None and math.isfinite(value):
-            previous = best.value
-            if previous is None or (value < previous if mode == "min" else value > previous):
-                best = _Best(rnd, value, federated)
-        meta = {"kind": "gbm", "best": asdict(best), "last_metrics": last_metrics}
-        ctx.checkpoint(rnd, arrays=forest.to_arrays(), meta=meta)
+        federated = EVALUATE_METRICS(replies)
+        ctx.record_round(rnd, federated=federated, per_client=client_metrics(replies))
+        best.update(rnd, federated)
+        ctx.checkpoint(rnd, arrays=forest.to_arrays(), meta={"kind": "gbm", **best.meta()})
 
     n_trees = len(forest.trees)
-    if key is not None and best.round:
-        kept, metrics = best.round, dict(best.metrics)
-        selected_by = f"best {best_spec.metric if best_spec else ''} ({mode})"
-    else:
-        kept, metrics, selected_by = n_trees, last_metrics, "last round"
+    kept, metrics, selected_by = best.selected(n_trees)
     model_meta: dict[str, Any] = {
         "round": kept,
         "trees": kept,
@@ -128,15 +116,6 @@ def run(ctx: SessionContext, mc: GBMModelConfig, dc: GBMDataConfig) -> None:
         "n_bins": [int(c.size + 1) for c in forest.cuts],
     }
     ctx.save_model(forest.truncated(kept).to_arrays(), meta=model_meta, round=kept)
-
-
-@dataclass
-class _Best:
-    """The tree count (round) that scored best under ``save_best_model`` so far."""
-
-    round: int = 0
-    value: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _ask_all(
@@ -216,46 +195,3 @@ def _summed(replies: Sequence[Reply], shape: tuple[int, ...]) -> np.ndarray:
             )
         total += np.asarray(part, dtype=np.float64)
     return total
-
-
-def federated_metrics(replies: Sequence[Reply]) -> dict[str, float]:
-    """One tree's federated metrics from the clients' ``update`` replies (module docstring)."""
-    result: dict[str, float] = {}
-    for name, client_key, weight in (
-        ("loss", "test_loss", "test_weight_sum"),
-        ("accuracy", "test_accuracy", "test_weight_sum"),
-        ("roc_auc_client_mean", "test_roc_auc", "test_weight_sum"),
-        ("r2_client_mean", "test_r2", "test_weight_sum"),
-        ("train_loss", "train_loss", "num_rows"),
-    ):
-        value = weighted_mean(replies, client_key, weight)
-        if value is not None:
-            result[name] = value
-    parts: list[R2Part] = []
-    for reply in replies:
-        values = [
-            finite_number(reply.meta, k)
-            for k in ("test_weight_sum", "test_sse", "target_mean", "target_m2")
-        ]
-        if any(v is None for v in values):
-            parts = []
-            break
-        parts.append(tuple(float(v) for v in values if v is not None))  # type: ignore[arg-type]
-    r2 = pooled_r2(parts)
-    if r2 is not None:
-        result["r2"] = r2
-    return result
-
-
-def per_client_metrics(replies: Sequence[Reply]) -> dict[str, dict[str, float]]:
-    """Each client's ``test_*`` metrics and ``train_loss``, keyed by client name."""
-    result: dict[str, dict[str, float]] = {}
-    for reply in replies:
-        result[reply.participant.client_name] = {
-            key: number
-            for key in reply.meta
-            if (key.startswith("test_") or key == "train_loss")
-            and key not in ("test_sse", "test_weight_sum")
-            and (number := finite_number(reply.meta, key)) is not None
-        }
-    return result
