@@ -255,14 +255,19 @@ class TaskGroup:
             if not done:
                 self._expire_all("timeout", f"no reply within {limit:g} s")
                 continue
-            for future in done:
+            # One at a time, dropping each future before the next yield: a batch that arrived
+            # together must not stay alive until its last member is consumed.
+            while done:
+                future = done.pop()
                 self._pending.pop(future)
                 outcome = future.result()
+                del future
                 if isinstance(outcome, Failure):
                     self.failures.append(outcome)
                 else:
                     self.num_replies += 1
                 yield outcome
+                del outcome
 
     def as_completed(self, timeout: float | None = None) -> Iterator[Reply]:
         """Successful replies as they arrive; failures are collected in :attr:`failures`."""

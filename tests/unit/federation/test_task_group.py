@@ -215,11 +215,6 @@ def test_a_streamed_reply_is_released_once_handed_out() -> None:
     assert all(ref() is None for ref in alive)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TaskGroup.outcomes keeps the `done` set of one wait, so replies that arrived "
-    "together stay alive until the last of them is handed out (reported to the lead)",
-)
 def test_replies_that_arrived_together_are_released_one_by_one() -> None:
     h = Harness(3)
     for i in range(3):
