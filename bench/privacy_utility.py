@@ -63,12 +63,12 @@ def dpsgd(epsilon: float | None, rows: int, batch: int, rounds: int) -> dict[str
     weights = module_arrays(build_module(mc))
     started = time.perf_counter()
     replies: list[Reply] = []
-    for rnd in range(1, rounds + 1):
-        meta = {"round": rnd, "num_rounds": rounds}
+    for server_round in range(1, rounds + 1):
+        meta = {"round": server_round, "num_rounds": rounds}
         replies = [
             Reply(p, *s.handle("fit", meta, weights)) for p, s in zip(people, silos, strict=True)
         ]
-        weights = strategy.aggregate_fit(rnd, weights, replies)
+        weights = strategy.aggregate_fit(server_round, weights, replies)
     wall = time.perf_counter() - started
     metrics, _ = silos[0].handle("evaluate", {"round": rounds}, weights)
     return {

@@ -178,19 +178,21 @@ class InProcessContext(AskMixin):
 
     def record_round(
         self,
-        rnd: int,
+        server_round: int,
         federated: Mapping[str, float],
         per_client: Mapping[str, Mapping[str, float]],
     ) -> None:
         json.dumps([federated, per_client], allow_nan=False)  # the engine stores JSON
-        self.rounds[rnd] = (dict(federated), {k: dict(v) for k, v in per_client.items()})
+        self.rounds[server_round] = (dict(federated), {k: dict(v) for k, v in per_client.items()})
 
-    def checkpoint(self, rnd: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    def checkpoint(
+        self, server_round: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]
+    ) -> None:
         stored, header = decode_frame(encode_frame(dict(arrays), {"meta": dict(meta)}))
-        self.last_checkpoint = Checkpoint(round=rnd, arrays=stored, meta=header["meta"])
-        self.checkpoints[rnd] = self.last_checkpoint
-        if rnd == self.stop_after:
-            raise SimulationStopped(f"stopped after the checkpoint of round {rnd}")
+        self.last_checkpoint = Checkpoint(round=server_round, arrays=stored, meta=header["meta"])
+        self.checkpoints[server_round] = self.last_checkpoint
+        if server_round == self.stop_after:
+            raise SimulationStopped(f"stopped after the checkpoint of round {server_round}")
 
     def restore(self) -> Checkpoint | None:
         return self.last_checkpoint

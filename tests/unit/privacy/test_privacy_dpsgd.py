@@ -215,7 +215,7 @@ def train_tutorial_net(
         nn.Linear(15, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(),
         nn.Linear(6, 2),
     )  # fmt: skip
-    for rnd in range(1, ROUNDS + 1):
+    for server_round in range(1, ROUNDS + 1):
         train_local(
             net,
             F.cross_entropy,
@@ -224,9 +224,9 @@ def train_tutorial_net(
             learning_rate=0.2,
             epochs=1,
             batch_size=BATCH,
-            generator=torch.Generator().manual_seed(rnd),
+            generator=torch.Generator().manual_seed(server_round),
             privacy=plan,
-            privacy_generator=torch.Generator().manual_seed(1000 * noise_seed + rnd),
+            privacy_generator=torch.Generator().manual_seed(1000 * noise_seed + server_round),
         )
     with torch.no_grad():
         accuracy = float((net(data["x_test"]).argmax(1) == data["y_test"]).float().mean())

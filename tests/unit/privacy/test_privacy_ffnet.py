@@ -74,8 +74,8 @@ def test_each_round_reports_its_spending_and_never_the_training_loss(
     silo = executor(frames)
     weights = module_arrays(build_module(silo.model_config))
     spent = []
-    for rnd in (1, 2, 3):
-        reply, weights = silo.handle("fit", {"round": rnd, "num_rounds": 3}, weights)
+    for server_round in (1, 2, 3):
+        reply, weights = silo.handle("fit", {"round": server_round, "num_rounds": 3}, weights)
         assert "train_loss" not in reply
         assert reply["num_examples"] == ROWS and reply["delta"] == 1e-5
         assert reply["epsilon_budget"] == 4

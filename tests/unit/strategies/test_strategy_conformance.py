@@ -82,19 +82,21 @@ def model(seed: int, dtype: Any = np.float64) -> Arrays:
     }
 
 
-def round_replies(rnd: int, current: Arrays, n_clients: int = 3) -> list[Reply]:
-    """Fixed, different client models (like ``current``) and weights for round ``rnd``."""
+def round_replies(server_round: int, current: Arrays, n_clients: int = 3) -> list[Reply]:
+    """Fixed, different client models (like ``current``) and weights for round ``server_round``."""
     replies = []
     for i in range(n_clients):
-        arrays = model(100 * rnd + i)
+        arrays = model(100 * server_round + i)
         arrays = {key: arrays[key].astype(current[key].dtype) for key in current}
         replies.append(reply(i, arrays, num_examples=5 * i + 3))
     return replies
 
 
 def run_rounds(strategy: Strategy, current: Arrays, rounds: range) -> Arrays:
-    for rnd in rounds:
-        current = strategy.aggregate_fit(rnd, current, round_replies(rnd, current))
+    for server_round in rounds:
+        current = strategy.aggregate_fit(
+            server_round, current, round_replies(server_round, current)
+        )
     return current
 
 
@@ -145,10 +147,10 @@ def test_unknown_params_are_refused(name: str) -> None:
 @each_strategy
 def test_fit_and_evaluate_configs_are_json_dicts(name: str) -> None:
     strategy = build(name)
-    for rnd in (1, 7):
-        fit = strategy.fit_config(rnd)
+    for server_round in (1, 7):
+        fit = strategy.fit_config(server_round)
         assert json.loads(json.dumps(fit)) == fit
-        assert json.loads(json.dumps(strategy.evaluate_config(rnd))) == {}
+        assert json.loads(json.dumps(strategy.evaluate_config(server_round))) == {}
     expected = {"proximal_mu": 0.1} if name == "FedProx" else {}
     assert strategy.fit_config(1) == expected
 

@@ -19,10 +19,9 @@ from torch import nn
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.federation import Participant, Reply, get_package
 from fedsilo.packages.ffnet import FFNetExecutor
-from fedsilo.training import shuffle_seed
 from fedsilo.packages.ffnet.model import build_module, load_arrays, module_arrays
 from fedsilo.strategies import get_strategy
-from fedsilo.training import train_local
+from fedsilo.training import shuffle_seed, train_local
 from fedsilo.wire import Arrays, DatasetSummary
 
 torch.set_num_threads(1)
@@ -35,8 +34,8 @@ def client_rounds() -> list[list[tuple[Arrays, int]]]:
     """Per round, three clients' models (scattered around a drifting centre) and weights."""
     rng = np.random.default_rng(42)
     rounds = []
-    for rnd in range(ROUNDS):
-        centre = {k: rng.standard_normal(s) * 0.1 + 0.05 * rnd for k, s in SHAPES.items()}
+    for server_round in range(ROUNDS):
+        centre = {k: rng.standard_normal(s) * 0.1 + 0.05 * server_round for k, s in SHAPES.items()}
         clients = [
             ({k: centre[k] + 0.02 * rng.standard_normal(s) for k, s in SHAPES.items()}, n)
             for n in (50, 200, 7)
@@ -72,9 +71,11 @@ def start() -> Arrays:
 
 
 def assert_rounds_equal(got: list[Arrays], expected: list[Arrays]) -> None:
-    for rnd, (g, e) in enumerate(zip(got, expected, strict=True), start=1):
+    for server_round, (g, e) in enumerate(zip(got, expected, strict=True), start=1):
         for key in SHAPES:
-            np.testing.assert_allclose(g[key], e[key], rtol=0, atol=1e-12, err_msg=f"{rnd} {key}")
+            np.testing.assert_allclose(
+                g[key], e[key], rtol=0, atol=1e-12, err_msg=f"{server_round} {key}"
+            )
 
 
 # ----------------------------------------------------------------------- FedAvgM

@@ -186,7 +186,7 @@ class FFNetExecutor:
         if self._privacy is not None:
             return self._fit_private(self._privacy, meta, arrays)
         self._load(arrays, "fit")
-        rnd = _meta_int(meta, "round", 0, minimum=0)
+        server_round = _meta_int(meta, "round", 0, minimum=0)
         epochs = _meta_int(meta, "local_epochs", self.model_config.local_epochs, minimum=1)
         proximal_mu = _meta_float(meta, "proximal_mu", 0.0)
         params = self.model_config.optimizer.params
@@ -199,7 +199,9 @@ class FFNetExecutor:
             momentum=params.momentum,
             epochs=epochs,
             batch_size=self.batch_size,
-            generator=torch.Generator().manual_seed(shuffle_seed(self.model_config.seed, rnd)),
+            generator=torch.Generator().manual_seed(
+                shuffle_seed(self.model_config.seed, server_round)
+            ),
             epoch_rows=self._epoch_rows if self._class_rows else None,
             proximal_mu=proximal_mu,
         )
@@ -215,8 +217,8 @@ class FFNetExecutor:
     ) -> tuple[dict[str, Any], Arrays]:
         """``fit`` under DP-SGD: planned for the session, each round released once."""
         plan = ledger.plan(meta)
-        rnd = _meta_int(meta, "round", 1, minimum=1)
-        released = ledger.replay(plan, rnd)
+        server_round = _meta_int(meta, "round", 1, minimum=1)
+        released = ledger.replay(plan, server_round)
         if released is not None:
             return released
         epochs = _meta_int(meta, "local_epochs", plan.local_epochs, minimum=1)
@@ -243,10 +245,10 @@ class FFNetExecutor:
         reply = {
             "num_examples": result.num_examples,
             "local_epochs": epochs,
-            **privacy_report(plan, rnd),
+            **privacy_report(plan, server_round),
         }
         trained = module_arrays(self.module)
-        ledger.record(rnd, reply, trained)
+        ledger.record(server_round, reply, trained)
         return reply, trained
 
     def evaluate(self, meta: dict[str, Any], arrays: Arrays) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def run(ctx: SessionContext, mc: GBMModelConfig, dc: GBMDataConfig) -> None:
     _ask_all(ctx, participants, "bin", forest.to_arrays(), start)
     n_bins = 1 + max(cuts.size for cuts in forest.cuts)
 
-    for rnd in range(start, ctx.session.num_rounds + 1):
+    for server_round in range(start, ctx.session.num_rounds + 1):
         grower = TreeGrower(
             params.learning_rate,
             params.l2_regularization,
@@ -88,7 +88,7 @@ def run(ctx: SessionContext, mc: GBMModelConfig, dc: GBMDataConfig) -> None:
             nodes = grower.pending()
             if nodes:
                 arrays = {"splits": splits, "nodes": np.array(nodes, dtype=np.int64)}
-                replies = _ask_all(ctx, participants, "histograms", arrays, rnd)
+                replies = _ask_all(ctx, participants, "histograms", arrays, server_round)
                 grower.add_histograms(nodes, _summed(replies, (len(nodes), n_features, n_bins, 3)))
             splits = np.array(
                 [[s.node, s.feature, s.bin, s.left, s.right] for s in grower.next_splits()],
@@ -97,12 +97,12 @@ def run(ctx: SessionContext, mc: GBMModelConfig, dc: GBMDataConfig) -> None:
         tree = grower.arrays()
         forest.trees.append(tree)
         replies = _ask_all(
-            ctx, participants, "update", {f"tree/{k}": v for k, v in tree.items()}, rnd
+            ctx, participants, "update", {f"tree/{k}": v for k, v in tree.items()}, server_round
         )
         federated = EVALUATE_METRICS(replies)
-        ctx.record_round(rnd, federated=federated, per_client=client_metrics(replies))
-        best.update(rnd, federated)
-        ctx.checkpoint(rnd, arrays=forest.to_arrays(), meta={"kind": "gbm", **best.meta()})
+        ctx.record_round(server_round, federated=federated, per_client=client_metrics(replies))
+        best.update(server_round, federated)
+        ctx.checkpoint(server_round, arrays=forest.to_arrays(), meta={"kind": "gbm", **best.meta()})
 
     n_trees = len(forest.trees)
     kept, metrics, selected_by = best.selected(n_trees)
@@ -123,7 +123,7 @@ def _ask_all(
     participants: Sequence[Participant],
     kind: str,
     arrays: dict[str, Any],
-    rnd: int,
+    server_round: int,
     meta: dict[str, Any] | None = None,
 ) -> list[Reply]:
     # Every histogram must hold every client's rows, or the split is not the pooled one:
@@ -133,7 +133,7 @@ def _ask_all(
         kind,
         arrays=arrays,
         meta=meta,
-        round=rnd,
+        round=server_round,
         accept_failures=False,
         min_replies=len(participants),
     )

@@ -151,7 +151,7 @@ class LocalSGD:
         """
         if self.privacy is not None:
             return self._fit_private(self.privacy, meta, beta)
-        rnd = _meta_number(meta, "round", 0)
+        server_round = _meta_number(meta, "round", 0)
         epochs = int(_meta_number(meta, "local_epochs", self.model_config.local_epochs, low=1))
         proximal_mu = _meta_number(meta, "proximal_mu", 0.0)
         with torch.no_grad():
@@ -169,7 +169,9 @@ class LocalSGD:
             momentum=optimizer.params.momentum,
             epochs=epochs,
             batch_size=self.batch_size,
-            generator=torch.Generator().manual_seed(shuffle_seed(self.model_config.seed, int(rnd))),
+            generator=torch.Generator().manual_seed(
+                shuffle_seed(self.model_config.seed, int(server_round))
+            ),
             proximal_mu=proximal_mu,
         )
         with torch.no_grad():
@@ -194,8 +196,8 @@ class LocalSGD:
     ) -> tuple[dict[str, Any], np.ndarray]:
         """``fit`` under DP-SGD: planned for the session, each round released once."""
         plan = ledger.plan(meta)
-        rnd = int(_meta_number(meta, "round", 1, low=1))
-        released = ledger.replay(plan, rnd)
+        server_round = int(_meta_number(meta, "round", 1, low=1))
+        released = ledger.replay(plan, server_round)
         if released is not None:
             return released[0], released[1]["beta"]
         epochs = int(_meta_number(meta, "local_epochs", plan.local_epochs, low=1))
@@ -228,8 +230,8 @@ class LocalSGD:
             new_beta = np.concatenate(
                 [self.module.bias.numpy(), self.module.weight.numpy().reshape(-1)]
             ).astype(np.float64)
-        reply = {"num_examples": result.num_examples, **privacy_report(plan, rnd)}
-        ledger.record(rnd, reply, {"beta": new_beta})
+        reply = {"num_examples": result.num_examples, **privacy_report(plan, server_round)}
+        ledger.record(server_round, reply, {"beta": new_beta})
         return reply, new_beta
 
 

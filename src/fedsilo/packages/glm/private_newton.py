@@ -142,10 +142,10 @@ class PrivateNewton:
             :meth:`NewtonStatistics.to_arrays` (deviance and Pearson sum NaN: not released).
         """
         plan = self.ledger.plan(meta)
-        rnd = meta.get("round")
-        if isinstance(rnd, bool) or not isinstance(rnd, int):
-            raise TaskError(f"Task meta 'round' must be an integer >= 1. Got {rnd!r}.")
-        released = self.ledger.replay(plan, rnd)
+        server_round = meta.get("round")
+        if isinstance(server_round, bool) or not isinstance(server_round, int):
+            raise TaskError(f"Task meta 'round' must be an integer >= 1. Got {server_round!r}.")
+        released = self.ledger.replay(plan, server_round)
         if released is not None:
             return released
         start = bool(meta.get("start", False))
@@ -153,10 +153,10 @@ class PrivateNewton:
         reply = {
             "num_rows": self.data.num_rows,
             "fisher_noise_std": plan.sigma(self.params.hessian_norm),
-            **privacy_report(plan, rnd),
+            **privacy_report(plan, server_round),
         }
         arrays = stats.to_arrays()
-        self.ledger.record(rnd, reply, arrays)
+        self.ledger.record(server_round, reply, arrays)
         return reply, arrays
 
     def statistics(
@@ -255,20 +255,20 @@ def run_private_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfi
         metrics = dict(checkpoint.meta.get("metrics") or {})
         start = checkpoint.round + 1
     num_rows = sum(p.dataset.train_rows for p in participants)
-    for rnd in range(start, rounds + 1):
-        stats, noise_std, round_spent = _ask_private_stats(ctx, participants, beta, rnd, k)
+    for server_round in range(start, rounds + 1):
+        stats, noise_std, round_spent = _ask_private_stats(ctx, participants, beta, server_round, k)
         fisher = positive_definite(stats.fisher, noise_spectral_norm(noise_std, k))
         num_rows = stats.num_rows
         beta = newton_point(
-            np.zeros(k) if rnd == 1 else beta, replace(stats, fisher=fisher), penalty
+            np.zeros(k) if server_round == 1 else beta, replace(stats, fisher=fisher), penalty
         )
         spent.update(round_spent)
         eval_replies = ctx.ask(
             participants,
             "evaluate",
             arrays={"beta": beta},
-            meta={"round": rnd},
-            round=rnd,
+            meta={"round": server_round},
+            round=server_round,
             accept_failures=False,
             min_replies=len(participants),
         )
@@ -276,9 +276,9 @@ def run_private_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfi
         per_client = client_metrics(eval_replies)
         for name, epsilon in round_spent.items():
             per_client.setdefault(name, {})["epsilon_spent"] = epsilon
-        ctx.record_round(rnd, federated=metrics, per_client=per_client)
+        ctx.record_round(server_round, federated=metrics, per_client=per_client)
         ctx.checkpoint(
-            rnd,
+            server_round,
             arrays={"beta": beta},
             meta={"kind": _CHECKPOINT_KIND, _SPENT: spent, "metrics": metrics},
         )
@@ -307,7 +307,7 @@ def _ask_private_stats(
     ctx: SessionContext,
     participants: Sequence[Participant],
     beta: np.ndarray,
-    rnd: int,
+    server_round: int,
     k: int,
 ) -> tuple[NewtonStatistics, float, dict[str, float]]:
     """Sum one round's private statistics; also the Fisher noise std of the sum and spending."""
@@ -315,8 +315,12 @@ def _ask_private_stats(
         participants,
         "newton_stats",
         arrays={"beta": beta},
-        meta={"round": rnd, "num_rounds": ctx.session.num_rounds, "start": rnd == 1},
-        round=rnd,
+        meta={
+            "round": server_round,
+            "num_rounds": ctx.session.num_rounds,
+            "start": server_round == 1,
+        },
+        round=server_round,
         accept_failures=False,
         min_replies=len(participants),
     )

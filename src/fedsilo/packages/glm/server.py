@@ -127,22 +127,22 @@ def run_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> No
 
     converged = False
     last_round = state.round
-    for rnd in range(start, ctx.session.num_rounds + 1):
+    for server_round in range(start, ctx.session.num_rounds + 1):
         trial = state.beta + state.scale * state.direction
-        stats, replies = _ask_stats(ctx, participants, trial, rnd, k, evaluate=True)
+        stats, replies = _ask_stats(ctx, participants, trial, server_round, k, evaluate=True)
         value = objective(stats, trial, penalty)
         federated = EVALUATE_METRICS(replies)
         federated.update(_train_metrics(family, stats, value))
-        ctx.record_round(rnd, federated=federated, per_client=client_metrics(replies))
-        last_round = rnd
+        ctx.record_round(server_round, federated=federated, per_client=client_metrics(replies))
+        last_round = server_round
         if value <= state.objective + ACCEPT_SLACK * abs(state.objective):
             target = newton_point(trial, stats, penalty)
-            state = _Accepted(trial, stats, value, target - trial, 1.0, rnd, 0, federated)
+            state = _Accepted(trial, stats, value, target - trial, 1.0, server_round, 0, federated)
             converged = step_size(trial, target) <= mc.tol
         else:
             state = replace(state, scale=state.scale / 2, halvings=state.halvings + 1)
-            ctx.log(f"round {rnd}: the objective rose to {value:.6g}; halving the step")
-        _checkpoint(ctx, rnd, state)
+            ctx.log(f"round {server_round}: the objective rose to {value:.6g}; halving the step")
+        _checkpoint(ctx, server_round, state)
         if converged or state.halvings >= MAX_HALVINGS:
             break
     if converged:
@@ -224,7 +224,7 @@ def _ask_stats(
     ctx: SessionContext,
     participants: Sequence[Participant],
     beta: np.ndarray,
-    rnd: int,
+    server_round: int,
     k: int,
     *,
     evaluate: bool,
@@ -233,8 +233,8 @@ def _ask_stats(
         participants,
         "newton_stats",
         arrays={"beta": beta},
-        meta={"round": rnd, "evaluate": evaluate},
-        round=rnd,
+        meta={"round": server_round, "evaluate": evaluate},
+        round=server_round,
         accept_failures=False,
         min_replies=len(participants),
     )
@@ -263,7 +263,7 @@ def _train_metrics(family: Family, stats: NewtonStatistics, value: float) -> dic
 _CHECKPOINT_KIND = "glm-newton"
 
 
-def _checkpoint(ctx: SessionContext, rnd: int, state: _Accepted) -> None:
+def _checkpoint(ctx: SessionContext, server_round: int, state: _Accepted) -> None:
     arrays = {
         "beta": state.beta,
         "direction": state.direction,
@@ -277,7 +277,7 @@ def _checkpoint(ctx: SessionContext, rnd: int, state: _Accepted) -> None:
         "halvings": state.halvings,
         "metrics": state.metrics,
     }
-    ctx.checkpoint(rnd, arrays=arrays, meta=meta)
+    ctx.checkpoint(server_round, arrays=arrays, meta=meta)
 
 
 def _restore(checkpoint: Checkpoint, k: int) -> _Accepted:

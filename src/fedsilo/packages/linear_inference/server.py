@@ -102,7 +102,7 @@ def run(ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInference
         reasons = {int(j): str(why) for j, why in meta["reasons"].items()}
         columns, num_rows = dict(meta["columns"]), int(meta["num_rows"])
         metrics, last_round = dict(meta["metrics"]), checkpoint.round
-    for rnd in range(last_round + 1, ctx.session.num_rounds + 1):
+    for server_round in range(last_round + 1, ctx.session.num_rounds + 1):
         failed = np.zeros(m, dtype=bool)
         failed[list(reasons)] = True
         trial = np.where(failed[:, None], 0.0, beta + scale[:, None] * direction)
@@ -110,15 +110,15 @@ def run(ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInference
             participants,
             "bundle_stats",
             arrays={"betas": trial, "active": (~failed).astype(np.float64)},
-            meta={"round": rnd, "evaluate": True},
-            round=rnd,
+            meta={"round": server_round, "evaluate": True},
+            round=server_round,
             accept_failures=False,
             min_replies=len(participants),
         )
         gradient, trial_fisher, deviance, num_rows, columns = _sum(replies, m, k)
         metrics = federated_metrics(replies, family.loss_factor() * deviance[~failed] / num_rows)
-        ctx.record_round(rnd, federated=metrics, per_client=client_metrics(replies))
-        last_round = rnd
+        ctx.record_round(server_round, federated=metrics, per_client=client_metrics(replies))
+        last_round = server_round
         # inf before a model's first acceptance, so round 1 is always accepted.
         bound = accepted_deviance + ACCEPT_SLACK * np.abs(accepted_deviance)
         accept = ~failed & np.isfinite(deviance) & (deviance <= bound)
@@ -156,8 +156,8 @@ def run(ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInference
         state: dict[str, Any] = {"reasons": {str(j): why for j, why in reasons.items()}}
         state.update({"columns": columns})
         state.update({"kind": _CHECKPOINT_KIND, "num_rows": num_rows, "metrics": metrics})
-        ctx.checkpoint(rnd, arrays=arrays, meta=state)
-        if np.all(done) and rnd >= 2:
+        ctx.checkpoint(server_round, arrays=arrays, meta=state)
+        if np.all(done) and server_round >= 2:
             break
     for j in np.flatnonzero(~converged):
         reasons.setdefault(int(j), f"did not converge within num_rounds={ctx.session.num_rounds}")

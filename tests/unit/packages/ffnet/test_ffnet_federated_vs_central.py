@@ -65,12 +65,12 @@ def test_federated_accuracy_is_within_two_points_of_central(
     people = [Participant(id=f"p{i}", client_name=f"silo{i}", dataset=SUMMARY) for i in range(2)]
     strategy = get_strategy("FedAvg", {})
     weights = module_arrays(build_module(MC))
-    for rnd in range(1, rounds + 1):
+    for server_round in range(1, rounds + 1):
         replies = [
-            Reply(p, *silo.handle("fit", {"round": rnd}, weights))
+            Reply(p, *silo.handle("fit", {"round": server_round}, weights))
             for p, silo in zip(people, silos, strict=True)
         ]
-        weights = strategy.aggregate_fit(rnd, weights, replies)
+        weights = strategy.aggregate_fit(server_round, weights, replies)
 
     federated = evaluate(FFNetModel(MC, DC, weights, {}), frames["test"])
     central = evaluate(
@@ -132,10 +132,10 @@ def test_workflow_records_weighted_metrics_and_saves_the_best_round(
         assert {"test_loss", "test_accuracy", "test_roc_auc", "train_loss"} <= set(north)
 
     assert ctx.saved is not None
-    arrays, meta, rnd = ctx.saved
+    arrays, meta, server_round = ctx.saved
     losses = {r: federated["loss"] for r, (federated, _) in ctx.rounds.items()}
     best = min(losses, key=losses.__getitem__)
-    assert rnd == meta["round"] == best
+    assert server_round == meta["round"] == best
     assert meta["federated_loss"] == pytest.approx(losses[best])
     assert meta["selected_by"] == "best loss (min)"
     best_global = {
@@ -170,7 +170,10 @@ def test_a_resumed_session_ends_with_the_same_model(frames: dict[str, pd.DataFra
     )
     run(resumed, MC, DC)
 
-    assert [rnd for _, rnd, _ in resumed.asked] == [3, 3]  # only the missing round ran
+    assert [server_round for _, server_round, _ in resumed.asked] == [
+        3,
+        3,
+    ]  # only the missing round ran
     assert straight.saved is not None and resumed.saved is not None
     assert resumed.saved[1:] == straight.saved[1:]
     for name, value in straight.saved[0].items():

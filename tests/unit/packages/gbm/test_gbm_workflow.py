@@ -88,8 +88,8 @@ def test_save_best_model_keeps_the_best_prefix_of_trees(gbm_run: Any, gbm_cfg: A
     best = min(losses, key=losses.__getitem__)
     assert best < 12
     assert fed.ctx.saved is not None
-    _, meta, rnd = fed.ctx.saved
-    assert rnd == best and meta["trees"] == best and meta["trees_grown"] == 12
+    _, meta, server_round = fed.ctx.saved
+    assert server_round == best and meta["trees"] == best and meta["trees_grown"] == 12
     assert fed.model.as_sklearn().n_iter_ == best
     assert meta["federated_loss"] == pytest.approx(losses[best])
 

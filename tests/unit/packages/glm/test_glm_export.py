@@ -101,13 +101,13 @@ def test_the_sdk_model_delegates_summary_and_sklearn(
     frames = silos("logistic")
     fit = run_federated(config("logistic"), DATA, frames)
     assert fit.ctx.saved is not None
-    arrays, meta, rnd = fit.ctx.saved
+    arrays, meta, server_round = fit.ctx.saved
     model = Model(
         arrays,
         ModelMeta(
             session_id="0123456789",
             package_name="glm",
-            round=rnd,
+            round=server_round,
             model_config=config("logistic"),
             data_config=DATA,
             meta=meta,
