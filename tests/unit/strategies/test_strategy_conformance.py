@@ -398,3 +398,47 @@ def test_initial_parameters_must_be_numeric_arrays(value: Any, message: str) -> 
     for name in strategy_names():
         with pytest.raises(ConfigError, match=message):
             build(name, initial_parameters={"w": value})
+
+
+# ------------------------------------------------------------------ per-round hooks
+
+
+@each_strategy
+def test_per_round_hooks_add_to_the_task_meta(name: str) -> None:
+    strategy = get_strategy(
+        name,
+        REQUIRED.get(name, {}),
+        on_fit_config_fn=lambda server_round: {"epochs": server_round},
+        on_evaluate_config_fn=lambda server_round: {"batch": 2 * server_round},
+    )
+    built_in = build(name).fit_config(3)
+    assert strategy.fit_config(3) == {"epochs": 3, **built_in}
+    assert strategy.evaluate_config(3) == {"batch": 6}
+    with pytest.raises(TypeError, match="on_fit_config_fn must return a dict"):
+        get_strategy(name, REQUIRED.get(name, {}), on_fit_config_fn=lambda _: 3).fit_config(1)  # type: ignore[arg-type,return-value]
+
+
+@each_strategy
+def test_aggregate_evaluate_pools_the_clients_exactly_and_evaluate_calls_evaluate_fn(
+    name: str,
+) -> None:
+    replies = [
+        Reply(participant(i), {"test_loss": loss, "test_num_examples": n}, {})
+        for i, (loss, n) in enumerate([(1.0, 10), (3.0, 30), (float("nan"), 5)])
+    ]
+    assert build(name).aggregate_evaluate(1, iter(replies)) == {"loss": 2.5}
+    assert build(name).evaluate(1, model(0)) is None
+    seen: list[Any] = []
+
+    def evaluate_fn(server_round: int, arrays: Arrays, config: dict[str, Any]) -> Any:
+        seen.append((server_round, sorted(arrays), config))
+        return 0.25, {"accuracy": 1}
+
+    strategy = get_strategy(
+        name,
+        REQUIRED.get(name, {}),
+        evaluate_fn=evaluate_fn,
+        on_evaluate_config_fn=lambda server_round: {"round_seen": server_round},
+    )
+    assert strategy.evaluate(4, model(0)) == (0.25, {"accuracy": 1.0})
+    assert seen == [(4, sorted(model(0)), {"round_seen": 4})]
