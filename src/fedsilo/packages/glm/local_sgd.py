@@ -10,6 +10,7 @@ minimises (see :mod:`fedsilo.packages.glm.sgd` for the objective and the workflo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from fedsilo.privacy import DPSGDPlan, plan_dpsgd
 from fedsilo.privacy.ledger import ReleaseLedger, privacy_report
 from fedsilo.regression.families import Activation, Family
 from fedsilo.regression.newton import DesignData, local_statistics
-from fedsilo.training import shuffle_seed, train_local
+from fedsilo.training import LocalTrainingResult, shuffle_seed, train_local
 
 __all__ = ["Exp", "LocalSGD", "half_deviance", "inverse_link_module"]
 
@@ -154,30 +155,15 @@ class LocalSGD:
         server_round = _meta_number(meta, "round", 0)
         epochs = int(_meta_number(meta, "local_epochs", self.model_config.local_epochs, low=1))
         proximal_mu = _meta_number(meta, "proximal_mu", 0.0)
-        with torch.no_grad():
-            self.module.bias.copy_(torch.as_tensor(beta[:1]))
-            self.module.weight.copy_(torch.as_tensor(beta[1:]).reshape(1, -1))
-        optimizer = self.model_config.optimizer
-        if optimizer is None:  # the config refuses sgd without one
-            raise TaskError("The glm sgd solver needs model_config.optimizer.")
-        result = train_local(
-            self.module,
+        result, new_beta = self._train(
+            beta,
             self.loss,
-            self.x,
-            self.y,
-            learning_rate=optimizer.params.learning_rate,
-            momentum=optimizer.params.momentum,
-            epochs=epochs,
-            batch_size=self.batch_size,
+            epochs,
             generator=torch.Generator().manual_seed(
                 shuffle_seed(self.model_config.seed, int(server_round))
             ),
             proximal_mu=proximal_mu,
         )
-        with torch.no_grad():
-            new_beta = np.concatenate(
-                [self.module.bias.numpy(), self.module.weight.numpy().reshape(-1)]
-            ).astype(np.float64)
         stats = local_statistics(self.family, self.data, new_beta)
         loss = (
             self.family.loss_factor() * stats.deviance / stats.weight_sum
@@ -206,6 +192,27 @@ class LocalSGD:
                 f"Under differential privacy every round trains model_config.local_epochs = "
                 f"{plan.local_epochs} epoch(s), as the budget was planned. Got {epochs}."
             )
+        result, new_beta = self._train(
+            beta,
+            self.private_loss,
+            epochs,
+            generator=torch.Generator(),  # unused: DP-SGD draws from a secret generator
+            proximal_mu=_meta_number(meta, "proximal_mu", 0.0),
+            regularizer=self.penalty,
+            privacy=plan,
+        )
+        reply = {"num_examples": result.num_examples, **privacy_report(plan, server_round)}
+        ledger.record(server_round, reply, {"beta": new_beta})
+        return reply, new_beta
+
+    def _train(
+        self,
+        beta: np.ndarray,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        epochs: int,
+        **options: Any,
+    ) -> tuple[LocalTrainingResult, np.ndarray]:
+        """Load ``beta``, run :func:`train_local` with ``options``, return the new ``beta``."""
         optimizer = self.model_config.optimizer
         if optimizer is None:  # the config refuses sgd without one
             raise TaskError("The glm sgd solver needs model_config.optimizer.")
@@ -214,25 +221,20 @@ class LocalSGD:
             self.module.weight.copy_(torch.as_tensor(beta[1:]).reshape(1, -1))
         result = train_local(
             self.module,
-            self.private_loss,
+            loss,
             self.x,
             self.y,
             learning_rate=optimizer.params.learning_rate,
             momentum=optimizer.params.momentum,
             epochs=epochs,
             batch_size=self.batch_size,
-            generator=torch.Generator(),  # unused: DP-SGD draws from a secret generator
-            proximal_mu=_meta_number(meta, "proximal_mu", 0.0),
-            regularizer=self.penalty,
-            privacy=plan,
+            **options,
         )
         with torch.no_grad():
             new_beta = np.concatenate(
                 [self.module.bias.numpy(), self.module.weight.numpy().reshape(-1)]
             ).astype(np.float64)
-        reply = {"num_examples": result.num_examples, **privacy_report(plan, server_round)}
-        ledger.record(server_round, reply, {"beta": new_beta})
-        return reply, new_beta
+        return result, new_beta
 
 
 def _meta_number(meta: dict[str, Any], key: str, default: float, low: float = 0.0) -> float:

@@ -108,4 +108,7 @@ def test_a_resumed_sgd_session_finishes_as_an_uninterrupted_one(
     second = context(checkpoint=copy.deepcopy(first.last_checkpoint))
     PACKAGE.workflow(second, mc, dc)
     assert second.asked[0][:2] == ("fit", 3)
-    np.testing.assert_array_equal(whole.saved[0]["beta"], second.saved[0]["beta"])
+    # Equal up to the order of the float64 running sum: replies stream into the strategy in
+    # arrival order, and in process every reply is ready at once (TaskGroup hands out
+    # simultaneous completions in set order).
+    np.testing.assert_allclose(whole.saved[0]["beta"], second.saved[0]["beta"], rtol=1e-13)
