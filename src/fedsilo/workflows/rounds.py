@@ -16,8 +16,12 @@ One loop serves every package that trains a model by rounds of local training (f
                          arrays, the best ones, the strategy's state and the package's state
 
 and after the last round ``save_model`` stores the best (``save_best_model``) or the last
-model. A package supplies a :class:`RoundPlan`: its strategy, its seed, the meta its fit tasks
-carry and how the first global model is obtained (:class:`Start`).
+model. The strategy's ``evaluate_fn`` (Flower's server-side evaluation) is recorded in the
+round's federated metrics as ``server_loss`` and ``server_<name>``; unlike Flower, the initial
+model is not evaluated, since round 0 is no round of the session's metrics.
+
+A package supplies a :class:`RoundPlan`: its strategy, its seed, the meta its fit tasks carry
+and how the first global model is obtained (:class:`Start`).
 
 Checkpoint arrays are named ``global/<name>``, ``best/<name>`` and ``strategy/<name>``; its
 meta holds the selection's state, the clients' ``epsilon_spent`` and the package's ``state``.
@@ -318,7 +322,7 @@ class _FitLog:
         for reply in replies:
             name = reply.participant.client_name
             self.train_loss.add(reply)
-            metrics = self.per_client.setdefault(name, {})
+            metrics: dict[str, float] = {}
             loss = finite_number(reply.meta, "train_loss")
             if loss is not None:
                 metrics["train_loss"] = loss
@@ -330,6 +334,8 @@ class _FitLog:
                         "the session trains under differential privacy."
                     )
                 self.spent[name] = metrics["epsilon_spent"] = epsilon
+            if metrics:
+                self.per_client[name] = metrics
             yield reply
 
 
