@@ -9,10 +9,13 @@ takes exact (proximal) Newton steps on the server, so the fit equals statsmodels
 scikit-learn's on the pooled rows in a handful of rounds; ``sgd`` runs a strategy over local
 SGD epochs, as the seed's GLM tutorial describes.
 
-Parts: ``config.py`` (model_config / data_config), ``families.py`` (deviances, variances,
-links), ``newton.py`` (the federated IRLS mathematics), ``client.py`` (the executor),
-``server.py`` (the Newton workflow), ``sgd.py`` (the sgd solver), ``export.py`` and
-``sklearn_export.py`` (the user's model).
+Parts: ``config.py`` (model_config / data_config), ``client.py`` (the executor),
+``server.py`` (the Newton workflow), ``private_newton.py`` (Newton under differential
+privacy), ``sgd.py`` (the sgd workflow, on :func:`fedsilo.workflows.run_rounds`),
+``local_sgd.py`` (the sgd solver's client half, torch), ``export.py`` and
+``sklearn_export.py`` (the user's model). The families and the federated IRLS mathematics
+live in :mod:`fedsilo.regression`, shared with linear_inference. Importing this module
+imports no torch: the executor and the export are re-exported lazily.
 """
 
 from __future__ import annotations
