@@ -23,6 +23,7 @@ from fedsilo.federation import Participant, Reply, get_package
 from fedsilo.packages.ffnet import FFNetExecutor, FFNetModel, evaluate, run, train_central
 from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig
 from fedsilo.packages.ffnet.model import build_module, module_arrays
+from fedsilo.packages.ffnet.server import model_template
 from fedsilo.runners.inprocess import InProcessContext, SimulationStopped
 from fedsilo.strategies import get_strategy
 from fedsilo.wire import (
@@ -216,3 +217,32 @@ def test_regression_r2_is_pooled_exactly(frames: dict[str, pd.DataFrame]) -> Non
     truth = pooled["y"].to_numpy(dtype=np.float32).astype(np.float64)
     assert federated["r2"] == pytest.approx(r2_score(truth, predicted), abs=1e-9)
     assert federated["loss"] == pytest.approx(np.mean((truth - predicted) ** 2), abs=1e-6)
+
+
+def test_the_server_template_is_the_network_layout() -> None:
+    template = model_template(MC)
+    built = module_arrays(build_module(MC))
+    assert {k: (v.shape, v.dtype) for k, v in template.items()} == {
+        k: (v.shape, v.dtype) for k, v in built.items()
+    }
+
+
+def test_initial_parameters_replace_the_init_task(frames: dict[str, pd.DataFrame]) -> None:
+    given = {k: np.full(v.shape, 0.01).tolist() for k, v in model_template(MC).items()}
+    config = TUTORIAL | {"strategy": {"name": "FedAvg", "params": {"initial_parameters": given}}}
+    mc = PACKAGE.parse_model_config(config)
+    executors = small_silos(frames, mc, DC)
+    ctx = InProcessContext(executors, num_rounds=1)
+    run(ctx, mc, DC)
+    assert [kind for kind, _, _ in ctx.asked] == ["fit", "evaluate"]
+    # The clients trained from the given weights: a fit from them reproduces round 1.
+    start = {k: np.asarray(v, dtype=np.float32) for k, v in given.items()}
+    meta = {"round": 1, "local_epochs": mc.local_epochs, "num_rounds": 1}
+    again = small_silos(frames, mc, DC)
+    replies = [
+        Reply(p, *again[p.client_name].handle("fit", meta, start)) for p in ctx.participants()
+    ]
+    expected = get_strategy("FedAvg").aggregate_fit(1, start, replies)
+    assert ctx.saved is not None
+    for name, value in expected.items():
+        np.testing.assert_allclose(ctx.saved[0][name], value, rtol=0, atol=1e-6, err_msg=name)
