@@ -37,6 +37,7 @@ import numpy as np
 
 from fedsilo.errors import TaskError
 from fedsilo.federation import Failure, Participant, Reply, SessionContext, Task, TaskGroup
+from fedsilo.privacy.dp import DifferentialPrivacyParams
 from fedsilo.strategies import Strategy
 from fedsilo.wire import Arrays
 from fedsilo.workflows.metrics import WeightedMean, client_metrics, finite_number
@@ -90,10 +91,11 @@ class RoundPlan:
     save_best_metric : str, optional
         ``save_best_model.metric``; None saves the last round's model.
     save_best_mode : {"min", "max"}
-    privacy : mapping, optional
-        The session's privacy budget (``epsilon``, ``max_grad_norm``) when clients train under
-        differential privacy: every fit reply must then carry ``epsilon_spent``, and the saved
-        model's meta gets a ``privacy`` entry with everyone's final spending.
+    privacy : DifferentialPrivacyParams, optional
+        The session's ``differential_privacy_params`` when clients train under differential
+        privacy: every fit reply must then carry ``epsilon_spent``, and the saved model's meta
+        gets a ``privacy`` entry (``epsilon``, ``max_grad_norm``) with everyone's final
+        spending.
     model_meta : mapping
         Extra entries of the saved model's meta (``solver``, ...).
     """
@@ -105,7 +107,7 @@ class RoundPlan:
     train_weight_key: str = "num_examples"
     save_best_metric: str | None = None
     save_best_mode: Literal["min", "max"] = "min"
-    privacy: Mapping[str, Any] | None = None
+    privacy: DifferentialPrivacyParams | None = None
     model_meta: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -228,7 +230,11 @@ def run_rounds(ctx: SessionContext, plan: RoundPlan) -> RoundsResult:
     }
     if plan.privacy is not None:
         # Every round was released, whichever one is saved: the spending is the final one.
-        meta["privacy"] = {**plan.privacy, "epsilon_spent": spent}
+        meta["privacy"] = {
+            "epsilon": plan.privacy.epsilon,
+            "max_grad_norm": plan.privacy.max_grad_norm,
+            "epsilon_spent": spent,
+        }
     ctx.save_model(arrays, meta=meta, round=chosen)
     return RoundsResult(arrays, meta, chosen)
 
@@ -348,23 +354,19 @@ def _check_finite(server_round: int, weights: Arrays) -> None:
         )
 
 
+_EVALUATED_ON = {
+    "train": "clients without a test set report metrics on their training data",
+    "none": "clients under differential privacy without a test set report no metrics",
+}
+
+
 def _log_evaluated_on(ctx: SessionContext, replies: Sequence[Reply]) -> None:
-    on_train = sorted(
-        r.participant.client_name for r in replies if r.meta.get("evaluated_on") == "train"
-    )
-    if on_train:
-        ctx.log(
-            f"clients without a test set report metrics on their training data: "
-            f"{', '.join(on_train)}"
+    for where, message in _EVALUATED_ON.items():
+        names = sorted(
+            r.participant.client_name for r in replies if r.meta.get("evaluated_on") == where
         )
-    silent = sorted(
-        r.participant.client_name for r in replies if r.meta.get("evaluated_on") == "none"
-    )
-    if silent:
-        ctx.log(
-            f"clients under differential privacy without a test set report no metrics: "
-            f"{', '.join(silent)}"
-        )
+        if names:
+            ctx.log(f"{message}: {', '.join(names)}")
 
 
 def _with_prefix(arrays: Arrays, prefix: str) -> Arrays:

@@ -72,7 +72,6 @@ def run(ctx: SessionContext, model_config: FFNetModelConfig, data_config: FFNetD
         return Start(ask_initial_arrays(ctx, participants, template))
 
     best = model_config.save_best_model
-    privacy = model_config.differential_privacy_params
     run_rounds(
         ctx,
         RoundPlan(
@@ -82,9 +81,7 @@ def run(ctx: SessionContext, model_config: FFNetModelConfig, data_config: FFNetD
             fit_meta={"local_epochs": model_config.local_epochs},
             save_best_metric=best.metric if best is not None else None,
             save_best_mode=best.resolved_mode() if best is not None else "min",
-            privacy=None
-            if privacy is None
-            else {"epsilon": privacy.epsilon, "max_grad_norm": privacy.max_grad_norm},
+            privacy=model_config.differential_privacy_params,
         ),
     )
 

@@ -74,9 +74,7 @@ def run_sgd(ctx: SessionContext, model_config: GLMModelConfig, data_config: GLMD
             seed=model_config.seed,
             fit_meta={"local_epochs": model_config.local_epochs},
             train_weight_key="weight_sum",
-            privacy=None
-            if privacy is None
-            else {"epsilon": privacy.epsilon, "max_grad_norm": privacy.max_grad_norm},
+            privacy=privacy,
             model_meta={
                 "solver": "sgd",
                 "converged": None,
