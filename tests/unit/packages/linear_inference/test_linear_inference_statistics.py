@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedsilo.packages.linear_inference.bundle import ChunkedDesign, bundle_statistics
 from fedsilo.regression.families import make_family
 from fedsilo.regression.newton import DesignData, batched_newton_point, local_statistics
-from fedsilo.packages.linear_inference.bundle import ChunkedDesign, bundle_statistics
 
 
 @pytest.mark.parametrize("task", ["logistic", "normal"])
