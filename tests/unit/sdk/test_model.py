@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 from pathlib import Path
@@ -59,9 +60,27 @@ def _unused(*args: object) -> Any:
     raise AssertionError("not used by the SDK")
 
 
+def _export(mc: ToyModelConfig, dc: ToyDataConfig, arrays: Arrays, meta: dict[str, Any]) -> Any:
+    return ToyExport(mc, dc, arrays)
+
+
+def _export_sklearn(
+    mc: ToyModelConfig, dc: ToyDataConfig, arrays: Arrays, meta: dict[str, Any]
+) -> Any:
+    return ToySklearnExport(mc, dc, arrays)
+
+
+TOY_MODULE = "fedsilo_test_toy_package"
+
+
 @pytest.fixture
 def toy_package(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    module = types.ModuleType("fedsilo_test_toy_package")
+    # The contract names the executor and export by "module:attribute", imported on first
+    # use; the toy module sits in sys.modules so importlib finds those attributes on it.
+    module = types.ModuleType(TOY_MODULE)
+    module.executor = _unused  # type: ignore[attr-defined]
+    module.export = _export  # type: ignore[attr-defined]
+    module.export_sklearn = _export_sklearn  # type: ignore[attr-defined]
     module.PACKAGE = ModelPackage(  # type: ignore[attr-defined]
         name="toy",
         description="a linear toy",
@@ -69,8 +88,8 @@ def toy_package(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
         model_config_type=ToyModelConfig,
         data_config_type=ToyDataConfig,
         workflow=_unused,
-        executor=_unused,
-        export=lambda mc, dc, arrays, meta: ToyExport(mc, dc, arrays),
+        executor_ref=f"{TOY_MODULE}:executor",
+        export_ref=f"{TOY_MODULE}:export",
     )
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setitem(REGISTRY, "toy", module.__name__)
@@ -171,15 +190,20 @@ def test_as_sklearn_without_export_is_a_clear_error() -> None:
 
 
 def test_as_sklearn_delegates_when_offered(toy_package: types.ModuleType) -> None:
-    package = toy_package.PACKAGE
-    toy_package.PACKAGE = ModelPackage(
-        **{
-            **{f: getattr(package, f) for f in package.__dataclass_fields__},
-            "export": lambda mc, dc, arrays, meta: ToySklearnExport(mc, dc, arrays),
-        }
+    toy_package.PACKAGE = dataclasses.replace(
+        toy_package.PACKAGE, export_ref=f"{TOY_MODULE}:export_sklearn"
     )
     model = Model.from_frame(encode_frame(WEIGHTS, _meta()))
     assert model.as_sklearn() == "an estimator"
+
+
+def test_export_ref_that_cannot_be_imported_names_the_ref(toy_package: types.ModuleType) -> None:
+    toy_package.PACKAGE = dataclasses.replace(
+        toy_package.PACKAGE, export_ref=f"{TOY_MODULE}:missing"
+    )
+    model = Model.from_frame(encode_frame(WEIGHTS, _meta()))
+    with pytest.raises(ConfigError, match=r"export_ref 'fedsilo_test_toy_package:missing'"):
+        model.predict(pd.DataFrame({"a": [1.0], "b": [1.0]}))
 
 
 @pytest.mark.usefixtures("toy_package")
