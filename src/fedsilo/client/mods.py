@@ -18,6 +18,10 @@ replay, which releases nothing new, is never counted twice.
 Release-once is the one mechanism that stops a second, differently noised answer to the
 same question (see :mod:`fedsilo.client.replies`): it keys the encoded reply frame by a
 digest of the question on disk, so it holds across restarts of the client and of the server.
+Packages keep no copy of it: a package's privacy ledger (:mod:`fedsilo.privacy.ledger`) only
+plans the budget and refuses rounds outside it. :func:`client_mods` is the chain's one
+definition, used by the client runtime and by the in-process runner
+(:mod:`fedsilo.runners.inprocess`), so tests see what a real client would send.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "TaskRequest",
     "accounting",
     "chain",
+    "client_mods",
     "release_once",
 ]
 
@@ -161,3 +166,30 @@ def accounting(hook: Callable[[TaskRequest, TaskReply], None]) -> Mod:
         return reply
 
     return mod
+
+
+def client_mods(
+    store: ReplyStore,
+    mods: Sequence[Mod] = (),
+    on_replay: Callable[[TaskRequest], None] | None = None,
+) -> list[Mod]:
+    """The mods every task of a participant passes through, outermost first.
+
+    :func:`release_once` over ``store``, then ``mods`` (the accounting hook, later masking):
+    see the module docstring for why in this order.
+
+    Parameters
+    ----------
+    store : ReplyStore
+        The participant's released replies (its state directory).
+    mods : sequence of Mod, optional
+        The runtime's further mods, outermost first.
+    on_replay : callable, optional
+        Passed to :func:`release_once`.
+
+    Returns
+    -------
+    list of Mod
+        For :func:`chain` (or the task loop, which chains them over the executor).
+    """
+    return [release_once(store, on_replay), *mods]

@@ -38,14 +38,21 @@ was trained, an upper bound.
 
 Limits
 ------
-The guarantee assumes each round is released once. Packages remember, in the client
-process, the reply of the last private round and send it again if the same round is asked
-twice (the server re-asks a round after its own restart), which releases nothing new. A
-client process that itself restarts loses that memory, but the client runtime keeps the last
-reply per task kind on its disk (:mod:`fedsilo.client.replies`) and resends it when the same
-question (kind, round, meta, arrays) comes back, so a round re-asked after both restarted is
-still released once. The server is trusted to follow the protocol
-(to announce the session's real ``num_rounds``), not to see exact updates.
+The guarantee assumes each round is released once. One mechanism sees to it, in the client
+runtime rather than in any package: the ``release_once`` client mod
+(:func:`fedsilo.client.mods.release_once`) writes each reply frame to the client's state
+directory (:mod:`fedsilo.client.replies`) before sending it, and answers the same question
+(kind, round, meta, arrays) with those same bytes when it comes back -- a server that
+restarted re-asks the round it had not checkpointed, and a client that restarted too still
+has the reply on its disk -- so a repeat releases nothing new. What a package's executor
+keeps is its plan (:class:`fedsilo.privacy.ledger.ReleaseLedger`): it refuses a round beyond
+``rounds``, a changed ``num_rounds``, and a different question for a round it already
+released. That last refusal lives in the executor's memory, and the reply store keeps the
+last reply per task kind, not a history: a client restarted mid-session and then asked a
+*different* question for a round it released before would answer it. A server that follows
+the protocol never does (it resumes from its checkpoint and re-asks with the same inputs);
+the server is trusted to follow the protocol (to announce the session's real
+``num_rounds``, to resume from its checkpoints), not to see exact updates.
 """
 
 from __future__ import annotations

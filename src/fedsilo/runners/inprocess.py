@@ -5,18 +5,31 @@ and reply goes through the wire codec (so what a package sends must survive the 
 rounds, checkpoints, the saved model and logs are kept on the object for inspection. It is
 how package tests and benchmarks check a workflow's mathematics against a pooled reference
 without HTTP; the engine (``fedsilo.server.engine``) is the same contract over the network.
+
+Each task reaches its executor through the client's own mod chain
+(:func:`fedsilo.client.mods.client_mods`), release-once outermost, over a reply store per
+participant in the context's state directory (a temporary one unless given). So a workflow
+that asks the same question twice gets the identical reply bytes and the executor runs once,
+as on a real client; a second context given the same ``state_dir`` and fresh executors is a
+client restarted with its disk.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+import weakref
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fedsilo.client.mods import Handler, Mod, TaskReply, TaskRequest, chain, client_mods
+from fedsilo.client.replies import ReplyStore
 from fedsilo.federation import (
     AskMixin,
     Checkpoint,
@@ -69,6 +82,11 @@ class InProcessContext(AskMixin):
         The raw configs :attr:`session` reports (workflows get the parsed ones).
     datasets : mapping of client name to DatasetSummary, optional
         What each participant declares on joining (default: no rows, no columns).
+    state_dir : Path, optional
+        The clients' state directory (their released replies). Default: a temporary one of
+        this context, removed with it.
+    mods : sequence of Mod, optional
+        Further client mods inside release-once, outermost first (as the client runtime's).
     """
 
     def __init__(
@@ -83,6 +101,8 @@ class InProcessContext(AskMixin):
         model_config: Mapping[str, Any] | None = None,
         data_config: Mapping[str, Any] | None = None,
         datasets: Mapping[str, DatasetSummary] | None = None,
+        state_dir: Path | None = None,
+        mods: Sequence[Mod] = (),
     ) -> None:
         self.executors = executors
         self.session = SessionInfo(
@@ -112,6 +132,30 @@ class InProcessContext(AskMixin):
         self.bytes: dict[str, int] = defaultdict(int)
         self.tasks: dict[str, int] = defaultdict(int)
         self.logs: list[str] = []
+        #: (client name, kind, round) of every task answered by a replayed reply
+        self.replayed: list[tuple[str, str, int]] = []
+        owned = state_dir is None
+        self.state_dir = (
+            Path(tempfile.mkdtemp(prefix="fedsilo-inprocess-")) if state_dir is None else state_dir
+        )
+        stores = {name: ReplyStore(self.state_dir, _SESSION_ID, name) for name in executors}
+        self._handlers: dict[str, Handler] = {
+            name: chain(
+                client_mods(stores[name], mods, self._on_replay(name)),
+                _executor_handler(executor),
+            )
+            for name, executor in executors.items()
+        }
+        self._task_ids = 0
+        # The stores keep descriptors open; close them (and drop a temporary folder) with
+        # the context, without a close() every test would have to call.
+        weakref.finalize(self, _release, list(stores.values()), self.state_dir if owned else None)
+
+    def _on_replay(self, client_name: str) -> Callable[[TaskRequest], None]:
+        def note(task: TaskRequest) -> None:
+            self.replayed.append((client_name, task.kind, task.round))
+
+        return note
 
     def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
         if n > len(self.joined):
@@ -148,10 +192,18 @@ class InProcessContext(AskMixin):
             meta = dict(envelope.meta)
             if envelope.sealed_from is not None:
                 meta["sealed_from"] = envelope.sealed_from
+            self._task_ids += 1
+            request = TaskRequest(
+                id=f"t{self._task_ids}",
+                kind=envelope.kind,
+                round=envelope.round,
+                meta=meta,
+                arrays=sent,
+            )
             try:
-                reply_meta, reply_arrays = self.executors[task.to.client_name].handle(
-                    envelope.kind, meta, sent
-                )
+                # Encoding is inside the guard, as on a real client: a reply meta that is not
+                # JSON-able is the package's failure.
+                reply_frame = self._handlers[task.to.client_name](request).frame()
             except Exception as exc:
                 if not self.capture_failures:
                     raise
@@ -159,7 +211,6 @@ class InProcessContext(AskMixin):
                     Failure(task.to, task.kind, task.round, "error", str(exc) or type(exc).__name__)
                 )
                 continue
-            reply_frame = encode_frame(reply_arrays, ReplyEnvelope(meta=reply_meta))
             self.bytes[task.kind] += len(frame) + len(reply_frame)
             self.tasks[task.kind] += 1
             got_arrays, got = decode_frame(reply_frame)
@@ -203,3 +254,21 @@ class InProcessContext(AskMixin):
 
     def log(self, message: str) -> None:
         self.logs.append(message)
+
+
+def _executor_handler(executor: Executor) -> Handler:
+    """The innermost handler: the executor, its exceptions raised to :meth:`send` (which
+    raises them in the workflow, or turns them into failures with ``capture_failures``)."""
+
+    def handle(task: TaskRequest) -> TaskReply:
+        meta, arrays = executor.handle(task.kind, dict(task.meta), task.arrays)
+        return TaskReply(status="ok", meta=meta, arrays=arrays)
+
+    return handle
+
+
+def _release(stores: list[ReplyStore], temporary: Path | None) -> None:
+    for store in stores:
+        store.close()
+    if temporary is not None:
+        shutil.rmtree(temporary, ignore_errors=True)

@@ -27,6 +27,7 @@ from fedsilo.federation import get_package
 from fedsilo.http import ApiClient
 from fedsilo.packages.ffnet import FFNetExecutor
 from fedsilo.packages.ffnet.model import build_module, module_arrays
+from fedsilo.runners.inprocess import InProcessContext
 from fedsilo.wire import SessionStatus, decode_frame
 
 torch.set_num_threads(1)
@@ -84,21 +85,47 @@ def test_each_round_reports_its_spending_and_never_the_training_loss(
     assert spent[2] >= 0.95 * 4.0
 
 
+def fit_round(
+    ctx: InProcessContext, server_round: int, weights: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Ask the one participant of ``ctx`` for a private ``fit`` of ``server_round``."""
+    meta = {"round": server_round, "num_rounds": 2}
+    (reply,) = ctx.ask(ctx.joined, "fit", weights, meta, round=server_round)
+    return dict(reply.meta), dict(reply.arrays)
+
+
 def test_a_repeated_round_is_answered_with_the_same_release(
-    frames: dict[str, pd.DataFrame],
+    frames: dict[str, pd.DataFrame], tmp_path: Path
 ) -> None:
+    # Through the client's own mod chain (release-once outermost), as a real client runs it.
     silo = executor(frames)
+    ctx = InProcessContext({"silo0": silo}, 2, state_dir=tmp_path)
     start = module_arrays(build_module(silo.model_config))
-    first_meta, first = silo.handle("fit", {"round": 1, "num_rounds": 2}, start)
-    # A server that restarted re-asks round 1 (even with other weights): no second release.
-    other = {k: v + 1.0 for k, v in start.items()}
-    again_meta, again = silo.handle("fit", {"round": 1, "num_rounds": 2}, other)
+    first_meta, first = fit_round(ctx, 1, start)
+    # A server that restarted re-asks round 1 with the same weights: the same bytes again,
+    # and the executor (whose DP-SGD noise is fresh each time) does not run.
+    again_meta, again = fit_round(ctx, 1, start)
     assert again_meta == first_meta
     for name in first:
         np.testing.assert_array_equal(again[name], first[name])
-    silo.handle("fit", {"round": 2, "num_rounds": 2}, first)
+    assert ctx.replayed == [("silo0", "fit", 1)]
+    assert ctx.tasks["fit"] == 2
+
+    # The client restarted too (a fresh executor, the same state dir): still the same reply.
+    restarted = InProcessContext({"silo0": executor(frames)}, 2, state_dir=tmp_path)
+    restarted_meta, restarted_arrays = fit_round(restarted, 1, start)
+    assert restarted_meta == first_meta and restarted.replayed == [("silo0", "fit", 1)]
+    for name in first:
+        np.testing.assert_array_equal(restarted_arrays[name], first[name])
+
+    # A different question for a released round would be a second release: refused.
+    other = {k: v + 1.0 for k, v in start.items()}
     with pytest.raises(TaskError, match="Round 1 was released before"):
-        silo.handle("fit", {"round": 1, "num_rounds": 2}, first)
+        fit_round(ctx, 1, other)
+    fit_round(ctx, 2, first)
+    with pytest.raises(TaskError, match=r"Round 1 was released before \(this client is at round 2"):
+        fit_round(ctx, 1, start)  # the store keeps the last fit reply: round 2's
+    assert ctx.replayed == [("silo0", "fit", 1)]
 
 
 @pytest.mark.parametrize(

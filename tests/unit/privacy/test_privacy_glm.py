@@ -143,22 +143,40 @@ def test_one_row_moves_the_clipped_sums_by_at_most_the_bounds() -> None:
         assert np.linalg.norm(full.matrix - without.matrix) <= 3.0 + 1e-9  # Frobenius
 
 
-def test_the_client_refuses_exact_releases_and_replays_its_last_round() -> None:
+def test_the_client_refuses_exact_releases_and_replays_its_last_round(tmp_path: Path) -> None:
     mc, dc = PACKAGE.parse_configs(
         model_config("logistic", epsilon=1, max_grad_norm=7), DATA_CONFIG
     )
-    silo = GLMExecutor(mc, dc, LocalDataset(draw_silos("logistic")[0], None, 256))
+
+    def silo() -> GLMExecutor:
+        return GLMExecutor(mc, dc, LocalDataset(draw_silos("logistic")[0], None, 256))
+
+    first = silo()
     with pytest.raises(TaskError, match="does not send target_summary"):
-        silo.handle("target_summary", {}, {})
+        first.handle("target_summary", {}, {})
     beta = {"beta": np.zeros(5)}
     with pytest.raises(TaskError, match="must carry 'num_rounds'"):
-        silo.handle("newton_stats", {"round": 1}, beta)
-    meta, arrays = silo.handle("newton_stats", {"round": 1, "num_rounds": 3, "start": True}, beta)
-    assert 0 < meta["epsilon_spent"] < 1 and "train_loss" not in meta
-    assert np.isnan(arrays["scalars"][0])  # the deviance is not released
-    again, same = silo.handle("newton_stats", {"round": 1, "num_rounds": 3, "start": True}, beta)
-    assert again == meta and np.array_equal(same["gradient"], arrays["gradient"])
-    assert silo.handle("evaluate", {"round": 1}, beta)[0]["evaluated_on"] == "none"
+        first.handle("newton_stats", {"round": 1}, beta)
+    # Through the client's mod chain: a re-asked round gets the identical release, from the
+    # release-once mod, in this process and after a client restart (same state dir).
+    stats_meta = {"round": 1, "num_rounds": 3, "start": True}
+    ctx = InProcessContext({"silo0": first}, 3, state_dir=tmp_path)
+    (reply,) = ctx.ask(ctx.joined, "newton_stats", beta, stats_meta, round=1)
+    assert 0 < reply.meta["epsilon_spent"] < 1 and "train_loss" not in reply.meta
+    assert np.isnan(reply.arrays["scalars"][0])  # the deviance is not released
+    restarted = InProcessContext({"silo0": silo()}, 3, state_dir=tmp_path)
+    for context in (ctx, restarted):
+        (again,) = context.ask(context.joined, "newton_stats", beta, stats_meta, round=1)
+        assert again.meta == reply.meta
+        for name, array in reply.arrays.items():
+            np.testing.assert_array_equal(again.arrays[name], array)
+        assert context.replayed == [("silo0", "newton_stats", 1)]
+    # A different question for round 1 reaches the executor, which refuses a second release.
+    with pytest.raises(TaskError, match="Round 1 was released before"):
+        ctx.ask(ctx.joined, "newton_stats", {"beta": np.ones(5)}, stats_meta, round=1)
+    with pytest.raises(TaskError, match=r"trains rounds 1\.\.3 only"):
+        first.handle("newton_stats", {"round": 4, "num_rounds": 3}, beta)
+    assert first.handle("evaluate", {"round": 1}, beta)[0]["evaluated_on"] == "none"
     with pytest.raises(ConfigError, match="'delta'"):
         bad = model_config("logistic", epsilon=1, max_grad_norm=7, delta=0.01)
         GLMExecutor(

@@ -24,9 +24,11 @@ Task kinds
 Under ``differential_privacy_params`` (DP-SGD, :mod:`fedsilo.privacy`) the ``fit`` meta must
 also carry ``num_rounds``; the reply leaves out ``train_loss`` (an exact statistic of the
 training rows) and adds ``epsilon_spent``, ``epsilon_budget``, ``delta`` and
-``noise_multiplier``. A repeated request for the last round gets the same reply again. A
-client without a test set then evaluates nothing (``evaluated_on`` is ``"none"``,
-``test_num_examples`` 0) rather than release exact metrics of its training rows.
+``noise_multiplier``. Each round is released once: the client runtime's release-once mod
+answers a repeated identical ``fit`` with the same reply bytes, and the executor refuses
+another request for a round it already released. A client without a test set then
+evaluates nothing (``evaluated_on`` is ``"none"``, ``test_num_examples`` 0) rather than
+release exact metrics of its training rows.
 """
 
 from __future__ import annotations
@@ -215,12 +217,14 @@ class FFNetExecutor:
     def _fit_private(
         self, ledger: ReleaseLedger[DPSGDPlan], meta: dict[str, Any], arrays: Arrays
     ) -> tuple[dict[str, Any], Arrays]:
-        """``fit`` under DP-SGD: planned for the session, each round released once."""
+        """``fit`` under DP-SGD: planned for the session, each round released once.
+
+        A repeated identical ``fit`` never gets here: the client's release-once mod
+        (:func:`fedsilo.client.mods.release_once`) replays the reply it sent.
+        """
         plan = ledger.plan(meta)
         server_round = _meta_int(meta, "round", 1, minimum=1)
-        released = ledger.replay(plan, server_round)
-        if released is not None:
-            return released
+        ledger.admit(plan, server_round)
         epochs = _meta_int(meta, "local_epochs", plan.local_epochs, minimum=1)
         if epochs != plan.local_epochs:
             raise TaskError(
@@ -247,9 +251,8 @@ class FFNetExecutor:
             "local_epochs": epochs,
             **privacy_report(plan, server_round),
         }
-        trained = module_arrays(self.module)
-        ledger.record(server_round, reply, trained)
-        return reply, trained
+        ledger.mark_released(server_round)
+        return reply, module_arrays(self.module)
 
     def evaluate(self, meta: dict[str, Any], arrays: Arrays) -> dict[str, Any]:
         """Metrics of the given weights on the test set (the training set when none).

@@ -180,12 +180,14 @@ class LocalSGD:
     def _fit_private(
         self, ledger: ReleaseLedger[DPSGDPlan], meta: dict[str, Any], beta: np.ndarray
     ) -> tuple[dict[str, Any], np.ndarray]:
-        """``fit`` under DP-SGD: planned for the session, each round released once."""
+        """``fit`` under DP-SGD: planned for the session, each round released once.
+
+        A repeated identical ``fit`` never gets here: the client's release-once mod
+        (:func:`fedsilo.client.mods.release_once`) replays the reply it sent.
+        """
         plan = ledger.plan(meta)
         server_round = int(_meta_number(meta, "round", 1, low=1))
-        released = ledger.replay(plan, server_round)
-        if released is not None:
-            return released[0], released[1]["beta"]
+        ledger.admit(plan, server_round)
         epochs = int(_meta_number(meta, "local_epochs", plan.local_epochs, low=1))
         if epochs != plan.local_epochs:
             raise TaskError(
@@ -202,7 +204,7 @@ class LocalSGD:
             privacy=plan,
         )
         reply = {"num_examples": result.num_examples, **privacy_report(plan, server_round)}
-        ledger.record(server_round, reply, {"beta": new_beta})
+        ledger.mark_released(server_round)
         return reply, new_beta
 
     def _train(

@@ -145,9 +145,7 @@ class PrivateNewton:
         server_round = meta.get("round")
         if isinstance(server_round, bool) or not isinstance(server_round, int):
             raise TaskError(f"Task meta 'round' must be an integer >= 1. Got {server_round!r}.")
-        released = self.ledger.replay(plan, server_round)
-        if released is not None:
-            return released
+        self.ledger.admit(plan, server_round)
         start = bool(meta.get("start", False))
         stats = self.statistics(None if start else beta, plan.noise_multiplier, rng)
         reply = {
@@ -155,9 +153,8 @@ class PrivateNewton:
             "fisher_noise_std": plan.sigma(self.params.hessian_norm),
             **privacy_report(plan, server_round),
         }
-        arrays = stats.to_arrays()
-        self.ledger.record(server_round, reply, arrays)
-        return reply, arrays
+        self.ledger.mark_released(server_round)
+        return reply, stats.to_arrays()
 
     def statistics(
         self,
