@@ -10,6 +10,9 @@ OpenDP's Gaussian mechanism, whose sampler is exact and immune to the floating-p
 on naive Gaussian noise (Mironov 2012; Jin et al. 2021, https://arxiv.org/abs/2107.10138),
 and draws from OpenDP's own CSPRNG. A ``numpy.random.Generator`` can be passed instead for
 reproducible tests; that path is for tests only.
+
+Importing this module imports neither torch nor OpenDP; each is imported by the function
+that needs it, so the server half of a private workflow can use the post-processing here.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from __future__ import annotations
 import functools
 import math
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fedsilo.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "add_gaussian_noise",
@@ -42,6 +47,10 @@ def secure_torch_generator() -> torch.Generator:
     torch.Generator
         Fresh on every call; its draws are unknown to anyone but this process.
     """
+    # Imported here: the server's private workflows use this module's post-processing
+    # (positive_definite, noise_spectral_norm) and must not pay for torch (~570 MB).
+    import torch
+
     return torch.Generator().manual_seed(secrets.randbits(63))
 
 

@@ -31,6 +31,10 @@ Metrics of each round come from the clients' test sets (released exactly; test r
 outside the guarantee), per-client ``epsilon_spent`` from the stats replies. The saved model
 has no Fisher matrix: standard errors from a noisy Fisher would ignore the privacy noise, so
 ``summary()`` refuses a private fit.
+
+The server imports this module for :func:`run_private_newton` and stays torch-free: the
+accountant (Opacus, which imports torch) is imported by the client half,
+:class:`PrivateNewton`, when it plans its budget.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,7 +50,7 @@ from fedsilo.errors import TaskError
 from fedsilo.federation import Participant, Reply, SessionContext
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig
 from fedsilo.packages.glm.server import EVALUATE_METRICS
-from fedsilo.privacy import DifferentialPrivacyParams, GaussianPlan, plan_gaussian, resolve_delta
+from fedsilo.privacy import DifferentialPrivacyParams, resolve_delta
 from fedsilo.privacy.ledger import ReleaseLedger, privacy_report
 from fedsilo.privacy.mechanisms import noise_spectral_norm, positive_definite
 from fedsilo.privacy.newton import private_second_order_sums
@@ -60,6 +64,9 @@ from fedsilo.regression.newton import (
 )
 from fedsilo.wire import Arrays
 from fedsilo.workflows.metrics import client_metrics, finite_number
+
+if TYPE_CHECKING:
+    from fedsilo.privacy.accounting import GaussianPlan
 
 __all__ = ["RELEASES_PER_ROUND", "PrivateNewton", "run_private_newton", "start_means"]
 
@@ -112,6 +119,10 @@ class PrivateNewton:
         self.params = params
         self.family = family
         self.data = data
+        # The accountant (Opacus, hence torch) is the client half's: the server imports this
+        # module for run_private_newton and must stay torch-free.
+        from fedsilo.privacy.accounting import plan_gaussian
+
         self.ledger: ReleaseLedger[GaussianPlan] = ReleaseLedger(
             lambda rounds: plan_gaussian(
                 params,
