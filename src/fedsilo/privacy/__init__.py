@@ -5,8 +5,12 @@ session. See :mod:`fedsilo.privacy.dp` for what the guarantee means, and:
 
 * :mod:`fedsilo.privacy.accounting` -- calibrating the noise up front (RDP accountant) and
   the epsilon spent after each round;
+* :mod:`fedsilo.privacy.ledger` -- a client's plan for the session and the rounds it may
+  still release (a repeated question is answered once, by the client runtime's
+  ``release_once`` mod, :mod:`fedsilo.client.mods`);
 * :mod:`fedsilo.privacy.dpsgd` -- DP-SGD for :func:`fedsilo.training.train_local`;
-* :mod:`fedsilo.privacy.mechanisms` -- clipping, Gaussian noise, secret randomness;
+* :mod:`fedsilo.privacy.mechanisms` -- clipping, Gaussian noise, secret randomness, and the
+  post-processing the server applies (torch-free);
 * :mod:`fedsilo.privacy.newton` -- private gradient and Hessian sums (glm newton).
 """
 
