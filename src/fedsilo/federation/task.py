@@ -274,6 +274,8 @@ class TaskGroup:
         for outcome in self.outcomes(timeout):
             if isinstance(outcome, Reply):
                 yield outcome
+            # dropped before the next one is awaited, as in outcomes()
+            del outcome
 
     def wait(self, min_replies: int | None = None, timeout: float | None = None) -> list[Reply]:
         """Wait for ``min_replies`` replies (default: every task), then return them.

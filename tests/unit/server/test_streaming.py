@@ -146,7 +146,7 @@ def test_failures_come_back_as_structured_values(
     assert late.status_code == 409
 
 
-def test_the_gate_admits_two_large_replies_until_the_workflow_consumes_them(
+def test_the_gate_admits_large_replies_only_as_the_workflow_consumes_them(
     thread_server: Any, api: httpx.Client, silos: Any, helpers: Any, probe: Any
 ) -> None:
     size = SMALL_REPLY_BYTES // 2  # float32 count of a 2 MiB update
@@ -180,12 +180,12 @@ def test_the_gate_admits_two_large_replies_until_the_workflow_consumes_them(
         thread.start()
     gate = thread_server.app_state.engine.gate(sid)
     helpers.wait_until(
-        lambda: gate.in_use == REPLIES_IN_FLIGHT and gate.waiting == 2,
-        what="two replies admitted and two waiting",
+        lambda: gate.in_use == REPLIES_IN_FLIGHT and gate.waiting == 4 - REPLIES_IN_FLIGHT,
+        what="the gate full and the other replies waiting",
     )
     # only the admitted ones are read and acknowledged; the others wait, unread
-    helpers.wait_until(lambda: len(answers) == 2, what="two replies acknowledged")
-    assert gate.waiting == 2
+    helpers.wait_until(lambda: len(answers) == REPLIES_IN_FLIGHT, what="admitted replies read")
+    assert gate.waiting == 4 - REPLIES_IN_FLIGHT
     consume.set()
     for thread in threads:
         thread.join(timeout=20)

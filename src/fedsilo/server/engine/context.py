@@ -15,8 +15,12 @@ import json
 import math
 import secrets
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import wait as wait_futures
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import insert, select, update
@@ -26,6 +30,7 @@ from fedsilo.errors import TaskError
 from fedsilo.federation import (
     AskMixin,
     Checkpoint,
+    Failure,
     FailureCause,
     Outcome,
     Participant,
@@ -110,24 +115,51 @@ class EngineTaskGroup(TaskGroup):
         default_timeout: float,
     ) -> None:
         self._context = context
-        self._in_flight = list(pending)
+        # Ids only: a task's future (and so its reply) must not outlive its hand-out here.
+        self._task_ids = [p.id for p in pending]
         super().__init__(
             tasks, [p.future for p in pending], self._expire_one, default_timeout=default_timeout
         )
 
     def outcomes(self, timeout: float | None = None) -> Iterator[Outcome]:
+        """As :meth:`TaskGroup.outcomes`; a reply's gate slot is freed when the workflow asks
+        for the next outcome, after this generator dropped the reply (so a workflow that
+        dropped it too never has the next large reply read while this one is alive)."""
         context = self._context
-        for outcome in super().outcomes(timeout):
+        limit = self._default_timeout if timeout is None else timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        while self._pending:
             context.check_alive()
-            try:
-                yield outcome
-            finally:
-                if isinstance(outcome, Reply):
-                    context.release(outcome)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, not_done = wait_futures(
+                list(self._pending), timeout=remaining, return_when=FIRST_COMPLETED
+            )
+            del not_done
+            if not done:
+                self._expire_all("timeout", f"no reply within {limit:g} s")
+                continue
+            while done:
+                future = done.pop()
+                self._pending.pop(future)
+                outcome = future.result()
+                del future
+                if isinstance(outcome, Failure):
+                    self.failures.append(outcome)
+                else:
+                    self.num_replies += 1
+                context.check_alive()
+                slot = context.take_slot(outcome) if isinstance(outcome, Reply) else None
+                try:
+                    yield outcome
+                finally:
+                    del outcome
+                    if slot is not None:
+                        slot.release()
+                        del slot
         context.check_alive()
 
     def _expire_one(self, index: int, cause: FailureCause, reason: str) -> bool:
-        return self._context.expire(self._in_flight[index], cause, reason)
+        return self._context.expire(self._task_ids[index], cause, reason)
 
 
 class EngineContext(AskMixin):
@@ -142,7 +174,7 @@ class EngineContext(AskMixin):
         self._answered: list[dict[str, Any]] = []
         #: (round, federated, per_client) recorded but not yet written
         self._round: tuple[int, dict[str, float], dict[str, dict[str, float]]] | None = None
-        #: gate slots of replies received and not yet consumed, by id(reply)
+        #: gate slots of replies received and not yet handed out, by id(reply)
         self._slots: dict[int, Slot] = {}
 
     @property
@@ -219,8 +251,11 @@ class EngineContext(AskMixin):
                     found = frames[key] = encode_into(task.arrays, header)
                 frame = found
             task_id = secrets.token_hex(8)
+            # The engine keeps the frame, not the workflow's arrays: a workflow that lets go
+            # of its copy of the model during the round leaves one copy alive, the frame's.
+            bare = replace(task, arrays=None, sealed=None)
             pending.append(
-                PendingTask(id=task_id, session_id=self._info.id, task=task, frame=frame)
+                PendingTask(id=task_id, session_id=self._info.id, task=bare, frame=frame)
             )
             rows.append(
                 {
@@ -240,13 +275,14 @@ class EngineContext(AskMixin):
                 s.execute(insert(TaskRow), rows)
         engine.hub.push(pending)
         limit = timeout if timeout is not None else engine.settings.task_timeout
-        return EngineTaskGroup(self, tasks, pending, default_timeout=limit)
+        return EngineTaskGroup(self, [p.task for p in pending], pending, default_timeout=limit)
 
-    def expire(self, pending: PendingTask, cause: FailureCause, reason: str) -> bool:
+    def expire(self, task_id: str, cause: FailureCause, reason: str) -> bool:
         """Withdraw a task the group gave up on and record why; False if its reply won."""
-        if self._engine.hub.take(pending.id) is None:
+        pending = self._engine.hub.take(task_id)
+        if pending is None:
             return False
-        self._engine.record_task_failure(pending.id, reason)
+        self._engine.record_task_failure(task_id, reason)
         if not pending.future.done():
             pending.future.set_result(pending.failure(cause, reason))
         return True
@@ -265,16 +301,20 @@ class EngineContext(AskMixin):
                 }
             )
             self._slots[id(reply)] = slot
-        weakref.finalize(reply, self._release_key, id(reply))
+        # A reply the workflow drops unconsumed (a group it let go of) frees its slot too.
+        weakref.finalize(reply, self._drop_slot, id(reply), slot)
 
-    def release(self, reply: Reply) -> None:
-        self._release_key(id(reply))
-
-    def _release_key(self, key: int) -> None:
+    def take_slot(self, reply: Reply) -> Slot | None:
+        """The gate slot of a reply being handed to the workflow (while it is alive, so its
+        ``id()`` is its own: a freed reply's id is soon another's)."""
         with self._lock:
-            slot = self._slots.pop(key, None)
-        if slot is not None:
-            slot.release()
+            return self._slots.pop(id(reply), None)
+
+    def _drop_slot(self, key: int, slot: Slot) -> None:
+        with self._lock:
+            if self._slots.get(key) is slot:
+                del self._slots[key]
+        slot.release()
 
     # ---------------------------------------------------------------- results
 

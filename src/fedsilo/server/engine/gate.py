@@ -7,8 +7,9 @@ in the server. A slot is given back when the workflow is done with the reply (th
 handed it out and the workflow asked for the next outcome), when the reply turned out to be a
 failure, or when the reply is garbage collected unconsumed (a group the workflow dropped).
 
-With ``capacity`` 2 the server reads one update while the workflow folds the previous one in,
-so at most two received updates are alive per session, whatever the number of clients.
+With ``capacity`` 1 the server reads the next update once the workflow has folded in the
+previous one, so at most two received updates are alive per session (the one the workflow
+still holds, the one being read), whatever the number of clients.
 Replies smaller than :data:`SMALL_REPLY_BYTES` skip the gate: holding a few of them costs
 nothing, and gating them would add a thread hand-off per reply to every no-op round.
 """
@@ -47,7 +48,7 @@ class ReplyGate:
     thread, usually the workflow's.
     """
 
-    def __init__(self, capacity: int = 2) -> None:
+    def __init__(self, capacity: int = 1) -> None:
         if capacity < 1:
             raise ValueError(f"A reply gate needs capacity >= 1. Got {capacity}.")
         self.capacity = capacity

@@ -28,8 +28,11 @@ logger = logging.getLogger("fedsilo.engine")
 _ACTIVE = (SessionStatus.pending, SessionStatus.running)
 
 
-#: large replies a session holds received but not yet consumed by its workflow (see gate.py)
-REPLIES_IN_FLIGHT = 2
+#: large replies a session admits (reads) before its workflow consumed the earlier ones. One:
+#: a workflow's loop variable keeps the reply it just folded in alive while it waits for the
+#: next, so one admitted reply already means two updates alive at a time; a second slot would
+#: overlap reading with folding, for one more update of memory (bench/streaming_memory.py).
+REPLIES_IN_FLIGHT = 1
 
 
 class ReplyRejected(FedsiloError):
