@@ -29,7 +29,7 @@ from fedsilo.client.connection import Connection, CredentialFile
 from fedsilo.client.context import ClientContext
 from fedsilo.client.keys import KeyPair
 from fedsilo.client.loop import TaskLoop
-from fedsilo.client.mods import Mod, release_once
+from fedsilo.client.mods import Mod, client_mods
 from fedsilo.client.replies import ReplyStore, default_state_dir
 from fedsilo.errors import ConfigError, ConflictError, PermissionDenied
 from fedsilo.federation import get_package
@@ -384,7 +384,7 @@ class ClientRuntime:
         """Serve tasks until the server says the session ended."""
         if self.participant is None:
             raise RuntimeError("Cannot serve tasks before joining: call join() first.")
-        mods = [release_once(self._replies), *self._mods]
+        mods = client_mods(self._replies, self._mods)
         loop = TaskLoop(self.connection, executor, mods, self.context.abort, self._emit)
         ended = loop.serve()
         self.ended = ended
