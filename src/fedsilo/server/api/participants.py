@@ -376,13 +376,19 @@ async def _accept(
         accepted = engine.accept_reply(session_id, participant_id, task_id, body, slot)
     except ReplyRejected as exc:
         if exc.failure is not None:
-            await run_in_threadpool(engine.record_task_failure, task_id, exc.failure.reason)
+            await run_in_threadpool(
+                engine.record_task_failure, session_id, task_id, exc.failure.reason
+            )
         elif exc.status_code == 409:  # expired while the body was read: say what it became
             await run_in_threadpool(engine.reply_not_awaited, session_id, participant_id, task_id)
         raise
     if isinstance(accepted.outcome, Failure):
         await run_in_threadpool(
-            engine.record_task_failure, task_id, accepted.outcome.reason, accepted.reply_meta
+            engine.record_task_failure,
+            session_id,
+            task_id,
+            accepted.outcome.reason,
+            accepted.reply_meta,
         )
 
 

@@ -1,11 +1,11 @@
 """The engine's implementation of :class:`fedsilo.federation.SessionContext`.
 
-Writes are batched so a round costs as few commits as the contract allows: a ``send`` inserts
-its task rows in one statement; replies are recorded in memory as they arrive and written
-with the next write the workflow makes (the next ``send``, the round's checkpoint, a log line,
-the end of the session); ``record_round`` is written in the checkpoint's transaction. A crash
-between two of those writes loses only records of a round that resumes from the previous
-checkpoint, and is therefore redone.
+A round costs the workflow no database wait: its writes go, in order, to the session's
+:class:`~fedsilo.server.engine.persister.Persister` thread. A ``send`` inserts its task rows in
+one statement; replies are recorded in memory as they arrive and written with the session's
+next write (the next ``send``, the checkpoint, a log line, the end of the session);
+``record_round`` is written with the checkpoint. A crash loses only records of a round that
+resumes from the previous checkpoint, and is therefore redone.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from fedsilo.federation import (
 from fedsilo.server.engine.frames import encode_into
 from fedsilo.server.engine.gate import Slot
 from fedsilo.server.engine.hub import PendingTask
+from fedsilo.server.engine.persister import Persister
 from fedsilo.server.tables import (
     ModelRow,
     ParticipantRow,
@@ -172,10 +173,14 @@ class EngineContext(AskMixin):
         self._lock = threading.Lock()
         #: row updates of successful replies, written with the next write
         self._answered: list[dict[str, Any]] = []
-        #: (round, federated, per_client) recorded but not yet written
-        self._round: tuple[int, dict[str, float], dict[str, dict[str, float]]] | None = None
+        #: ids of task rows inserted and not yet answered
+        self._inserted: set[str] = set()
+        #: round -> (federated, per_client) recorded but not yet written
+        self._rounds: dict[int, tuple[dict[str, float], dict[str, dict[str, float]]]] = {}
         #: gate slots of replies received and not yet handed out, by id(reply)
         self._slots: dict[int, Slot] = {}
+        #: the session's writes, in order, off the round's critical path
+        self.writes = Persister(engine.db, info.id)
 
     @property
     def session(self) -> SessionInfo:
@@ -184,6 +189,8 @@ class EngineContext(AskMixin):
     # ------------------------------------------------------------------ guards
 
     def check_alive(self) -> None:
+        if self.writes.error is not None:
+            raise TaskError(f"the session's state could not be written: {self.writes.error}")
         if self.canceled.is_set():
             raise SessionCanceled
         if self._engine.stopping.is_set():
@@ -270,9 +277,15 @@ class EngineContext(AskMixin):
                 }
             )
         if rows:
-            with engine.db.session() as s:
-                self._write_pending(s)
+
+            def write_tasks(s: Session) -> None:
+                # rows first: replies to these very tasks may be pending by the time this runs
                 s.execute(insert(TaskRow), rows)
+                with self._lock:
+                    self._inserted.update(row["id"] for row in rows)
+                self._write_pending(s)
+
+            self.writes.submit(write_tasks)
         engine.hub.push(pending)
         limit = timeout if timeout is not None else engine.settings.task_timeout
         return EngineTaskGroup(self, [p.task for p in pending], pending, default_timeout=limit)
@@ -282,7 +295,7 @@ class EngineContext(AskMixin):
         pending = self._engine.hub.take(task_id)
         if pending is None:
             return False
-        self._engine.record_task_failure(task_id, reason)
+        self.record_failure(task_id, reason)
         if not pending.future.done():
             pending.future.set_result(pending.failure(cause, reason))
         return True
@@ -325,22 +338,24 @@ class EngineContext(AskMixin):
         per_client: Mapping[str, Mapping[str, float]],
     ) -> None:
         record = (
-            round,
             _finite(federated),
             {name: _finite(metrics) for name, metrics in per_client.items()},
         )
         with self._lock:
-            previous, self._round = self._round, record
-        if previous is not None and previous[0] != round:
-            self.flush()  # two rounds recorded without a write between them: keep both
+            self._rounds[round] = record  # written with the session's next write
 
     def checkpoint(self, round: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        # Encoded now (the workflow may change its arrays once this returns), written behind:
+        # the file, then the round's rows, in one job of the session's writer.
         frame = encode_into(arrays, {"round": round, "meta": dict(meta)})
-        # write_bytes takes any buffer (a file write or an object put): no copy to bytes.
-        self._engine.store.write_bytes(checkpoint_key(self._info.id), cast(bytes, frame))
-        del frame
-        with self._engine.db.session() as s:
+        store, key = self._engine.store, checkpoint_key(self._info.id)
+
+        def write_checkpoint(s: Session) -> None:
+            # write_bytes takes any buffer (a file write or an object put): no copy to bytes.
+            store.write_bytes(key, cast(bytes, frame))
             self._write_pending(s, session_round=round)
+
+        self.writes.submit(write_checkpoint)
 
     def restore(self) -> Checkpoint | None:
         data = self._engine.store.read_bytes(checkpoint_key(self._info.id))
@@ -360,10 +375,13 @@ class EngineContext(AskMixin):
             meta=dict(meta),
         )
         key = model_key(self._info.id)
-        self._engine.store.write_bytes(key, cast(bytes, encode_into(arrays, header)))
-        with self._engine.db.session() as s:
+        frame = encode_into(arrays, header)
+        store, session_id = self._engine.store, self._info.id
+
+        def write_model(s: Session) -> None:
+            store.write_bytes(key, cast(bytes, frame))
             self._write_pending(s)
-            row = s.get(ModelRow, self._info.id)
+            row = s.get(ModelRow, session_id)
             if row is None:
                 row = ModelRow(session_id=self._info.id, key=key, created_at=utcnow())
                 s.add(row)
@@ -371,30 +389,48 @@ class EngineContext(AskMixin):
             row.meta = dict(meta)
             row.created_at = utcnow()
 
+        self.writes.run(write_model)  # GET /model serves it as soon as the workflow moves on
+
     def log(self, message: str) -> None:
-        with self._engine.db.session() as s:
+        line = SessionLogRow(session_id=self._info.id, created_at=utcnow(), message=message)
+
+        def write_log(s: Session) -> None:
             self._write_pending(s)
-            s.add(SessionLogRow(session_id=self._info.id, created_at=utcnow(), message=message))
+            s.add(line)
+
+        self.writes.submit(write_log)
+
+    def record_failure(
+        self, task_id: str, reason: str, reply_meta: dict[str, Any] | None = None
+    ) -> None:
+        """Record a failed task, after its row's insert (queued earlier); waits for it."""
+
+        def write_failure(s: Session) -> None:
+            record_failure(s, task_id, reason, reply_meta)
+            with self._lock:
+                self._inserted.discard(task_id)
+
+        self.writes.run(write_failure)
 
     def flush(self) -> None:
-        """Write what is recorded in memory only (replies, the last round's metrics)."""
-        with self._lock:
-            empty = not self._answered and self._round is None
-        if not empty:
-            with self._engine.db.session() as s:
-                self._write_pending(s)
+        """Write what is recorded in memory only (replies, the last round's metrics) and
+        wait for every queued write."""
+        self.writes.run(self._write_pending)
 
     def _write_pending(self, s: Session, session_round: int | None = None) -> None:
         with self._lock:
-            answered, self._answered = self._answered, []
-            record, self._round = self._round, None
+            # Only rows already inserted (their insert is an earlier or this very job);
+            # replies to tasks whose insert is still queued wait for a later write.
+            answered = [a for a in self._answered if a["id"] in self._inserted]
+            self._answered = [a for a in self._answered if a["id"] not in self._inserted]
+            self._inserted.difference_update(a["id"] for a in answered)
+            rounds, self._rounds = self._rounds, {}
         if answered:
             # One statement for every reply since the last write: written per reply, these
             # commits were half of the server's busy time at 100 clients.
             s.execute(update(TaskRow), answered)
         now = utcnow()
-        if record is not None:
-            round, federated, per_client = record
+        for round, (federated, per_client) in sorted(rounds.items()):
             row = s.scalar(
                 select(RoundRow).where(
                     RoundRow.session_id == self._info.id, RoundRow.round == round
@@ -412,6 +448,16 @@ class EngineContext(AskMixin):
                 .where(SessionRow.id == self._info.id)
                 .values(round=session_round, updated_at=now)
             )
+
+
+def record_failure(
+    s: Session, task_id: str, reason: str, reply_meta: dict[str, Any] | None = None
+) -> None:
+    s.execute(
+        update(TaskRow)
+        .where(TaskRow.id == task_id)
+        .values(status="failed", error=reason, reply_meta=reply_meta, replied_at=utcnow())
+    )
 
 
 def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -12,7 +12,12 @@ from sqlalchemy import select, update
 from fedsilo.errors import FedsiloError, WireError
 from fedsilo.federation import Failure, Outcome, Reply, SessionInfo, get_package, split_sealed
 from fedsilo.server.db import Database
-from fedsilo.server.engine.context import EngineContext, Interrupted, SessionCanceled
+from fedsilo.server.engine.context import (
+    EngineContext,
+    Interrupted,
+    SessionCanceled,
+    record_failure,
+)
 from fedsilo.server.engine.frames import decode_views
 from fedsilo.server.engine.gate import ReplyGate, Slot
 from fedsilo.server.engine.hub import TaskHub
@@ -175,25 +180,33 @@ class SessionEngine:
 
     def _run(self, context: EngineContext) -> None:
         info = context.session
+        status, reason = SessionStatus.completed, None
         try:
-            package = get_package(info.package_name)
-            model_config, data_config = package.parse_configs(info.model_config, info.data_config)
-            package.workflow(context, model_config, data_config)
-            context.flush()
-        except SessionCanceled:
-            logger.info("session %s canceled", info.id)
-        except Interrupted:
-            logger.info("session %s interrupted by shutdown; it resumes on restart", info.id)
-            return
-        except FedsiloError as exc:
-            context.flush()
-            self._end(info.id, SessionStatus.failed, str(exc))
-        except Exception as exc:
-            logger.exception("session %s workflow crashed", info.id)
-            self._end(info.id, SessionStatus.failed, f"{type(exc).__name__}: {exc}")
-        else:
-            self._end(info.id, SessionStatus.completed, None)
+            try:
+                package = get_package(info.package_name)
+                model_config, data_config = package.parse_configs(
+                    info.model_config, info.data_config
+                )
+                package.workflow(context, model_config, data_config)
+            except SessionCanceled:
+                logger.info("session %s canceled", info.id)
+                return
+            except Interrupted:
+                logger.info("session %s interrupted by shutdown; it resumes on restart", info.id)
+                return
+            except FedsiloError as exc:
+                status, reason = SessionStatus.failed, str(exc)
+            except Exception as exc:
+                logger.exception("session %s workflow crashed", info.id)
+                status, reason = SessionStatus.failed, f"{type(exc).__name__}: {exc}"
+            try:
+                context.flush()  # the session ends once everything it did is written
+            except Exception as exc:
+                if status == SessionStatus.completed:
+                    status, reason = SessionStatus.failed, f"state not written: {exc}"
+            self._end(info.id, status, reason)
         finally:
+            context.writes.close()
             self.hub.fail_session(info.id, "ended", "session ended")
             with self._lock:
                 self._workers.pop(info.id, None)
@@ -288,11 +301,16 @@ class SessionEngine:
             s.add(SessionLogRow(session_id=session_id, created_at=utcnow(), message=message))
 
     def record_task_failure(
-        self, task_id: str, reason: str, reply_meta: dict[str, object] | None = None
+        self,
+        session_id: str,
+        task_id: str,
+        reason: str,
+        reply_meta: dict[str, Any] | None = None,
     ) -> None:
+        """Record a failed task through its session's writer (after the row's insert)."""
+        context = self.context_of(session_id)
+        if context is not None:
+            context.record_failure(task_id, reason, reply_meta)
+            return
         with self.db.session() as s:
-            s.execute(
-                update(TaskRow)
-                .where(TaskRow.id == task_id)
-                .values(status="failed", error=reason, reply_meta=reply_meta, replied_at=utcnow())
-            )
+            record_failure(s, task_id, reason, reply_meta)
