@@ -15,11 +15,8 @@ import json
 import math
 import secrets
 import threading
-import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED
-from concurrent.futures import wait as wait_futures
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,9 +27,7 @@ from fedsilo.errors import TaskError
 from fedsilo.federation import (
     AskMixin,
     Checkpoint,
-    Failure,
     FailureCause,
-    Outcome,
     Participant,
     Reply,
     SessionInfo,
@@ -42,6 +37,7 @@ from fedsilo.federation import (
 )
 from fedsilo.server.engine.frames import encode_into
 from fedsilo.server.engine.gate import Slot
+from fedsilo.server.engine.group import EngineTaskGroup
 from fedsilo.server.engine.hub import PendingTask
 from fedsilo.server.engine.persister import Persister
 from fedsilo.server.tables import (
@@ -60,7 +56,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EngineContext",
-    "EngineTaskGroup",
     "Interrupted",
     "ServerStopping",
     "SessionCanceled",
@@ -102,65 +97,6 @@ def participant_from_row(row: ParticipantRow) -> Participant:
         dataset=DatasetSummary.model_validate(row.dataset),
         public_key=decode_key(row.public_key),
     )
-
-
-class EngineTaskGroup(TaskGroup):
-    """A :class:`TaskGroup` that frees a reply's gate slot once the workflow is done with it
-    (it asked for the next outcome) and unwinds the workflow when the session is canceled."""
-
-    def __init__(
-        self,
-        context: EngineContext,
-        tasks: Sequence[Task],
-        pending: Sequence[PendingTask],
-        default_timeout: float,
-    ) -> None:
-        self._context = context
-        # Ids only: a task's future (and so its reply) must not outlive its hand-out here.
-        self._task_ids = [p.id for p in pending]
-        super().__init__(
-            tasks, [p.future for p in pending], self._expire_one, default_timeout=default_timeout
-        )
-
-    def outcomes(self, timeout: float | None = None) -> Iterator[Outcome]:
-        """As :meth:`TaskGroup.outcomes`; a reply's gate slot is freed when the workflow asks
-        for the next outcome, after this generator dropped the reply (so a workflow that
-        dropped it too never has the next large reply read while this one is alive)."""
-        context = self._context
-        limit = self._default_timeout if timeout is None else timeout
-        deadline = None if limit is None else time.monotonic() + limit
-        while self._pending:
-            context.check_alive()
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, not_done = wait_futures(
-                list(self._pending), timeout=remaining, return_when=FIRST_COMPLETED
-            )
-            del not_done
-            if not done:
-                self._expire_all("timeout", f"no reply within {limit:g} s")
-                continue
-            while done:
-                future = done.pop()
-                self._pending.pop(future)
-                outcome = future.result()
-                del future
-                if isinstance(outcome, Failure):
-                    self.failures.append(outcome)
-                else:
-                    self.num_replies += 1
-                context.check_alive()
-                slot = context.take_slot(outcome) if isinstance(outcome, Reply) else None
-                try:
-                    yield outcome
-                finally:
-                    del outcome
-                    if slot is not None:
-                        slot.release()
-                        del slot
-        context.check_alive()
-
-    def _expire_one(self, index: int, cause: FailureCause, reason: str) -> bool:
-        return self._context.expire(self._task_ids[index], cause, reason)
 
 
 class EngineContext(AskMixin):
