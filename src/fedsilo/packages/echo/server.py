@@ -1,4 +1,6 @@
-"""Server half of ``echo``: broadcast, collect, average; one checkpoint per round."""
+"""Server half of ``echo``: broadcast, fold the replies in as they arrive, average; one
+checkpoint per round. The server holds the broadcast, one running sum and the reply being
+folded in, never the round's replies together."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ import time
 
 import numpy as np
 
-from fedsilo.federation import SessionContext
+from fedsilo.federation import SessionContext, Task
 from fedsilo.packages.echo.config import EchoDataConfig, EchoModelConfig
+from fedsilo.workflows import stream
 
 
 def run(ctx: SessionContext, mc: EchoModelConfig, dc: EchoDataConfig) -> None:
@@ -19,26 +22,27 @@ def run(ctx: SessionContext, mc: EchoModelConfig, dc: EchoDataConfig) -> None:
         state, start = np.zeros(mc.payload_size, dtype=np.float32), 1
     for server_round in range(start, ctx.session.num_rounds + 1):
         began = time.perf_counter()
-        replies = ctx.ask(
-            participants,
-            "echo",
-            arrays={"x": state},
-            round=server_round,
+        broadcast = {"x": state}
+        group = ctx.send(
+            [Task(to=p, kind="echo", arrays=broadcast, round=server_round) for p in participants],
             timeout=mc.task_timeout,
-            accept_failures=mc.accept_failures,
-            min_replies=mc.min_replies,
         )
+        del state, broadcast  # the broadcast frame is the one copy the round keeps
         total = np.zeros(mc.payload_size, dtype=np.float64)
-        for reply in replies:
+        per_client: dict[str, dict[str, float]] = {}
+        for reply in stream(ctx, group, mc.accept_failures, mc.min_replies):
             total += reply.arrays["x"]
-        state = (total / len(replies) + 1.0).astype(np.float32)
+            per_client[reply.participant.client_name] = {
+                "num_examples": float(reply.meta["num_examples"])
+            }
+            del reply
+        state = (total / len(per_client) + 1.0).astype(np.float32)
+        del total
         elapsed_ms = (time.perf_counter() - began) * 1000.0
         ctx.record_round(
             server_round,
-            federated={"loss": 0.0, "round_ms": elapsed_ms, "replies": float(len(replies))},
-            per_client={
-                r.participant.client_name: {"num_examples": r.meta["num_examples"]} for r in replies
-            },
+            federated={"loss": 0.0, "round_ms": elapsed_ms, "replies": float(len(per_client))},
+            per_client=per_client,
         )
         ctx.checkpoint(server_round, {"x": state}, {})
     ctx.save_model({"x": state}, {"rounds": ctx.session.num_rounds}, ctx.session.num_rounds)
