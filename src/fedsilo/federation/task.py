@@ -256,9 +256,12 @@ class TaskGroup:
                 self._expire_all("timeout", f"no reply within {limit:g} s")
                 continue
             # One at a time, dropping each future before the next yield: a batch that arrived
-            # together must not stay alive until its last member is consumed.
-            while done:
-                future = done.pop()
+            # together must not stay alive until its last member is consumed. Within a batch,
+            # in task order, so an in-process run sums in the same order every time.
+            batch = sorted(done, key=self._pending.__getitem__, reverse=True)
+            del done
+            while batch:
+                future = batch.pop()
                 self._pending.pop(future)
                 outcome = future.result()
                 del future
