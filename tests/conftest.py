@@ -23,7 +23,8 @@ from fastapi import FastAPI
 
 from fedsilo.server.app import create_app
 from fedsilo.server.settings import Settings
-from fedsilo.server.tables import Base
+from fedsilo.server.state import MEMORY_URL, MemoryStore
+from fedsilo.server.state.tables import Base
 
 ADMIN_TOKEN = "fs_test-admin-token"
 
@@ -53,6 +54,18 @@ class ThreadServer:
     @property
     def app_state(self) -> Any:
         return self.app.state
+
+    def stored(self) -> dict[str, bytes]:
+        """Everything the server persisted: each file under its data dir (the database, its
+        WAL, artifacts) by path, and for the memory store the text of every record it holds
+        (under ``memory://``), so a test can assert what never reaches any of them."""
+        data_dir = self.settings.resolved_data_dir()
+        found = {str(p): p.read_bytes() for p in data_dir.rglob("*") if p.is_file()}
+        store = self.app_state.store
+        if isinstance(store, MemoryStore):
+            held = {name: value for name, value in vars(store).items() if name != "_lock"}
+            found[MEMORY_URL] = repr(held).encode()
+        return found
 
 
 def _free_port() -> int:
@@ -95,15 +108,16 @@ def stop_thread_server(ts: ThreadServer) -> None:
     ts.thread.join(timeout=15)
 
 
-# PostgreSQL joins the backends when a URL to a throwaway database is given (.ci/run starts
-# one); every test then starts from empty tables.
+# The in-memory state store runs every server test too (it must keep the SQL store's
+# semantics); PostgreSQL joins the backends when a URL to a throwaway database is given
+# (.ci/run starts one); every test then starts from empty tables.
 POSTGRES_URL = os.environ.get("FEDSILO_TEST_POSTGRES_URL")
-BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
+BACKENDS = ["sqlite", "memory", *(["postgresql"] if POSTGRES_URL else [])]
 
 
 @pytest.fixture(params=BACKENDS)
 def server_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    db_url = None
+    db_url = MEMORY_URL if request.param == "memory" else None
     if request.param == "postgresql":
         assert POSTGRES_URL is not None
         engine = sqlalchemy.create_engine(POSTGRES_URL)

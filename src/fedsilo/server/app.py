@@ -18,7 +18,7 @@ from fedsilo.server.auth import TokenCache, bootstrap_admin_token
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.engine.relay import MessageRelay
 from fedsilo.server.settings import Settings
-from fedsilo.server.state import ArtifactStore, SqlStore, open_store
+from fedsilo.server.state import ArtifactStore, open_store
 from fedsilo.wire import API_PREFIX
 
 __all__ = ["create_app", "serve"]
@@ -42,20 +42,11 @@ def create_app(settings: Settings) -> FastAPI:
         data_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(settings.resolved_db_url())
         artifacts = ArtifactStore(settings.resolved_artifacts_url())
-        # Until the engine and the participants router call the store, they need the SQL
-        # store's database (app.state.db); a memory:// server waits for that conversion.
-        if not isinstance(store, SqlStore):
-            store.close()
-            raise ConfigError(
-                f"The 'db_url' setting {settings.resolved_db_url()!r} selects the in-memory "
-                "state store, which the session engine cannot use yet; give a SQLAlchemy URL."
-            )
         admin = settings.admin_token.get_secret_value() if settings.admin_token else None
         bootstrap_admin_token(store, data_dir, admin)
-        engine = SessionEngine(store.database, artifacts, settings)
+        engine = SessionEngine(store, artifacts, settings)
         app.state.store = store
         app.state.artifacts = artifacts
-        app.state.db = store.database
         app.state.engine = engine
         app.state.token_cache = TokenCache()
         app.state.participant_cache = ParticipantCache()

@@ -12,9 +12,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from sqlalchemy import select
 
-from fedsilo.server.tables import RoundRow, TaskRow
 from fedsilo.wire import ReplyEnvelope, decode_frame, encode_frame
 
 
@@ -77,14 +75,13 @@ def test_a_session_runs_to_completion_with_one_exchange_per_round(
     np.testing.assert_array_equal(arrays["x"], np.full(4, 4.0, dtype=np.float32))
     assert header["package_name"] == "echo" and header["round"] == 4
     # every task of the session is on record as answered, with its reply's meta
-    with thread_server.app_state.db.session() as s:
-        tasks = s.scalars(select(TaskRow).where(TaskRow.session_id == sid)).all()
-        assert len(tasks) == 8
-        assert {t.status for t in tasks} == {"done"}
-        assert all(t.reply_meta == {"num_examples": 5} and t.replied_at for t in tasks)
-        assert all(t.delivered_at is not None for t in tasks)
-        rounds = s.scalars(select(RoundRow.round).where(RoundRow.session_id == sid)).all()
-        assert sorted(rounds) == [1, 2, 3, 4]
+    store = thread_server.app_state.store
+    tasks = store.list_tasks(sid)
+    assert len(tasks) == 8
+    assert {t.status for t in tasks} == {"done"}
+    assert all(t.reply_meta == {"num_examples": 5} and t.replied_at for t in tasks)
+    assert all(t.delivered_at is not None for t in tasks)
+    assert [r.round for r in store.list_rounds(sid)] == [1, 2, 3, 4]
 
 
 def test_a_lost_delivery_is_sent_again_on_the_next_poll(
@@ -185,9 +182,8 @@ def test_a_client_error_reply_is_reported_in_the_failure_reason(
     assert response.status_code == 200
     session = wait_status(api, sid, {"failed"})
     assert "out of memory" in session["failure_reason"]
-    with thread_server.app_state.db.session() as s:
-        row = s.get(TaskRow, task_id)
-        assert (row.status, row.reply_meta) == ("failed", {"where": "fit"})
+    task = thread_server.app_state.store.get_task(task_id)
+    assert (task.status, task.reply_meta) == ("failed", {"where": "fit"})
 
 
 def test_joining_an_ended_session_is_refused(api: httpx.Client, silos: Any, helpers: Any) -> None:

@@ -10,7 +10,6 @@ import httpx
 
 from fedsilo.client.keys import KeyPair
 from fedsilo.server.auth import hash_token
-from fedsilo.server.tables import ParticipantRow
 from fedsilo.wire import PARTICIPANT_HEADER
 
 
@@ -24,10 +23,9 @@ def test_the_first_join_returns_a_credential_stored_only_as_a_hash(
     joined = response.json()
     assert joined["credential"].startswith("fs_") and joined["rejoined"] is False
     assert joined["public_key"] == silo.key.public_text
-    with thread_server.app_state.db.session() as s:
-        row = s.get(ParticipantRow, joined["id"])
-        assert row.credential_hash == hash_token(joined["credential"])
-        assert joined["credential"] not in (row.credential_hash, row.public_key)
+    record = thread_server.app_state.store.get_participant(joined["id"])
+    assert record.credential_hash == hash_token(joined["credential"])
+    assert joined["credential"] not in (record.credential_hash, record.public_key)
     listed = api.get(f"/sessions/{sid}/participants").json()
     assert [(p["client_name"], p["public_key"]) for p in listed] == [
         ("silo-a", silo.key.public_text)

@@ -11,6 +11,7 @@ import numpy as np
 
 from fedsilo.client.keys import decode_public_key, open_sealed, seal
 from fedsilo.federation import SEALED_ARRAY, Task
+from fedsilo.server.state import MEMORY_URL
 
 MARKER = b"PLAINTEXT-MARKER-7f3a9c-never-on-the-server"
 
@@ -63,14 +64,19 @@ def test_a_sealed_reply_is_forwarded_unread_and_never_stored(
     assert probe.seen["sealed"].ciphertext == ciphertext
     assert probe.seen["plain_arrays"] == []  # the sealed array is not among the plain ones
     assert probe.seen["opened"] == {"opened": True}
+    # the session's writes run behind its workflow; it is completed once they are written
+    helpers.wait_until(
+        lambda: api.get(f"/sessions/{sid}").json()["status"] == "completed",
+        what="session completed",
+    )
 
-    # nothing the server wrote holds the plaintext: database (and its WAL) and artifacts
-    data_dir = Path(thread_server.settings.data_dir)
-    written = [p for p in data_dir.rglob("*") if p.is_file()]
-    assert any(p.name == "fedsilo.db" for p in written)
-    assert any(p.name == "checkpoint.safetensors" for p in written)
-    assert any(p.name == "model.safetensors" for p in written)
-    # the scan does see what the server stores (the log line, in the database or its WAL)
-    assert any(b"sealed payload relayed" in p.read_bytes() for p in written)
-    holding = [p for p in written if MARKER in p.read_bytes()]
+    # nothing the server stored holds the plaintext: database (and its WAL) or the memory
+    # store's records, and artifacts
+    stored = thread_server.stored()
+    names = {Path(name).name for name in stored}
+    assert "fedsilo.db" in names or MEMORY_URL in stored
+    assert {"checkpoint.safetensors", "model.safetensors"} <= names
+    # the scan does see what the server stores (the log line, in the database, WAL or records)
+    assert any(b"sealed payload relayed" in content for content in stored.values())
+    holding = [name for name, content in stored.items() if MARKER in content]
     assert holding == []

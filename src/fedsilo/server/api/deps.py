@@ -13,20 +13,16 @@ from fastapi.concurrency import run_in_threadpool
 from fedsilo.server.auth import hash_token
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.state import ArtifactStore, ParticipantRecord, SessionRecord, StateStore
-from fedsilo.server.state.database import Database
-from fedsilo.server.state.tables import SessionRow
 from fedsilo.wire import PARTICIPANT_HEADER
 
 __all__ = [
     "ArtifactsDep",
-    "DbDep",
     "EngineDep",
     "ParticipantAuth",
     "ParticipantCache",
     "ParticipantDep",
     "StoreDep",
     "get_session_record",
-    "get_session_row",
     "not_found",
     "require_participant",
 ]
@@ -47,17 +43,9 @@ def get_engine(request: Request) -> SessionEngine:
     return engine
 
 
-def get_db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
 StoreDep = Annotated[StateStore, Depends(get_store)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 EngineDep = Annotated[SessionEngine, Depends(get_engine)]
-#: Temporary, for the participants router until it calls the store (then removed with
-#: :func:`get_session_row`): the SQL store's database.
-DbDep = Annotated[Database, Depends(get_db)]
 
 
 def not_found(what: str, ident: str) -> HTTPException:
@@ -70,15 +58,6 @@ def get_session_record(store: StateStore, session_id: str) -> SessionRecord:
     if record is None:
         raise not_found("Session", session_id)
     return record
-
-
-def get_session_row(db: Database, session_id: str) -> SessionRow:
-    """Temporary twin of :func:`get_session_record` for the participants router."""
-    with db.session() as s:
-        row = s.get(SessionRow, session_id)
-        if row is None:
-            raise not_found("Session", session_id)
-        return row
 
 
 # ------------------------------------------------------------ participant credentials

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import secrets
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -17,18 +16,15 @@ from datetime import timedelta
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from fedsilo.errors import ConfigError
 from fedsilo.federation import Failure, get_package
-from fedsilo.server.api.deps import DbDep, EngineDep, ParticipantDep, get_session_row
+from fedsilo.server.api.deps import EngineDep, ParticipantDep, StoreDep, get_session_record
 from fedsilo.server.auth import CurrentToken, hash_token, new_secret
-from fedsilo.server.db import Database
 from fedsilo.server.engine.gate import Slot
 from fedsilo.server.engine.hub import PendingTask
 from fedsilo.server.engine.runner import ReplyRejected, SessionEngine
-from fedsilo.server.tables import ParticipantRow, SessionRow, utcnow
+from fedsilo.server.state import ParticipantRecord, SessionRecord, StateStore, utcnow
 from fedsilo.wire import (
     OCTET_STREAM,
     PARTICIPANT_HEADER,
@@ -60,15 +56,15 @@ _TASK_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-def participant_public(row: ParticipantRow, rejoined: bool = False) -> ParticipantPublic:
+def participant_public(record: ParticipantRecord, rejoined: bool = False) -> ParticipantPublic:
     return ParticipantPublic(
-        id=row.id,
-        session_id=row.session_id,
-        client_name=row.client_name,
-        dataset=DatasetSummary.model_validate(row.dataset),
-        public_key=row.public_key,
-        joined_at=row.joined_at,
-        last_seen_at=row.last_seen_at,
+        id=record.id,
+        session_id=record.session_id,
+        client_name=record.client_name,
+        dataset=DatasetSummary.model_validate(record.dataset),
+        public_key=record.public_key,
+        joined_at=record.joined_at,
+        last_seen_at=record.last_seen_at,
         rejoined=rejoined,
     )
 
@@ -81,7 +77,7 @@ def join_session(
     session_id: str,
     body: ParticipantJoin,
     request: Request,
-    db: DbDep,
+    store: StoreDep,
     engine: EngineDep,
     _: CurrentToken,
 ) -> ParticipantJoined:
@@ -91,70 +87,53 @@ def join_session(
     (:data:`~fedsilo.wire.PARTICIPANT_HEADER`) and keeps the participant's id. While the
     session runs, a rejoin may change neither the declared dataset nor the public key.
     """
-    session = get_session_row(db, session_id)
-    if SessionStatus(session.status).ended:
+    session = get_session_record(store, session_id)
+    if session.status.ended:
         raise HTTPException(
             status_code=409,
             detail=f"Cannot join session {session_id}: it is {session.status}.",
         )
     _check_columns(session, body.dataset)
     presented = request.headers.get(PARTICIPANT_HEADER, "")
-    now = utcnow()
+    existing = store.find_participant(session_id, body.client_name)
+    if existing is not None:
+        _check_rejoin(existing, session, body, presented)
+        rejoined = store.rejoin_participant(
+            existing.id, dataset=body.dataset.model_dump(), public_key=body.public_key
+        )
+        if rejoined is None:
+            raise HTTPException(status_code=404, detail=f"Session {session_id} not found.")
+        return ParticipantJoined(**participant_public(rejoined, rejoined=True).model_dump())
+    if session.status == SessionStatus.running:
+        raise HTTPException(
+            status_code=409,
+            detail=f"Cannot join session {session_id}: it is already running with its "
+            f"clients; new clients can join while it is created or pending.",
+        )
     credential = new_secret()
     try:
-        with db.session() as s:
-            existing = s.scalar(
-                select(ParticipantRow).where(
-                    ParticipantRow.session_id == session_id,
-                    ParticipantRow.client_name == body.client_name,
-                )
-            )
-            if existing is not None:
-                _check_rejoin(existing, session, body, presented)
-                existing.dataset = body.dataset.model_dump()
-                existing.public_key = body.public_key
-                existing.last_seen_at = now
-                public = participant_public(existing, rejoined=True)
-                return ParticipantJoined(**public.model_dump())
-            if session.status == SessionStatus.running:
-                raise HTTPException(
-                    status_code=409,
-                    detail=f"Cannot join session {session_id}: it is already running with its "
-                    f"clients; new clients can join while it is created or pending.",
-                )
-            seq = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(ParticipantRow)
-                    .where(ParticipantRow.session_id == session_id)
-                )
-                or 0
-            )
-            row = ParticipantRow(
-                id=secrets.token_hex(8),
-                session_id=session_id,
-                client_name=body.client_name,
-                dataset=body.dataset.model_dump(),
-                seq=seq,
-                joined_at=now,
-                last_seen_at=now,
-                credential_hash=hash_token(credential),
-                public_key=body.public_key,
-            )
-            s.add(row)
-    except IntegrityError as exc:  # two first joins under one name raced; one of them won
+        record, created = store.join_participant(
+            session_id,
+            body.client_name,
+            body.dataset.model_dump(),
+            credential_hash=hash_token(credential),
+            public_key=body.public_key,
+        )
+    except ValueError as exc:  # the session was deleted since it was read above
+        raise HTTPException(status_code=404, detail=f"Session {session_id} not found.") from exc
+    if not created:  # two first joins under one name raced; the other one won
         raise HTTPException(
             status_code=409,
             detail=f"Client name {body.client_name!r} joined session {session_id} at the same "
             "time from elsewhere; rejoin with that participant's credential.",
-        ) from exc
+        )
     engine.log(session_id, f"client {body.client_name!r} joined ({body.dataset.train_rows} rows)")
     engine.notify_join()
-    return ParticipantJoined(**participant_public(row).model_dump(), credential=credential)
+    return ParticipantJoined(**participant_public(record).model_dump(), credential=credential)
 
 
 def _check_rejoin(
-    existing: ParticipantRow, session: SessionRow, body: ParticipantJoin, presented: str
+    existing: ParticipantRecord, session: SessionRecord, body: ParticipantJoin, presented: str
 ) -> None:
     """403 without the participant's own credential; 409 for a change a running session
     cannot take."""
@@ -191,7 +170,7 @@ def _check_rejoin(
         )
 
 
-def _check_columns(session: SessionRow, dataset: DatasetSummary) -> None:
+def _check_columns(session: SessionRecord, dataset: DatasetSummary) -> None:
     """The server double-checks the summary: a client must never join without the columns."""
     try:
         package = get_package(session.package_name)
@@ -209,15 +188,9 @@ def _check_columns(session: SessionRow, dataset: DatasetSummary) -> None:
 
 
 @router.get("")
-def list_participants(session_id: str, db: DbDep, _: CurrentToken) -> list[ParticipantPublic]:
-    get_session_row(db, session_id)
-    with db.session() as s:
-        rows = s.scalars(
-            select(ParticipantRow)
-            .where(ParticipantRow.session_id == session_id)
-            .order_by(ParticipantRow.seq)
-        ).all()
-        return [participant_public(r) for r in rows]
+def list_participants(session_id: str, store: StoreDep, _: CurrentToken) -> list[ParticipantPublic]:
+    get_session_record(store, session_id)
+    return [participant_public(record) for record in store.list_participants(session_id)]
 
 
 # ------------------------------------------------------------------ task delivery
@@ -237,28 +210,19 @@ def _known_active(engine: SessionEngine, session_id: str, participant_id: str) -
 
 
 def _poll_state(engine: SessionEngine, session_id: str, participant_id: str) -> SessionStatus:
-    """The session's status from the database; refreshes ``last_seen_at`` and the in-memory
-    confirmation (the credential dependency already proved membership)."""
-    now = utcnow()
-    with engine.db.session() as s:
-        participant = s.get(ParticipantRow, participant_id)
-        if participant is not None and (
-            participant.last_seen_at is None or now - participant.last_seen_at > _SEEN_RESOLUTION
-        ):
-            participant.last_seen_at = now
-        session = s.get(SessionRow, session_id)
-        if session is None:
-            raise HTTPException(status_code=404, detail=f"Session {session_id} not found.")
-        status = SessionStatus(session.status)
+    """The session's status from the state store; refreshes ``last_seen_at`` and the
+    in-memory confirmation (the credential dependency already proved membership)."""
+    engine.state.touch_participant(participant_id, min_interval=_SEEN_RESOLUTION)
+    status = get_session_record(engine.state, session_id).status
     engine.participant_seen[participant_id] = (session_id, time.monotonic())
     return status
 
 
-def _ended(db: Database, session_id: str) -> JSONResponse:
-    session = get_session_row(db, session_id)
+def _ended(store: StateStore, session_id: str) -> JSONResponse:
+    session = get_session_record(store, session_id)
     body = SessionEnded(
         detail=f"Session {session.id} is {session.status}.",
-        status=SessionStatus(session.status),
+        status=session.status,
         reason=session.failure_reason,
     )
     return JSONResponse(status_code=410, content=body.model_dump(mode="json"))
@@ -300,7 +264,7 @@ async def deliver_next(
             else:
                 status = await run_in_threadpool(_poll_state, engine, session_id, participant_id)
             if status.ended:
-                return await run_in_threadpool(_ended, engine.db, session_id)
+                return await run_in_threadpool(_ended, engine.state, session_id)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return Response(status_code=204)

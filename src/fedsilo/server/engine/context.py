@@ -1,11 +1,12 @@
 """The engine's implementation of :class:`fedsilo.federation.SessionContext`.
 
-A round costs the workflow no database wait: its writes go, in order, to the session's
-:class:`~fedsilo.server.engine.persister.Persister` thread. A ``send`` inserts its task rows in
-one statement; replies are recorded in memory as they arrive and written with the session's
-next write (the next ``send``, the checkpoint, a log line, the end of the session);
-``record_round`` is written with the checkpoint. A crash loses only records of a round that
-resumes from the previous checkpoint, and is therefore redone.
+A round costs the workflow no state-store wait: its writes go, in order, to the session's
+:class:`~fedsilo.server.engine.persister.Persister` thread as
+:class:`~fedsilo.server.state.SessionWrites` batches (one transaction each). A ``send``
+inserts its task records in one statement; replies are recorded in memory as they arrive and
+written with the session's next write (the next ``send``, the checkpoint, a log line, the end
+of the session); ``record_round`` is written with the checkpoint. A crash loses only records
+of a round that resumes from the previous checkpoint, and is therefore redone.
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
-
-from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from fedsilo.errors import TaskError
 from fedsilo.federation import (
@@ -40,13 +38,14 @@ from fedsilo.server.engine.gate import Slot
 from fedsilo.server.engine.group import EngineTaskGroup
 from fedsilo.server.engine.hub import PendingTask
 from fedsilo.server.engine.persister import Persister
-from fedsilo.server.tables import (
-    ModelRow,
-    ParticipantRow,
-    RoundRow,
-    SessionLogRow,
-    SessionRow,
-    TaskRow,
+from fedsilo.server.state import (
+    ModelRecord,
+    ParticipantRecord,
+    RoundRecord,
+    SessionWrites,
+    StateStore,
+    TaskCompletion,
+    TaskRecord,
     utcnow,
 )
 from fedsilo.wire import DatasetSummary, ModelMeta, SessionStatus, TaskPayload, decode_frame
@@ -61,7 +60,7 @@ __all__ = [
     "SessionCanceled",
     "checkpoint_key",
     "model_key",
-    "participant_from_row",
+    "participant_from_record",
 ]
 
 
@@ -90,12 +89,12 @@ def decode_key(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)) if text else b""
 
 
-def participant_from_row(row: ParticipantRow) -> Participant:
+def participant_from_record(record: ParticipantRecord) -> Participant:
     return Participant(
-        id=row.id,
-        client_name=row.client_name,
-        dataset=DatasetSummary.model_validate(row.dataset),
-        public_key=decode_key(row.public_key),
+        id=record.id,
+        client_name=record.client_name,
+        dataset=DatasetSummary.model_validate(record.dataset),
+        public_key=decode_key(record.public_key),
     )
 
 
@@ -107,16 +106,16 @@ class EngineContext(AskMixin):
         self._info = info
         self.canceled = threading.Event()
         self._lock = threading.Lock()
-        #: row updates of successful replies, written with the next write
-        self._answered: list[dict[str, Any]] = []
-        #: ids of task rows inserted and not yet answered
+        #: successful replies, written with the next write
+        self._answered: list[TaskCompletion] = []
+        #: ids of tasks inserted (or in the batch being written) and not yet answered
         self._inserted: set[str] = set()
-        #: round -> (federated, per_client) recorded but not yet written
-        self._rounds: dict[int, tuple[dict[str, float], dict[str, dict[str, float]]]] = {}
+        #: round -> its record, recorded but not yet written
+        self._rounds: dict[int, RoundRecord] = {}
         #: gate slots of replies received and not yet handed out, by id(reply)
         self._slots: dict[int, Slot] = {}
         #: the session's writes, in order, off the round's critical path
-        self.writes = Persister(engine.db, info.id)
+        self.writes = Persister(engine.state, info.id)
 
     @property
     def session(self) -> SessionInfo:
@@ -150,23 +149,15 @@ class EngineContext(AskMixin):
                 # Joins, cancels and shutdown notify the condition; the timeout is a safety net.
                 engine.joined.wait(timeout=1.0)
                 waited += 1.0
-        with engine.db.session() as s:
-            s.execute(
-                update(SessionRow)
-                .where(SessionRow.id == self._info.id, SessionRow.status == SessionStatus.pending)
-                .values(status=SessionStatus.running, started_at=utcnow(), updated_at=utcnow())
-            )
+        engine.state.set_session_status(
+            self._info.id, SessionStatus.running, expected={SessionStatus.pending}
+        )
         self.log(f"{len(participants)} clients joined; running")
         return participants
 
     def participants(self) -> list[Participant]:
-        with self._engine.db.session() as s:
-            rows = s.scalars(
-                select(ParticipantRow)
-                .where(ParticipantRow.session_id == self._info.id)
-                .order_by(ParticipantRow.seq)
-            ).all()
-            return [participant_from_row(row) for row in rows]
+        records = self._engine.state.list_participants(self._info.id)
+        return [participant_from_record(record) for record in records]
 
     # ------------------------------------------------------------------- tasks
 
@@ -177,7 +168,7 @@ class EngineContext(AskMixin):
         now = utcnow()
         frames: dict[tuple[int, str, int, str], memoryview] = {}
         pending: list[PendingTask] = []
-        rows: list[dict[str, Any]] = []
+        records: list[TaskRecord] = []
         for task in tasks:
             meta = dict(task.meta)
             if task.sealed is not None:
@@ -200,26 +191,27 @@ class EngineContext(AskMixin):
             pending.append(
                 PendingTask(id=task_id, session_id=self._info.id, task=bare, frame=frame)
             )
-            rows.append(
-                {
-                    "id": task_id,
-                    "session_id": self._info.id,
-                    "participant_id": task.to.id,
-                    "kind": task.kind,
-                    "round": task.round,
-                    "meta": meta,
-                    "status": "queued",
-                    "created_at": now,
-                }
+            records.append(
+                TaskRecord(
+                    id=task_id,
+                    session_id=self._info.id,
+                    participant_id=task.to.id,
+                    kind=task.kind,
+                    round=task.round,
+                    meta=meta,
+                    created_at=now,
+                )
             )
-        if rows:
+        if records:
 
-            def write_tasks(s: Session) -> None:
-                # rows first: replies to these very tasks may be pending by the time this runs
-                s.execute(insert(TaskRow), rows)
+            def write_tasks(state: StateStore) -> None:
+                # Replies to these very tasks may have arrived by the time this runs: the
+                # batch inserts the tasks before it completes them.
                 with self._lock:
-                    self._inserted.update(row["id"] for row in rows)
-                self._write_pending(s)
+                    self._inserted.update(record.id for record in records)
+                writes = self._take_pending()
+                writes.tasks = records
+                state.apply(writes)
 
             self.writes.submit(write_tasks)
         engine.hub.push(pending)
@@ -237,17 +229,16 @@ class EngineContext(AskMixin):
         return True
 
     def accepted(self, pending: PendingTask, reply: Reply, slot: Slot) -> None:
-        """A reply arrived for one of this session's tasks: note its row update, and keep its
+        """A reply arrived for one of this session's tasks: note its completion, and keep its
         gate slot until the workflow is done with it (or drops it unconsumed)."""
         with self._lock:
             self._answered.append(
-                {
-                    "id": pending.id,
-                    "status": "done",
-                    "reply_meta": reply.meta,
-                    "delivered_at": pending.delivered_at,
-                    "replied_at": pending.replied_at,
-                }
+                TaskCompletion(
+                    id=pending.id,
+                    reply_meta=dict(reply.meta),
+                    delivered_at=pending.delivered_at,
+                    replied_at=pending.replied_at,
+                )
             )
             self._slots[id(reply)] = slot
         # A reply the workflow drops unconsumed (a group it let go of) frees its slot too.
@@ -273,28 +264,33 @@ class EngineContext(AskMixin):
         federated: Mapping[str, float],
         per_client: Mapping[str, Mapping[str, float]],
     ) -> None:
-        record = (
-            _finite(federated),
-            {name: _finite(metrics) for name, metrics in per_client.items()},
+        record = RoundRecord(
+            session_id=self._info.id,
+            round=round,
+            federated=_finite(federated),
+            per_client={name: _finite(metrics) for name, metrics in per_client.items()},
+            created_at=utcnow(),
         )
         with self._lock:
             self._rounds[round] = record  # written with the session's next write
 
     def checkpoint(self, round: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         # Encoded now (the workflow may change its arrays once this returns), written behind:
-        # the file, then the round's rows, in one job of the session's writer.
+        # the file, then the round's records, in one job of the session's writer.
         frame = encode_into(arrays, {"round": round, "meta": dict(meta)})
-        store, key = self._engine.store, checkpoint_key(self._info.id)
+        artifacts, key = self._engine.artifacts, checkpoint_key(self._info.id)
 
-        def write_checkpoint(s: Session) -> None:
+        def write_checkpoint(state: StateStore) -> None:
             # write_bytes takes any buffer (a file write or an object put): no copy to bytes.
-            store.write_bytes(key, cast(bytes, frame))
-            self._write_pending(s, session_round=round)
+            artifacts.write_bytes(key, frame)
+            writes = self._take_pending()
+            writes.session_round = round
+            state.apply(writes)
 
         self.writes.submit(write_checkpoint)
 
     def restore(self) -> Checkpoint | None:
-        data = self._engine.store.read_bytes(checkpoint_key(self._info.id))
+        data = self._engine.artifacts.read_bytes(checkpoint_key(self._info.id))
         if data is None:
             return None
         arrays, header = decode_frame(data)
@@ -312,37 +308,31 @@ class EngineContext(AskMixin):
         )
         key = model_key(self._info.id)
         frame = encode_into(arrays, header)
-        store, session_id = self._engine.store, self._info.id
+        artifacts, session_id = self._engine.artifacts, self._info.id
 
-        def write_model(s: Session) -> None:
-            store.write_bytes(key, cast(bytes, frame))
-            self._write_pending(s)
-            row = s.get(ModelRow, session_id)
-            if row is None:
-                row = ModelRow(session_id=self._info.id, key=key, created_at=utcnow())
-                s.add(row)
-            row.round = round
-            row.meta = dict(meta)
-            row.created_at = utcnow()
+        def write_model(state: StateStore) -> None:
+            artifacts.write_bytes(key, frame)
+            writes = self._take_pending()
+            writes.model = ModelRecord(session_id, round, key, dict(meta), utcnow())
+            state.apply(writes)
 
         self.writes.run(write_model)  # GET /model serves it as soon as the workflow moves on
 
     def log(self, message: str) -> None:
-        line = SessionLogRow(session_id=self._info.id, created_at=utcnow(), message=message)
-
-        def write_log(s: Session) -> None:
-            self._write_pending(s)
-            s.add(line)
+        def write_log(state: StateStore) -> None:
+            writes = self._take_pending()
+            writes.logs.append(message)
+            state.apply(writes)
 
         self.writes.submit(write_log)
 
     def record_failure(
         self, task_id: str, reason: str, reply_meta: dict[str, Any] | None = None
     ) -> None:
-        """Record a failed task, after its row's insert (queued earlier); waits for it."""
+        """Record a failed task, after its insert (queued earlier); waits for it."""
 
-        def write_failure(s: Session) -> None:
-            record_failure(s, task_id, reason, reply_meta)
+        def write_failure(state: StateStore) -> None:
+            state.fail_task(task_id, reason, reply_meta=reply_meta)
             with self._lock:
                 self._inserted.discard(task_id)
 
@@ -351,49 +341,24 @@ class EngineContext(AskMixin):
     def flush(self) -> None:
         """Write what is recorded in memory only (replies, the last round's metrics) and
         wait for every queued write."""
-        self.writes.run(self._write_pending)
+        self.writes.run(lambda state: state.apply(self._take_pending()))
 
-    def _write_pending(self, s: Session, session_round: int | None = None) -> None:
+    def _take_pending(self) -> SessionWrites:
+        """What was recorded in memory since the last write, to ride along with the next
+        one (one transaction): written per reply, these commits were half of the server's
+        busy time at 100 clients."""
         with self._lock:
-            # Only rows already inserted (their insert is an earlier or this very job);
-            # replies to tasks whose insert is still queued wait for a later write.
-            answered = [a for a in self._answered if a["id"] in self._inserted]
-            self._answered = [a for a in self._answered if a["id"] not in self._inserted]
-            self._inserted.difference_update(a["id"] for a in answered)
+            # Only tasks already inserted (by an earlier job or this very batch); replies to
+            # tasks whose insert is still queued wait for a later write.
+            answered = [a for a in self._answered if a.id in self._inserted]
+            self._answered = [a for a in self._answered if a.id not in self._inserted]
+            self._inserted.difference_update(a.id for a in answered)
             rounds, self._rounds = self._rounds, {}
-        if answered:
-            # One statement for every reply since the last write: written per reply, these
-            # commits were half of the server's busy time at 100 clients.
-            s.execute(update(TaskRow), answered)
-        now = utcnow()
-        for round, (federated, per_client) in sorted(rounds.items()):
-            row = s.scalar(
-                select(RoundRow).where(
-                    RoundRow.session_id == self._info.id, RoundRow.round == round
-                )
-            )
-            if row is None:  # a round redone after a restart replaces its first record
-                row = RoundRow(session_id=self._info.id, round=round, created_at=now)
-                s.add(row)
-            row.federated = federated
-            row.per_client = per_client
-            session_round = max(round, session_round or 0)
-        if session_round is not None:
-            s.execute(
-                update(SessionRow)
-                .where(SessionRow.id == self._info.id)
-                .values(round=session_round, updated_at=now)
-            )
-
-
-def record_failure(
-    s: Session, task_id: str, reason: str, reply_meta: dict[str, Any] | None = None
-) -> None:
-    s.execute(
-        update(TaskRow)
-        .where(TaskRow.id == task_id)
-        .values(status="failed", error=reason, reply_meta=reply_meta, replied_at=utcnow())
-    )
+        return SessionWrites(
+            self._info.id,
+            completions=answered,
+            rounds=[rounds[number] for number in sorted(rounds)],
+        )
 
 
 def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -21,23 +21,22 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from sqlalchemy.orm import Session
-
-from fedsilo.server.db import Database
+from fedsilo.server.state import StateStore
 
 __all__ = ["Persister", "Write"]
 
 logger = logging.getLogger("fedsilo.engine")
 
-#: one transaction's worth of work
-Write = Callable[[Session], None]
+#: one job's worth of work: usually one :meth:`StateStore.apply` (one transaction), after an
+#: artifact write for a checkpoint or a model
+Write = Callable[[StateStore], None]
 
 
 class Persister:
-    """Runs :data:`Write` jobs one after another, each in its own transaction."""
+    """Runs :data:`Write` jobs one after another against the state store."""
 
-    def __init__(self, db: Database, name: str) -> None:
-        self._db = db
+    def __init__(self, state: StateStore, name: str) -> None:
+        self._state = state
         self._jobs: queue.SimpleQueue[tuple[Write, Future[None]] | None] = queue.SimpleQueue()
         #: the first write that failed; the session fails with it
         self.error: BaseException | None = None
@@ -58,7 +57,7 @@ class Persister:
 
     def drain(self) -> None:
         """Wait until everything queued so far is committed."""
-        self.run(lambda _session: None)
+        self.run(lambda _state: None)
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish the queued writes, then stop the thread."""
@@ -72,8 +71,7 @@ class Persister:
                 return
             write, done = job
             try:
-                with self._db.session() as s:
-                    write(s)
+                write(self._state)
             except BaseException as exc:
                 if self.error is None:
                     logger.exception("a session write failed")

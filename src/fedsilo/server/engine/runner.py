@@ -7,31 +7,19 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
-
 from fedsilo.errors import FedsiloError, WireError
 from fedsilo.federation import Failure, Outcome, Reply, SessionInfo, get_package, split_sealed
-from fedsilo.server.db import Database
-from fedsilo.server.engine.context import (
-    EngineContext,
-    Interrupted,
-    SessionCanceled,
-    record_failure,
-)
+from fedsilo.server.engine.context import EngineContext, Interrupted, SessionCanceled
 from fedsilo.server.engine.frames import decode_views
 from fedsilo.server.engine.gate import ReplyGate, Slot
 from fedsilo.server.engine.hub import TaskHub
 from fedsilo.server.settings import Settings
-from fedsilo.server.store import ArtifactStore
-from fedsilo.server.tables import ParticipantRow, SessionLogRow, SessionRow, TaskRow, utcnow
+from fedsilo.server.state import ACTIVE_STATUSES, ArtifactStore, StateStore, utcnow
 from fedsilo.wire import ReplyEnvelope, SessionStatus, parse_header
 
 __all__ = ["Accepted", "ReplyRejected", "SessionEngine"]
 
 logger = logging.getLogger("fedsilo.engine")
-
-_ACTIVE = (SessionStatus.pending, SessionStatus.running)
-
 
 #: large replies a session admits (reads) before its workflow consumed the earlier ones. One:
 #: a workflow's loop variable keeps the reply it just folded in alive while it waits for the
@@ -57,7 +45,7 @@ class ReplyRejected(FedsiloError):
 @dataclass(frozen=True)
 class Accepted:
     """What became of a reply: the outcome handed to the workflow, and the meta the client
-    sent (kept on the task row of a failure)."""
+    sent (kept on the task record of a failure)."""
 
     outcome: Outcome
     reply_meta: dict[str, Any]
@@ -72,9 +60,11 @@ class _Worker:
 class SessionEngine:
     """One per server. Each active session's workflow runs in its own daemon thread."""
 
-    def __init__(self, db: Database, store: ArtifactStore, settings: Settings) -> None:
-        self.db = db
-        self.store = store
+    def __init__(self, state: StateStore, artifacts: ArtifactStore, settings: Settings) -> None:
+        #: sessions, participants, tasks, rounds, models, logs (the SQL or the memory store)
+        self.state = state
+        #: checkpoint and model frames
+        self.artifacts = artifacts
         self.settings = settings
         self.hub = TaskHub()
         self.stopping = threading.Event()
@@ -93,32 +83,25 @@ class SessionEngine:
         Tasks queued before the stop are marked stale: their payloads lived in memory, and the
         workflow re-asks from its last checkpoint.
         """
-        with self.db.session() as s:
-            ids = list(s.scalars(select(SessionRow.id).where(SessionRow.status.in_(_ACTIVE))))
-            if ids:
-                s.execute(
-                    update(TaskRow)
-                    .where(TaskRow.session_id.in_(ids), TaskRow.status == "queued")
-                    .values(status="stale", error="server restarted")
-                )
+        ids = [session.id for session in self.state.list_sessions(statuses=ACTIVE_STATUSES)]
+        self.state.mark_stale_tasks(ids, "server restarted")
         for session_id in ids:
             self.start_session(session_id)
         return ids
 
     def start_session(self, session_id: str) -> None:
-        with self.db.session() as s:
-            row = s.get(SessionRow, session_id)
-            if row is None:
-                raise KeyError(session_id)
-            info = SessionInfo(
-                id=row.id,
-                name=row.name,
-                package_name=row.package_name,
-                min_num_clients=row.min_num_clients,
-                num_rounds=row.num_rounds,
-                model_config=dict(row.model_config_),
-                data_config=dict(row.data_config),
-            )
+        record = self.state.get_session(session_id)
+        if record is None:
+            raise KeyError(session_id)
+        info = SessionInfo(
+            id=record.id,
+            name=record.name,
+            package_name=record.package_name,
+            min_num_clients=record.min_num_clients,
+            num_rounds=record.num_rounds,
+            model_config=record.model_config,
+            data_config=record.data_config,
+        )
         context = EngineContext(self, info)
         thread = threading.Thread(
             target=self._run, args=(context,), name=f"session-{session_id}", daemon=True
@@ -138,11 +121,7 @@ class SessionEngine:
 
     def wake_participants(self, session_id: str) -> None:
         """Wake every long-poll of a session so its clients see that it ended."""
-        with self.db.session() as s:
-            ids = set(
-                s.scalars(select(ParticipantRow.id).where(ParticipantRow.session_id == session_id))
-            )
-        self.hub.wake(ids)
+        self.hub.wake({p.id for p in self.state.list_participants(session_id)})
 
     def notify_join(self) -> None:
         with self.joined:
@@ -214,14 +193,10 @@ class SessionEngine:
             self.wake_participants(info.id)
 
     def _end(self, session_id: str, status: SessionStatus, reason: str | None) -> None:
-        now = utcnow()
-        with self.db.session() as s:
-            # Only an active session ends here: a cancel that won the race keeps its status.
-            s.execute(
-                update(SessionRow)
-                .where(SessionRow.id == session_id, SessionRow.status.in_(_ACTIVE))
-                .values(status=status, failure_reason=reason, ended_at=now, updated_at=now)
-            )
+        # Only an active session ends here: a cancel that won the race keeps its status.
+        self.state.set_session_status(
+            session_id, status, expected=ACTIVE_STATUSES, failure_reason=reason
+        )
         if reason:
             self.log(session_id, f"session {status}: {reason}")
 
@@ -229,11 +204,10 @@ class SessionEngine:
 
     def reply_not_awaited(self, session_id: str, participant_id: str, task_id: str) -> None:
         """Raise the rejection of a reply to a task that is not in flight (404 or 409)."""
-        with self.db.session() as s:
-            row = s.get(TaskRow, task_id)
-            if row is None or row.session_id != session_id or row.participant_id != participant_id:
-                raise ReplyRejected(404, f"Task {task_id} not found for this participant.")
-            raise ReplyRejected(409, f"Task {task_id} is no longer awaited (it is {row.status}).")
+        task = self.state.get_task(task_id)
+        if task is None or task.session_id != session_id or task.participant_id != participant_id:
+            raise ReplyRejected(404, f"Task {task_id} not found for this participant.")
+        raise ReplyRejected(409, f"Task {task_id} is no longer awaited (it is {task.status}).")
 
     def accept_reply(
         self,
@@ -243,7 +217,7 @@ class SessionEngine:
         body: bytes | bytearray | memoryview,
         slot: Slot,
     ) -> Accepted:
-        """Hand a client's reply frame to the waiting workflow; touches no table.
+        """Hand a client's reply frame to the waiting workflow; touches no stored state.
 
         The reply's arrays are read-only views over ``body`` (no copy); ``slot`` is kept
         until the workflow is done with the reply. A failure outcome (the client reported an
@@ -297,8 +271,7 @@ class SessionEngine:
         return Accepted(outcome, envelope.meta)
 
     def log(self, session_id: str, message: str) -> None:
-        with self.db.session() as s:
-            s.add(SessionLogRow(session_id=session_id, created_at=utcnow(), message=message))
+        self.state.append_log(session_id, message)
 
     def record_task_failure(
         self,
@@ -307,10 +280,9 @@ class SessionEngine:
         reason: str,
         reply_meta: dict[str, Any] | None = None,
     ) -> None:
-        """Record a failed task through its session's writer (after the row's insert)."""
+        """Record a failed task through its session's writer (after the task's insert)."""
         context = self.context_of(session_id)
         if context is not None:
             context.record_failure(task_id, reason, reply_meta)
             return
-        with self.db.session() as s:
-            record_failure(s, task_id, reason, reply_meta)
+        self.state.fail_task(task_id, reason, reply_meta=reply_meta)

@@ -28,7 +28,9 @@ class ArtifactStore:
             raise ValueError(f"artifact key must be relative without '..'; got {key!r}")
         return f"{self.root}/{key}"
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        """Store ``data`` under ``key``; any bytes-like buffer, written without a copy to
+        ``bytes`` (the engine hands over a frame's memoryview)."""
         path = self._path(key)
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)

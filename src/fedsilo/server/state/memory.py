@@ -392,8 +392,8 @@ class MemoryStore:
             if session_id not in self._sessions:
                 raise ValueError(f"Cannot apply writes: session {session_id} not found.")
             self._check_tasks(writes.tasks)
-            self._complete_tasks(writes.completions)
             self._add_tasks(writes.tasks)
+            self._complete_tasks(writes.completions)
             for r in writes.rounds:
                 self._record_round(session_id, r.round, r.federated, r.per_client, now)
             rounds = [r.round for r in writes.rounds]

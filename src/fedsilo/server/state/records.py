@@ -164,14 +164,16 @@ class SessionWrites:
 
     The engine keeps replies and a round's metrics in memory and lets them ride along with
     its next write (a send, a checkpoint, a log line, the model): at 100 clients one commit
-    per reply was half of the server's busy time. Applied in field order: completions, new
-    tasks, rounds (each replacing an earlier record of its round), the session's round (the
-    largest of ``session_round`` and the rounds), the model record, log lines.
+    per reply was half of the server's busy time. Applied in field order: new tasks,
+    completions (of earlier tasks or of this batch's: the engine's writer may run a send's
+    insert after replies to it arrived), rounds (each replacing an earlier record of its
+    round), the session's round (the largest of ``session_round`` and the rounds), the model
+    record, log lines.
     """
 
     session_id: str
-    completions: list[TaskCompletion] = field(default_factory=list)
     tasks: list[TaskRecord] = field(default_factory=list)
+    completions: list[TaskCompletion] = field(default_factory=list)
     rounds: list[RoundRecord] = field(default_factory=list)
     session_round: int | None = None
     model: ModelRecord | None = None
@@ -179,8 +181,8 @@ class SessionWrites:
 
     def __bool__(self) -> bool:
         return bool(
-            self.completions
-            or self.tasks
+            self.tasks
+            or self.completions
             or self.rounds
             or self.session_round is not None
             or self.model is not None

@@ -60,7 +60,7 @@ class SqlStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        #: the underlying engine and sessions, for code not yet on the store (the engine)
+        #: the SQLAlchemy engine and sessions behind the store (tests reach the schema here)
         self.database = Database(url)
 
     def close(self) -> None:
@@ -392,10 +392,10 @@ class SqlStore:
         with _integrity(_TASKS_REJECTED), self.database.session() as s:
             if s.get(SessionRow, session_id) is None:
                 raise ValueError(f"Cannot apply writes: session {session_id} not found.")
-            if writes.completions:
-                _complete_tasks(s, writes.completions)
             if writes.tasks:
                 _add_tasks(s, writes.tasks)
+            if writes.completions:
+                _complete_tasks(s, writes.completions)
             for r in writes.rounds:
                 _record_round(s, session_id, r.round, r.federated, r.per_client, now)
             rounds = [r.round for r in writes.rounds]

@@ -419,6 +419,19 @@ def test_a_batch_of_writes_lands_together(store: StateStore) -> None:
     assert [line.message for line in store.list_logs(sid)] == ["round 1 done", "model saved"]
 
 
+def test_a_batch_completes_a_task_it_inserts(store: StateStore) -> None:
+    # The engine's writer may insert a send's tasks after replies to them arrived.
+    sid = new_session(store)
+    a = join(store, sid, "silo-a")
+    store.apply(
+        SessionWrites(
+            sid, tasks=[queued(sid, a, "t1")], completions=[TaskCompletion("t1", {"n": 2})]
+        )
+    )
+    task = store.get_task("t1")
+    assert task is not None and (task.status, task.reply_meta) == (TaskStatus.done, {"n": 2})
+
+
 def test_a_batch_that_cannot_land_writes_nothing(store: StateStore) -> None:
     sid = new_session(store)
     a = join(store, sid, "silo-a")
