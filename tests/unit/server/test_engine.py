@@ -124,7 +124,7 @@ def test_reply_with_wait_answers_204_when_no_task_comes(
 
 
 def test_malformed_reply_fails_the_task_and_the_session_follows_its_policy(
-    api: httpx.Client, silos: Any, helpers: Any
+    thread_server: Any, api: httpx.Client, silos: Any, helpers: Any
 ) -> None:
     # accept_failures with min_replies=1: the round goes on with the good client
     sid = helpers.create_session(
@@ -145,9 +145,18 @@ def test_malformed_reply_fails_the_task_and_the_session_follows_its_policy(
     again = bad.reply(task_id, body=encode_frame({}, ReplyEnvelope()))
     assert again.status_code == 409
     assert again.json()["detail"] == f"Task {task_id} is no longer awaited (it is failed)."
+    # a task the server has no record of is not awaited either (its record may have been lost
+    # with a killed server: the client drops the reply and polls on)
     unknown = bad.reply("0123456789abcdef", body=encode_frame({}, ReplyEnvelope()))
-    assert unknown.status_code == 404
-    assert unknown.json()["detail"] == "Task 0123456789abcdef not found for this participant."
+    assert unknown.status_code == 409
+    assert unknown.json()["detail"] == (
+        "Task 0123456789abcdef is not awaited: this server has no record of it (unknown, or "
+        "sent just before the server stopped)."
+    )
+    # another participant's task is not found for this one
+    tasks = thread_server.app_state.store.list_tasks(sid)
+    other = next(t.id for t in tasks if t.participant_id == good.id)
+    assert bad.reply(other, body=encode_frame({}, ReplyEnvelope())).status_code == 404
 
 
 def test_without_accept_failures_a_bad_reply_fails_the_session_and_the_server_lives(

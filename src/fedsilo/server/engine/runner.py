@@ -203,9 +203,21 @@ class SessionEngine:
     # --------------------------------------------------------------------- replies
 
     def reply_not_awaited(self, session_id: str, participant_id: str, task_id: str) -> None:
-        """Raise the rejection of a reply to a task that is not in flight (404 or 409)."""
+        """Raise the rejection of a reply to a task that is not in flight (404 or 409).
+
+        A task with no record at all is 409, not awaited, like a stale one: the session's
+        writer inserts task records behind the round, so a server killed just after sending
+        a task may have no record of it, and its client must drop the reply and poll on (the
+        resumed session sends the round again), not stop on a 404.
+        """
         task = self.state.get_task(task_id)
-        if task is None or task.session_id != session_id or task.participant_id != participant_id:
+        if task is None:
+            raise ReplyRejected(
+                409,
+                f"Task {task_id} is not awaited: this server has no record of it (unknown, or "
+                "sent just before the server stopped).",
+            )
+        if task.session_id != session_id or task.participant_id != participant_id:
             raise ReplyRejected(404, f"Task {task_id} not found for this participant.")
         raise ReplyRejected(409, f"Task {task_id} is no longer awaited (it is {task.status}).")
 
