@@ -37,7 +37,7 @@ from fedsilo.server.engine.frames import encode_into
 from fedsilo.server.engine.gate import Slot
 from fedsilo.server.engine.group import EngineTaskGroup
 from fedsilo.server.engine.hub import PendingTask
-from fedsilo.server.engine.persister import Persister
+from fedsilo.server.engine.persister import Persister, WriterStopped
 from fedsilo.server.state import (
     ModelRecord,
     ParticipantRecord,
@@ -336,7 +336,10 @@ class EngineContext(AskMixin):
             with self._lock:
                 self._inserted.discard(task_id)
 
-        self.writes.run(write_failure)
+        try:
+            self.writes.run(write_failure)
+        except WriterStopped:  # the session ended meanwhile; its writes (the insert) are done
+            self._engine.state.fail_task(task_id, reason, reply_meta=reply_meta)
 
     def flush(self) -> None:
         """Write what is recorded in memory only (replies, the last round's metrics) and

@@ -23,13 +23,17 @@ from concurrent.futures import Future
 
 from fedsilo.server.state import StateStore
 
-__all__ = ["Persister", "Write"]
+__all__ = ["Persister", "Write", "WriterStopped"]
 
 logger = logging.getLogger("fedsilo.engine")
 
 #: one job's worth of work: usually one :meth:`StateStore.apply` (one transaction), after an
 #: artifact write for a checkpoint or a model
 Write = Callable[[StateStore], None]
+
+
+class WriterStopped(RuntimeError):
+    """A write submitted after the session's writer was closed (its session ended)."""
 
 
 class Persister:
@@ -40,15 +44,21 @@ class Persister:
         self._jobs: queue.SimpleQueue[tuple[Write, Future[None]] | None] = queue.SimpleQueue()
         #: the first write that failed; the session fails with it
         self.error: BaseException | None = None
+        # Guards the queue's end: no job is queued behind the stop marker, where it would
+        # never run and its waiter would wait forever (a reply's failure recorded while the
+        # session ends).
+        self._closing = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name=f"writes-{name}", daemon=True)
         self._thread.start()
 
     def submit(self, write: Write) -> Future[None]:
         done: Future[None] = Future()
-        if not self._thread.is_alive():
-            done.set_exception(RuntimeError("the session's writer has stopped"))
-            return done
-        self._jobs.put((write, done))
+        with self._closing:
+            if self._closed or not self._thread.is_alive():
+                done.set_exception(WriterStopped("the session's writer has stopped"))
+                return done
+            self._jobs.put((write, done))
         return done
 
     def run(self, write: Write) -> None:
@@ -60,8 +70,12 @@ class Persister:
         self.run(lambda _state: None)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Finish the queued writes, then stop the thread."""
-        self._jobs.put(None)
+        """Finish the queued writes, then stop the thread; later submits raise
+        :class:`WriterStopped`."""
+        with self._closing:
+            if not self._closed:
+                self._closed = True
+                self._jobs.put(None)
         self._thread.join(timeout)
 
     def _loop(self) -> None:
