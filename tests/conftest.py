@@ -23,10 +23,12 @@ from fastapi import FastAPI
 
 from fedsilo.server.app import create_app
 from fedsilo.server.settings import Settings
-from fedsilo.server.state import MEMORY_URL, MemoryStore
+from fedsilo.server.state import MEMORY_URL, MemoryStore, SqlStore
 from fedsilo.server.state.tables import Base
 
 ADMIN_TOKEN = "fs_test-admin-token"
+#: the key of :meth:`ThreadServer.stored` under which a database server's rows are dumped
+DATABASE_DUMP = "database-rows"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -65,6 +67,11 @@ class ThreadServer:
         if isinstance(store, MemoryStore):
             held = {name: value for name, value in vars(store).items() if name != "_lock"}
             found[MEMORY_URL] = repr(held).encode()
+        elif isinstance(store, SqlStore) and not store.url.startswith("sqlite"):
+            # A database server keeps its files elsewhere: scan every row of every table.
+            with store.database.engine.connect() as conn:
+                rows = [conn.execute(t.select()).all() for t in Base.metadata.sorted_tables]
+            found[DATABASE_DUMP] = repr(rows).encode()
         return found
 
 
