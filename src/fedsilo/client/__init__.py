@@ -1,12 +1,12 @@
 """The client that runs next to a silo's data and works on a session's tasks.
 
 Parts: :mod:`~fedsilo.client.connection` (the participant's HTTP calls, backoff),
-:mod:`~fedsilo.client.loop` (decode, middleware, executor, reply), :mod:`~fedsilo.client.binding`
-(tables by role), :mod:`~fedsilo.client.mods` (client-side middleware: release-once, DP
-accounting), :mod:`~fedsilo.client.context` (what an executor is lent), :mod:`~fedsilo.client.keys`
-and :mod:`~fedsilo.client.runtime` (the facade). Attributes are imported on first use:
-``fedsilo.federation`` imports :mod:`fedsilo.client.binding` for the package contract, and must
-not pull the runtime in with it.
+:mod:`~fedsilo.client.loop` (decode, middleware, executor, reply),
+:mod:`~fedsilo.client.mods` (client-side middleware: release-once, DP accounting),
+:mod:`~fedsilo.client.context` (what an executor is lent), :mod:`~fedsilo.client.keys` and
+:mod:`~fedsilo.client.runtime` (the facade). The tables a package reads are declared and
+loaded by :mod:`fedsilo.federation.binding`, part of the package contract. Attributes are
+imported on first use, so importing one part does not pull the runtime in.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ One :class:`ClientRuntime` serves one participant of one session. It is the faca
 client's parts::
 
     fetch_session ─> prepare: the package's binding loads and checks this silo's tables
-                  │           (binding.py; refused here, before joining)
+                  │           (federation/binding.py; refused here, before joining)
                   ─> executor = package.executor(model_config, data_config, dataset, context)
                   ─> join with the public key (and the stored credential on a rejoin)
                   ─> serve: the task loop (loop.py) over the connection (connection.py),
@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fedsilo.client.binding import NamedDatasetsConfig
 from fedsilo.client.connection import Connection, CredentialFile
 from fedsilo.client.context import ClientContext
 from fedsilo.client.keys import KeyPair
@@ -33,6 +32,7 @@ from fedsilo.client.mods import Mod, client_mods
 from fedsilo.client.replies import ReplyStore, default_state_dir
 from fedsilo.errors import ConfigError, ConflictError, PermissionDenied
 from fedsilo.federation import get_package
+from fedsilo.federation.binding import NamedDatasetsConfig
 from fedsilo.wire import (
     CLIENT_NAME_PATTERN,
     SESSION_ID_PATTERN,
@@ -98,7 +98,7 @@ class ClientRuntime:
         Mini-batch size handed to the package's executor.
     tables : mapping of str to str, optional
         The tables by role, as the session's package declares them
-        (:mod:`fedsilo.client.binding`); instead of ``train_path`` / ``test_path``.
+        (:mod:`fedsilo.federation.binding`); instead of ``train_path`` / ``test_path``.
     poll_wait : float
         Seconds each long-poll for the next task may wait on the server.
     reconnect_timeout : float

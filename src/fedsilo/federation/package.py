@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from fedsilo.client.binding import TRAIN_TEST, DataBinding
 from fedsilo.errors import ConfigError
+from fedsilo.federation.binding import TRAIN_TEST, DataBinding
 from fedsilo.federation.context import SessionContext
 from fedsilo.federation.executor import Executor, ExecutorContext, ExportedModel
 from fedsilo.wire import Arrays, SessionKind, format_validation_error
@@ -85,7 +85,7 @@ class ModelPackage(Generic[MC, DC]):
     export_ref: str
     #: cross-checks between the two configs (e.g. input_size vs predictors); raises ConfigError
     check: Callable[[MC, DC], None] | None = None
-    #: the tables the client reads, by role (:mod:`fedsilo.client.binding`): a train and an
+    #: the tables the client reads, by role (:mod:`fedsilo.federation.binding`): a train and an
     #: optional test table by default; EDA declares one named dataset
     binding: DataBinding = TRAIN_TEST
 

@@ -356,7 +356,7 @@ def start_participant(
         The session to join.
     tables : mapping of role to path
         E.g. ``{"train": a, "test": b}`` or ``{"dataset": d}`` (see
-        :mod:`fedsilo.client.binding`); roles mapped to None are left out.
+        :mod:`fedsilo.federation.binding`); roles mapped to None are left out.
     client_name : str
         How the client appears in metrics.
     url, token : str

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fedsilo.client.binding import NAMED_DATASET
 from fedsilo.federation import ModelPackage
+from fedsilo.federation.binding import NAMED_DATASET
 from fedsilo.packages import lazy_exports
 from fedsilo.packages.eda.config import EdaDataConfig, EdaModelConfig, check_consistency
 from fedsilo.packages.eda.server import run

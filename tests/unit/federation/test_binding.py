@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedsilo.client.binding import NAMED_DATASET, TRAIN_TEST, DataBinding, TableSpec
 from fedsilo.errors import ConfigError, DataError
 from fedsilo.federation import get_package
+from fedsilo.federation.binding import NAMED_DATASET, TRAIN_TEST, DataBinding, TableSpec
 from fedsilo.federation.package import DataConfigBase
 
 

@@ -1,4 +1,5 @@
-"""Data binding: the tables a package's client reads, declared by role, and their loading.
+"""Data binding (part of the package contract): the tables a package's client reads, by role, and
+their loading.
 
 A package declares what its client needs in ``ModelPackage.binding``, a :class:`DataBinding`:
 
