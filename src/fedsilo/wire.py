@@ -227,7 +227,8 @@ class SessionPublic(BaseModel):
     status: SessionStatus
     round: int
     failure_reason: str | None = None
-    created_by: str | None = None
+    created_by: str | None = Field(default=None, description="The owner's user name.")
+    owner_id: str | None = Field(default=None, description="The owner's user id.")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None
@@ -376,15 +377,29 @@ class PackagePublic(BaseModel):
 
 
 class TokenCreate(_Strict):
-    name: str = Field(min_length=1, max_length=200)
-    expires_in_days: float | None = Field(default=90, gt=0)
-    scopes: list[str] = Field(default_factory=lambda: ["admin"])
+    """Body of ``POST /tokens`` (admin). ``user_id`` is the user's name (the seed's spelling)
+    or generated id; the caller's own user when omitted. No scopes given means the least
+    privilege (``read_user_session``), never ``admin``."""
+
+    user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, description="A label, e.g. 'silo-a'."
+    )
+    scopes: list[str] = Field(default_factory=lambda: ["read_user_session"], max_length=16)
+    expires_in_days: float | None = Field(
+        default=30,
+        gt=0,
+        description="At most 30 for a scoped token; an admin-only token may be longer "
+        "(at most 3650) or null (never expires).",
+    )
 
 
 class TokenPublic(BaseModel):
     id: str
     name: str
     scopes: list[str]
+    user_id: str | None = Field(default=None, description="The owning user's generated id.")
+    user_name: str | None = None
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
@@ -393,3 +408,64 @@ class TokenPublic(BaseModel):
 
 class TokenCreated(TokenPublic):
     token: str = Field(description="The secret; shown once, stored only as a hash.")
+
+
+class TokenInfoRequest(_Strict):
+    """Body of ``POST /tokens/info``: the secret of the token to inspect (the caller's own,
+    or any when the caller is admin)."""
+
+    token: str = Field(min_length=1, max_length=512)
+
+
+class TokenInfo(BaseModel):
+    """The seed's ``token_info`` shape: ``scope`` is space-separated, times are epoch
+    seconds, ``user_id`` is the user's name and ``email`` its generated id."""
+
+    customer: str
+    email: str
+    realm: str = "fedsilo"
+    role: str = Field(description="'admin' for a token holding admin, else 'user'.")
+    env: str
+    token_id: str
+    iss: str = "fedsilo"
+    iat: int
+    expires: int | None
+    renewable: bool = False
+    scope: str
+    user_id: str
+    user_type: str
+    active: bool
+
+
+# --------------------------------------------------------------------------- users
+
+
+class UserCreate(_Strict):
+    """Body of ``POST /users`` (admin)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    user_type: str = Field(default="generated", pattern="^(human|generated)$")
+
+
+class UserPublic(BaseModel):
+    id: str
+    name: str
+    user_type: str
+    active: bool
+    created_by: str | None
+    created_at: datetime
+
+
+# --------------------------------------------------------------------------- audit
+
+
+class AuditEntry(BaseModel):
+    seq: int
+    at: datetime
+    action: str
+    target: str
+    outcome: str
+    user_id: str | None
+    token_id: str | None
+    address: str | None
+    detail: str | None

@@ -11,6 +11,7 @@ from fedsilo.server.state.artifacts import ArtifactStore
 from fedsilo.server.state.memory import MemoryStore
 from fedsilo.server.state.protocol import ACTIVE_STATUSES, StateStore
 from fedsilo.server.state.records import (
+    AuditRecord,
     LogRecord,
     ModelRecord,
     ParticipantRecord,
@@ -21,6 +22,7 @@ from fedsilo.server.state.records import (
     TaskRecord,
     TaskStatus,
     TokenRecord,
+    UserRecord,
     utcnow,
 )
 from fedsilo.server.state.sql import SqlStore
@@ -29,6 +31,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "MEMORY_URL",
     "ArtifactStore",
+    "AuditRecord",
     "LogRecord",
     "MemoryStore",
     "ModelRecord",
@@ -42,6 +45,7 @@ __all__ = [
     "TaskRecord",
     "TaskStatus",
     "TokenRecord",
+    "UserRecord",
     "open_store",
     "utcnow",
 ]

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from fedsilo.server.state.records import (
+    AuditRecord,
     LogRecord,
     ModelRecord,
     ParticipantRecord,
@@ -34,6 +35,7 @@ from fedsilo.server.state.records import (
     TaskCompletion,
     TaskRecord,
     TokenRecord,
+    UserRecord,
 )
 from fedsilo.wire import SessionStatus
 
@@ -221,6 +223,46 @@ class StateStore(Protocol):
 
     def touch_token(self, token_id: str, *, at: datetime | None = None) -> None:
         """Set the token's ``last_used_at``."""
+
+    def get_token(self, token_id: str) -> TokenRecord | None: ...
+
+    def list_user_tokens(self, user_id: str) -> list[TokenRecord]:
+        """The user's tokens (revoked ones too), oldest first."""
+
+    # --------------------------------------------------------------------- users
+
+    def add_user(self, user: UserRecord) -> None:
+        """Store a new user. Raises ``ValueError`` if its id or name is taken."""
+
+    def get_user(self, user_id: str) -> UserRecord | None: ...
+
+    def get_user_by_name(self, name: str) -> UserRecord | None: ...
+
+    def list_users(self) -> list[UserRecord]:
+        """Every user, oldest first."""
+
+    def delete_user(self, user_id: str, *, at: datetime | None = None) -> UserRecord | None:
+        """Delete a user and revoke every token of theirs (not yet revoked) in one
+        transaction; the sessions they own stay, owned by the id no user has any more.
+        ``None`` if unknown."""
+
+    # --------------------------------------------------------------------- audit
+
+    def append_audit(self, entry: AuditRecord) -> None:
+        """Record one audited call (its ``seq`` is assigned by the store)."""
+
+    def list_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditRecord]:
+        """Audit entries matching every filter given, oldest first, at most ``limit`` (the
+        newest ``limit`` when more match); ``action`` matches exactly or as a dotted prefix
+        (``session`` matches ``session.create``)."""
 
     # ----------------------------------------------------------------- lifecycle
 

@@ -24,7 +24,9 @@ __all__ = [
     "TaskCompletion",
     "TaskRecord",
     "TaskStatus",
+    "AuditRecord",
     "TokenRecord",
+    "UserRecord",
     "utcnow",
 ]
 
@@ -53,6 +55,8 @@ class SessionRecord:
     round: int = 0
     failure_reason: str | None = None
     created_by: str | None = None
+    #: the id (not the name) of the user who created it; the ``*_user_*`` scopes compare it
+    owner_id: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
 
@@ -155,6 +159,46 @@ class TokenRecord:
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A user: tokens belong to one, sessions are owned by one.
+
+    ``id`` is generated (``<10 hex>@<workspace>``, the seed's email-like id) and never reused,
+    so a new user given a deleted user's ``name`` owns none of the old one's sessions.
+    ``user_type`` is ``human`` (the bootstrap admin, users created as people) or ``generated``
+    (made through the SDK/CLI, as the seed says); ``created_by`` is the creating user's id.
+    """
+
+    id: str
+    name: str
+    user_type: str
+    created_at: datetime
+    active: bool = True
+    created_by: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One state-changing call, or one refused for lack of a scope.
+
+    ``action`` is dotted (``session.create``, ``session.start``, ``session.cancel``,
+    ``session.delete``, ``model.download``, ``token.create``, ``token.revoke``,
+    ``user.create``, ``user.delete``, ``participant.join``); ``target`` names what it acted
+    on (a session id, token id, user name); ``outcome`` is ``ok`` or ``denied``. ``seq`` is
+    assigned by the store (0 before).
+    """
+
+    at: datetime
+    action: str
+    target: str
+    outcome: str = "ok"
+    user_id: str | None = None
+    token_id: str | None = None
+    address: str | None = None
+    detail: str | None = None
+    seq: int = 0
 
 
 @dataclass
