@@ -9,7 +9,7 @@ Every route of the API declares its requirement as one FastAPI dependency built 
   ``any_scope`` (any user's session) or ``own_scope`` and the session's owner is the token's
   user. The dependency loads the session (404 if unknown) and hands it to the route.
 
-Each returns a :class:`Requirement` whose ``scopes`` say what it asks for; the route × scope
+Each returns a :class:`Requirement` whose ``scopes`` say what it asks for; the route-by-scope
 matrix test walks the app's routes and fails on one without a requirement. A token lacking
 the scope gets 403 whose ``detail`` names the scope(s); a refused call on a session is
 audited (``outcome="denied"``). An unauthenticated call gets 401 before any body is read.

@@ -15,6 +15,7 @@ from typing import Any
 from fedsilo.wire import SessionStatus
 
 __all__ = [
+    "AuditRecord",
     "LogRecord",
     "ModelRecord",
     "ParticipantRecord",
@@ -24,7 +25,6 @@ __all__ = [
     "TaskCompletion",
     "TaskRecord",
     "TaskStatus",
-    "AuditRecord",
     "TokenRecord",
     "UserRecord",
     "utcnow",
