@@ -2,7 +2,8 @@
 
 For tests and benchmarks (and ``memory://`` servers that need no durability): nothing
 survives the process. Records go in and come out as deep copies, so a caller that edits a
-returned ``meta`` dict changes nothing stored, as with the database.
+returned ``meta`` dict changes nothing stored, as with the database (tokens, users and audit
+entries hold no mutable field and are shared as they are).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from fedsilo.server.state.records import (
+    AuditRecord,
     LogRecord,
     ModelRecord,
     ParticipantRecord,
@@ -26,6 +28,7 @@ from fedsilo.server.state.records import (
     TaskRecord,
     TaskStatus,
     TokenRecord,
+    UserRecord,
     utcnow,
 )
 from fedsilo.wire import SessionStatus
@@ -56,6 +59,9 @@ class MemoryStore:
         self._logs: dict[str, list[LogRecord]] = {}
         self._tokens: dict[str, TokenRecord] = {}
         self._token_ids: dict[str, str] = {}  # hash -> id: the unique index
+        self._users: dict[str, UserRecord] = {}
+        self._user_ids: dict[str, str] = {}  # name -> id: the unique index
+        self._audit: list[AuditRecord] = []  # in seq order; seq = position + 1
 
     def close(self) -> None:
         pass
@@ -443,3 +449,76 @@ class MemoryStore:
             token = self._tokens.get(token_id)
             if token is not None:
                 self._tokens[token_id] = dataclasses.replace(token, last_used_at=at or utcnow())
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        with self._lock:
+            return self._tokens.get(token_id)
+
+    def list_user_tokens(self, user_id: str) -> list[TokenRecord]:
+        with self._lock:
+            chosen = [t for t in self._tokens.values() if t.user_id == user_id]
+            return sorted(chosen, key=lambda t: t.created_at)
+
+    # --------------------------------------------------------------------- users
+
+    def add_user(self, user: UserRecord) -> None:
+        with self._lock:
+            if user.id in self._users or user.name in self._user_ids:
+                raise ValueError(
+                    f"A user with id {user.id!r} or name {user.name!r} already exists."
+                )
+            self._users[user.id] = user
+            self._user_ids[user.name] = user.id
+
+    def get_user(self, user_id: str) -> UserRecord | None:
+        with self._lock:
+            return self._users.get(user_id)
+
+    def get_user_by_name(self, name: str) -> UserRecord | None:
+        with self._lock:
+            user_id = self._user_ids.get(name)
+            return self._users[user_id] if user_id is not None else None
+
+    def list_users(self) -> list[UserRecord]:
+        with self._lock:
+            return sorted(self._users.values(), key=lambda u: u.created_at)
+
+    def delete_user(self, user_id: str, *, at: datetime | None = None) -> UserRecord | None:
+        now = at or utcnow()
+        with self._lock:
+            user = self._users.pop(user_id, None)
+            if user is None:
+                return None
+            del self._user_ids[user.name]
+            for token in list(self._tokens.values()):
+                if token.user_id == user_id and token.revoked_at is None:
+                    self._tokens[token.id] = dataclasses.replace(token, revoked_at=now)
+            return user
+
+    # --------------------------------------------------------------------- audit
+
+    def append_audit(self, entry: AuditRecord) -> None:
+        with self._lock:
+            self._audit.append(dataclasses.replace(entry, seq=len(self._audit) + 1))
+
+    def list_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditRecord]:
+        if limit <= 0:
+            return []
+        with self._lock:
+            chosen = [
+                e
+                for e in self._audit
+                if (user_id is None or e.user_id == user_id)
+                and (action is None or e.action == action or e.action.startswith(f"{action}."))
+                and (target is None or e.target == target)
+                and (since is None or e.at >= since)
+            ]
+        return chosen[-limit:]  # the newest `limit`, oldest first

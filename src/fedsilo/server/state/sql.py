@@ -2,7 +2,8 @@
 
 The schema is :mod:`fedsilo.server.state.tables`; the engine setup (SQLite in WAL mode with
 foreign keys on) is :class:`~fedsilo.server.state.database.Database`. Each method is one
-transaction.
+transaction. A database made by an earlier version gains the nullable columns added since
+(``sessions.owner_id``) when the store opens it; new tables are created by the engine setup.
 """
 
 from __future__ import annotations
@@ -13,13 +14,25 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import (
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fedsilo.server.state.database import Database
 from fedsilo.server.state.records import (
+    AuditRecord,
     LogRecord,
     ModelRecord,
     ParticipantRecord,
@@ -30,9 +43,12 @@ from fedsilo.server.state.records import (
     TaskRecord,
     TaskStatus,
     TokenRecord,
+    UserRecord,
     utcnow,
 )
 from fedsilo.server.state.tables import (
+    AuditRow,
+    Base,
     ModelRow,
     ParticipantRow,
     RoundRow,
@@ -40,6 +56,7 @@ from fedsilo.server.state.tables import (
     SessionRow,
     TaskRow,
     TokenRow,
+    UserRow,
 )
 from fedsilo.wire import SessionStatus
 
@@ -62,6 +79,7 @@ class SqlStore:
         self.url = url
         #: the SQLAlchemy engine and sessions behind the store (tests reach the schema here)
         self.database = Database(url)
+        _add_missing_columns(self.database.engine)
 
     def close(self) -> None:
         self.database.dispose()
@@ -83,6 +101,7 @@ class SqlStore:
             round=session.round,
             failure_reason=session.failure_reason,
             created_by=session.created_by,
+            owner_id=session.owner_id,
             created_at=session.created_at,
             updated_at=session.updated_at,
             started_at=session.started_at,
@@ -459,6 +478,140 @@ class SqlStore:
             s.execute(
                 update(TokenRow).where(TokenRow.id == token_id).values(last_used_at=at or utcnow())
             )
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        with self.database.session() as s:
+            row = s.get(TokenRow, token_id)
+            return row.record() if row is not None else None
+
+    def list_user_tokens(self, user_id: str) -> list[TokenRecord]:
+        query = select(TokenRow).where(TokenRow.user_id == user_id).order_by(TokenRow.created_at)
+        with self.database.session() as s:
+            return [row.record() for row in s.scalars(query)]
+
+    # --------------------------------------------------------------------- users
+
+    def add_user(self, user: UserRecord) -> None:
+        row = UserRow(
+            id=user.id,
+            name=user.name,
+            user_type=user.user_type,
+            active=user.active,
+            created_by=user.created_by,
+            created_at=user.created_at,
+        )
+        with (
+            _integrity(f"A user with id {user.id!r} or name {user.name!r} already exists."),
+            self.database.session() as s,
+        ):
+            s.add(row)
+
+    def get_user(self, user_id: str) -> UserRecord | None:
+        with self.database.session() as s:
+            row = s.get(UserRow, user_id)
+            return row.record() if row is not None else None
+
+    def get_user_by_name(self, name: str) -> UserRecord | None:
+        with self.database.session() as s:
+            row = s.scalar(select(UserRow).where(UserRow.name == name))
+            return row.record() if row is not None else None
+
+    def list_users(self) -> list[UserRecord]:
+        with self.database.session() as s:
+            return [row.record() for row in s.scalars(select(UserRow).order_by(UserRow.created_at))]
+
+    def delete_user(self, user_id: str, *, at: datetime | None = None) -> UserRecord | None:
+        with self.database.session() as s:
+            row = s.get(UserRow, user_id)
+            if row is None:
+                return None
+            record = row.record()
+            s.execute(
+                update(TokenRow)
+                .where(TokenRow.user_id == user_id, TokenRow.revoked_at.is_(None))
+                .values(revoked_at=at or utcnow())
+            )
+            s.delete(row)
+            return record
+
+    # --------------------------------------------------------------------- audit
+
+    def append_audit(self, entry: AuditRecord) -> None:
+        with self.database.session() as s:
+            s.add(
+                AuditRow(
+                    at=entry.at,
+                    action=entry.action,
+                    target=entry.target,
+                    outcome=entry.outcome,
+                    user_id=entry.user_id,
+                    token_id=entry.token_id,
+                    address=entry.address,
+                    detail=entry.detail,
+                )
+            )
+
+    def list_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditRecord]:
+        if limit <= 0:
+            return []
+        query = select(AuditRow)
+        if user_id is not None:
+            query = query.where(AuditRow.user_id == user_id)
+        if action is not None:
+            # startswith with autoescape: a '%' or '_' in the filter is matched literally
+            query = query.where(
+                or_(
+                    AuditRow.action == action,
+                    AuditRow.action.startswith(f"{action}.", autoescape=True),
+                )
+            )
+        if target is not None:
+            query = query.where(AuditRow.target == target)
+        if since is not None:
+            query = query.where(AuditRow.at >= since)
+        # The newest `limit`, handed out oldest first.
+        query = query.order_by(AuditRow.seq.desc()).limit(limit)
+        with self.database.session() as s:
+            return [row.record() for row in reversed(s.scalars(query).all())]
+
+
+# ----------------------------------------------------------------------- schema
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the nullable columns a table gained since the database was made.
+
+    ``create_all`` creates missing tables but never alters an existing one, and a database
+    from before ``sessions.owner_id`` must keep working. Only nullable columns are added (the
+    rows already there have no value for them); anything more is a migration's job.
+    """
+    inspector = inspect(engine)
+    existing = set(inspector.get_table_names())
+    preparer = engine.dialect.identifier_preparer
+    statements = []
+    for table in Base.metadata.sorted_tables:
+        if table.name not in existing:
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable:
+                continue
+            statements.append(
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+                f"{preparer.format_column(column)} {column.type.compile(engine.dialect)}"
+            )
+    if statements:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
 
 
 # ------------------------------------------------------------------ in-transaction

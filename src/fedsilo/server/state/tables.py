@@ -1,5 +1,11 @@
 """SQLAlchemy tables of :class:`~fedsilo.server.state.sql.SqlStore`: sessions, participants,
-tasks, rounds, models, tokens, session logs. Only ``state/`` reads or writes them."""
+tasks, rounds, models, tokens, users, the audit log, session logs. Only ``state/`` reads or
+writes them.
+
+User ids are kept as plain strings, not foreign keys: a deleted user's tokens stay (revoked)
+and the sessions they owned stay owned by the id, so an audit or an ownership check still
+names who it was and a new user of the same name inherits nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Integer,
@@ -20,6 +27,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from fedsilo.server.state.records import (
+    AuditRecord,
     ModelRecord,
     ParticipantRecord,
     RoundRecord,
@@ -27,11 +35,14 @@ from fedsilo.server.state.records import (
     TaskRecord,
     TaskStatus,
     TokenRecord,
+    UserRecord,
     utcnow,
 )
 from fedsilo.wire import SessionStatus
 
 __all__ = [
+    "USER_ID_LENGTH",
+    "AuditRow",
     "Base",
     "ModelRow",
     "ParticipantRow",
@@ -40,8 +51,12 @@ __all__ = [
     "SessionRow",
     "TaskRow",
     "TokenRow",
+    "UserRow",
     "utcnow",
 ]
+
+#: room for a generated user id (``<10 hex>@<workspace>``) with a long workspace name
+USER_ID_LENGTH = 200
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -85,6 +100,7 @@ class SessionRow(Base):
     round: Mapped[int] = mapped_column(default=0)
     failure_reason: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(200))
+    owner_id: Mapped[str | None] = mapped_column(String(USER_ID_LENGTH), doc="the owner's user id")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
@@ -105,6 +121,7 @@ class SessionRow(Base):
             round=self.round,
             failure_reason=self.failure_reason,
             created_by=self.created_by,
+            owner_id=self.owner_id,
             created_at=self.created_at,
             updated_at=self.updated_at,
             started_at=self.started_at,
@@ -241,7 +258,9 @@ class TokenRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[list[Any]]
-    user_id: Mapped[str | None] = mapped_column(String(64), doc="owner; users land later")
+    user_id: Mapped[str | None] = mapped_column(
+        String(USER_ID_LENGTH), index=True, doc="the owning user's id"
+    )
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
@@ -258,4 +277,54 @@ class TokenRow(Base):
             expires_at=self.expires_at,
             revoked_at=self.revoked_at,
             last_used_at=self.last_used_at,
+        )
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(USER_ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    user_type: Mapped[str] = mapped_column(String(16))  # human|generated
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str | None] = mapped_column(String(USER_ID_LENGTH))
+    created_at: Mapped[datetime]
+
+    def record(self) -> UserRecord:
+        return UserRecord(
+            id=self.id,
+            name=self.name,
+            user_type=self.user_type,
+            created_at=self.created_at,
+            active=self.active,
+            created_by=self.created_by,
+        )
+
+
+class AuditRow(Base):
+    """The audit log, append-only; ``seq`` orders it (two entries may share a time)."""
+
+    __tablename__ = "audit"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(Text)  # a session id, token id, user name, a path
+    outcome: Mapped[str] = mapped_column(String(16))  # ok|denied
+    user_id: Mapped[str | None] = mapped_column(String(USER_ID_LENGTH), index=True)
+    token_id: Mapped[str | None] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    def record(self) -> AuditRecord:
+        return AuditRecord(
+            at=self.at,
+            action=self.action,
+            target=self.target,
+            outcome=self.outcome,
+            user_id=self.user_id,
+            token_id=self.token_id,
+            address=self.address,
+            detail=self.detail,
+            seq=self.seq,
         )
