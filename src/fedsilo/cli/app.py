@@ -1,8 +1,8 @@
 """The ``fedsilo`` command: the root typer app and the ``main`` console-script entry point.
 
-Command groups live in one module each (``client``, ``token``, ``data``, ``server``, and the
-``demo`` command) and are registered here. Errors become one line on stderr and an exit code (see
-:mod:`fedsilo.cli.errors`).
+Command groups live in one module each (``client``, ``token``, ``user``, ``audit``, ``data``,
+``server``, and the ``demo`` command) and are registered here. Errors become one line on stderr
+and an exit code (see :mod:`fedsilo.cli.errors`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from fedsilo.cli import client, data, demo, server, token
+from fedsilo.cli import audit, client, data, demo, server, token, user
 from fedsilo.cli import config as config_cli
 from fedsilo.cli.errors import FedsiloGroup
 
@@ -31,6 +31,8 @@ app = typer.Typer(
 
 app.add_typer(client.app, name="client")
 app.add_typer(token.app, name="token")
+app.add_typer(user.app, name="user")
+app.add_typer(audit.app, name="audit")
 app.add_typer(data.app, name="data")
 app.add_typer(server.app, name="server")
 app.add_typer(config_cli.app, name="config")

@@ -242,78 +242,13 @@ def test_client_train_reports_a_failed_session(
 
 
 # ------------------------------------------------------------------------------ tokens
-
-
-def token_json(**extra: Any) -> dict[str, Any]:
-    return {
-        "id": "tok1",
-        "name": "ci",
-        "scopes": ["admin"],
-        "created_at": NOW,
-        "expires_at": None,
-        "revoked_at": None,
-        "last_used_at": None,
-        **extra,
-    }
-
-
-def test_token_create_prints_the_secret_alone_on_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
-    bodies: list[Any] = []
-
-    def create(request: httpx.Request) -> httpx.Response:
-        bodies.append(json.loads(request.content))
-        return httpx.Response(201, json=token_json(token="fs_secret"))
-
-    use_fake_server(monkeypatch, "token", Recorder({("POST", "/tokens"): create}))
-
-    result = runner.invoke(app, ["token", "create", "--name", "ci", "--scope", "sessions:read"])
-    assert result.exit_code == 0, result.output
-    assert result.stdout == "fs_secret\n"
-    assert "Created token 'ci' (id tok1)" in result.stderr
-    assert bodies == [{"name": "ci", "scopes": ["sessions:read"]}]
-
-    result = runner.invoke(
-        app, ["token", "create", "--name", "ci", "--no-expiry", "--format", "json"]
-    )
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["token"] == "fs_secret"
-    assert bodies[-1] == {"name": "ci", "expires_in_days": None}
+# Token, user and audit commands run against a real server in test_cli_identity.py.
 
 
 def test_token_create_checks_expiry() -> None:
     result = runner.invoke(app, ["token", "create", "--name", "ci", "--expires-in-days", "0"])
     assert result.exit_code == 2
     assert result.stderr.strip() == "Error: The --expires-in-days option must be > 0. Got 0."
-
-
-def test_token_list_table_and_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    tokens = [token_json(), token_json(id="tok2", name="old", revoked_at=NOW)]
-    use_fake_server(
-        monkeypatch,
-        "token",
-        Recorder({("GET", "/tokens"): lambda r: httpx.Response(200, json=tokens)}),
-    )
-    result = runner.invoke(app, ["token", "list"])
-    assert result.exit_code == 0, result.output
-    assert "tok1" in result.stdout and "active" in result.stdout
-    assert "tok2" in result.stdout and "revoked" in result.stdout
-
-    result = runner.invoke(app, ["token", "list", "--format", "json"])
-    assert [item["id"] for item in json.loads(result.stdout)] == ["tok1", "tok2"]
-
-
-def test_token_revoke(monkeypatch: pytest.MonkeyPatch) -> None:
-    routes = {
-        ("DELETE", "/tokens/tok1"): lambda r: httpx.Response(200, json=token_json(revoked_at=NOW)),
-    }
-    use_fake_server(monkeypatch, "token", Recorder(routes))
-    result = runner.invoke(app, ["token", "revoke", "tok1"])
-    assert result.exit_code == 0, result.output
-    assert result.stdout == "Revoked token 'ci' (id tok1).\n"
-
-    result = runner.invoke(app, ["token", "revoke", "nope"])
-    assert result.exit_code == 4
-    assert result.stderr.startswith("Error: no route")
 
 
 # ------------------------------------------------------------------------- data, server
