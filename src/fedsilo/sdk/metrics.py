@@ -5,6 +5,10 @@
 documented dictionary (:meth:`SessionMetrics.as_dict`), a tidy data frame
 (:meth:`SessionMetrics.as_dataframe`) and a figure (:meth:`SessionMetrics.plot`).
 
+``session.metrics`` is a :class:`MetricsAccessor`: called, ``session.metrics()`` fetches one
+:class:`SessionMetrics` snapshot; used directly, ``session.metrics.as_dict()`` (the spelling of
+the seed's Evaluation metrics section) fetches afresh for that one call.
+
 pandas and matplotlib are imported inside the methods that need them, so ``import fedsilo``
 stays light.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fedsilo.wire import SessionMetricsPublic
@@ -21,7 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["FEDERATED", "SessionMetrics"]
+__all__ = ["FEDERATED", "MetricsAccessor", "SessionMetrics"]
 
 #: ``client`` of the federated (server-aggregated) rows of :meth:`SessionMetrics.as_dataframe`.
 FEDERATED = "federated"
@@ -196,6 +201,76 @@ class SessionMetrics:
             f"SessionMetrics(session_id={self.session_id!r}, rounds={self.num_rounds}, "
             f"latest_global_model_federated_loss={shown})"
         )
+
+
+class MetricsAccessor:
+    """``session.metrics``: callable for a snapshot, or used as the metrics themselves.
+
+    The seed documentation spells it both ways: ``session.metrics().as_dict()`` in the
+    tutorials and ``session.metrics.as_dict()`` in its Evaluation metrics section. Calling the
+    accessor fetches ``GET /sessions/{sid}/metrics`` once and returns a
+    :class:`SessionMetrics` whose views all describe that one answer. Every attribute of
+    :class:`SessionMetrics` is also available here; each access fetches afresh, so two
+    accesses while the session runs may see different rounds (call it once and keep the
+    snapshot to compare views of one moment).
+
+    Parameters
+    ----------
+    fetch : callable
+        Returns the server's current answer for the session.
+    """
+
+    def __init__(self, fetch: Callable[[], SessionMetrics]) -> None:
+        self._fetch = fetch
+
+    def __call__(self) -> SessionMetrics:
+        """One snapshot of the metrics recorded so far (also while the session runs)."""
+        return self._fetch()
+
+    @property
+    def session_id(self) -> str:
+        return self._fetch().session_id
+
+    @property
+    def federated_metrics(self) -> list[dict[str, float]]:
+        """See :attr:`SessionMetrics.federated_metrics`; fetched."""
+        return self._fetch().federated_metrics
+
+    @property
+    def client_metrics(self) -> list[dict[str, dict[str, float]]]:
+        """See :attr:`SessionMetrics.client_metrics`; fetched."""
+        return self._fetch().client_metrics
+
+    @property
+    def federated_loss(self) -> list[float]:
+        """See :attr:`SessionMetrics.federated_loss`; fetched."""
+        return self._fetch().federated_loss
+
+    @property
+    def global_model_federated_loss(self) -> float | None:
+        """See :attr:`SessionMetrics.global_model_federated_loss`; fetched."""
+        return self._fetch().global_model_federated_loss
+
+    @property
+    def num_rounds(self) -> int:
+        """See :attr:`SessionMetrics.num_rounds`; fetched."""
+        return self._fetch().num_rounds
+
+    def as_dict(self) -> dict[str, Any]:
+        """See :meth:`SessionMetrics.as_dict`; fetched."""
+        return self._fetch().as_dict()
+
+    def as_dataframe(self) -> pd.DataFrame:
+        """See :meth:`SessionMetrics.as_dataframe`; fetched."""
+        return self._fetch().as_dataframe()
+
+    def plot(self) -> Figure:
+        """See :meth:`SessionMetrics.plot`; fetched."""
+        return self._fetch().plot()
+
+    def __repr__(self) -> str:
+        # A repr must not fail or block on the network (notebooks show it on every cell).
+        return "MetricsAccessor(call it, or use .as_dict() / .as_dataframe() / .plot())"
 
 
 def _round_of(entry: dict[str, Any], position: int) -> int:

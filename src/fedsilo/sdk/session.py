@@ -4,12 +4,19 @@ A :class:`Session` is a handle on ``/sessions/{sid}``. Its lifecycle attributes
 (:attr:`Session.status`, :attr:`Session.round`, :attr:`Session.failure_reason`) are read fresh
 from the server on every access, because the seed tutorials poll them in a loop; the fixed
 attributes (name, package, configs) come from the last answer the handle saw.
+
+:attr:`Session.status` is an :class:`SdkSessionStatus`: it compares equal to the API's
+lower-case values (``"running"``) and to the seed SDK's names (``"Running"``), so both
+spellings of the tutorials' polling loops work. ``session.metrics`` works called
+(``session.metrics().as_dict()``) and uncalled (``session.metrics.as_dict()``), see
+:class:`~fedsilo.sdk.metrics.MetricsAccessor`.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from fedsilo.errors import (
@@ -19,7 +26,7 @@ from fedsilo.errors import (
     SessionError,
     WaitTimeout,
 )
-from fedsilo.sdk.metrics import SessionMetrics
+from fedsilo.sdk.metrics import MetricsAccessor, SessionMetrics
 from fedsilo.sdk.model import Model
 from fedsilo.wire import (
     ParticipantPublic,
@@ -36,12 +43,72 @@ if TYPE_CHECKING:
     from fedsilo.analytics.results import EdaResults
     from fedsilo.http import ApiClient
 
-__all__ = ["Session"]
+__all__ = ["SdkSessionStatus", "Session"]
 
 # A server restart (DESIGN principle 6: sessions resume) makes the server unreachable for a
 # few seconds; wait() rides that out, but gives up after this long without any answer so a
 # dead server does not hang a caller who passed no timeout.
 _UNREACHABLE_GRACE_S = 30.0
+
+
+class SdkSessionStatus(StrEnum):
+    """A session's status as the SDK shows it: equal to either spelling of its name.
+
+    The members and their values are the API's (:class:`~fedsilo.wire.SessionStatus`, e.g.
+    ``"running"``; ``str()`` and JSON give that value). ``==`` and ``!=`` compare
+    case-insensitively with any ``str``, so a status equals ``"running"``,
+    ``SessionStatus.running`` and the seed SDK's ``"Running"`` alike; :attr:`label` is the
+    seed's name. Constructing one accepts either spelling: ``SdkSessionStatus("Completed")``.
+
+    Notes
+    -----
+    The hash is the hash of the lower-case value, as for the API's values and
+    :class:`~fedsilo.wire.SessionStatus` members, so ``status in {"pending", "running"}``
+    and dict lookups keyed by API values work. A set or dict of the *capitalised* names
+    cannot find it: ``"Running"`` hashes differently from ``"running"``, and no hash can
+    agree with both; use ``==`` or a tuple there (``status in ("Pending", "Running")``).
+    """
+
+    created = "created"
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def label(self) -> str:
+        """The seed SDK's name of this status (``"Running"``)."""
+        return self.value.capitalize()
+
+    @property
+    def ended(self) -> bool:
+        """Whether the session is over (completed, failed or canceled)."""
+        return self in (
+            SdkSessionStatus.completed,
+            SdkSessionStatus.failed,
+            SdkSessionStatus.canceled,
+        )
+
+    @classmethod
+    def _missing_(cls, value: object) -> SdkSessionStatus | None:
+        if isinstance(value, str):
+            return cls._value2member_map_.get(value.lower())  # type: ignore[return-value]
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return self.value == other.lower()
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        # str defines its own __ne__, which would ignore the __eq__ above.
+        if isinstance(other, str):
+            return self.value != other.lower()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.value)
 
 
 class Session:
@@ -105,9 +172,14 @@ class Session:
         return self._public
 
     @property
-    def status(self) -> SessionStatus:
-        """The current status (a ``str`` enum: compare with ``"running"`` etc.); fetched."""
-        return self.refresh().status
+    def status(self) -> SdkSessionStatus:
+        """The current status; fetched.
+
+        Compare it with the API's value or the seed SDK's name: ``status == "running"`` and
+        ``status == "Running"`` both hold while the session runs (see
+        :class:`SdkSessionStatus`).
+        """
+        return SdkSessionStatus(self.refresh().status.value)
 
     @property
     def round(self) -> int:
@@ -116,7 +188,12 @@ class Session:
 
     @property
     def failure_reason(self) -> str | None:
-        """Why the session failed or was canceled (None otherwise); fetched."""
+        """Why the session is in its status; fetched.
+
+        For a failed or canceled session, why it ended; for a created or pending one, the
+        latest client's refusal to join (``"client 'silo1' refused to join: ..."``), if any;
+        None otherwise.
+        """
         return self.refresh().failure_reason
 
     # ------------------------------------------------------------------ lifecycle
@@ -241,8 +318,17 @@ class Session:
 
     # ------------------------------------------------------------------ results
 
-    def metrics(self) -> SessionMetrics:
-        """The per-round metrics recorded so far (also while the session runs)."""
+    @property
+    def metrics(self) -> MetricsAccessor:
+        """The per-round metrics recorded so far (also while the session runs).
+
+        ``session.metrics()`` is one snapshot (a :class:`SessionMetrics`);
+        ``session.metrics.as_dict()``, ``.plot()`` ... fetch afresh for that call (see
+        :class:`~fedsilo.sdk.metrics.MetricsAccessor`).
+        """
+        return MetricsAccessor(self._fetch_metrics)
+
+    def _fetch_metrics(self) -> SessionMetrics:
         body = self._api.get_json(f"{self._path}/metrics")
         return SessionMetrics(SessionMetricsPublic.model_validate(body))
 
