@@ -290,6 +290,35 @@ class ParticipantJoin(_Strict):
     )
 
 
+#: longest reason a refusal carries (one line: what the data owner would fix, never data)
+REFUSAL_REASON_MAX = 1000
+#: one printable line: no control characters (no newline, tab, escape ...)
+REFUSAL_REASON_PATTERN = re.compile(r"^[^\x00-\x1f\x7f-\x9f]+$")
+
+
+class ParticipantRefusal(_Strict):
+    """Body of ``POST /sessions/{sid}/refusals``: a client declined to join, and why.
+
+    Sent by a client whose data or policy refuses the session before it joins, so the
+    session's log and status reason say so instead of waiting without a word. The reason
+    names columns, counts and rules, never values.
+    """
+
+    client_name: str = Field(pattern=CLIENT_NAME_PATTERN.pattern)
+    reason: str = Field(
+        min_length=1, max_length=REFUSAL_REASON_MAX, pattern=REFUSAL_REASON_PATTERN.pattern
+    )
+
+
+class RefusalRecorded(BaseModel):
+    """Answer of ``POST /sessions/{sid}/refusals``: the log line the session got."""
+
+    session_id: str
+    client_name: str
+    message: str
+    time: datetime
+
+
 class ParticipantPublic(BaseModel):
     id: str
     session_id: str
