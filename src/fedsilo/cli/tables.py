@@ -50,14 +50,30 @@ def print_json(data: Any) -> None:
 
 
 def print_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> None:
+    """Print ``rows`` under ``columns``, never cutting a ``no_wrap`` value short.
+
+    rich fits a table to the console by cropping cells, which would turn an id into
+    ``a1b2c3…``; so a ``no_wrap`` column is as wide as its longest value, and a table that
+    cannot fit even then is printed wider than the terminal (the terminal wraps the line).
+    Off a terminal (a pipe, a file) no cell wraps at all, so each row stays one line.
+    """
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD)
-    for column in columns:
-        table.add_column(column.header, no_wrap=column.no_wrap, min_width=column.min_width)
+    for index, column in enumerate(columns):
+        min_width = column.min_width
+        if column.no_wrap:
+            longest = max((len(row[index]) for row in rows), default=0)
+            min_width = max(min_width or 0, len(column.header), longest)
+        table.add_column(column.header, no_wrap=column.no_wrap, min_width=min_width)
     for row in rows:
         table.add_row(*row)
     # highlight=False: rich would colour numbers and dates inside ids otherwise
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    needed = console.measure(table, options=console.options.update_width(1_000_000))
+    width = needed.minimum if console.is_terminal else needed.maximum
+    if width > console.width:
+        console = Console(highlight=False, width=width)
+    console.print(table)
