@@ -11,7 +11,7 @@ import typer
 from fedsilo.cli import FormatOption, OutputFormat, TokenOption, UrlOption, open_api
 from fedsilo.cli.tables import Column, parse_time, print_json, print_table, when
 from fedsilo.errors import ConfigError
-from fedsilo.scopes import MAX_SCOPED_TOKEN_DAYS, SCOPE_HELP, Scope
+from fedsilo.scopes import MAX_SCOPED_TOKEN_DAYS, SCOPE_HELP, Scope, parse_scopes
 from fedsilo.wire import TokenCreate
 
 if TYPE_CHECKING:
@@ -95,8 +95,6 @@ def create(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    from fedsilo.sdk.auth import scope_list
-
     if no_expiry and expires_in_days is not None:
         raise ConfigError("Give either --expires-in-days or --no-expiry, not both.")
     days: float | None = MAX_SCOPED_TOKEN_DAYS
@@ -109,9 +107,9 @@ def create(
     chosen = None
     if scopes:
         try:
-            chosen = scope_list(scopes, "--scope")
+            chosen = parse_scopes(scopes)
         except ValueError as exc:
-            raise ConfigError(str(exc).replace("parameter of --scope", "option")) from None
+            raise ConfigError(f"The --scope option: {exc}.") from None
 
     with _auth(url, token) as auth:
         created = auth.create_token(user, chosen, days, name)

@@ -52,7 +52,7 @@ def create(
 ) -> None:
     """Create a user; the server gives it a unique, email-like id.
 
-    Then give it a token: `fedsilo token create --user NAME --scope ...`.
+    Then give it a token with `fedsilo token create --user NAME --scope SCOPE`.
     """
     with _auth(url, token) as auth:
         user = auth.create_user(name, user_type.value)
