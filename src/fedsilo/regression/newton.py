@@ -45,6 +45,7 @@ from fedsilo.wire import Arrays
 __all__ = [
     "ACCEPT_SLACK",
     "MAX_HALVINGS",
+    "ConvergenceWarning",
     "DesignData",
     "NewtonStatistics",
     "Penalty",
@@ -76,6 +77,14 @@ _CD_MAX_SWEEPS = 100_000
 # A Fisher matrix whose equilibrated condition number exceeds this is treated as singular:
 # the (unpenalized) maximum-likelihood estimate is then not unique.
 _MAX_CONDITION = 1e12
+
+
+class ConvergenceWarning(UserWarning):
+    """A federated Newton fit stopped before converging; its estimates are the last iterate's.
+
+    The counterpart of statsmodels' ``ConvergenceWarning``: the results are returned, flagged
+    ``converged: false``, rather than withheld.
+    """
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ vectorised pass, the server sums them and solves all the Newton steps in one bat
 standard errors and p-values equal statsmodels' ``Logit`` / ``OLS`` on the pooled rows.
 
 Parts: ``config.py``, ``bundle.py`` (the vectorised statistics), ``client.py`` (the executor),
-``server.py`` (the workflow), ``export.py`` (p-values, summaries, predictions) and
-``torch_model.py`` (the torch module and ``ChunkedTabularDataset``).
+``server.py`` (the workflow), ``export.py`` (p-values, summaries, predictions),
+``torch_model.py`` (the torch module) and ``dataset.py`` (the seed's ``ChunkedTabularDataset``,
+also importable from this package; torch is imported only when it is used).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from fedsilo.wire import SessionKind
 
 if TYPE_CHECKING:
     from fedsilo.packages.linear_inference.client import LinearInferenceExecutor
+    from fedsilo.packages.linear_inference.dataset import ChunkedTabularDataset
     from fedsilo.packages.linear_inference.export import LinearInferenceModel
 
 __getattr__ = lazy_exports(
     __name__,
     {
+        "ChunkedTabularDataset": "fedsilo.packages.linear_inference.dataset",
         "LinearInferenceExecutor": "fedsilo.packages.linear_inference.client",
         "LinearInferenceModel": "fedsilo.packages.linear_inference.export",
     },
@@ -39,6 +42,7 @@ __getattr__ = lazy_exports(
 
 __all__ = [
     "PACKAGE",
+    "ChunkedTabularDataset",
     "LinearInferenceDataConfig",
     "LinearInferenceExecutor",
     "LinearInferenceModel",

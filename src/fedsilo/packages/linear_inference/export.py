@@ -6,10 +6,17 @@ and its deviance (the residual sum of squares for OLS). The covariance is ``inv(
 for logit and ``RSS / (n - k) * inv(fisher)`` for OLS -- statsmodels' ``Logit`` / ``OLS``
 ``cov_params()`` on the pooled rows -- with Wald z tests (logit) or t tests with ``n - k``
 degrees of freedom (OLS), as statsmodels reports them.
+
+A model that did not converge within the session's rounds carries its last iterate's
+coefficients, standard errors and p-values, flagged in :attr:`LinearInferenceModel.converged`
+and ``convergence_warnings``; building the model then warns with
+:class:`~fedsilo.regression.newton.ConvergenceWarning`, as statsmodels' ``fit`` does. Only a
+singular model (no estimate exists) is NaN, with its reason in ``reasons``.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +27,7 @@ from fedsilo.packages.linear_inference.config import (
     LinearInferenceDataConfig,
     LinearInferenceModelConfig,
 )
+from fedsilo.regression.newton import ConvergenceWarning
 from fedsilo.wire import Arrays
 
 if TYPE_CHECKING:
@@ -78,6 +86,14 @@ class LinearInferenceModel:
             str(c) for c in self.meta.get("chunked_predictors", data_config.chunked_predictors)
         ]
         self.reasons: dict[str, str] = dict(self.meta.get("reasons") or {})
+        self.convergence_warnings: dict[str, str] = dict(
+            self.meta.get("convergence_warnings") or {}
+        )
+        # Models saved before the flag existed converged or were NaN (left out).
+        flags = self.meta.get("converged") or {}
+        self.converged_ = np.array(
+            [bool(flags.get(c, c not in self.reasons)) for c in self.chunked_predictors]
+        )
         self.df_resid = int(self.meta.get("df_resid", 0))
         ok = np.all(np.isfinite(self.coef_), axis=1)
         covariance = np.full((m, k, k), np.nan)
@@ -96,6 +112,27 @@ class LinearInferenceModel:
         else:
             self._quantile = float(stats.norm.ppf(0.975))
             self.pvalues_ = 2.0 * stats.norm.sf(np.abs(self.tvalues_))
+        if self.convergence_warnings:
+            names = list(self.convergence_warnings)
+            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            warnings.warn(
+                f"{len(names)} of {m} linear_inference model(s) did not converge ({shown}): "
+                f"{self.convergence_warnings[names[0]]}. See model.converged.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+
+    @property
+    def converged(self) -> pd.Series:
+        """Whether each chunked predictor's model converged (False: the estimates are the
+        last iterate's, see ``convergence_warnings``; or the model was left out, see
+        ``reasons``).
+
+        Returns
+        -------
+        Series of bool, shape (n_chunked,)
+        """
+        return pd.Series(self.converged_, index=self.chunked_predictors, name="converged")
 
     # ------------------------------------------------------------------ inference
 
@@ -122,7 +159,9 @@ class LinearInferenceModel:
         DataFrame of shape (k, 6)
             Rows ``const``, the shared predictors, the chunk; columns ``coef``, ``std err``,
             ``z`` / ``t``, ``P>|z|`` / ``P>|t|``, ``[0.025``, ``0.975]`` (statsmodels'
-            names). ``attrs["reason"]`` says why a left-out model is NaN.
+            names). ``attrs["reason"]`` says why a left-out model is NaN,
+            ``attrs["converged"]`` whether the fit converged and ``attrs["warning"]`` why
+            not (the values are then the last iterate's).
         """
         j = self._index(name)
         statistic = "t" if self.linear else "z"
@@ -139,6 +178,8 @@ class LinearInferenceModel:
             index=["const", *self.shared_predictors, self.chunked_predictors[j]],
         )
         frame.attrs["reason"] = self.reasons.get(self.chunked_predictors[j], "")
+        frame.attrs["converged"] = bool(self.converged_[j])
+        frame.attrs["warning"] = self.convergence_warnings.get(self.chunked_predictors[j], "")
         return frame
 
     def _index(self, name: str | int) -> int:

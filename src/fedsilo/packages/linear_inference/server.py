@@ -6,31 +6,42 @@ did not rise) and takes the next Newton step with
 :func:`fedsilo.regression.newton.batched_newton_point` (one batched solve for all models),
 or halves that model's step -- the glm workflow's iteration, vectorised over models::
 
-    round 1   trial = 0 for every model (the seed's first-round loss is log 2 for logit)
+    round 1   trial = 0 for every model (the seed's first-round loss is log 2 for logit);
+              logit models then start from the LDA estimate the round-1 statistics give
+              (:func:`fedsilo.regression.start.batched_discriminant_start`), not from
+              Newton's first iterate -- one round fewer to converge
+    round 2   a start whose deviance is not below that at 0 is replaced by the Newton
+              iterate from 0 (a fallback, not a halving)
     round r   accepted models: direction = newton_point(trial) - trial, converged when the
               step is <= tol * (1 + |beta|); rejected models: step halved
-    stop      when every model has converged, is singular, or failed
+    stop      when every model has converged, is singular, or stalled
 
 OLS (``LinearRegInference``) is quadratic, so the first Newton step from 0 solves the normal
 equations exactly; the second round measures the residual sum of squares at that solution
 (directly, not as y'y - b'X'y, which cancels) and the test metrics, and confirms convergence.
 
 A model whose pooled Fisher matrix is singular (a constant chunk, a duplicate of a shared
-predictor) gets NaN coefficients and a reason; the others are unaffected. Federated metrics
-per round: ``loss`` (and ``accuracy`` for logit), the bundle's mean pooled test value;
-``train_loss`` from the summed deviances; ``roc_auc_client_mean`` / ``r2_client_mean``.
+predictor) gets NaN coefficients and a reason; the others are unaffected. A model that has
+not converged when the rounds run out (or whose step halvings are exhausted) keeps its last
+accepted iterate -- coefficients, and the Fisher matrix measured there for the standard
+errors and p-values -- flagged ``converged: false`` with a warning in the saved model's meta
+and the session log, as statsmodels returns the last iterate with a ``ConvergenceWarning``.
+Federated metrics per round: ``loss`` (and ``accuracy`` for logit), the bundle's mean pooled
+test value; ``train_loss`` from the summed deviances; ``roc_auc_client_mean`` /
+``r2_client_mean``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from fedsilo.errors import ConfigError, TaskError
-from fedsilo.federation import Reply, SessionContext
+from fedsilo.federation import Checkpoint, Reply, SessionContext
 from fedsilo.packages.linear_inference.config import (
     LinearInferenceDataConfig,
     LinearInferenceModelConfig,
@@ -42,6 +53,7 @@ from fedsilo.regression.newton import (
     batched_newton_point,
     batched_step_size,
 )
+from fedsilo.regression.start import batched_discriminant_start
 from fedsilo.workflows.metrics import PooledMetrics, client_metrics
 
 __all__ = ["run"]
@@ -53,6 +65,136 @@ _SINGULAR = (
     "singular design: the chunk is constant or collinear with the shared predictors "
     "across all silos"
 )
+_STALLED = "no Newton step decreases the deviance (perfect separation?)"
+# Below this mean unit deviance the fitted probability of the observed class averages above
+# 1 - 5e-5: the signature of a separating predictor, whose coefficient grows every round.
+_SEPARATED_DEVIANCE = 1e-4
+#: the arrays of the state, as checkpointed (bool and int arrays travel as float64)
+_ARRAYS = ("beta", "fisher", "deviance", "direction", "scale", "halvings", "converged")
+_START_ARRAYS = ("fallback", "on_start")
+
+
+@dataclass
+class _Bundle:
+    """The Newton state of every model of the bundle (n_chunked models of k coefficients).
+
+    ``beta`` / ``fisher`` / ``deviance`` are each model's last accepted iterate and what was
+    measured there; the next trial is ``beta + scale * direction``. ``fallback`` is the Newton
+    step from 0 of a model still on its LDA start (``on_start``). ``left_out`` maps a model to
+    why it has no estimate (singular); ``stalled`` to why it stopped before converging.
+    """
+
+    beta: np.ndarray
+    fisher: np.ndarray
+    deviance: np.ndarray
+    direction: np.ndarray
+    scale: np.ndarray
+    halvings: np.ndarray
+    converged: np.ndarray
+    fallback: np.ndarray
+    on_start: np.ndarray
+    left_out: dict[int, str] = field(default_factory=dict)
+    stalled: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def zeros(cls, m: int, k: int) -> _Bundle:
+        return cls(
+            beta=np.zeros((m, k)),
+            fisher=np.zeros((m, k, k)),
+            deviance=np.full(m, np.inf),  # inf before a model's first acceptance
+            direction=np.zeros((m, k)),
+            scale=np.ones(m),
+            halvings=np.zeros(m, dtype=np.int64),
+            converged=np.zeros(m, dtype=bool),
+            fallback=np.zeros((m, k)),
+            on_start=np.zeros(m, dtype=bool),
+        )
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, m: int, k: int) -> _Bundle:
+        saved, meta = checkpoint.arrays, checkpoint.meta
+        if meta.get("kind") != _CHECKPOINT_KIND or np.shape(saved.get("beta", ())) != (m, k):
+            raise TaskError(
+                f"The checkpoint of round {checkpoint.round} was not written by this "
+                "linear_inference workflow; cannot resume from it."
+            )
+        state = cls.zeros(m, k)  # checkpoints of before the LDA start lack its arrays
+        for name in (*_ARRAYS, *_START_ARRAYS):
+            if name in saved:
+                kind = getattr(state, name).dtype
+                value = np.asarray(saved[name])
+                setattr(state, name, value > 0.5 if kind == np.bool_ else value.astype(kind))
+        state.left_out = {int(j): str(why) for j, why in meta["reasons"].items()}
+        state.stalled = {int(j): str(why) for j, why in meta.get("stalled", {}).items()}
+        return state
+
+    def checkpoint_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            name: np.asarray(getattr(self, name), dtype=np.float64)
+            for name in (*_ARRAYS, *_START_ARRAYS)
+        }
+
+    @property
+    def stopped(self) -> np.ndarray:
+        """Models no longer fitted (left out or stalled); bool (n_chunked,)."""
+        result = np.zeros(self.beta.shape[0], dtype=bool)
+        result[[*self.left_out, *self.stalled]] = True
+        return result
+
+    def update(
+        self,
+        trial: np.ndarray,
+        gradient: np.ndarray,
+        fisher: np.ndarray,
+        deviance: np.ndarray,
+        tol: float,
+        logistic: bool,
+    ) -> None:
+        """Accept or reject every model's trial and set its next direction."""
+        stopped = self.stopped
+        first = ~np.isfinite(self.deviance)
+        bound = self.deviance + ACCEPT_SLACK * np.abs(self.deviance)
+        accept = ~stopped & np.isfinite(deviance) & (deviance <= bound)
+        reject = ~stopped & ~accept
+        self.beta[accept] = trial[accept]
+        self.fisher[accept] = fisher[accept]
+        self.deviance[accept] = deviance[accept]
+        target, singular = batched_newton_point(trial[accept], gradient[accept], fisher[accept])
+        accepted_index = np.flatnonzero(accept)
+        for j in accepted_index[singular]:
+            self.left_out[int(j)] = _SINGULAR
+        step = np.where(singular[:, None], 0.0, target - trial[accept])
+        steps = batched_step_size(trial[accept], np.where(singular[:, None], trial[accept], target))
+        self.direction[accept] = step
+        self.converged[accept] = ~singular & (steps <= tol)
+        self.scale[accept] = 1.0
+        self.halvings[accept] = 0
+        self.on_start[accept] = False
+        if logistic:
+            # A model's first accepted point is 0 (round 1): start from the LDA estimate of
+            # the same statistics instead of Newton's first iterate, keeping that as fallback.
+            left = np.zeros(len(accept), dtype=bool)
+            left[list(self.left_out)] = True
+            fresh = accept & first & ~self.converged & ~left
+            if np.any(fresh):
+                start, usable = batched_discriminant_start(gradient[fresh], fisher[fresh])
+                index = np.flatnonzero(fresh)[usable]
+                self.fallback[index] = self.direction[index]
+                self.direction[index] = start[usable] - trial[index]
+                self.on_start[index] = True
+        # A rejected LDA start falls back to the full Newton step from 0; others halve.
+        back = reject & self.on_start
+        self.direction[back] = self.fallback[back]
+        self.on_start[back] = False
+        halve = reject & ~back
+        self.scale[halve] /= 2.0
+        self.halvings[halve] += 1
+        for j in np.flatnonzero(self.halvings >= MAX_HALVINGS):
+            self.stalled.setdefault(int(j), _STALLED)
+
+    @property
+    def done(self) -> bool:
+        return bool(np.all(self.converged | self.stopped))
 
 
 def run(ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInferenceDataConfig) -> None:
@@ -74,98 +216,46 @@ def run(ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInference
     participants = ctx.wait_for_clients(ctx.session.min_num_clients)
     m = len(dc.chunked_predictors)
     k = 2 + len(dc.shared_predictors)
-    beta = np.zeros((m, k))
-    fisher = np.zeros((m, k, k))
-    accepted_deviance = np.full(m, np.inf)
-    direction = np.zeros((m, k))
-    scale = np.ones(m)
-    halvings = np.zeros(m, dtype=np.int64)
-    converged = np.zeros(m, dtype=bool)
-    reasons: dict[int, str] = {}
+    state = _Bundle.zeros(m, k)
     columns: dict[str, Any] = {}
     num_rows = 0
     metrics: dict[str, float] = {}
     last_round = 0
     checkpoint = ctx.restore()
     if checkpoint is not None:  # resume after a server restart, exactly where it stopped
-        saved, meta = checkpoint.arrays, checkpoint.meta
-        if meta.get("kind") != _CHECKPOINT_KIND or np.shape(saved.get("beta", ())) != (m, k):
-            raise TaskError(
-                f"The checkpoint of round {checkpoint.round} was not written by this "
-                "linear_inference workflow; cannot resume from it."
-            )
-        beta, fisher = np.array(saved["beta"]), np.array(saved["fisher"])
-        accepted_deviance, direction = np.array(saved["deviance"]), np.array(saved["direction"])
-        scale = np.array(saved["scale"])
-        halvings = np.asarray(saved["halvings"]).astype(np.int64)
-        converged = np.asarray(saved["converged"]) > 0.5
-        reasons = {int(j): str(why) for j, why in meta["reasons"].items()}
+        state = _Bundle.from_checkpoint(checkpoint, m, k)
+        meta = checkpoint.meta
         columns, num_rows = dict(meta["columns"]), int(meta["num_rows"])
         metrics, last_round = dict(meta["metrics"]), checkpoint.round
     for server_round in range(last_round + 1, ctx.session.num_rounds + 1):
-        failed = np.zeros(m, dtype=bool)
-        failed[list(reasons)] = True
-        trial = np.where(failed[:, None], 0.0, beta + scale[:, None] * direction)
+        stopped = state.stopped
+        trial = np.where(stopped[:, None], 0.0, state.beta + state.scale[:, None] * state.direction)
         replies = ctx.ask(
             participants,
             "bundle_stats",
-            arrays={"betas": trial, "active": (~failed).astype(np.float64)},
+            arrays={"betas": trial, "active": (~stopped).astype(np.float64)},
             meta={"round": server_round, "evaluate": True},
             round=server_round,
             accept_failures=False,
             min_replies=len(participants),
         )
         gradient, trial_fisher, deviance, num_rows, columns = _sum(replies, m, k)
-        metrics = federated_metrics(replies, family.loss_factor() * deviance[~failed] / num_rows)
+        metrics = federated_metrics(replies, family.loss_factor() * deviance[~stopped] / num_rows)
         ctx.record_round(server_round, federated=metrics, per_client=client_metrics(replies))
         last_round = server_round
-        # inf before a model's first acceptance, so round 1 is always accepted.
-        bound = accepted_deviance + ACCEPT_SLACK * np.abs(accepted_deviance)
-        accept = ~failed & np.isfinite(deviance) & (deviance <= bound)
-        reject = ~failed & ~accept
-        beta[accept] = trial[accept]
-        fisher[accept] = trial_fisher[accept]
-        accepted_deviance[accept] = deviance[accept]
-        target, singular = batched_newton_point(
-            trial[accept], gradient[accept], trial_fisher[accept]
-        )
-        accepted_index = np.flatnonzero(accept)
-        for j in accepted_index[singular]:
-            reasons[int(j)] = _SINGULAR
-        direction[accept] = np.where(singular[:, None], 0.0, target - trial[accept])
-        steps = batched_step_size(trial[accept], np.where(singular[:, None], trial[accept], target))
-        converged[accept] = ~singular & (steps <= mc.tol)
-        scale[accept] = 1.0
-        halvings[accept] = 0
-        scale[reject] /= 2.0
-        halvings[reject] += 1
-        for j in np.flatnonzero(halvings >= MAX_HALVINGS):
-            reasons.setdefault(
-                int(j), "no Newton step decreases the deviance (perfect separation?)"
-            )
-        done = converged | np.isin(np.arange(m), list(reasons))
-        arrays = {
-            "beta": beta,
-            "fisher": fisher,
-            "deviance": accepted_deviance,
-            "direction": direction,
-            "scale": scale,
-            "halvings": halvings.astype(np.float64),
-            "converged": converged.astype(np.float64),
+        state.update(trial, gradient, trial_fisher, deviance, mc.tol, family.task == "logistic")
+        meta_state: dict[str, Any] = {
+            "reasons": {str(j): why for j, why in state.left_out.items()},
+            "stalled": {str(j): why for j, why in state.stalled.items()},
+            "columns": columns,
+            "kind": _CHECKPOINT_KIND,
+            "num_rows": num_rows,
+            "metrics": metrics,
         }
-        state: dict[str, Any] = {"reasons": {str(j): why for j, why in reasons.items()}}
-        state.update({"columns": columns})
-        state.update({"kind": _CHECKPOINT_KIND, "num_rows": num_rows, "metrics": metrics})
-        ctx.checkpoint(server_round, arrays=arrays, meta=state)
-        if np.all(done) and server_round >= 2:
+        ctx.checkpoint(server_round, arrays=state.checkpoint_arrays(), meta=meta_state)
+        if state.done and server_round >= 2:
             break
-    for j in np.flatnonzero(~converged):
-        reasons.setdefault(int(j), f"did not converge within num_rounds={ctx.session.num_rounds}")
-    ctx.log(
-        f"linear_inference: {int(converged.sum())} of {m} model(s) converged in "
-        f"{last_round} round(s); {len(reasons)} left out"
-    )
-    _save(ctx, mc, beta, fisher, accepted_deviance, reasons, columns, num_rows, metrics, last_round)
+    _save(ctx, mc, state, columns, num_rows, metrics, last_round)
 
 
 def _sum(
@@ -215,19 +305,41 @@ def federated_metrics(replies: Sequence[Reply], train_losses: np.ndarray) -> dic
 def _save(
     ctx: SessionContext,
     mc: LinearInferenceModelConfig,
-    beta: np.ndarray,
-    fisher: np.ndarray,
-    deviance: np.ndarray,
-    reasons: dict[int, str],
+    state: _Bundle,
     columns: dict[str, Any],
     num_rows: int,
     metrics: dict[str, float],
     last_round: int,
 ) -> None:
-    beta = beta.copy()
-    failed = sorted(reasons)
-    beta[failed] = np.nan
+    beta = state.beta.copy()
+    left_out = sorted(state.left_out)
+    beta[left_out] = np.nan  # no estimate exists; an unconverged model keeps its last iterate
     names = list(columns.get("chunked", []))
+    converged = state.converged.copy()
+    converged[left_out] = False
+    limit = f"did not converge within num_rounds={ctx.session.num_rounds}"
+    warnings: dict[str, str] = {}
+    for j in np.flatnonzero(~converged):
+        if int(j) in state.left_out:
+            continue
+        why = state.stalled.get(int(j), limit)
+        per_row = state.deviance[j] / max(num_rows, 1)
+        if mc.task == "logistic" and per_row < _SEPARATED_DEVIANCE:
+            why += (
+                f" (deviance per row {per_row:.1e}: the model (quasi-)separates the classes, "
+                "so the maximum-likelihood estimate may not exist)"
+            )
+        warnings[names[j]] = f"{why}; the estimates are the last iterate's"
+    ctx.log(
+        f"linear_inference: {int(converged.sum())} of {len(names)} model(s) converged in "
+        f"{last_round} round(s); {len(left_out)} left out (singular)"
+    )
+    if warnings:
+        shown = ", ".join(list(warnings)[:10]) + (", ..." if len(warnings) > 10 else "")
+        ctx.log(
+            f"warning: {len(warnings)} model(s) did not converge ({shown}): "
+            f"{next(iter(warnings.values()))}; they are flagged converged: false"
+        )
     loss = metrics.get("loss")
     meta: dict[str, Any] = {
         "strategy": mc.strategy.name,
@@ -237,13 +349,15 @@ def _save(
         "target": columns.get("target"),
         "shared_predictors": list(columns.get("shared", [])),
         "chunked_predictors": names,
-        "reasons": {names[j]: reasons[j] for j in failed},
+        "reasons": {names[j]: state.left_out[j] for j in left_out},
+        "converged": {name: bool(converged[j]) for j, name in enumerate(names)},
+        "convergence_warnings": warnings,
         "federated_loss": loss if loss is not None and math.isfinite(loss) else None,
         "federated_metrics": metrics,
     }
     arrays = {
         "beta": beta,
-        "fisher": fisher,
-        "deviance": np.where(np.isfinite(deviance), deviance, np.nan),
+        "fisher": state.fisher,
+        "deviance": np.where(np.isfinite(state.deviance), state.deviance, np.nan),
     }
     ctx.save_model(arrays, meta=meta, round=last_round)

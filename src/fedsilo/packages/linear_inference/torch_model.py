@@ -1,6 +1,7 @@
-"""The bundle as torch objects: a module predicting every model, and the seed's dataset.
+"""The bundle as a torch module predicting every model at once.
 
-As in the seed::
+As in the seed, fed by
+:class:`~fedsilo.packages.linear_inference.dataset.ChunkedTabularDataset`::
 
     ds = ChunkedTabularDataset(path="test.parquet", **data_config)
     x, _ = next(iter(DataLoader(ds, batch_size=len(ds), shuffle=False)))
@@ -11,19 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
-
-from fedsilo.errors import DataError
-from fedsilo.packages.linear_inference.client import resolve_columns
-from fedsilo.packages.linear_inference.config import Column, LinearInferenceDataConfig
 
 if TYPE_CHECKING:
     from fedsilo.packages.linear_inference.export import LinearInferenceModel
 
-__all__ = ["ChunkedTabularDataset", "LinearInferenceModule"]
+__all__ = ["LinearInferenceModule"]
 
 
 class LinearInferenceModule(torch.nn.Module):
@@ -72,54 +67,7 @@ class LinearInferenceModule(torch.nn.Module):
         """See :meth:`LinearInferenceModel.summary`."""
         return self.model.summary(name)
 
-
-class ChunkedTabularDataset(Dataset[tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]]):
-    """A table's rows as ``((shared, chunked), target)`` float64 tensors.
-
-    Parameters
-    ----------
-    path : str
-        A parquet or csv file (local or fsspec URL).
-    target, shared_predictors, chunked_predictors
-        As in the data_config: names or 0-based column indices.
-
-    Raises
-    ------
-    DataError
-        When a column is missing, out of range or not numeric.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        target: Column,
-        shared_predictors: list[Column],
-        chunked_predictors: list[Column],
-    ) -> None:
-        from fedsilo.data.loading import load_table
-        from fedsilo.data.validation import find_problems
-
-        frame = load_table(str(path))
-        config = LinearInferenceDataConfig(
-            target=target,
-            shared_predictors=list(shared_predictors),
-            chunked_predictors=list(chunked_predictors),
-        )
-        resolved, problems = resolve_columns(list(frame.columns), config)
-        if resolved is None:
-            raise DataError(problems, source=str(path))
-        name, shared, chunked = resolved
-        problems = find_problems(frame, [name, *shared, *chunked], source=str(path))
-        if problems:
-            raise DataError(problems, source=str(path))
-        # torch.tensor copies: pandas may hand out read-only views, which from_numpy warns on.
-        shared_values = frame[shared].to_numpy(dtype=np.float64).reshape(len(frame), -1)
-        self.shared = torch.tensor(shared_values, dtype=torch.float64)
-        self.chunked = torch.tensor(frame[chunked].to_numpy(dtype=np.float64))
-        self.target = torch.tensor(frame[name].to_numpy(dtype=np.float64))
-
-    def __len__(self) -> int:
-        return int(self.target.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-        return (self.shared[index], self.chunked[index]), self.target[index]
+    @property
+    def converged(self) -> pd.Series:
+        """See :attr:`LinearInferenceModel.converged`."""
+        return self.model.converged

@@ -12,6 +12,7 @@ import statsmodels.api as sm
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import DataError, TaskError
 from fedsilo.packages.linear_inference import PACKAGE, LinearInferenceExecutor
+from fedsilo.regression.newton import ConvergenceWarning
 
 SHARED = ["s0", "s1"]
 LOGIT = {"strategy": {"name": "LogitRegInference", "params": {}}}
@@ -54,17 +55,30 @@ def test_a_singular_chunk_is_nan_with_a_reason_and_the_others_are_exact(
     assert np.isnan(predictions[:, 1:3]).all() and np.isfinite(predictions[:, [0, 3]]).all()
 
 
-def test_a_perfectly_separating_chunk_is_left_out_with_a_reason(
+def test_a_perfectly_separating_chunk_keeps_its_last_iterate_flagged_not_converged(
     silos: Any, run_federated: Any
 ) -> None:
     frames = silos("logistic")
     for frame in frames:
         frame["sep"] = frame["y"] * 2.0 - 1.0 + 0.01 * frame["s0"]
     data = {"target": "y", "shared_predictors": SHARED, "chunked_predictors": ["c0", "sep"]}
-    fit = run_federated(LOGIT, data, frames, num_rounds=12)
-    assert np.isnan(fit.model.p_values()["sep"])
-    assert fit.model.reasons["sep"]
-    assert np.isfinite(fit.model.p_values()["c0"])
+    # statsmodels warns too (PerfectSeparationWarning, ConvergenceWarning) and returns its
+    # last iterate; so does the bundle, flagged, never NaN.
+    with pytest.warns(ConvergenceWarning, match=r"1 of 2 .*\(sep\).*separates the classes"):
+        fit = run_federated(LOGIT, data, frames, num_rounds=12)
+    model = fit.model
+    assert model.converged.to_dict() == {"c0": True, "sep": False}
+    assert model.meta["converged"] == {"c0": True, "sep": False}
+    assert "did not converge within num_rounds=12" in model.convergence_warnings["sep"]
+    assert np.isfinite(model.p_values()).all()
+    table = model.summary("sep")
+    assert table.notna().all().all()
+    assert table.attrs["converged"] is False and "last iterate" in table.attrs["warning"]
+    assert table.attrs["reason"] == ""  # not left out
+    assert model.summary("c0").attrs["converged"] is True
+    assert any(
+        line.startswith("warning: 1 model(s) did not converge (sep)") for line in fit.ctx.logs
+    )
 
 
 def test_columns_given_by_index_equal_columns_given_by_name(silos: Any, run_federated: Any) -> None:

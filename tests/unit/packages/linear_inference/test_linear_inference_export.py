@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from fedsilo.errors import ConfigError, DataError
 from fedsilo.federation import get_package
-from fedsilo.packages.linear_inference.torch_model import ChunkedTabularDataset
+from fedsilo.packages.linear_inference.dataset import ChunkedTabularDataset
 
 SHARED = ["s0", "s1"]
 CHUNKED = ["c0", "c3", "c5"]
