@@ -4,11 +4,17 @@ It adds the bearer token, prefixes ``/api/v1``, and turns error responses into t
 :mod:`fedsilo.errors` classes with the server's ``detail``. Connection failures become
 :class:`~fedsilo.errors.ServerUnavailable`, which callers that must survive a server restart
 (the client runtime) catch and retry.
+
+TLS: an ``https://`` server is verified against the CA bundle given as ``ca_cert`` (the CLI's
+``--ca-cert``), else ``$FEDSILO_CA_BUNDLE``, else httpx's default trust store. A certificate
+that does not verify is a :class:`~fedsilo.errors.ConfigError` (retrying cannot fix it), not
+a :class:`~fedsilo.errors.ServerUnavailable`.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +23,7 @@ import httpx
 from fedsilo.errors import (
     APIError,
     AuthenticationError,
+    ConfigError,
     ConflictError,
     NotFoundError,
     PermissionDenied,
@@ -25,9 +32,11 @@ from fedsilo.errors import (
 )
 from fedsilo.wire import API_PREFIX, OCTET_STREAM
 
-__all__ = ["ApiClient", "resolve_token", "resolve_url"]
+__all__ = ["CA_BUNDLE_ENV", "ApiClient", "resolve_token", "resolve_url", "resolve_verify"]
 
 DEFAULT_URL = "http://127.0.0.1:8765"
+#: the environment variable naming the CA bundle (PEM) an https server is verified against
+CA_BUNDLE_ENV = "FEDSILO_CA_BUNDLE"
 
 _ERRORS: dict[int, type[APIError]] = {
     401: AuthenticationError,
@@ -53,6 +62,30 @@ def resolve_token(token: str | None) -> str:
     return resolved
 
 
+def resolve_verify(ca_cert: str | os.PathLike[str] | None = None) -> ssl.SSLContext | bool:
+    """How httpx verifies an https server: trust exactly the CA bundle ``ca_cert``, else
+    ``$FEDSILO_CA_BUNDLE``; ``True`` (httpx's default trust store) when neither is set.
+
+    Raises
+    ------
+    ConfigError
+        When the bundle cannot be read or holds no certificate.
+    """
+    source = "ca_cert (--ca-cert)"
+    if ca_cert is None:
+        ca_cert = os.environ.get(CA_BUNDLE_ENV) or None
+        source = CA_BUNDLE_ENV
+    if ca_cert is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=os.fspath(ca_cert))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"The CA bundle {source} = {os.fspath(ca_cert)!r} cannot be used: {exc}. "
+            "Expected a readable PEM file of CA certificates."
+        ) from None
+
+
 class ApiClient:
     """Authenticated JSON / frame calls against one fedsilo server.
 
@@ -67,6 +100,8 @@ class ApiClient:
         clients, so tests use ``fastapi.testclient``'s transport or a real server).
     timeout : float
         Seconds for connect/read of ordinary calls; long-polls add their ``wait``.
+    ca_cert : path, optional
+        CA bundle (PEM) to verify an https server with; see :func:`resolve_verify`.
     """
 
     def __init__(
@@ -76,6 +111,7 @@ class ApiClient:
         *,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        ca_cert: str | os.PathLike[str] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self._timeout = timeout
@@ -84,6 +120,8 @@ class ApiClient:
             headers={"Authorization": f"Bearer {token}"},
             transport=transport,
             timeout=timeout,
+            # only an https URL reads the bundle (a given transport brings its own TLS)
+            verify=resolve_verify(ca_cert) if _is_https(self.url, transport) else True,
         )
 
     def close(self) -> None:
@@ -128,7 +166,7 @@ class ApiClient:
                 timeout=timeout if timeout is not None else self._timeout,
             )
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise ServerUnavailable(f"cannot reach fedsilo server at {self.url}: {exc}") from exc
+            raise _connection_error(self.url, exc) from exc
         except httpx.TimeoutException as exc:
             raise ServerUnavailable(f"fedsilo server at {self.url} timed out: {exc}") from exc
         if response.status_code in ok:
@@ -146,9 +184,29 @@ class ApiClient:
         try:
             response = self._http.get("/healthz")
         except httpx.HTTPError as exc:
-            raise ServerUnavailable(f"cannot reach fedsilo server at {self.url}: {exc}") from exc
+            raise _connection_error(self.url, exc) from exc
         result: dict[str, Any] = response.json()
         return result
+
+
+def _is_https(url: str, transport: httpx.BaseTransport | None) -> bool:
+    return transport is None and url.lower().startswith("https://")
+
+
+def _connection_error(url: str, exc: httpx.HTTPError) -> ConfigError | ServerUnavailable:
+    """A certificate that does not verify is the caller's trust setting to fix; anything
+    else is a server that may come back."""
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:  # a chain may loop back on itself
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return ConfigError(
+                f"The TLS certificate of {url} is not trusted ({cause.verify_message}). "
+                f"Pass --ca-cert or set {CA_BUNDLE_ENV} to the CA bundle that signed it."
+            )
+        cause = cause.__cause__ or cause.__context__
+    return ServerUnavailable(f"cannot reach fedsilo server at {url}: {exc}")
 
 
 def error_from_response(response: httpx.Response) -> APIError:

@@ -1,8 +1,8 @@
 """The ``fedsilo`` command line: a typer app with one module per command group.
 
-This module holds what several command groups share: the ``--url`` / ``--token`` options and
-the way a command opens its :class:`~fedsilo.http.ApiClient`. Heavy imports (httpx, pandas,
-torch) happen inside commands, so ``fedsilo --help`` stays fast.
+This module holds what several command groups share: the ``--url`` / ``--token`` /
+``--ca-cert`` options and the way a command opens its :class:`~fedsilo.http.ApiClient`. Heavy
+imports (httpx, pandas, torch) happen inside commands, so ``fedsilo --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ import typer
 if TYPE_CHECKING:
     from fedsilo.http import ApiClient
 
-__all__ = ["FormatOption", "OutputFormat", "TokenOption", "UrlOption", "open_api"]
+__all__ = [
+    "CaCertOption",
+    "FormatOption",
+    "OutputFormat",
+    "TokenOption",
+    "UrlOption",
+    "open_api",
+]
 
 UrlOption = Annotated[
     str | None,
@@ -34,6 +41,16 @@ TokenOption = Annotated[
     ),
 ]
 
+CaCertOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ca-cert",
+        help="CA bundle (PEM) to verify an https server with. Default: $FEDSILO_CA_BUNDLE, "
+        "else the public CAs httpx trusts.",
+        show_default=False,
+    ),
+]
+
 
 class OutputFormat(StrEnum):
     table = "table"
@@ -46,8 +63,9 @@ FormatOption = Annotated[
 ]
 
 
-def open_api(url: str | None, token: str | None) -> ApiClient:
-    """An :class:`ApiClient` for ``--url`` / ``--token``, falling back to the environment."""
+def open_api(url: str | None, token: str | None, ca_cert: str | None = None) -> ApiClient:
+    """An :class:`ApiClient` for ``--url`` / ``--token`` / ``--ca-cert``, falling back to the
+    environment."""
     from fedsilo.http import ApiClient, resolve_token, resolve_url
 
-    return ApiClient(resolve_url(url), resolve_token(token))
+    return ApiClient(resolve_url(url), resolve_token(token), ca_cert=ca_cert)

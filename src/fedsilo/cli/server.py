@@ -52,11 +52,29 @@ def start(
         str | None,
         typer.Option("--log-level", help="Server log level.", show_default="warning"),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            help="PEM certificate (chain) to serve https with; needs --tls-key.",
+            show_default="plain http",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-key",
+            help="Unencrypted PEM private key of --tls-cert.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start the server in the foreground (Ctrl-C stops it).
 
     Options not given here come from FEDSILO_* environment variables (FEDSILO_PORT,
-    FEDSILO_DATA_DIR, FEDSILO_DB_URL, FEDSILO_ADMIN_TOKEN, ...), then the defaults shown.
+    FEDSILO_DATA_DIR, FEDSILO_DB_URL, FEDSILO_ADMIN_TOKEN, FEDSILO_TLS_CERT, FEDSILO_TLS_KEY,
+    ...), then the defaults shown. With --tls-cert and --tls-key the server speaks https
+    itself; clients then trust its CA with --ca-cert or FEDSILO_CA_BUNDLE.
     """
     from pydantic import ValidationError
 
@@ -71,6 +89,8 @@ def start(
         "db_url": db_url,
         "artifacts_url": artifacts_url,
         "log_level": log_level,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
     }
     # Only options the user set, so FEDSILO_* variables still apply to the others.
     overrides = {key: value for key, value in given.items() if value is not None}

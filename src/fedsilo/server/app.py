@@ -99,7 +99,9 @@ def _describe(exc: RequestValidationError) -> str:
 
 
 def serve(settings: Settings) -> None:
-    """Run the server in the foreground until SIGINT/SIGTERM."""
+    """Run the server in the foreground until SIGINT/SIGTERM; over TLS (``https://``) when
+    ``settings.tls_cert`` and ``settings.tls_key`` are set, else plain HTTP (e.g. behind a
+    TLS-terminating proxy)."""
     import uvicorn
 
     logging.basicConfig(
@@ -113,4 +115,6 @@ def serve(settings: Settings) -> None:
         access_log=False,
         # Long-polls hold connections open; don't let them delay a shutdown for long.
         timeout_graceful_shutdown=2,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert is not None else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key is not None else None,
     )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -14,7 +15,10 @@ class Settings(BaseSettings):
     """Everything the server needs; passed into :func:`fedsilo.server.app.create_app`.
 
     Every field can be set from the environment with the ``FEDSILO_`` prefix
-    (``FEDSILO_DATA_DIR``, ``FEDSILO_DB_URL``, ``FEDSILO_ADMIN_TOKEN``, ...).
+    (``FEDSILO_DATA_DIR``, ``FEDSILO_DB_URL``, ``FEDSILO_ADMIN_TOKEN``, ...). ``tls_cert`` and
+    ``tls_key`` (``FEDSILO_TLS_CERT``, ``FEDSILO_TLS_KEY``) come together or not at all; both
+    are read when the settings are made, so a missing file or a key that does not match its
+    certificate is refused before the server starts.
     """
 
     model_config = SettingsConfigDict(env_prefix="FEDSILO_", extra="ignore")
@@ -40,6 +44,66 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Longest `wait` a client may ask of tasks/next"
     )
     log_level: str = "warning"
+    workspace: str = Field(
+        default="fedsilo",
+        pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$",
+        description="This server's workspace: the domain of generated user ids "
+        "(<10 hex>@<workspace>) and token_info's `customer`",
+    )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate chain the server serves TLS with (together with tls_key); "
+        "unset: plain HTTP, e.g. behind a TLS-terminating proxy",
+    )
+    tls_key: Path | None = Field(
+        default=None,
+        # validated even when unset, so a certificate without its key is refused
+        validate_default=True,
+        description="PEM private key of tls_cert (unencrypted, readable by the server only)",
+    )
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _readable_file(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        path = path.expanduser()
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"cannot read the file ({exc.strerror})") from None
+        return path
+
+    @field_validator("tls_key")
+    @classmethod
+    def _key_matches_cert(cls, key: Path | None, info: ValidationInfo) -> Path | None:
+        if "tls_cert" not in info.data:
+            return key  # tls_cert itself was refused; its error says why
+        cert = info.data["tls_cert"]
+        if (cert is None) != (key is None):
+            given, missing = ("tls_cert", "tls_key") if key is None else ("tls_key", "tls_cert")
+            raise ValueError(
+                f"{given} is set but {missing} is not; TLS needs both the certificate "
+                "(--tls-cert / FEDSILO_TLS_CERT) and its key (--tls-key / FEDSILO_TLS_KEY)"
+            )
+        if cert is not None and key is not None:
+            # Loaded once here so a bad pair is refused before the server starts, not by a
+            # traceback from uvicorn. No password: an encrypted key fails instead of prompting.
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                context.load_cert_chain(cert, key, password=lambda: b"")
+            except ssl.SSLError as exc:
+                raise ValueError(
+                    f"tls_cert and tls_key are not a PEM certificate and its unencrypted "
+                    f"private key ({exc.reason or exc})"
+                ) from None
+        return key
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server serves TLS itself (``https://``)."""
+        return self.tls_cert is not None
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
