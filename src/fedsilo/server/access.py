@@ -11,12 +11,14 @@ Every route of the API declares its requirement as one FastAPI dependency built 
 
 Each returns a :class:`Requirement` whose ``scopes`` say what it asks for; the route-by-scope
 matrix test walks the app's routes and fails on one without a requirement. A token lacking
-the scope gets 403 whose ``detail`` names the scope(s); a refused call on a session is
-audited (``outcome="denied"``). An unauthenticated call gets 401 before any body is read.
+the scope gets 403 whose ``detail`` names the scope(s); a refused call on a session (and on
+an :func:`allow` given an ``action``) is audited (``outcome="denied"``). An unauthenticated
+call gets 401 before any body is read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +84,9 @@ class Requirement:
     owner-only scope of a session requirement.
     """
 
+    #: the dependency itself (each kind's own signature, which FastAPI reads)
+    __call__: Callable[..., Awaitable[Any]]
+
     def __init__(
         self,
         kind: str,
@@ -93,6 +98,8 @@ class Requirement:
         self.scopes = scopes
         self.own_scope = own_scope
         self.action = action
+        #: whether a refusal is written to the audit log (always for session routes)
+        self.audited = kind == "session"
 
     def __repr__(self) -> str:
         own = f", own={self.own_scope}" if self.own_scope else ""
@@ -111,13 +118,26 @@ class _Authenticated(Requirement):
         return await authenticate(request)
 
 
+async def _refuse(
+    request: Request, principal: Principal, action: str, target: str, detail: str
+) -> HTTPException:
+    """Audit a refusal (off the event loop: it writes) and build its 403."""
+    from fedsilo.server.audit import record_denied
+
+    await run_in_threadpool(record_denied, request, principal, action, target, detail)
+    return forbidden(detail)
+
+
 class _Allow(Requirement):
     async def __call__(self, request: Request) -> Principal:
         from fedsilo.server.auth import authenticate
 
         principal = await authenticate(request)
         if not any(principal.has(scope) for scope in self.scopes):
-            raise forbidden(f"This call needs the {_scope_list(self.scopes)} scope.")
+            detail = f"This call needs the {_scope_list(self.scopes)} scope."
+            if self.audited:
+                raise await _refuse(request, principal, self.action, request.url.path, detail)
+            raise forbidden(detail)
         return principal
 
 
@@ -126,13 +146,15 @@ class _SessionAccess(Requirement):
         from fedsilo.server.auth import authenticate
 
         principal = await authenticate(request)
-        store: StateStore = request.app.state.store
+        action = self.action
         # Scope first: a token without either scope learns nothing about which ids exist.
         if not any(principal.has(s) for s in self.scopes) and not (
             self.own_scope is not None and principal.has(self.own_scope)
         ):
             needed = (*self.scopes, *((self.own_scope,) if self.own_scope else ()))
-            raise forbidden(f"This call needs the {_scope_list(needed)} scope.")
+            detail = f"This call needs the {_scope_list(needed)} scope."
+            raise await _refuse(request, principal, action, session_id, detail)
+        store: StateStore = request.app.state.store
         record = await run_in_threadpool(store.get_session, session_id)
         if record is None:
             raise HTTPException(status_code=404, detail=f"Session {session_id} not found.")
@@ -140,15 +162,11 @@ class _SessionAccess(Requirement):
             return SessionGrant(principal, record)
         if record.owner_id is not None and record.owner_id == principal.user_id:
             return SessionGrant(principal, record)
-        from fedsilo.server.audit import record_denied
-
-        await run_in_threadpool(
-            record_denied, request, principal, f"session.{self.action}", session_id
-        )
-        raise forbidden(
+        detail = (
             f"Session {session_id} belongs to another user: '{self.own_scope}' acts only on "
             f"your own sessions; this call on any session needs {_scope_list(self.scopes)}."
         )
+        raise await _refuse(request, principal, action, session_id, detail)
 
 
 def public() -> Requirement:
@@ -161,19 +179,26 @@ def authenticated() -> Requirement:
     return _Authenticated("authenticated")
 
 
-def allow(*scopes: Scope) -> Requirement:
-    """A token holding one of ``scopes`` (``admin`` holds every scope)."""
+def allow(*scopes: Scope, action: str | None = None) -> Requirement:
+    """A token holding one of ``scopes`` (``admin`` holds every scope). With ``action``
+    (``session.create``...), a refusal is audited under that action, the path as target."""
     if not scopes:
         raise ValueError("allow() needs at least one scope; use authenticated() for any token")
-    return _Allow("scopes", tuple(scopes))
+    requirement = _Allow("scopes", tuple(scopes), action=action or "access")
+    requirement.audited = action is not None
+    return requirement
 
 
-def session_access(any_scope: Scope, own_scope: Scope | None, action: str) -> Requirement:
-    """A route on ``/sessions/{session_id}``: ``any_scope`` acts on every user's session,
-    ``own_scope`` only on sessions the token's user owns. ``action`` names the call in the
-    audit log when a non-owner is refused (``read``, ``cancel``, ``delete``, ``download``...).
+def session_access(
+    any_scope: Scope | tuple[Scope, ...], own_scope: Scope | None, action: str
+) -> Requirement:
+    """A route on ``/sessions/{session_id}``: ``any_scope`` (one, or a tuple of which any
+    admits) acts on every user's session, ``own_scope`` only on sessions the token's user
+    owns. ``action`` names the call in the audit log when it is refused (``session.read``,
+    ``session.cancel``, ``model.download``...).
     """
-    return _SessionAccess("session", (any_scope,), own_scope, action)
+    scopes = any_scope if isinstance(any_scope, tuple) else (any_scope,)
+    return _SessionAccess("session", scopes, own_scope, action)
 
 
 def requirement_of(dependant: Any) -> list[Requirement]:

@@ -6,15 +6,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from fedsilo import __version__
 from fedsilo.errors import ConfigError
-from fedsilo.server.api import packages, participants, relay, sessions, tokens
+from fedsilo.server.access import public
+from fedsilo.server.api import audit, packages, participants, relay, sessions, tokens, users
 from fedsilo.server.api.deps import ParticipantCache
-from fedsilo.server.auth import TokenCache, bootstrap_admin_token
+from fedsilo.server.auth import FailureLimiter, TokenCache, bootstrap_admin
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.engine.relay import MessageRelay
 from fedsilo.server.settings import Settings
@@ -31,7 +32,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     Nothing is opened until the app starts (its lifespan), so building an app has no side
     effects; on start it creates the data dir, the state store (``settings.db_url``: SQL by
-    URL, ``memory://`` in memory) with its tables, the admin token on first start, and
+    URL, ``memory://`` in memory) with its tables, the admin user and token on first start, and
     resumes the sessions that were active when the server last stopped. The routers find
     the state store on ``app.state.store`` and the artifact store on ``app.state.artifacts``.
     """
@@ -43,12 +44,13 @@ def create_app(settings: Settings) -> FastAPI:
         store = open_store(settings.resolved_db_url())
         artifacts = ArtifactStore(settings.resolved_artifacts_url())
         admin = settings.admin_token.get_secret_value() if settings.admin_token else None
-        bootstrap_admin_token(store, data_dir, admin)
+        bootstrap_admin(store, data_dir, admin, settings.workspace)
         engine = SessionEngine(store, artifacts, settings)
         app.state.store = store
         app.state.artifacts = artifacts
         app.state.engine = engine
         app.state.token_cache = TokenCache()
+        app.state.auth_limiter = FailureLimiter()
         app.state.participant_cache = ParticipantCache()
         app.state.relay = MessageRelay()  # fast exchange: memory only, lost on restart
         resumed = engine.resume_all()
@@ -68,7 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], dependencies=[Depends(public())])
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
@@ -80,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def _config_error(_: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
-    for module in (sessions, participants, relay, tokens, packages):
+    for module in (sessions, participants, relay, tokens, users, audit, packages):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

@@ -1,87 +1,135 @@
-"""Bearer tokens: random secrets, stored hashed, with scopes, expiry and revocation.
+"""Bearer tokens and the identity behind them: who a request acts as.
 
-The first start of a server (no token in the database) creates an admin token -- the value
-of ``FEDSILO_ADMIN_TOKEN`` when set, a fresh random one otherwise -- prints it once and writes
-it to ``<data_dir>/admin_token`` with mode 0600.
+A token is a random secret stored only as its SHA-256 hash; a request is matched to its token
+by looking that hash up (never by comparing secrets), and the token to its user. The result
+is a :class:`~fedsilo.server.access.Principal`, which the routes' requirements
+(:mod:`fedsilo.server.access`) check for scopes and session ownership.
+
+:func:`authenticate` answers 401 with a stable ``detail`` -- ``Missing bearer token...``,
+``Malformed Authorization header...``, ``Invalid token.``, ``The token's user was deleted.``,
+``Token has been revoked.``, ``Token has expired.`` -- and 429 with ``Retry-After`` once an
+address made :data:`FAILURE_LIMIT` failed attempts within :data:`FAILURE_WINDOW_S`; a secret is
+never put in a log line or an error detail.
+
+The first start of a server creates the ``admin`` user (type ``human``) and the admin token
+tied to it -- the value of ``FEDSILO_ADMIN_TOKEN`` when set, a fresh random one otherwise --
+written to ``<data_dir>/admin_token`` with mode 0600 (the path is printed, never the secret).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
 import sys
 import threading
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
-from fedsilo.server.state import StateStore, TokenRecord, utcnow
+from fedsilo.scopes import Scope
+from fedsilo.server.access import Principal
+from fedsilo.server.state import StateStore, TokenRecord, UserRecord, utcnow
 from fedsilo.wire import TokenCreated, TokenPublic
 
 __all__ = [
-    "AuthToken",
-    "CurrentToken",
+    "ADMIN_USER",
+    "FAILURE_LIMIT",
+    "FAILURE_WINDOW_S",
+    "FailureLimiter",
     "TokenCache",
-    "bootstrap_admin_token",
+    "authenticate",
+    "bootstrap_admin",
+    "client_address",
     "hash_token",
     "issue_token",
+    "new_secret",
+    "new_user_id",
+    "token_public",
 ]
 
 TOKEN_PREFIX = "fs_"
-# last_used_at is bookkeeping, not security: writing it on every long-poll would put a
-# database write in the round's hot path, so it is refreshed at most once a minute.
-_LAST_USED_RESOLUTION = timedelta(seconds=60)
+#: the name of the user the first admin token belongs to
+ADMIN_USER = "admin"
+#: failed authentications one address may make per window before it is answered 429
+FAILURE_LIMIT = 20
+FAILURE_WINDOW_S = 60.0
+#: addresses the limiter remembers at most; past that the longest-quiet one is forgotten, so
+#: a flood from many addresses costs bounded memory (about 100 bytes an address)
+MAX_TRACKED_ADDRESSES = 10_000
+# A verified token is trusted from memory this long: the round's hot path (long-polls and
+# replies) then reads no table and takes no thread hop. last_used_at is written when the entry
+# is renewed, i.e. at most once a period.
+_CACHE_TTL = timedelta(seconds=60)
+
+MISSING = "Missing bearer token: send 'Authorization: Bearer <token>'."
+MALFORMED = "Malformed Authorization header: expected 'Bearer <token>'."
+INVALID = "Invalid token."
+USER_DELETED = "The token's user was deleted."
+REVOKED = "Token has been revoked."
+EXPIRED = "Token has expired."
+TOO_MANY_FAILURES = (
+    "Too many failed authentications from this address; retry after the Retry-After seconds."
+)
 
 
 def hash_token(token: str) -> str:
+    """The SHA-256 hex digest under which a token (or a participant credential) is stored."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_secret() -> str:
+    """A fresh 256-bit secret, prefixed so a leaked one is recognisable in a scan."""
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-@dataclass(frozen=True)
-class AuthToken:
-    """The token a request authenticated with."""
+def new_user_id(workspace: str) -> str:
+    """A generated user id, ``<10 hex>@<workspace>`` (the seed's email-like id)."""
+    return f"{secrets.token_hex(5)}@{workspace}"
 
-    id: str
-    name: str
-    scopes: tuple[str, ...]
+
+# ---------------------------------------------------------------------- issuing
 
 
 def issue_token(
     store: StateStore,
+    user: UserRecord,
     name: str,
-    scopes: list[str],
+    scopes: Sequence[Scope],
     expires_in: timedelta | None,
     secret: str | None = None,
 ) -> TokenCreated:
-    """Store a new token (hashed) and return it with its secret, which is never stored."""
+    """Store a new token of ``user`` (hashed) and return it with its secret, which is never
+    stored. Limits on ``scopes`` and ``expires_in`` are the caller's (the tokens router)."""
     secret = secret or new_secret()
     now = utcnow()
     token = TokenRecord(
         id=secrets.token_hex(6),
         name=name,
         token_hash=hash_token(secret),
-        scopes=tuple(scopes),
+        scopes=tuple(str(s) for s in scopes),
+        user_id=user.id,
         created_at=now,
         expires_at=now + expires_in if expires_in is not None else None,
     )
     store.add_token(token)
-    return TokenCreated(**token_public(token).model_dump(), token=secret)
+    return TokenCreated(**token_public(token, user).model_dump(), token=secret)
 
 
-def token_public(token: TokenRecord) -> TokenPublic:
+def token_public(token: TokenRecord, user: UserRecord | None) -> TokenPublic:
+    """What the API shows of a token: never its secret nor its hash."""
     return TokenPublic(
         id=token.id,
         name=token.name,
         scopes=list(token.scopes),
+        user_id=token.user_id,
+        user_name=user.name if user is not None else None,
         created_at=token.created_at,
         expires_at=token.expires_at,
         revoked_at=token.revoked_at,
@@ -89,109 +137,203 @@ def token_public(token: TokenRecord) -> TokenPublic:
     )
 
 
-def bootstrap_admin_token(store: StateStore, data_dir: Path, configured: str | None) -> str | None:
-    """Create the admin token on first start; return the secret when one was created."""
+def _admin_user(store: StateStore, workspace: str) -> UserRecord:
+    """The ``admin`` user, created (type ``human``) when there is none."""
+    user = store.get_user_by_name(ADMIN_USER)
+    if user is None:
+        user = UserRecord(
+            id=new_user_id(workspace), name=ADMIN_USER, user_type="human", created_at=utcnow()
+        )
+        store.add_user(user)
+    return user
+
+
+def bootstrap_admin(
+    store: StateStore, data_dir: Path, configured: str | None, workspace: str
+) -> str | None:
+    """On start: make sure the admin user and token exist; return the secret when created.
+
+    A database of an earlier version (tokens, no users) gets the ``admin`` user, and every
+    token without a user becomes that user's. The admin token is created on first start
+    (no token stored), or when ``configured`` (``FEDSILO_ADMIN_TOKEN``) is not stored yet.
+    """
+    if not store.list_users():
+        store.adopt_tokens(_admin_user(store, workspace).id)
     known = configured is not None and store.get_token_by_hash(hash_token(configured)) is not None
     if known or (configured is None and store.count_tokens()):
         return None
     # The bootstrap token never expires: an expired only-admin would lock the operator out.
-    created = issue_token(store, "admin", ["admin"], None, secret=configured)
+    admin = _admin_user(store, workspace)
+    created = issue_token(store, admin, ADMIN_USER, [Scope.admin], None, secret=configured)
     path = data_dir / "admin_token"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(created.token + "\n")
     os.chmod(path, 0o600)
     if configured is None:
-        print(
-            f"fedsilo: admin token (shown once; also in {path}, mode 0600): {created.token}",
-            file=sys.stderr,
-            flush=True,
-        )
+        # The path, not the secret: a service's stderr ends up in its logs.
+        print(f"fedsilo: admin token created in {path} (mode 0600)", file=sys.stderr, flush=True)
     return created.token
+
+
+# ---------------------------------------------------------------- authenticating
+
+
+class TokenCache:
+    """Principals verified recently, by token hash, so a cache hit costs no table read.
+
+    An entry lives for ``_CACHE_TTL``; expiry is still checked on every hit, and revoking a
+    token or deleting a user through this server's API evicts at once. A revocation written
+    to the database by another process takes effect within an entry's lifetime.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[Principal, datetime | None, datetime]] = {}
+
+    def get(self, token_hash: str, now: datetime) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        principal, expires_at, checked_at = entry
+        if now - checked_at > _CACHE_TTL or (expires_at is not None and expires_at <= now):
+            return None
+        return principal
+
+    def put(self, token_hash: str, principal: Principal, expires_at: datetime | None) -> None:
+        with self._lock:
+            self._entries[token_hash] = (principal, expires_at, utcnow())
+
+    def evict_token(self, token_id: str) -> None:
+        """Forget a token (it was revoked)."""
+        with self._lock:
+            for key in [k for k, v in self._entries.items() if v[0].token_id == token_id]:
+                del self._entries[key]
+
+    def evict_user(self, user_id: str) -> None:
+        """Forget every token of a user (the user was deleted)."""
+        with self._lock:
+            for key in [k for k, v in self._entries.items() if v[0].user_id == user_id]:
+                del self._entries[key]
+
+
+class FailureLimiter:
+    """Failed authentications per client address, in fixed windows, in bounded memory.
+
+    An address that failed ``limit`` times within ``window_s`` seconds of its first failure
+    is refused until that window ends. At most ``max_addresses`` are remembered, the least
+    recently failing forgotten first.
+    """
+
+    def __init__(
+        self,
+        limit: int = FAILURE_LIMIT,
+        window_s: float = FAILURE_WINDOW_S,
+        max_addresses: int = MAX_TRACKED_ADDRESSES,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_addresses = max_addresses
+        self._lock = threading.Lock()
+        #: address -> (monotonic time of the window's first failure, failures in the window)
+        self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def retry_after(self, address: str, now: float) -> int | None:
+        """Whole seconds until ``address`` may try again, or ``None`` when it may now."""
+        with self._lock:
+            entry = self._failures.get(address)
+        if entry is None:
+            return None
+        started, count = entry
+        remaining = started + self.window_s - now
+        if count < self.limit or remaining <= 0:
+            return None
+        return max(1, math.ceil(remaining))
+
+    def fail(self, address: str, now: float) -> None:
+        with self._lock:
+            started, count = self._failures.pop(address, (now, 0))
+            if now - started >= self.window_s:
+                started, count = now, 0
+            self._failures[address] = (started, count + 1)
+            while len(self._failures) > self.max_addresses:
+                self._failures.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._failures.clear()
+
+
+def client_address(request: Request) -> str:
+    """The caller's address as the server sees it (behind a proxy: what the proxy passes
+    through uvicorn's ``--forwarded-allow-ips``)."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-class TokenCache:
-    """Tokens verified recently, so the round's hot path (long-polls and replies) does not
-    read the token table on every request.
-
-    An entry lives for ``_LAST_USED_RESOLUTION``; expiry is still checked on every hit, and a
-    revocation through this server's API evicts the token at once. A revocation written to
-    the database by another process takes effect within the entry's lifetime.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[str, tuple[AuthToken, datetime | None, datetime]] = {}
-
-    def get(self, token_hash: str, now: datetime) -> AuthToken | None:
-        with self._lock:
-            entry = self._entries.get(token_hash)
-        if entry is None:
-            return None
-        token, expires_at, checked_at = entry
-        if now - checked_at > _LAST_USED_RESOLUTION or (
-            expires_at is not None and expires_at <= now
-        ):
-            return None
-        return token
-
-    def put(self, token_hash: str, token: AuthToken, expires_at: datetime | None) -> None:
-        with self._lock:
-            self._entries[token_hash] = (token, expires_at, utcnow())
-
-    def evict(self, token_id: str) -> None:
-        with self._lock:
-            for key in [k for k, v in self._entries.items() if v[0].id == token_id]:
-                del self._entries[key]
-
-
-async def require_token(request: Request) -> AuthToken:
-    """FastAPI dependency: the request's valid bearer token, or 401 with a stable detail.
+async def authenticate(request: Request) -> Principal:
+    """The request's principal, or 401 with a stable detail (429 while its address is
+    limited).
 
     Async so that a cached token costs no thread hop (FastAPI runs sync dependencies in its
-    thread pool); only a cache miss goes to the database, in the pool.
+    thread pool); only a cache miss goes to the state store, in the pool.
     """
     header = request.headers.get("authorization")
     if not header:
-        raise _unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'.")
+        raise _unauthorized(MISSING)
+    limiter: FailureLimiter = request.app.state.auth_limiter
+    address = client_address(request)
+    wait = limiter.retry_after(address, time.monotonic())
+    if wait is not None:  # refused before the token is even hashed
+        raise HTTPException(
+            status_code=429, detail=TOO_MANY_FAILURES, headers={"Retry-After": str(wait)}
+        )
     scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise _unauthorized("Malformed Authorization header: expected 'Bearer <token>'.")
-    cache: TokenCache = request.app.state.token_cache
-    token_hash = hash_token(secret.strip())
-    now = utcnow()
-    cached = cache.get(token_hash, now)
-    if cached is not None:
-        return cached
-    store: StateStore = request.app.state.store
-    return await run_in_threadpool(_verify, store, cache, token_hash, now)
+    try:
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise _unauthorized(MALFORMED)
+        token_hash = hash_token(secret.strip())
+        now = utcnow()
+        cache: TokenCache = request.app.state.token_cache
+        cached = cache.get(token_hash, now)
+        if cached is not None:
+            return cached
+        store: StateStore = request.app.state.store
+        return await run_in_threadpool(_verify, store, cache, token_hash, now)
+    except HTTPException:
+        limiter.fail(address, time.monotonic())
+        raise
 
 
-def _verify(store: StateStore, cache: TokenCache, token_hash: str, now: datetime) -> AuthToken:
+def _verify(store: StateStore, cache: TokenCache, token_hash: str, now: datetime) -> Principal:
     record = store.get_token_by_hash(token_hash)
     if record is None:
-        raise _unauthorized("Invalid token.")
+        raise _unauthorized(INVALID)
+    user = store.get_user(record.user_id) if record.user_id is not None else None
+    # Before "revoked": deleting a user also revokes its tokens, and the caller should learn
+    # which of the two happened.
+    if user is None or not user.active:
+        raise _unauthorized(USER_DELETED)
     if record.revoked_at is not None:
-        raise _unauthorized("Token has been revoked.")
+        raise _unauthorized(REVOKED)
     if record.expires_at is not None and record.expires_at <= now:
-        raise _unauthorized("Token has expired.")
-    # Refreshed when the cache entry is renewed, i.e. at most once a resolution period.
+        raise _unauthorized(EXPIRED)
     store.touch_token(record.id, at=now)
-    token = AuthToken(id=record.id, name=record.name, scopes=record.scopes)
-    cache.put(token_hash, token, record.expires_at)
-    return token
-
-
-CurrentToken = Annotated[AuthToken, Depends(require_token)]
-
-
-def expiry_from_days(days: float | None) -> timedelta | None:
-    return timedelta(days=days) if days is not None else None
-
-
-def is_expired(expires_at: datetime | None) -> bool:
-    return expires_at is not None and expires_at <= utcnow()
+    principal = Principal(
+        token_id=record.id,
+        token_name=record.name,
+        user_id=user.id,
+        user_name=user.name,
+        user_type=user.user_type,
+        # A scope this version does not know (written by a newer one) grants nothing here.
+        scopes=frozenset(Scope(s) for s in record.scopes if s in Scope.__members__),
+    )
+    cache.put(token_hash, principal, record.expires_at)
+    return principal

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fedsilo.scopes import Scope
 from fedsilo.server.auth import issue_token
 
 SEED_FFNET_CONFIG: dict[str, Any] = {
@@ -98,7 +99,9 @@ def test_revoked_and_expired_tokens_get_401(thread_server: Any, api: httpx.Clien
     response = httpx.get(thread_server.url + "/api/v1/sessions", headers=as_new)
     assert (response.status_code, response.json()["detail"]) == (401, "Token has been revoked.")
 
-    expired = issue_token(thread_server.app_state.store, "old", ["admin"], timedelta(seconds=-1))
+    store = thread_server.app_state.store
+    admin = store.get_user_by_name("admin")
+    expired = issue_token(store, admin, "old", [Scope.admin], timedelta(seconds=-1))
     response = httpx.get(
         thread_server.url + "/api/v1/sessions",
         headers={"Authorization": f"Bearer {expired.token}"},

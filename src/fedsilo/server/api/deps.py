@@ -1,4 +1,9 @@
-"""FastAPI dependencies shared by the routers, as ``Annotated`` aliases."""
+"""FastAPI dependencies shared by the routers, as ``Annotated`` aliases.
+
+The access aliases are the one place each route's requirement is spelled (see
+:mod:`fedsilo.server.access`): a route takes ``AdminToken``, ``SessionRead`` ... as a
+parameter and so declares what it needs; the route-by-scope matrix test reads them back.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,37 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
+from fedsilo.scopes import Scope
+from fedsilo.server.access import (
+    Principal,
+    SessionGrant,
+    allow,
+    authenticated,
+    session_access,
+)
 from fedsilo.server.auth import hash_token
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.state import ArtifactStore, ParticipantRecord, SessionRecord, StateStore
 from fedsilo.wire import PARTICIPANT_HEADER
 
 __all__ = [
+    "ACCESS_RESPONSES",
+    "AdminToken",
+    "AnyToken",
     "ArtifactsDep",
+    "ClientToken",
     "EngineDep",
+    "ModelDownload",
     "ParticipantAuth",
     "ParticipantCache",
     "ParticipantDep",
+    "SessionCancel",
+    "SessionCreator",
+    "SessionDelete",
+    "SessionLister",
+    "SessionRead",
+    "SessionStart",
+    "SessionView",
     "StoreDep",
     "get_session_record",
     "not_found",
@@ -46,6 +71,61 @@ def get_engine(request: Request) -> SessionEngine:
 StoreDep = Annotated[StateStore, Depends(get_store)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 EngineDep = Annotated[SessionEngine, Depends(get_engine)]
+
+
+# ------------------------------------------------------------------------ access
+
+#: what every authenticated route may answer besides its own responses (for the OpenAPI)
+ACCESS_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"description": "no valid token: missing, malformed, unknown, revoked, expired, or "
+          "its user was deleted (stable `detail`)"},
+    403: {"description": "the token lacks the scope `detail` names, or the session is "
+          "another user's"},
+    429: {"description": "too many failed authentications from this address; see "
+          "`Retry-After`"},
+}  # fmt: skip
+
+#: any valid token (what the route shows depends on it)
+AnyToken = Annotated[Principal, Depends(authenticated())]
+#: users, tokens, the audit log
+AdminToken = Annotated[Principal, Depends(allow(Scope.admin, action="admin"))]
+#: a silo client: join sessions (poll and reply also need the participant credential)
+ClientToken = Annotated[Principal, Depends(allow(Scope.client))]
+SessionCreator = Annotated[Principal, Depends(allow(Scope.create_session, action="session.create"))]
+#: list sessions: every one with read_all_session, the user's own with read_user_session
+SessionLister = Annotated[
+    Principal,
+    Depends(allow(Scope.read_all_session, Scope.read_user_session, action="session.list")),
+]
+#: a session's description and participants: also what a client reads to join it
+SessionView = Annotated[
+    SessionGrant,
+    Depends(
+        session_access(
+            (Scope.read_all_session, Scope.client), Scope.read_user_session, "session.read"
+        )
+    ),
+]
+#: a session's results: metrics and logs
+SessionRead = Annotated[
+    SessionGrant,
+    Depends(session_access(Scope.read_all_session, Scope.read_user_session, "session.read")),
+]
+SessionStart = Annotated[
+    SessionGrant, Depends(session_access(Scope.start_session, None, "session.start"))
+]
+SessionCancel = Annotated[
+    SessionGrant,
+    Depends(session_access(Scope.admin, Scope.cancel_user_session, "session.cancel")),
+]
+SessionDelete = Annotated[
+    SessionGrant,
+    Depends(session_access(Scope.admin, Scope.delete_user_session, "session.delete")),
+]
+ModelDownload = Annotated[
+    SessionGrant,
+    Depends(session_access(Scope.model_download, Scope.user_model_download, "model.download")),
+]
 
 
 def not_found(what: str, ident: str) -> HTTPException:

@@ -8,20 +8,20 @@ from fastapi import APIRouter, HTTPException
 
 from fedsilo.errors import ConfigError
 from fedsilo.federation import get_package, package_names
-from fedsilo.server.auth import CurrentToken
+from fedsilo.server.api.deps import ACCESS_RESPONSES, AnyToken
 from fedsilo.wire import PackagePublic
 
-router = APIRouter(prefix="/packages", tags=["packages"])
+router = APIRouter(prefix="/packages", tags=["packages"], responses=ACCESS_RESPONSES)
 
 
 @router.get("")
-def list_packages(_: CurrentToken) -> list[PackagePublic]:
+def list_packages(_: AnyToken) -> list[PackagePublic]:
     packages = [get_package(name) for name in package_names()]
     return [PackagePublic(name=p.name, description=p.description, kind=p.kind) for p in packages]
 
 
 @router.get("/{name}/schema")
-def package_schema(name: str, _: CurrentToken) -> dict[str, Any]:
+def package_schema(name: str, _: AnyToken) -> dict[str, Any]:
     try:
         package = get_package(name)
     except ConfigError as exc:

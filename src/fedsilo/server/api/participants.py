@@ -19,8 +19,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from fedsilo.errors import ConfigError
 from fedsilo.federation import Failure, get_package
-from fedsilo.server.api.deps import EngineDep, ParticipantDep, StoreDep, get_session_record
-from fedsilo.server.auth import CurrentToken, hash_token, new_secret
+from fedsilo.server import audit
+from fedsilo.server.api.deps import (
+    ACCESS_RESPONSES,
+    ClientToken,
+    EngineDep,
+    ParticipantDep,
+    SessionView,
+    StoreDep,
+    get_session_record,
+)
+from fedsilo.server.auth import hash_token, new_secret
 from fedsilo.server.engine.gate import Slot
 from fedsilo.server.engine.hub import PendingTask
 from fedsilo.server.engine.runner import ReplyRejected, SessionEngine
@@ -38,7 +47,9 @@ from fedsilo.wire import (
     SessionStatus,
 )
 
-router = APIRouter(prefix="/sessions/{session_id}/participants", tags=["participants"])
+router = APIRouter(
+    prefix="/sessions/{session_id}/participants", tags=["participants"], responses=ACCESS_RESPONSES
+)
 
 # Seen-at bookkeeping is refreshed at most this often, to keep writes off the hot path.
 _SEEN_RESOLUTION = timedelta(seconds=10)
@@ -79,7 +90,7 @@ def join_session(
     request: Request,
     store: StoreDep,
     engine: EngineDep,
-    _: CurrentToken,
+    principal: ClientToken,
 ) -> ParticipantJoined:
     """Join a session; the first join under a ``client_name`` returns its credential.
 
@@ -103,6 +114,7 @@ def join_session(
         )
         if rejoined is None:
             raise HTTPException(status_code=404, detail=f"Session {session_id} not found.")
+        audit.record(request, principal, "participant.join", session_id, detail=_rejoin(body))
         return ParticipantJoined(**participant_public(rejoined, rejoined=True).model_dump())
     if session.status == SessionStatus.running:
         raise HTTPException(
@@ -129,7 +141,16 @@ def join_session(
         )
     engine.log(session_id, f"client {body.client_name!r} joined ({body.dataset.train_rows} rows)")
     engine.notify_join()
+    audit.record(request, principal, "participant.join", session_id, detail=_joined(record))
     return ParticipantJoined(**participant_public(record).model_dump(), credential=credential)
+
+
+def _joined(record: ParticipantRecord) -> str:
+    return f"client {record.client_name!r} joined as participant {record.id}"
+
+
+def _rejoin(body: ParticipantJoin) -> str:
+    return f"client {body.client_name!r} rejoined"
 
 
 def _check_rejoin(
@@ -188,8 +209,7 @@ def _check_columns(session: SessionRecord, dataset: DatasetSummary) -> None:
 
 
 @router.get("")
-def list_participants(session_id: str, store: StoreDep, _: CurrentToken) -> list[ParticipantPublic]:
-    get_session_record(store, session_id)
+def list_participants(session_id: str, store: StoreDep, _: SessionView) -> list[ParticipantPublic]:
     return [participant_public(record) for record in store.list_participants(session_id)]
 
 
@@ -280,7 +300,7 @@ async def next_task(
     session_id: str,
     participant_id: str,
     request: Request,
-    _: CurrentToken,
+    _: ClientToken,
     participant: ParticipantDep,
     wait: float = Query(default=30.0, ge=0, description="seconds to hold the request open"),
 ) -> Response:
@@ -366,7 +386,7 @@ async def reply_task(
     participant_id: str,
     task_id: str,
     request: Request,
-    _: CurrentToken,
+    _: ClientToken,
     participant: ParticipantDep,
     wait: float | None = Query(
         default=None, ge=0, description="answer with the next task, waiting up to S seconds"

@@ -14,8 +14,12 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from fedsilo.server.api.deps import ParticipantCache, ParticipantDep
-from fedsilo.server.auth import CurrentToken
+from fedsilo.server.api.deps import (
+    ACCESS_RESPONSES,
+    ClientToken,
+    ParticipantCache,
+    ParticipantDep,
+)
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.engine.relay import MessageRelay, RelayMessage
 from fedsilo.server.state import StateStore
@@ -24,7 +28,9 @@ from fedsilo.wire import OCTET_STREAM, SENDER_HEADER, TAG_HEADER, SessionEnded, 
 __all__ = ["TAG_PATTERN", "router"]
 
 router = APIRouter(
-    prefix="/sessions/{session_id}/participants/{participant_id}/relay", tags=["relay"]
+    prefix="/sessions/{session_id}/participants/{participant_id}/relay",
+    tags=["relay"],
+    responses=ACCESS_RESPONSES,
 )
 
 #: what a message's tag may be: a protocol's own label (``embedding:3:17``), sent as a header
@@ -58,7 +64,7 @@ def _relay(request: Request) -> MessageRelay:
     },
 )
 async def relay_message(
-    session_id: str, to: str, request: Request, caller: ParticipantDep, _: CurrentToken
+    session_id: str, to: str, request: Request, _: ClientToken, caller: ParticipantDep
 ) -> Response:
     """Queue the request body (raw bytes, normally sealed to ``to``) in ``to``'s mailbox."""
     relay = _relay(request)
@@ -99,8 +105,8 @@ async def relay_message(
 async def next_message(
     session_id: str,
     request: Request,
+    _: ClientToken,
     caller: ParticipantDep,
-    _: CurrentToken,
     wait: float = Query(default=30.0, ge=0, description="seconds to hold the request open"),
 ) -> Response:
     """The caller's oldest message: body = payload, sender and tag in response headers."""

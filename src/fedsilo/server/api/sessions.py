@@ -1,4 +1,9 @@
-"""Sessions: create, list, get, start, cancel, delete; metrics, model, logs."""
+"""Sessions: create, list, get, start, cancel, delete; metrics, model, logs.
+
+A session is owned by the user whose token created it (``owner_id``, the user's id); the
+``*_user_*`` scopes act only on the owner's sessions (the requirements in
+:mod:`fedsilo.server.api.deps`). Every change, and a model download, is audited.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,23 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 from fedsilo.errors import ConfigError
 from fedsilo.federation import get_package
-from fedsilo.server.api.deps import ArtifactsDep, EngineDep, StoreDep, get_session_record
-from fedsilo.server.auth import CurrentToken
+from fedsilo.scopes import Scope
+from fedsilo.server import audit
+from fedsilo.server.api.deps import (
+    ACCESS_RESPONSES,
+    ArtifactsDep,
+    EngineDep,
+    ModelDownload,
+    SessionCancel,
+    SessionCreator,
+    SessionDelete,
+    SessionLister,
+    SessionRead,
+    SessionStart,
+    SessionView,
+    StoreDep,
+    get_session_record,
+)
 from fedsilo.server.state import ACTIVE_STATUSES, SessionRecord, utcnow
 from fedsilo.wire import (
     OCTET_STREAM,
@@ -21,7 +41,7 @@ from fedsilo.wire import (
     SessionStatus,
 )
 
-router = APIRouter(prefix="/sessions", tags=["sessions"])
+router = APIRouter(prefix="/sessions", tags=["sessions"], responses=ACCESS_RESPONSES)
 
 
 def session_public(record: SessionRecord) -> SessionPublic:
@@ -39,6 +59,7 @@ def session_public(record: SessionRecord) -> SessionPublic:
         round=record.round,
         failure_reason=record.failure_reason,
         created_by=record.created_by,
+        owner_id=record.owner_id,
         created_at=record.created_at,
         updated_at=record.updated_at,
         started_at=record.started_at,
@@ -47,7 +68,9 @@ def session_public(record: SessionRecord) -> SessionPublic:
 
 
 @router.post("", status_code=201)
-def create_session(body: SessionCreate, store: StoreDep, token: CurrentToken) -> SessionPublic:
+def create_session(
+    body: SessionCreate, request: Request, store: StoreDep, principal: SessionCreator
+) -> SessionPublic:
     try:
         package = get_package(body.package_name)
         package.parse_configs(body.model_config_, body.data_config)
@@ -71,29 +94,36 @@ def create_session(body: SessionCreate, store: StoreDep, token: CurrentToken) ->
         model_config=body.model_config_,
         data_config=body.data_config,
         status=SessionStatus.created,
-        created_by=token.name,
+        created_by=principal.user_name,
+        owner_id=principal.user_id,
         created_at=now,
         updated_at=now,
     )
     store.create_session(record)
+    audit.record(request, principal, "session.create", record.id)
     return session_public(record)
 
 
 @router.get("")
-def list_sessions(store: StoreDep, _: CurrentToken) -> list[SessionPublic]:
-    return [session_public(record) for record in store.list_sessions()]
+def list_sessions(store: StoreDep, principal: SessionLister) -> list[SessionPublic]:
+    """Every session for a ``read_all_session`` token; a ``read_user_session`` one sees only
+    the sessions its user owns."""
+    records = store.list_sessions()
+    if not principal.has(Scope.read_all_session):
+        records = [r for r in records if r.owner_id == principal.user_id]
+    return [session_public(record) for record in records]
 
 
 @router.get("/{session_id}")
-def get_session(session_id: str, store: StoreDep, _: CurrentToken) -> SessionPublic:
-    return session_public(get_session_record(store, session_id))
+def get_session(grant: SessionView) -> SessionPublic:
+    return session_public(grant.session)
 
 
 @router.post("/{session_id}/start")
 def start_session(
-    session_id: str, store: StoreDep, engine: EngineDep, _: CurrentToken
+    session_id: str, request: Request, store: StoreDep, engine: EngineDep, grant: SessionStart
 ) -> SessionPublic:
-    record = get_session_record(store, session_id)
+    record = grant.session
     if not store.set_session_status(
         session_id, SessionStatus.pending, expected={SessionStatus.created}
     ):
@@ -102,14 +132,15 @@ def start_session(
             detail=f"Cannot start session {session_id}: it is {record.status}, not created.",
         )
     engine.start_session(session_id)
+    audit.record(request, grant.principal, "session.start", session_id)
     return session_public(get_session_record(store, session_id))
 
 
 @router.post("/{session_id}/cancel")
 def cancel_session(
-    session_id: str, store: StoreDep, engine: EngineDep, _: CurrentToken
+    session_id: str, request: Request, store: StoreDep, engine: EngineDep, grant: SessionCancel
 ) -> SessionPublic:
-    record = get_session_record(store, session_id)
+    record = grant.session
     cancelable = {SessionStatus.created, *ACTIVE_STATUSES}
     if not store.set_session_status(
         session_id,
@@ -121,15 +152,20 @@ def cancel_session(
             status_code=409, detail=f"Cannot cancel session {session_id}: it is {record.status}."
         )
     engine.cancel(session_id)
-    store.append_log(session_id, "session canceled by a user")
+    store.append_log(session_id, f"session canceled by user {grant.principal.user_name!r}")
+    audit.record(request, grant.principal, "session.cancel", session_id)
     return session_public(get_session_record(store, session_id))
 
 
 @router.delete("/{session_id}", status_code=204)
 def delete_session(
-    session_id: str, store: StoreDep, artifacts: ArtifactsDep, request: Request, _: CurrentToken
+    session_id: str,
+    request: Request,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    grant: SessionDelete,
 ) -> Response:
-    record = get_session_record(store, session_id)
+    record = grant.session
     if record.status in ACTIVE_STATUSES:
         raise HTTPException(
             status_code=409,
@@ -138,12 +174,12 @@ def delete_session(
     store.delete_session(session_id)
     artifacts.delete_prefix(f"sessions/{session_id}")
     request.app.state.participant_cache.forget_session(session_id)
+    audit.record(request, grant.principal, "session.delete", session_id)
     return Response(status_code=204)
 
 
 @router.get("/{session_id}/metrics")
-def session_metrics(session_id: str, store: StoreDep, _: CurrentToken) -> SessionMetricsPublic:
-    get_session_record(store, session_id)
+def session_metrics(session_id: str, store: StoreDep, _: SessionRead) -> SessionMetricsPublic:
     rounds = store.list_rounds(session_id)
     federated: list[dict[str, Any]] = [r.federated for r in rounds]
     clients: list[dict[str, Any]] = [r.per_client for r in rounds]
@@ -162,9 +198,13 @@ def session_metrics(session_id: str, store: StoreDep, _: CurrentToken) -> Sessio
     responses={200: {"content": {OCTET_STREAM: {}}, "description": "model frame"}},
 )
 def session_model(
-    session_id: str, store: StoreDep, artifacts: ArtifactsDep, _: CurrentToken
+    session_id: str,
+    request: Request,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    grant: ModelDownload,
 ) -> Response:
-    record = get_session_record(store, session_id)
+    record = grant.session
     model = store.get_model(session_id)
     data = artifacts.read_bytes(model.key) if model is not None else None
     if data is None:
@@ -172,12 +212,12 @@ def session_model(
             status_code=404,
             detail=f"Session {session_id} has no model yet (it is {record.status}).",
         )
+    audit.record(request, grant.principal, "model.download", session_id)
     return Response(content=data, media_type=OCTET_STREAM)
 
 
 @router.get("/{session_id}/logs")
-def session_logs(session_id: str, store: StoreDep, _: CurrentToken) -> list[SessionLogLine]:
-    get_session_record(store, session_id)
+def session_logs(session_id: str, store: StoreDep, _: SessionRead) -> list[SessionLogLine]:
     return [
         SessionLogLine(time=line.created_at, message=line.message)
         for line in store.list_logs(session_id)

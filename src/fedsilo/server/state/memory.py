@@ -459,6 +459,13 @@ class MemoryStore:
             chosen = [t for t in self._tokens.values() if t.user_id == user_id]
             return sorted(chosen, key=lambda t: t.created_at)
 
+    def adopt_tokens(self, user_id: str) -> int:
+        with self._lock:
+            orphans = [t for t in self._tokens.values() if t.user_id is None]
+            for token in orphans:
+                self._tokens[token.id] = dataclasses.replace(token, user_id=user_id)
+            return len(orphans)
+
     # --------------------------------------------------------------------- users
 
     def add_user(self, user: UserRecord) -> None:

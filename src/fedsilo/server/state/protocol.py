@@ -229,6 +229,10 @@ class StateStore(Protocol):
     def list_user_tokens(self, user_id: str) -> list[TokenRecord]:
         """The user's tokens (revoked ones too), oldest first."""
 
+    def adopt_tokens(self, user_id: str) -> int:
+        """Give every token that has no user to ``user_id`` (the tokens of a database made
+        before users existed), in one statement. Returns how many."""
+
     # --------------------------------------------------------------------- users
 
     def add_user(self, user: UserRecord) -> None:

@@ -489,6 +489,11 @@ class SqlStore:
         with self.database.session() as s:
             return [row.record() for row in s.scalars(query)]
 
+    def adopt_tokens(self, user_id: str) -> int:
+        with self.database.session() as s:
+            statement = update(TokenRow).where(TokenRow.user_id.is_(None)).values(user_id=user_id)
+            return _rowcount(s.execute(statement))
+
     # --------------------------------------------------------------------- users
 
     def add_user(self, user: UserRecord) -> None:
