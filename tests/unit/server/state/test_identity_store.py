@@ -218,6 +218,19 @@ def test_no_reader_sees_a_user_half_deleted(store: StateStore) -> None:
     assert all(t.revoked_at is not None for t in store.list_tokens())
 
 
+def test_tokens_from_before_users_are_adopted_by_one_user(store: StateStore) -> None:
+    admin = user("admin", user_type="human")
+    store.add_user(admin)
+    store.add_token(token("old1", None, minutes=0))
+    store.add_token(token("old2", None, minutes=1, revoked_at=T0))
+    store.add_token(token("owned", "bbbbbbbbbb@fedsilo", minutes=2))
+    assert store.adopt_tokens(admin.id) == 2
+    assert [t.id for t in store.list_user_tokens(admin.id)] == ["old1", "old2"]
+    owned = store.get_token("owned")
+    assert owned is not None and owned.user_id == "bbbbbbbbbb@fedsilo"
+    assert store.adopt_tokens(admin.id) == 0  # nothing left without a user
+
+
 # ---------------------------------------------------------------------- sessions
 
 
