@@ -47,7 +47,7 @@ ACTIVE_STATUSES = frozenset({SessionStatus.pending, SessionStatus.running})
 
 @runtime_checkable
 class StateStore(Protocol):
-    """Sessions, participants, tasks, rounds, models, logs and tokens."""
+    """Sessions, participants, tasks, rounds, models, logs, tokens, users and the audit log."""
 
     # ------------------------------------------------------------------ sessions
 
