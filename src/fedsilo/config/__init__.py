@@ -8,7 +8,7 @@ same way everywhere (``strategy``, ``optimizer``, ``predictors`` / ``target``, c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     BaseModel,
@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from fedsilo.config.optimizers import OptimizerConfig, OptimizerParams, optimizer_names
 from fedsilo.federation import DataConfigBase
 from fedsilo.strategies import STRATEGIES, strategy_names
 
@@ -29,11 +30,12 @@ __all__ = [
     "ColumnName",
     "NonNegativeFloat",
     "OptimizerConfig",
+    "OptimizerParams",
     "PositiveInt",
     "PredictorsTargetConfig",
-    "SGDParams",
     "StrategyConfig",
     "Strict",
+    "optimizer_names",
     "select_metrics",
 ]
 
@@ -77,18 +79,6 @@ class StrategyConfig(Strict):
             # under ``strategy.params``, so the message names e.g. strategy.params.fraction_fit.
             strategy.params_type.model_validate(value)
         return value
-
-
-class SGDParams(Strict):
-    learning_rate: NonNegativeFloat
-    momentum: NonNegativeFloat = 0.0
-
-
-class OptimizerConfig(Strict):
-    """``optimizer``: the clients' local optimizer (SGD, as the seed's schema allows)."""
-
-    name: Literal["SGD"]
-    params: SGDParams
 
 
 class PredictorsTargetConfig(DataConfigBase):

@@ -1,12 +1,14 @@
-"""Local training shared by every neural package: one mini-batch SGD loop.
+"""Local training shared by every neural package: one mini-batch loop.
 
 ``ffnet``, the ``glm`` package's ``sgd`` solver and every later neural package train on a
 client through :func:`train_local`, so FedProx's proximal term (and differential privacy)
-live in one place instead of one copy per package.
+live in one place instead of one copy per package. :func:`build_optimizer` turns a
+model_config's ``optimizer`` section into the ``torch.optim`` optimizer it names.
 """
 
 from __future__ import annotations
 
+from fedsilo.training.optimizers import build_optimizer
 from fedsilo.training.sgd import LocalTrainingResult, shuffle_seed, train_local
 
-__all__ = ["LocalTrainingResult", "shuffle_seed", "train_local"]
+__all__ = ["LocalTrainingResult", "build_optimizer", "shuffle_seed", "train_local"]

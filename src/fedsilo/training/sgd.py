@@ -1,11 +1,16 @@
-"""The local mini-batch SGD loop every neural package runs on a client.
+"""The local mini-batch loop every neural package runs on a client.
 
 One epoch shuffles the training rows (or takes the rows ``epoch_rows`` picks, e.g. a class-
 balanced undersample), cuts them into consecutive batches of ``batch_size`` rows (the last
-one may be smaller) and takes one ``torch.optim.SGD`` step per batch::
+one may be smaller) and takes one optimizer step per batch::
 
     g_t   = grad of loss_fn(module(x[batch]), y[batch]) at w_t  +  mu * (w_t - w_global)
-    w_t+1 = SGD step (learning_rate, momentum) with g_t
+    w_t+1 = optimizer step with g_t
+
+The optimizer is the model_config's ``optimizer`` (any ``torch.optim`` optimizer, built by
+:func:`fedsilo.training.build_optimizer`, its state fresh each round) or plain SGD from
+``learning_rate`` and ``momentum``. Every step goes through a closure that recomputes the
+batch's gradient, which LBFGS calls as often as its line search needs.
 
 The second term is FedProx's proximal term (Li et al. 2020, https://arxiv.org/abs/1812.06127):
 the gradient of ``(mu / 2) * ||w - w_global||^2``, where ``w_global`` are the weights the round
@@ -34,7 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedsilo.config import OptimizerConfig
 from fedsilo.errors import ConfigError
+from fedsilo.training.optimizers import build_optimizer
 
 if TYPE_CHECKING:
     from fedsilo.privacy.accounting import DPSGDPlan
@@ -76,11 +83,12 @@ def train_local(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    learning_rate: float,
     epochs: int,
     batch_size: int,
     generator: torch.Generator,
+    learning_rate: float | None = None,
     momentum: float = 0.0,
+    optimizer: OptimizerConfig | None = None,
     epoch_rows: EpochRows | None = None,
     proximal_mu: float = 0.0,
     regularizer: Regularizer | None = None,
@@ -101,14 +109,19 @@ def train_local(
     y : torch.Tensor of shape (n_samples, ...)
         The targets, indexed like ``x``; they may carry extra columns ``loss_fn`` reads
         (an offset, a sample weight).
-    learning_rate : float >= 0
     epochs : int >= 1
     batch_size : int >= 1
     generator : torch.Generator
         The only source of randomness (the shuffles); seed it from the session seed and the
         round so a repeated round sees the same batches.
+    learning_rate : float >= 0, optional
+        With ``momentum``, shorthand for ``torch.optim.SGD``; give it or ``optimizer``.
     momentum : float >= 0, default 0.0
         ``torch.optim.SGD``'s momentum; the buffer starts at zero each call (each round).
+    optimizer : OptimizerConfig, optional
+        The model_config's ``optimizer`` section: any ``torch.optim`` optimizer
+        (:func:`fedsilo.training.build_optimizer`), its state fresh each call (each round).
+        LBFGS steps through a closure that re-evaluates the batch loss.
     epoch_rows : callable, optional
         ``epoch_rows(generator)`` returns a 1-D int64 tensor of the row indices of one epoch
         in visiting order. Default: a random permutation of all ``n_samples`` rows.
@@ -134,17 +147,34 @@ def train_local(
     Raises
     ------
     ConfigError
-        When a number is out of range, ``x`` and ``y`` have different numbers of rows, or
-        the data, ``epochs`` or ``epoch_rows`` do not fit the ``privacy`` plan.
+        When a number is out of range, neither or both of ``learning_rate`` and
+        ``optimizer`` are given, ``x`` and ``y`` have different numbers of rows, or the
+        data, ``epochs``, ``epoch_rows`` or ``optimizer`` do not fit the ``privacy`` plan.
     """
-    _check(learning_rate, epochs, batch_size, momentum, proximal_mu)
+    if (learning_rate is None) == (optimizer is None):
+        raise ConfigError(
+            "train_local takes either learning_rate (and momentum: plain SGD) or optimizer "
+            "(a model_config optimizer section), not "
+            + ("both." if optimizer is not None else "neither.")
+        )
+    _check(
+        0.0 if learning_rate is None else learning_rate, epochs, batch_size, momentum, proximal_mu
+    )
     if x.shape[0] != y.shape[0]:
         raise ConfigError(
             f"x and y of train_local must have the same number of rows. "
             f"Got {x.shape[0]} and {y.shape[0]}."
         )
     parameters = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=learning_rate, momentum=momentum)
+    if optimizer is None:
+        assert learning_rate is not None  # checked above
+        step: torch.optim.Optimizer = torch.optim.SGD(
+            parameters, lr=learning_rate, momentum=momentum
+        )
+    else:
+        if privacy is not None and (problem := optimizer.privacy_problem()) is not None:
+            raise ConfigError(f"optimizer {optimizer.name} cannot train under DP-SGD: {problem}.")
+        step = build_optimizer(optimizer, parameters)
     # The global weights, the FedProx anchor: a detached copy, since the parameters move.
     anchor = [p.detach().clone() for p in parameters] if proximal_mu > 0 else []
     module.train()
@@ -154,7 +184,7 @@ def train_local(
             loss_fn,
             x,
             y,
-            optimizer,
+            step,
             epochs=epochs,
             plan=privacy,
             generator=privacy_generator,
@@ -175,15 +205,13 @@ def train_local(
         num_examples = int(order.numel())
         loss_sum = 0.0
         for rows in torch.split(order, batch_size):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(module(x[rows]), y[rows])
-            # torch.autograd.backward: Tensor.backward is untyped in torch's stubs.
-            torch.autograd.backward(loss + regularizer() if regularizer is not None else loss)
-            if anchor:
-                _add_proximal_gradient(parameters, anchor, proximal_mu)
-            optimizer.step()
+            batch = _Batch(module, loss_fn, x[rows], y[rows], regularizer)
+            batch.proximal(parameters, anchor, proximal_mu)
+            # Through a closure for every optimizer: LBFGS calls it many times per step, the
+            # others once, so one loop serves both.
+            step.step(batch.objective)
             steps += 1
-            loss_sum += float(loss.item()) * int(rows.numel())
+            loss_sum += batch.first_loss * int(rows.numel())
         train_loss = loss_sum / num_examples if num_examples else math.nan
     return LocalTrainingResult(num_examples=num_examples, train_loss=train_loss, steps=steps)
 
@@ -234,6 +262,61 @@ def _train_private(
             train_loss = loss_sum / seen if seen else math.nan
     # Every row is in each epoch in expectation; the realised batch sizes are left out.
     return LocalTrainingResult(num_examples=plan.n_rows, train_loss=train_loss, steps=steps)
+
+
+class _Batch:
+    """One batch's objective as a closure for ``Optimizer.step``.
+
+    Each call clears the gradients, recomputes those of ``loss + regularizer`` at the
+    current weights and adds the proximal pull; it returns the full objective (what LBFGS's
+    line search compares) and keeps the data loss of its first call, at the weights before
+    the step.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        loss_fn: LossFunction,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        regularizer: Regularizer | None,
+    ) -> None:
+        self.module, self.loss_fn, self.x, self.y = module, loss_fn, x, y
+        self.regularizer = regularizer
+        self.parameters: list[nn.Parameter] = []
+        self.anchor: list[torch.Tensor] = []
+        self.mu = 0.0
+        self.first_loss = math.nan
+        self.calls = 0
+
+    def proximal(
+        self, parameters: list[nn.Parameter], anchor: list[torch.Tensor], mu: float
+    ) -> None:
+        """Pull ``parameters`` toward ``anchor`` with FedProx's ``mu`` (none if empty)."""
+        self.parameters, self.anchor, self.mu = parameters, anchor, mu
+
+    def objective(self) -> float:
+        for param in self.module.parameters():
+            param.grad = None
+        loss = self.loss_fn(self.module(self.x), self.y)
+        total = loss + self.regularizer() if self.regularizer is not None else loss
+        # torch.autograd.backward: Tensor.backward is untyped in torch's stubs.
+        torch.autograd.backward(total)
+        value = float(total.item())
+        if self.anchor:
+            _add_proximal_gradient(self.parameters, self.anchor, self.mu)
+            value += _proximal_value(self.parameters, self.anchor, self.mu)
+        if not self.calls:
+            self.first_loss = float(loss.item())
+        self.calls += 1
+        return value
+
+
+@torch.no_grad()
+def _proximal_value(parameters: list[nn.Parameter], anchor: list[torch.Tensor], mu: float) -> float:
+    return (
+        0.5 * mu * sum(float((p - a).pow(2).sum()) for p, a in zip(parameters, anchor, strict=True))
+    )
 
 
 def _add_data_free_gradients(

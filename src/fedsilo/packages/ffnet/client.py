@@ -172,7 +172,7 @@ class FFNetExecutor:
         )
 
     def fit(self, meta: dict[str, Any], arrays: Arrays) -> tuple[dict[str, Any], Arrays]:
-        """Train ``local_epochs`` epochs of mini-batch SGD from the given weights.
+        """Train ``local_epochs`` epochs with the configured optimizer from the given weights.
 
         Runs the shared loop :func:`fedsilo.training.train_local`; ``meta["proximal_mu"]``
         (sent by FedProx) adds the proximal term pulling toward the given weights.
@@ -191,14 +191,12 @@ class FFNetExecutor:
         server_round = _meta_int(meta, "round", 0, minimum=0)
         epochs = _meta_int(meta, "local_epochs", self.model_config.local_epochs, minimum=1)
         proximal_mu = _meta_float(meta, "proximal_mu", 0.0)
-        params = self.model_config.optimizer.params
         result = train_local(
             self.module,
             self.criterion,
             self.x_train,
             self.y_train,
-            learning_rate=params.learning_rate,
-            momentum=params.momentum,
+            optimizer=self.model_config.optimizer,
             epochs=epochs,
             batch_size=self.batch_size,
             generator=torch.Generator().manual_seed(
@@ -232,14 +230,12 @@ class FFNetExecutor:
                 f"{plan.local_epochs} epoch(s), as the budget was planned. Got {epochs}."
             )
         self._load(arrays, "fit")
-        params = self.model_config.optimizer.params
         result = train_local(
             self.module,
             per_row_criterion(self.model_config),
             self.x_train,
             self.y_train,
-            learning_rate=params.learning_rate,
-            momentum=params.momentum,
+            optimizer=self.model_config.optimizer,
             epochs=epochs,
             batch_size=self.batch_size,
             generator=torch.Generator(),  # unused: DP-SGD draws from a secret generator

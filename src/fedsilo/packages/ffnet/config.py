@@ -15,7 +15,8 @@ The model_config takes the seed documentation's FFNet config as written::
     }
 
 Every level refuses unknown keys, so a typo is an error naming it rather than a silently
-ignored setting. ``differential_privacy_params`` (``{"epsilon": 4, "max_grad_norm": 7}``,
+ignored setting. ``optimizer`` names any ``torch.optim`` optimizer, its ``params`` checked
+against that optimizer's parameters (:mod:`fedsilo.config.optimizers`). ``differential_privacy_params`` (``{"epsilon": 4, "max_grad_norm": 7}``,
 optionally ``"delta"``) trains with DP-SGD; see :mod:`fedsilo.privacy.dp`.
 """
 
@@ -187,6 +188,8 @@ class FFNetModelConfig(Strict):
                 "accounting relies on; rebalance with ml_task.params.loss_weights instead",
                 True,
             )
+        if privacy is not None and (problem := self.optimizer.privacy_problem()) is not None:
+            fail(("optimizer", "name"), problem, self.optimizer.name)
         if privacy is not None and privacy.max_hessian_norm is not None:
             fail(
                 ("differential_privacy_params", "max_hessian_norm"),

@@ -204,6 +204,14 @@ class GLMModelConfig(Strict):
         if self.solver == "sgd" and self.optimizer is None:
             fail(("optimizer",), "the sgd solver needs an optimizer (SGD learning_rate)", None)
         privacy = self.differential_privacy_params
+        optimizer = self.optimizer
+        if (
+            self.solver == "sgd"
+            and privacy is not None
+            and optimizer is not None
+            and (problem := optimizer.privacy_problem()) is not None
+        ):
+            fail(("optimizer", "name"), problem, optimizer.name)
         if self.solver == "sgd" and privacy is not None and privacy.max_hessian_norm is not None:
             fail(
                 ("differential_privacy_params", "max_hessian_norm"),

@@ -104,8 +104,11 @@ def set_path(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], No
             "learning_rat: Extra inputs are not permitted (got 0.1)",
         ),
         (
-            set_path(("optimizer", "params", "nesterov"), True),
-            "optimizer.params.nesterov: Extra inputs are not permitted (got true)",
+            # SGD takes nesterov (any torch.optim parameter); a misspelt one is refused.
+            set_path(("optimizer", "params", "nesterof"), True),
+            "optimizer.params.nesterof: torch.optim.SGD takes no parameter 'nesterof'; the "
+            "parameters of SGD are: learning_rate (or lr), momentum, dampening, weight_decay, "
+            "nesterov (got true)",
         ),
         (
             set_path(("model", "params", "hidden_activation"), "swish"),
@@ -120,8 +123,10 @@ def set_path(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], No
             "optimizer.params.learning_rate: Input should be greater than or equal to 0 (got -0.5)",
         ),
         (
-            set_path(("optimizer", "name"), "Adam"),
-            "optimizer.name: Input should be 'SGD' (got \"Adam\")",
+            set_path(("optimizer", "name"), "Adamm"),
+            "optimizer.name: unknown optimizer; expected a torch.optim optimizer: Adadelta, "
+            "Adafactor, Adagrad, Adam, Adamax, AdamW, ASGD, LBFGS, NAdam, RAdam, RMSprop, Rprop, "
+            'SGD (got "Adamm")',
         ),
         (
             set_path(("strategy", "name"), "FedMagic"),
