@@ -1,4 +1,10 @@
-"""``fedsilo client``: run a silo's client for one session."""
+"""``fedsilo client``: run a silo's client for one session, and read its log afterwards.
+
+The seed documentation's spellings are accepted as they are written: ``--session-id`` for
+``--session`` and ``--instruction-polling-time`` for ``--poll-wait`` (its AWS Batch job
+definition), ``--log-interval``, ``--remove-after-complete``, ``fedsilo client version`` and
+``fedsilo client log`` (the seed's ``iai client version`` / ``iai client log``).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,41 @@ import typer
 from fedsilo.cli import TokenOption, UrlOption, open_api
 
 # Options the client commands share (one definition, so their help and limits agree).
+SessionOption = Annotated[
+    str,
+    typer.Option(
+        "--session",
+        "--session-id",
+        help="Id of the session (10 hex characters).",
+    ),
+]
 PollWaitOption = Annotated[
     float,
     typer.Option(
-        "--poll-wait", min=0.1, help="Seconds each long-poll for a task waits on the server."
+        "--poll-wait",
+        "--instruction-polling-time",
+        min=0.1,
+        help="Seconds each long-poll for the next task (instruction) waits on the server; "
+        "tasks arrive as soon as they are sent, so this is the longest wait per request.",
+    ),
+]
+LogIntervalOption = Annotated[
+    float,
+    typer.Option(
+        "--log-interval",
+        min=0.0,
+        help="Seconds between the per-task progress lines printed (task received, reply "
+        "sent); 0 prints each. Other lines always print; the client's log keeps every line "
+        "(`fedsilo client log`).",
+    ),
+]
+RemoveAfterCompleteOption = Annotated[
+    bool,
+    typer.Option(
+        "--remove-after-complete",
+        help="Once the session completes, remove this client's local state for it (key "
+        "pair, credential, released replies). Its log stays for `fedsilo client log`; a "
+        "failed or canceled session keeps its state.",
     ),
 ]
 ReconnectTimeoutOption = Annotated[
@@ -39,7 +76,7 @@ QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print no progress lines, only errors.")
 ]
 
-__all__ = ["app", "eda", "join", "train"]
+__all__ = ["app", "eda", "join", "log", "train", "version"]
 
 app = typer.Typer(
     rich_markup_mode="markdown",
@@ -50,9 +87,7 @@ app = typer.Typer(
 
 @app.command()
 def train(
-    session: Annotated[
-        str, typer.Option("--session", help="Id of the session to join (10 hex characters).")
-    ],
+    session: SessionOption,
     train_path: Annotated[
         str,
         typer.Option(
@@ -87,14 +122,8 @@ def train(
     reconnect_timeout: ReconnectTimeoutOption = 300.0,
     threads: ThreadsOption = 1,
     quiet: QuietOption = False,
-    remove_after_complete: Annotated[
-        bool,
-        typer.Option(
-            "--remove-after-complete",
-            hidden=True,
-            help="Accepted for compatibility with integrate.ai's client; has no effect.",
-        ),
-    ] = False,
+    log_interval: LogIntervalOption = 0.0,
+    remove_after_complete: RemoveAfterCompleteOption = False,
 ) -> None:
     """Join a session with this silo's data, work on its tasks, exit when it ends.
 
@@ -113,14 +142,14 @@ def train(
         batch_size=batch_size,
         poll_wait=poll_wait,
         reconnect_timeout=reconnect_timeout,
+        log_interval=log_interval,
+        remove_after_complete=remove_after_complete,
     )
 
 
 @app.command()
 def eda(
-    session: Annotated[
-        str, typer.Option("--session", help="Id of the session to join (10 hex characters).")
-    ],
+    session: SessionOption,
     dataset_path: Annotated[
         str,
         typer.Option(
@@ -150,14 +179,8 @@ def eda(
     poll_wait: PollWaitOption = 30.0,
     reconnect_timeout: ReconnectTimeoutOption = 300.0,
     quiet: QuietOption = False,
-    remove_after_complete: Annotated[
-        bool,
-        typer.Option(
-            "--remove-after-complete",
-            hidden=True,
-            help="Accepted for compatibility with integrate.ai's client; has no effect.",
-        ),
-    ] = False,
+    log_interval: LogIntervalOption = 0.0,
+    remove_after_complete: RemoveAfterCompleteOption = False,
 ) -> None:
     """Join an EDA session with one dataset: send its per-column aggregates, never rows.
 
@@ -178,14 +201,14 @@ def eda(
         batch_size=1,  # no mini-batches in analytics
         poll_wait=poll_wait,
         reconnect_timeout=reconnect_timeout,
+        log_interval=log_interval,
+        remove_after_complete=remove_after_complete,
     )
 
 
 @app.command()
 def join(
-    session: Annotated[
-        str, typer.Option("--session", help="Id of the session to join (10 hex characters).")
-    ],
+    session: SessionOption,
     table: Annotated[
         list[str],
         typer.Option(
@@ -220,6 +243,8 @@ def join(
     reconnect_timeout: ReconnectTimeoutOption = 300.0,
     threads: ThreadsOption = 1,
     quiet: QuietOption = False,
+    log_interval: LogIntervalOption = 0.0,
+    remove_after_complete: RemoveAfterCompleteOption = False,
 ) -> None:
     """Join any session with the tables its package reads, given by role.
 
@@ -250,7 +275,64 @@ def join(
         batch_size=batch_size,
         poll_wait=poll_wait,
         reconnect_timeout=reconnect_timeout,
+        log_interval=log_interval,
+        remove_after_complete=remove_after_complete,
     )
+
+
+@app.command()
+def version() -> None:
+    """Print the client's version (the seed's `iai client version`)."""
+    from fedsilo import __version__
+
+    typer.echo(f"fedsilo client {__version__}")
+
+
+@app.command()
+def log(
+    session: SessionOption,
+    client_name: Annotated[
+        str | None,
+        typer.Option(
+            "--client-name",
+            help="Print only this client's log. Default: every client of the session that "
+            "ran with this state directory.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Print this machine's client log of a session, to debug it (the seed's `iai client log`).
+
+    Every client run writes its progress lines, the refusal or error that stopped it and the
+    session's end, with UTC times, to its state directory ($FEDSILO_CLIENT_STATE_DIR, else
+    ~/.fedsilo/client). Several clients of one session on this machine are printed one after
+    the other, each under a `== name ==` line.
+    """
+    from fedsilo.client.replies import default_state_dir
+    from fedsilo.client.sessionlog import session_logs
+    from fedsilo.errors import FedsiloError
+    from fedsilo.wire import SESSION_ID_PATTERN
+
+    if not SESSION_ID_PATTERN.match(session):
+        raise typer.BadParameter(
+            f"expected 10 lowercase hex characters (e.g. '3f9a0c12de'). Got {session!r}.",
+            param_hint="--session",
+        )
+    state_dir = default_state_dir()
+    logs = session_logs(state_dir, session)
+    if client_name is not None:
+        logs = {name: path for name, path in logs.items() if name == client_name}
+    if not logs:
+        who = f"client {client_name!r} of session" if client_name else "session"
+        raise FedsiloError(
+            f"No client log of {who} {session} in {state_dir}: a client writes one when it "
+            "runs the session (fedsilo client train/eda/join) with this state directory "
+            "($FEDSILO_CLIENT_STATE_DIR, else ~/.fedsilo/client)."
+        )
+    for name, path in logs.items():
+        if len(logs) > 1:
+            typer.echo(f"== {name} ({path}) ==")
+        typer.echo(path.read_text(encoding="utf-8"), nl=False)
 
 
 def _run(url: str | None, token: str | None, quiet: bool, **options: Any) -> None:

@@ -32,6 +32,7 @@ from fedsilo.wire import (
     ParticipantJoin,
     ParticipantJoined,
     ParticipantPublic,
+    ParticipantRefusal,
     SessionEnded,
     SessionPublic,
     parse_header,
@@ -173,6 +174,20 @@ class Connection:
         self.participant_id = joined.id
         self.credential = joined.credential or credential
         return joined
+
+    def refuse(self, body: ParticipantRefusal) -> None:
+        """Tell the server this client refuses the session, and why (one line, no data).
+
+        One attempt, no retries: the client is stopping with its own error, which must not
+        wait ``reconnect_timeout`` on a server that just answered ``fetch_session``.
+
+        Raises
+        ------
+        FedsiloError
+            The server could not be reached or did not record it (e.g. an older server
+            without the route answers 404); the caller reports it and stops anyway.
+        """
+        self.api.post_json(f"/sessions/{self.session_id}/refusals", body.model_dump(mode="json"))
 
     def participants(self) -> list[ParticipantPublic]:
         """The session's participants with their public keys."""

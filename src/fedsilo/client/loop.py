@@ -64,6 +64,9 @@ class TaskLoop:
         Set when the session ends.
     emit : callable
         Receives one progress line per event.
+    routine : callable, optional
+        Receives the routine per-task lines (task received, reply sent ok) instead of
+        ``emit``, so a caller can thin them; failures always go to ``emit``.
     """
 
     def __init__(
@@ -73,10 +76,12 @@ class TaskLoop:
         mods: Sequence[Mod],
         abort: threading.Event,
         emit: Callable[[str], None],
+        routine: Callable[[str], None] | None = None,
     ) -> None:
         self.connection = connection
         self.abort = abort
         self._emit = emit
+        self._routine = routine if routine is not None else emit
         self._handle = chain(mods, executor_handler(executor, emit))
 
     def serve(self) -> SessionEnded:
@@ -96,7 +101,7 @@ class TaskLoop:
         task = self._decode(delivery)
         if task is None:
             return self.connection.next_task()
-        self._emit(f"{task.label} received")
+        self._routine(f"{task.label} received")
         try:
             reply = self._handle(task)
             # Encoding is inside the guard: a reply meta that is not JSON-able is the
@@ -112,7 +117,8 @@ class TaskLoop:
             self._emit(f"{task.label} was answered before; sending the same reply again")
         elapsed_ms = (time.perf_counter() - started) * 1000
         # Said before posting: the post's response waits for the next task.
-        self._emit(f"{task.label} replied {reply.status} in {elapsed_ms:.0f} ms")
+        said = self._routine if reply.status == "ok" else self._emit
+        said(f"{task.label} replied {reply.status} in {elapsed_ms:.0f} ms")
         return self.connection.reply(task.id, frame)
 
     def _decode(self, delivery: TaskFrame) -> TaskRequest | None:

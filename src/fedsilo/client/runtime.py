@@ -14,12 +14,21 @@ Everything a participant must keep across restarts lives in its state directory
 (``$FEDSILO_CLIENT_STATE_DIR`` or ``~/.fedsilo/client``): its X25519 key pair and the
 credential of its first join (``keys/<session>/<client_name>.key`` / ``.credential``, mode
 0600), and the replies it released (``<session>/<client_name>/``). A restarted client rejoins
-as the same participant and answers a repeated question with the same bytes.
+as the same participant and answers a repeated question with the same bytes. With
+``remove_after_complete`` that state is removed once the session completes. The runtime's log
+of the session (``logs/<session>/<client_name>.log``, :mod:`fedsilo.client.sessionlog`) stays.
+
+A client that refuses the session before joining (its data or the session's configuration
+does not do here) tells the server in one line (:mod:`fedsilo.client.refusal`) and stops
+with the full error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,8 +38,10 @@ from fedsilo.client.context import ClientContext
 from fedsilo.client.keys import KeyPair
 from fedsilo.client.loop import TaskLoop
 from fedsilo.client.mods import Mod, client_mods
+from fedsilo.client.refusal import refusal_reason
 from fedsilo.client.replies import ReplyStore, default_state_dir
-from fedsilo.errors import ConfigError, ConflictError, PermissionDenied
+from fedsilo.client.sessionlog import ClientLog, log_path
+from fedsilo.errors import ConfigError, ConflictError, DataError, FedsiloError, PermissionDenied
 from fedsilo.federation import get_package
 from fedsilo.federation.binding import NamedDatasetsConfig
 from fedsilo.wire import (
@@ -39,6 +50,7 @@ from fedsilo.wire import (
     DatasetSummary,
     ParticipantJoin,
     ParticipantJoined,
+    ParticipantRefusal,
     SessionEnded,
     SessionPublic,
     SessionStatus,
@@ -114,6 +126,14 @@ class ClientRuntime:
     mods : sequence of Mod, optional
         Middleware around the executor, outermost first, inside the runtime's release-once
         (see :mod:`fedsilo.client.mods`).
+    log_interval : float
+        Seconds between the routine per-task lines (task received, reply sent) passed to
+        ``on_event``; 0 passes every one. Other lines (joined, failures, reconnects, the
+        end) always pass, and the session's log file gets every line.
+    remove_after_complete : bool
+        Once the session completes, remove this participant's state for it (key pair,
+        credential, released replies); its log stays. A failed or canceled session keeps
+        its state, to debug or rejoin.
 
     Attributes
     ----------
@@ -121,6 +141,8 @@ class ClientRuntime:
         Set once joined.
     ended : SessionEnded or None
         Set when the session is over: its final status and the server's reason.
+    log : ClientLog
+        This participant's log of the session (``log.path``).
     """
 
     def __init__(
@@ -139,6 +161,8 @@ class ClientRuntime:
         dataset_name: str | None = None,
         state_dir: Path | None = None,
         mods: Sequence[Mod] = (),
+        log_interval: float = 0.0,
+        remove_after_complete: bool = False,
     ) -> None:
         if not SESSION_ID_PATTERN.match(session_id):
             raise ConfigError(
@@ -169,6 +193,8 @@ class ClientRuntime:
             raise ConfigError(
                 f"The reconnect timeout must be >= 0 seconds. Got {reconnect_timeout}."
             )
+        if log_interval < 0:
+            raise ConfigError(f"The log interval must be >= 0 seconds. Got {log_interval}.")
         if tables is not None and (train_path is not None or test_path is not None):
             raise ConfigError(
                 "Give the tables either by role (tables=) or as train_path/test_path, not both."
@@ -201,6 +227,11 @@ class ClientRuntime:
         self._credentials = CredentialFile(keys_dir / f"{client_name}.credential")
         self._mods = list(mods)
         self._context: ClientContext | None = None
+        self.log = ClientLog(log_path(self.state_dir, session_id, client_name))
+        self.log_interval = log_interval
+        self.remove_after_complete = remove_after_complete
+        self._last_routine = -float("inf")
+        self._routine_hidden = 0
 
     @classmethod
     def for_dataset(
@@ -280,18 +311,74 @@ class ClientRuntime:
         ServerUnavailable
             The server stayed unreachable for ``reconnect_timeout`` seconds.
         """
+        from fedsilo import __version__
+
+        self.log.write(
+            f"client {self.client_name!r} (fedsilo {__version__}) for session "
+            f"{self.session_id} on {self.api.url}"
+        )
         try:
-            session = self.fetch_session()
+            try:
+                status = self._run()
+            except BaseException as exc:  # the reason the client stopped, for `client log`
+                self.log.write(f"stopped: {type(exc).__name__}: {exc}")
+                raise
+            finally:
+                if self._context is not None:
+                    self._context.abort.set()
+                self._replies.close()
+            if status is SessionStatus.completed and self.remove_after_complete:
+                self.remove_state()
+            return status
+        finally:
+            self.log.close()
+
+    def _run(self) -> SessionStatus:
+        session = self.fetch_session()
+        try:
             prepared = self.prepare(session)
             executor = prepared.package.executor(
                 prepared.model_config, prepared.data_config, prepared.dataset, self.context
             )
-            self.join(prepared.summary)
-            return self.serve(executor)
-        finally:
-            if self._context is not None:
-                self._context.abort.set()
-            self._replies.close()
+        except (DataError, ConfigError) as exc:
+            self.refuse(exc)
+            raise
+        self.join(prepared.summary)
+        return self.serve(executor)
+
+    def refuse(self, error: DataError | ConfigError) -> None:
+        """Tell the server this client refuses the session, in one line without data.
+
+        Best effort: when the server cannot record it, that is said in the progress lines
+        and the caller stops with ``error`` all the same.
+        """
+        body = ParticipantRefusal(
+            client_name=self.client_name, reason=refusal_reason(error, self.tables)
+        )
+        try:
+            self.connection.refuse(body)
+        except FedsiloError as exc:
+            self._emit(f"refused the session; the server was not told ({exc})")
+            return
+        self._emit(f"refused the session; told the server: {body.reason}")
+
+    def remove_state(self) -> None:
+        """Remove this participant's local state for the session (``remove_after_complete``).
+
+        Its key pair, credential and released replies go; the folders they were in go too
+        when no other client of the session uses them. The log stays.
+        """
+        self._replies.close()
+        shutil.rmtree(self._replies.folder, ignore_errors=True)
+        self._key_path.unlink(missing_ok=True)
+        self._credentials.path.unlink(missing_ok=True)
+        for folder in (self._replies.folder.parent, self._key_path.parent):
+            with contextlib.suppress(OSError):  # not empty: another client's state is there
+                folder.rmdir()
+        self._emit(
+            f"removed the local state of session {self.session_id} for {self.client_name!r} "
+            f"(--remove-after-complete); its log stays at {self.log.path}"
+        )
 
     def fetch_session(self) -> SessionPublic:
         """The session as the server sees it; a clear :class:`NotFoundError` when unknown."""
@@ -385,7 +472,9 @@ class ClientRuntime:
         if self.participant is None:
             raise RuntimeError("Cannot serve tasks before joining: call join() first.")
         mods = client_mods(self._replies, self._mods)
-        loop = TaskLoop(self.connection, executor, mods, self.context.abort, self._emit)
+        loop = TaskLoop(
+            self.connection, executor, mods, self.context.abort, self._emit, self._routine
+        )
         ended = loop.serve()
         self.ended = ended
         why = f": {ended.reason}" if ended.reason else ""
@@ -393,6 +482,29 @@ class ClientRuntime:
         return ended.status
 
     def _emit(self, line: str) -> None:
+        self.log.write(line)
+        if self._routine_hidden:
+            line += f" ({self._hidden_note()})"
+            self._routine_hidden = 0
+        self._show(line)
+
+    def _routine(self, line: str) -> None:
+        """A per-task line: logged, and shown at most every ``log_interval`` seconds."""
+        self.log.write(line)
+        now = time.monotonic()
+        if now - self._last_routine < self.log_interval:
+            self._routine_hidden += 1
+            return
+        self._last_routine = now
+        if self._routine_hidden:
+            line += f" ({self._hidden_note()})"
+            self._routine_hidden = 0
+        self._show(line)
+
+    def _hidden_note(self) -> str:
+        return f"{self._routine_hidden} task line(s) not shown since; all are in {self.log.path}"
+
+    def _show(self, line: str) -> None:
         if self._on_event is not None:
             self._on_event(line)
         else:

@@ -164,8 +164,9 @@ def test_client_train_refuses_bad_data_listing_every_problem(
     assert "column name 'bad name' is not allowed" in problems
     assert f"--test-path '{test}' has extension '.txt'" in problems
     assert all(line.startswith("  - ") for line in lines[1:])
-    # refused before joining: the session was read, nothing was posted
-    assert server.calls == [("GET", f"/sessions/{SID}")]
+    # refused before joining: the session was read, only the refusal was posted (this fake
+    # server has no such route; tests/unit/server/test_refusals.py has the real one)
+    assert server.calls == [("GET", f"/sessions/{SID}"), ("POST", f"/sessions/{SID}/refusals")]
 
 
 def sample_data(tmp_path: Path) -> Path:

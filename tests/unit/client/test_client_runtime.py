@@ -303,8 +303,9 @@ def test_bad_data_is_refused_before_joining_with_problems_of_both_files(tmp_path
     assert f"--train-path '{train}': column name 'bad name' is not allowed" in text
     assert f"--test-path '{missing_test}' does not exist" in text
     assert len(problems) == 5
-    # nothing was sent: only the session was read
-    assert server.calls == [("GET", f"/sessions/{SID}")]
+    # nothing was sent but the refusal (this endpoint has no such route: the client stops
+    # with its own error all the same); see tests/unit/server/test_refusals.py
+    assert server.calls == [("GET", f"/sessions/{SID}"), ("POST", f"/sessions/{SID}/refusals")]
 
 
 def test_prepare_is_testable_without_a_server(data: tuple[str, str]) -> None:
