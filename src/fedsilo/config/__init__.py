@@ -23,7 +23,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fedsilo.config.optimizers import OptimizerConfig, OptimizerParams, optimizer_names
 from fedsilo.federation import DataConfigBase
-from fedsilo.strategies import STRATEGIES, strategy_names
+from fedsilo.strategies import STRATEGIES, canonical_strategy_name, strategy_names
 
 __all__ = [
     "COLUMN_NAME_PATTERN",
@@ -54,7 +54,8 @@ class Strict(BaseModel):
 
 
 class StrategyConfig(Strict):
-    """``strategy``: a name from :data:`fedsilo.strategies.STRATEGIES` and its params."""
+    """``strategy``: a name from :data:`fedsilo.strategies.STRATEGIES` (any case) and its
+    params (Flower's ``fraction_evaluate`` / ``min_evaluate_clients`` are aliases)."""
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -62,13 +63,15 @@ class StrategyConfig(Strict):
     @field_validator("name")
     @classmethod
     def _known_name(cls, value: str) -> str:
-        if value not in STRATEGIES:
+        # Case-insensitive (seed 002 writes "fedavg"); kept in the registered spelling.
+        canonical = canonical_strategy_name(value)
+        if canonical is None:
             raise PydanticCustomError(
                 "unknown_strategy",
                 "unknown strategy; known strategies: {known}",
                 {"known": ", ".join(strategy_names())},
             )
-        return value
+        return canonical
 
     @field_validator("params")
     @classmethod

@@ -15,6 +15,9 @@ FedYogi    FedOpt with Yogi's second moment
 FedProx    FedAvg; clients add the proximal term (mu/2)||w - w_t||^2 (Li et al. 2020)
 iter_avg   unweighted mean, every client counts once (IBM FL's ``iter_avg``)
 ========== =============================================================================
+
+Names are matched case-insensitively (seed 002's ``fedavg`` is FedAvg) and normalised to
+the spelling above by :func:`canonical_strategy_name`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pydantic import ValidationError
 
 from fedsilo.errors import ConfigError
 from fedsilo.strategies.base import (
+    PARAMETER_ALIASES,
     ConfigFn,
     EvaluateFn,
     MetricsAggregationFn,
@@ -43,6 +47,7 @@ from fedsilo.strategies.iter_avg import UnweightedAverage, UnweightedAveragePara
 from fedsilo.wire import format_validation_error
 
 __all__ = [
+    "PARAMETER_ALIASES",
     "STRATEGIES",
     "AdaptiveParams",
     "ConfigFn",
@@ -67,6 +72,7 @@ __all__ = [
     "StrategyParams",
     "UnweightedAverage",
     "UnweightedAverageParams",
+    "canonical_strategy_name",
     "get_strategy",
     "strategy_names",
 ]
@@ -78,9 +84,21 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
+_BY_LOWER: dict[str, str] = {name.lower(): name for name in STRATEGIES}
+
+
 def strategy_names() -> list[str]:
     """The registered strategy names, sorted."""
     return sorted(STRATEGIES)
+
+
+def canonical_strategy_name(name: str) -> str | None:
+    """The registered spelling of ``name``, matched case-insensitively; None if unknown.
+
+    >>> canonical_strategy_name("fedavg"), canonical_strategy_name("ITER_AVG")
+    ('FedAvg', 'iter_avg')
+    """
+    return _BY_LOWER.get(name.strip().lower())
 
 
 def get_strategy(
@@ -97,7 +115,7 @@ def get_strategy(
     Parameters
     ----------
     name : str
-        E.g. ``"FedAvg"`` (case-sensitive, as in the seed documentation).
+        E.g. ``"FedAvg"``, matched case-insensitively (``"fedavg"``, seed 002's spelling).
     params : mapping, optional
         The strategy's parameters; unknown keys are refused.
     on_fit_config_fn, on_evaluate_config_fn, evaluate_fn, evaluate_metrics_aggregation_fn
@@ -109,7 +127,8 @@ def get_strategy(
         When the name is unknown (the message lists the known ones) or a parameter is
         invalid (the message names the field and the value).
     """
-    cls = STRATEGIES.get(name)
+    canonical = canonical_strategy_name(name)
+    cls = STRATEGIES.get(canonical) if canonical is not None else None
     if cls is None:
         known = ", ".join(strategy_names())
         raise ConfigError(f"Unknown strategy name {name!r}. Known strategies: {known}.")
@@ -117,7 +136,7 @@ def get_strategy(
         validated = cls.params_type.model_validate(dict(params or {}))
     except ValidationError as exc:
         raise ConfigError(
-            f"strategy {name!r} params are invalid: {format_validation_error(exc)}"
+            f"strategy {cls.name!r} params are invalid: {format_validation_error(exc)}"
         ) from exc
     return cls(
         validated,

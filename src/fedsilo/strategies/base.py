@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, TypeAlias
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from fedsilo.errors import ConfigError, TaskError
@@ -42,6 +42,7 @@ from fedsilo.strategies.aggregation import is_trainable, reply_weight, weighted_
 from fedsilo.wire import Arrays
 
 __all__ = [
+    "PARAMETER_ALIASES",
     "ConfigFn",
     "EvaluateFn",
     "MetricsAggregationFn",
@@ -80,6 +81,12 @@ def _numeric_array(value: Any) -> Any:
 
 InitialArray = Annotated[Any, AfterValidator(_numeric_array)]
 
+#: the seed's parameter names -> Flower's newer names, accepted as aliases
+PARAMETER_ALIASES: dict[str, str] = {
+    "fraction_eval": "fraction_evaluate",
+    "min_eval_clients": "min_evaluate_clients",
+}
+
 
 class StrategyParams(BaseModel):
     """Parameters every strategy shares (the seed's FedAvg names).
@@ -92,12 +99,14 @@ class StrategyParams(BaseModel):
         cross-silo with a handful of clients, where 0.1 would train on ``min_fit_clients``
         (one) silo per round and waste the others, so every participant trains by default.
     fraction_eval : float in [0, 1], default 1.0
-        Share of the participants sampled to evaluate each round (same reasoning).
+        Share of the participants sampled to evaluate each round (same reasoning). Flower's
+        newer name ``fraction_evaluate`` is accepted as an alias.
     min_fit_clients : int >= 1, default 1
         Fewest participants that train in a round; also the fewest successful replies a
         round accepts.
     min_eval_clients : int >= 1, default 1
         Fewest participants that evaluate in a round, and the fewest replies accepted.
+        Alias: ``min_evaluate_clients`` (Flower's newer name).
     min_available_clients : int >= 1, default 1
         Fewest participants that must have joined before the first round.
     accept_failures : bool, default True
@@ -114,12 +123,33 @@ class StrategyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     fraction_fit: float = Field(default=1.0, ge=0.0, le=1.0)
-    fraction_eval: float = Field(default=1.0, ge=0.0, le=1.0)
+    fraction_eval: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        validation_alias=AliasChoices("fraction_eval", "fraction_evaluate"),
+    )
     min_fit_clients: int = Field(default=1, ge=1)
-    min_eval_clients: int = Field(default=1, ge=1)
+    min_eval_clients: int = Field(
+        default=1, ge=1, validation_alias=AliasChoices("min_eval_clients", "min_evaluate_clients")
+    )
     min_available_clients: int = Field(default=1, ge=1)
     accept_failures: bool = True
     initial_parameters: dict[str, InitialArray] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            for name, alias in PARAMETER_ALIASES.items():
+                if name in value and alias in value:
+                    raise PydanticCustomError(
+                        "strategy_alias",
+                        "{name} and {alias} are the same parameter (the seed's name and "
+                        "Flower's newer one); give one of them",
+                        {"name": name, "alias": alias},
+                    )
+        return value
 
 
 class Strategy(ABC):
