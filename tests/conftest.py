@@ -11,11 +11,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy
 import uvicorn
@@ -148,3 +149,46 @@ def thread_server(server_settings: Settings) -> Iterator[ThreadServer]:
         yield ts
     finally:
         stop_thread_server(ts)
+
+
+# ----------------------------------------------------------------- least-privilege tokens
+
+#: what an analyst's notebook needs to run a session it creates: create, start, follow it
+#: (status, metrics, logs) and fetch its model or results -- nothing of another user's
+ANALYST_SCOPES = ("create_session", "start_session", "read_user_session", "user_model_download")
+
+
+class ScopedTokens:
+    """Mints least-privilege tokens over the API (``POST /api/v1/tokens``) with an admin
+    token, creating their user when missing: tests drive sessions and clients with what a
+    real deployment would hand out, never with the admin token itself."""
+
+    def __call__(self, url: str, admin_token: str, scopes: Sequence[str], user: str) -> str:
+        """The secret of a new token of ``user`` holding only ``scopes``."""
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        with httpx.Client(base_url=url + "/api/v1", headers=headers, timeout=60) as http:
+            made = http.post("/users", json={"name": user})
+            assert made.status_code in (201, 409), f"creating user {user!r}: {made.text}"
+            body = {"user_id": user, "name": f"{user}-{'-'.join(scopes)}", "scopes": list(scopes)}
+            created = http.post("/tokens", json=body)
+            assert created.status_code == 201, (
+                f"minting {list(scopes)} for {user!r}: {created.text}"
+            )
+            secret: str = created.json()["token"]
+            return secret
+
+    def analyst(self, url: str, admin_token: str, user: str = "analyst") -> str:
+        """A notebook's token: :data:`ANALYST_SCOPES`, on the sessions ``user`` creates."""
+        return self(url, admin_token, ANALYST_SCOPES, user)
+
+    def client(self, url: str, admin_token: str, user: str) -> str:
+        """A silo client's token: ``client`` only (join, then poll and reply as itself)."""
+        return self(url, admin_token, ("client",), user)
+
+
+@pytest.fixture
+def scoped_tokens() -> ScopedTokens:
+    """``scoped_tokens.analyst(url, admin)``, ``scoped_tokens.client(url, admin, "silo0")``,
+    ``scoped_tokens(url, admin, scopes, user)`` (a fixture: importlib mode cannot import
+    conftest)."""
+    return ScopedTokens()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,14 +44,22 @@ def silo(seed: int, rows: int) -> pd.DataFrame:
     return frame
 
 
-def test_the_seed_eda_walkthrough(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_the_seed_eda_walkthrough(
+    tmp_path: Path, request: pytest.FixtureRequest, scoped_tokens: Any
+) -> None:
     frames = {"dataset_one": silo(1, 20_000), "dataset_two": silo(2, 16_000)}
     for name, frame in frames.items():
         frame.to_parquet(tmp_path / f"{name}.parquet")
     silo(3, 3).to_csv(tmp_path / "tiny.csv", index=False)
 
     with start_server(tmp_path / "server", log_path=tmp_path / "server.log") as server:
-        client = fedsilo.connect(server.url, server.admin_token)
+        # least privilege: the admin token only mints the analyst's and each silo's token
+        analyst = scoped_tokens.analyst(server.url, server.admin_token)
+        silo_token = {
+            name: scoped_tokens.client(server.url, server.admin_token, name)
+            for name in [*frames, "tiny"]
+        }
+        client = fedsilo.connect(server.url, analyst)
         request.addfinalizer(client.close)
 
         dataset_config = {"dataset_one": [1, "x5", "x7"], "dataset_two": ["x1", "x10", "x11"]}
@@ -64,7 +73,7 @@ def test_the_seed_eda_walkthrough(tmp_path: Path, request: pytest.FixtureRequest
         # it runs beside the two real clients (a process start costs seconds).
         tiny = start_eda_client(
             eda_session.id, tmp_path / "tiny.csv", "dataset_one", server.url,
-            server.admin_token, client_name="tiny", log_path=tmp_path / "tiny.log",
+            silo_token["tiny"], client_name="tiny", log_path=tmp_path / "tiny.log",
         )  # fmt: skip
         clients = [
             start_eda_client(
@@ -72,7 +81,7 @@ def test_the_seed_eda_walkthrough(tmp_path: Path, request: pytest.FixtureRequest
                 tmp_path / f"{name}.parquet",
                 name,
                 server.url,
-                server.admin_token,
+                silo_token[name],
                 log_path=tmp_path / f"{name}.log",
             )
             for name in frames

@@ -30,11 +30,16 @@ DATA_CONFIG = {"predictors": [f"x{i}" for i in range(15)], "target": "y"}
 
 
 def test_two_clients_train_an_ffnet_over_real_processes(
-    tmp_path: Path, request: pytest.FixtureRequest
+    tmp_path: Path, request: pytest.FixtureRequest, scoped_tokens: Any
 ) -> None:
     files = write_sample_data(tmp_path / "data")
     with start_server(tmp_path / "server", log_path=tmp_path / "server.log") as server:
-        client = fedsilo.connect(server.url, server.admin_token)
+        # least privilege: the admin token only mints the analyst's and each silo's token
+        analyst = scoped_tokens.analyst(server.url, server.admin_token)
+        silo_tokens = [
+            scoped_tokens.client(server.url, server.admin_token, f"silo{i}") for i in range(2)
+        ]
+        client = fedsilo.connect(server.url, analyst)
         request.addfinalizer(client.close)
         session = client.create_fl_session(
             name="e2e",
@@ -53,7 +58,7 @@ def test_two_clients_train_an_ffnet_over_real_processes(
                 256,
                 f"silo{i}",
                 server.url,
-                server.admin_token,
+                silo_tokens[i],
                 log_path=tmp_path / f"client{i}.log",
             )
             for i in range(2)
@@ -98,7 +103,7 @@ def test_two_clients_train_an_ffnet_over_real_processes(
             256,
             "late",
             server.url,
-            server.admin_token,
+            silo_tokens[0],
             log_path=tmp_path / "late.log",
         )
         assert late.wait(timeout=60) != 0

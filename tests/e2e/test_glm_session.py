@@ -55,11 +55,17 @@ def write_silos(folder: Path) -> tuple[list[Path], Path, pd.DataFrame]:
 
 
 def test_three_clients_fit_the_seed_glm_exactly(
-    tmp_path: Path, request: pytest.FixtureRequest
+    tmp_path: Path, request: pytest.FixtureRequest, scoped_tokens: Any
 ) -> None:
     paths, test, pooled = write_silos(tmp_path / "data")
     with start_server(tmp_path / "server", log_path=tmp_path / "server.log") as server:
-        client = fedsilo.connect(server.url, server.admin_token)
+        # least privilege: the admin token only mints the analyst's and each silo's token
+        analyst = scoped_tokens.analyst(server.url, server.admin_token)
+        silo_tokens = [
+            scoped_tokens.client(server.url, server.admin_token, f"silo{i}")
+            for i in range(len(paths))
+        ]
+        client = fedsilo.connect(server.url, analyst)
         request.addfinalizer(client.close)
         session = client.create_fl_session(
             name="glm-e2e",
@@ -78,7 +84,7 @@ def test_three_clients_fit_the_seed_glm_exactly(
                 1024,
                 f"silo{i}",
                 server.url,
-                server.admin_token,
+                silo_tokens[i],
                 log_path=tmp_path / f"client{i}.log",
             )
             for i, path in enumerate(paths)

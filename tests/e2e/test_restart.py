@@ -26,11 +26,16 @@ MODEL_CONFIG: dict[str, Any] = {
 DATA_CONFIG = {"predictors": [f"x{i}" for i in range(15)], "target": "y"}
 
 
-def test_session_survives_a_server_sigkill(tmp_path: Path) -> None:
+def test_session_survives_a_server_sigkill(tmp_path: Path, scoped_tokens: Any) -> None:
     files = write_sample_data(tmp_path / "data")
     data_dir = tmp_path / "server"
     server = start_server(data_dir, log_path=tmp_path / "server1.log")
-    port, token = server.port, server.admin_token
+    port = server.port
+    # least privilege, and the scoped tokens must outlive the SIGKILL (they are stored)
+    token = scoped_tokens.analyst(server.url, server.admin_token)
+    silo_tokens = [
+        scoped_tokens.client(server.url, server.admin_token, f"silo{i}") for i in range(2)
+    ]
     clients = []
     try:
         with fedsilo.connect(server.url, token) as client:
@@ -55,7 +60,7 @@ def test_session_survives_a_server_sigkill(tmp_path: Path) -> None:
                 512,
                 f"silo{i}",
                 server.url,
-                token,
+                silo_tokens[i],
                 log_path=tmp_path / f"client{i}.log",
             )
             for i in range(2)

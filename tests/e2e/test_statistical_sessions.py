@@ -28,6 +28,7 @@ PREDICTORS = [f"x{i}" for i in range(15)]
 def run_session(
     client: fedsilo.Client,
     server: ServerProcess,
+    scoped_tokens: Any,
     tmp_path: Path,
     package: str,
     model_config: dict[str, Any],
@@ -45,6 +46,10 @@ def run_session(
         model_config=model_config,
         data_config=data_config,
     ).start()
+    # least privilege: each silo joins with a client-only token of its own user
+    tokens = [
+        scoped_tokens.client(server.url, server.admin_token, f"silo{i}") for i in range(len(silos))
+    ]
     processes = [
         start_client(
             session.id,
@@ -53,7 +58,7 @@ def run_session(
             512,
             f"silo{i}",
             server.url,
-            server.admin_token,
+            tokens[i],
             log_path=tmp_path / f"{package}-client{i}.log",
         )
         for i, path in enumerate(silos)
@@ -68,7 +73,7 @@ def run_session(
     return session
 
 
-def test_gbm_over_real_processes(tmp_path: Path) -> None:
+def test_gbm_over_real_processes(tmp_path: Path, scoped_tokens: Any) -> None:
     frames = make_frames(0)
     paths = []
     for i in range(2):
@@ -83,11 +88,14 @@ def test_gbm_over_real_processes(tmp_path: Path) -> None:
     }
     with (
         start_server(tmp_path / "gbm-server", log_path=tmp_path / "gbm-server.log") as server,
-        fedsilo.connect(server.url, server.admin_token) as client,
+        fedsilo.connect(
+            server.url, scoped_tokens.analyst(server.url, server.admin_token)
+        ) as client,
     ):
         session = run_session(
             client,
             server,
+            scoped_tokens,
             tmp_path,
             "gbm",
             model_config,
@@ -104,7 +112,7 @@ def test_gbm_over_real_processes(tmp_path: Path) -> None:
     assert roc_auc_score(test["y"], estimator.predict_proba(test[PREDICTORS])[:, 1]) > 0.8
 
 
-def test_linear_inference_over_real_processes(tmp_path: Path) -> None:
+def test_linear_inference_over_real_processes(tmp_path: Path, scoped_tokens: Any) -> None:
     rng = np.random.default_rng(11)
     shared, chunked = ["age", "sex"], ["g0", "g1", "g2", "g3"]
     silos = []
@@ -122,11 +130,14 @@ def test_linear_inference_over_real_processes(tmp_path: Path) -> None:
     paths = [tmp_path / f"li-silo{i}.parquet" for i in range(3)]
     with (
         start_server(tmp_path / "li-server", log_path=tmp_path / "li-server.log") as server,
-        fedsilo.connect(server.url, server.admin_token) as client,
+        fedsilo.connect(
+            server.url, scoped_tokens.analyst(server.url, server.admin_token)
+        ) as client,
     ):
         session = run_session(
             client,
             server,
+            scoped_tokens,
             tmp_path,
             "linear_inference",
             {"strategy": {"name": "LinearRegInference", "params": {}}},
