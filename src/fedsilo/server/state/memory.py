@@ -103,10 +103,27 @@ class MemoryStore:
                 return False
             changes: dict[str, Any] = {"status": status, "updated_at": now}
             if status == SessionStatus.running:
-                changes["started_at"] = now
+                changes.update(started_at=now, failure_reason=None)
             if status.ended:
                 changes.update(ended_at=now, failure_reason=failure_reason)
             self._sessions[session_id] = dataclasses.replace(session, **changes)
+            return True
+
+    def set_status_reason(
+        self,
+        session_id: str,
+        reason: str | None,
+        *,
+        expected: Collection[SessionStatus],
+        at: datetime | None = None,
+    ) -> bool:
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or session.status not in expected:
+                return False
+            self._sessions[session_id] = dataclasses.replace(
+                session, failure_reason=reason, updated_at=at or utcnow()
+            )
             return True
 
     def set_session_round(self, session_id: str, round: int, *, at: datetime | None = None) -> None:

@@ -72,9 +72,24 @@ class StateStore(Protocol):
     ) -> bool:
         """Move a session to ``status`` if it is in one of ``expected`` (compare-and-set).
 
-        Moving to ``running`` sets ``started_at``; moving to an ended status sets ``ended_at``
-        and ``failure_reason`` (``None`` clears it). Returns whether the session moved: a
-        concurrent cancel and completion cannot both win.
+        Moving to ``running`` sets ``started_at`` and clears ``failure_reason`` (a waiting
+        session's note, see :meth:`set_status_reason`); moving to an ended status sets
+        ``ended_at`` and ``failure_reason`` (``None`` clears it). Returns whether the session
+        moved: a concurrent cancel and completion cannot both win.
+        """
+
+    def set_status_reason(
+        self,
+        session_id: str,
+        reason: str | None,
+        *,
+        expected: Collection[SessionStatus],
+        at: datetime | None = None,
+    ) -> bool:
+        """Set ``failure_reason`` without moving the session, if it is in one of ``expected``.
+
+        The reason a created or pending session shows while it waits (a client refused to
+        join, and why); the status stays. Returns whether it was written.
         """
 
     def set_session_round(self, session_id: str, round: int, *, at: datetime | None = None) -> None:

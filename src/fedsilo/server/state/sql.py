@@ -139,13 +139,29 @@ class SqlStore:
         now = at or utcnow()
         values: dict[str, Any] = {"status": str(status), "updated_at": now}
         if status == SessionStatus.running:
-            values["started_at"] = now
+            values.update(started_at=now, failure_reason=None)
         if status.ended:
             values.update(ended_at=now, failure_reason=failure_reason)
         statement = (
             update(SessionRow)
             .where(SessionRow.id == session_id, SessionRow.status.in_([str(e) for e in expected]))
             .values(**values)
+        )
+        with self.database.session() as s:
+            return _rowcount(s.execute(statement)) > 0
+
+    def set_status_reason(
+        self,
+        session_id: str,
+        reason: str | None,
+        *,
+        expected: Collection[SessionStatus],
+        at: datetime | None = None,
+    ) -> bool:
+        statement = (
+            update(SessionRow)
+            .where(SessionRow.id == session_id, SessionRow.status.in_([str(e) for e in expected]))
+            .values(failure_reason=reason, updated_at=at or utcnow())
         )
         with self.database.session() as s:
             return _rowcount(s.execute(statement)) > 0

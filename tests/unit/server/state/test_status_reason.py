@@ -1,0 +1,86 @@
+"""set_status_reason: the note a waiting session shows (a client's refusal), over every state
+store: the in-memory one, SQLite, and PostgreSQL when ``FEDSILO_TEST_POSTGRES_URL`` names a
+throwaway database, as in ``test_state_store.py``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from fedsilo.server.state import SessionRecord, StateStore, open_store, utcnow
+from fedsilo.server.state.tables import Base
+from fedsilo.wire import SessionStatus
+
+POSTGRES_URL = os.environ.get("FEDSILO_TEST_POSTGRES_URL")
+BACKENDS = ["memory", "sqlite", *(["postgresql"] if POSTGRES_URL else [])]
+WAITING = {SessionStatus.created, SessionStatus.pending}
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    opened: StateStore
+    if request.param == "memory":
+        opened = open_store("memory://")
+    elif request.param == "sqlite":
+        opened = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    else:
+        assert POSTGRES_URL is not None
+        engine = sqlalchemy.create_engine(POSTGRES_URL)
+        Base.metadata.drop_all(engine)
+        engine.dispose()
+        opened = open_store(POSTGRES_URL)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def new_session(store: StateStore, status: SessionStatus = SessionStatus.created) -> str:
+    now = utcnow()
+    store.create_session(
+        SessionRecord(
+            id="0123456789", name="t", description="d", kind="hfl", package_name="echo",
+            min_num_clients=2, num_rounds=3, model_config={}, data_config={"columns": ["a"]},
+            status=status, created_at=now, updated_at=now, created_by="admin",
+        )
+    )  # fmt: skip
+    return "0123456789"
+
+
+def reason_of(store: StateStore, session_id: str) -> str | None:
+    record = store.get_session(session_id)
+    assert record is not None
+    return record.failure_reason
+
+
+def test_a_waiting_session_takes_a_reason_and_keeps_its_status(store: StateStore) -> None:
+    sid = new_session(store)
+
+    assert store.set_status_reason(sid, "client 'b' refused to join: x", expected=WAITING)
+    record = store.get_session(sid)
+    assert record is not None and record.status is SessionStatus.created
+    assert record.failure_reason == "client 'b' refused to join: x"
+
+    assert store.set_session_status(sid, SessionStatus.pending, expected={SessionStatus.created})
+    assert reason_of(store, sid) == "client 'b' refused to join: x"  # still waiting
+
+
+def test_running_clears_it_and_an_ended_session_keeps_its_own(store: StateStore) -> None:
+    sid = new_session(store, SessionStatus.pending)
+    assert store.set_status_reason(sid, "client 'b' refused", expected=WAITING)
+
+    assert store.set_session_status(sid, SessionStatus.running, expected={SessionStatus.pending})
+    assert reason_of(store, sid) is None
+    assert not store.set_status_reason(sid, "late", expected=WAITING)
+    assert reason_of(store, sid) is None
+
+    assert store.set_session_status(
+        sid, SessionStatus.failed, expected={SessionStatus.running}, failure_reason="boom"
+    )
+    assert not store.set_status_reason(sid, "later", expected=WAITING)
+    assert reason_of(store, sid) == "boom"
+    assert not store.set_status_reason("ffffffffff", "x", expected=WAITING)  # unknown session
