@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedsilo.regression.newton import batched_singular
+
 __all__ = ["batched_discriminant_start"]
 
 
@@ -66,16 +68,12 @@ def batched_discriminant_start(
     n0 = n - n1
     usable = np.all(np.isfinite(gram).reshape(m, -1), axis=1) & np.all(np.isfinite(moments), axis=1)
     usable &= (n1 > 0) & (n0 > 0)
+    # The Newton step's own test: a singular model gets no start (and is left out by it).
+    usable[usable] &= ~batched_singular(gram[usable])
     if not np.any(usable):
         return points, usable
     index = np.flatnonzero(usable)
-    try:
-        b = np.linalg.solve(gram[index], moments[index][:, :, None])[:, :, 0]
-    except np.linalg.LinAlgError:
-        # Some Gram matrix is exactly singular; those models take the plain Newton step
-        # (whose own solve flags them as singular).
-        usable[:] = False
-        return points, usable
+    b = np.linalg.solve(gram[index], moments[index][:, :, None])[:, :, 0]
     rss = n1[index] - np.einsum("mi,mi->m", b, moments[index])
     # RSS below rounding of n1 means the classes are linearly separable (no finite MLE).
     ok = np.isfinite(rss) & (rss > 1e-12 * n1[index])

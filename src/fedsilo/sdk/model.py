@@ -197,6 +197,36 @@ class Model:
         """
         return self.exported.predict(data)
 
+    def predict_proba(self, data: pd.DataFrame) -> Any:
+        """Class probabilities for the rows of ``data``, for classifiers.
+
+        Shaped as scikit-learn's ``predict_proba``: for a binary classifier (glm
+        ``logistic``, gbm and ffnet ``classification``) an ndarray of shape (n_samples, 2)
+        whose columns are P(class 0), P(class 1) and whose rows sum to 1 (ffnet: shape
+        (n_samples, output_size)); for linear_inference's ``LogitRegInference`` bundle, as
+        scikit-learn's ``MultiOutputClassifier``, a list of one (n_samples, 2) array per
+        chunked predictor.
+
+        Parameters
+        ----------
+        data : DataFrame of shape (n_samples, n_columns)
+            Must hold the data_config's predictor columns; other columns are ignored.
+
+        Raises
+        ------
+        FedsiloError
+            When the package has no class probabilities (``ConfigError``, from the package,
+            when this model is a regression).
+        """
+        predict_proba = getattr(self.exported, "predict_proba", None)
+        if predict_proba is None:
+            raise FedsiloError(
+                f"The {self._meta.package_name!r} package has no class probabilities; "
+                "expected a classifier package (glm, gbm, ffnet, linear_inference). "
+                "Use predict() here."
+            )
+        return predict_proba(data)
+
     def __repr__(self) -> str:
         n_weights = sum(int(array.size) for array in self._arrays.values())
         return (

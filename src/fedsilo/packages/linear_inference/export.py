@@ -233,6 +233,30 @@ class LinearInferenceModel:
         chunked = data[self.chunked_predictors].to_numpy(dtype=np.float64)
         return self.predict_arrays(shared.reshape(len(data), -1), chunked)
 
+    def predict_proba(self, data: pd.DataFrame) -> list[np.ndarray]:
+        """Class probabilities of every model, as scikit-learn's ``MultiOutputClassifier``.
+
+        Returns
+        -------
+        list of ndarray of shape (n_samples, 2)
+            One per chunked predictor, columns P(y = 0), P(y = 1) (the latter is that
+            model's column of :meth:`predict`); NaN for models left out.
+
+        Raises
+        ------
+        ConfigError
+            For ``LinearRegInference`` (a continuous target has no class probabilities).
+        DataError
+            As :meth:`predict`.
+        """
+        if self.linear:
+            raise ConfigError(
+                "predict_proba needs strategy LogitRegInference; this bundle is "
+                "LinearRegInference (a continuous target). Use predict() for the means."
+            )
+        p1 = self.predict(data)
+        return [np.column_stack([1.0 - p1[:, j], p1[:, j]]) for j in range(p1.shape[1])]
+
     def as_pytorch(self) -> torch.nn.Module:
         """The bundle as a ``torch.nn.Module`` (with ``p_values`` and ``summary`` too)."""
         from fedsilo.packages.linear_inference.torch_model import LinearInferenceModule
