@@ -5,6 +5,11 @@ tutorial's synthetic data, creates and starts an ``ffnet`` session through the S
 two real client processes (one per silo), shows the rounds as they finish, then compares the
 federated model with the same network trained centrally on the pooled data. Everything it
 started is stopped when it ends, fails or is interrupted.
+
+It runs with least privilege, as a deployment should: the server's admin token only creates
+the users and mints their tokens. The session is driven by a ``demo-user`` token holding
+only :data:`ANALYST_SCOPES`, and each silo's client joins with a ``client``-scoped token of
+its own user, which can join, poll and reply as its own participant and nothing else.
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedsilo.errors import FedsiloError, SessionError, WaitTimeout
+from fedsilo.scopes import Scope
 
 if TYPE_CHECKING:
     import fedsilo
     from fedsilo.runners.local import ClientProcess
 
-__all__ = ["DATA_CONFIG", "MODEL_CONFIG", "DemoResult", "demo", "run_demo"]
+__all__ = ["ANALYST_SCOPES", "DATA_CONFIG", "MODEL_CONFIG", "DemoResult", "demo", "run_demo"]
 
 #: The seed tutorial's FFNet model_config, without its differential_privacy_params: the demo
 #: compares federated with central training, and DP noise would blur that comparison.
@@ -50,6 +56,17 @@ MODEL_CONFIG: dict[str, Any] = {
 DATA_CONFIG: dict[str, Any] = {"predictors": [f"x{i}" for i in range(15)], "target": "y"}
 
 SILOS = ("silo0", "silo1")
+#: what the demo's SDK calls need: create and start the session, follow its status and
+#: metrics, download its model -- all on the session the token's own user created
+ANALYST_SCOPES = (
+    Scope.create_session,
+    Scope.start_session,
+    Scope.read_user_session,
+    Scope.user_model_download,
+)
+ANALYST = "demo-user"
+# The demo's server lives for a minute; its tokens need not outlive a day.
+_TOKEN_DAYS = 1
 _POLL_S = 0.25
 # After the session completes, a client still replies to its last task and sees the end on
 # its next long-poll; seconds, not more.
@@ -170,7 +187,12 @@ def run_demo(
             start_server(server_dir / "server", log_path=logs / "server.log")
         )
         console.print(f"  server   {server.url} (pid {server.pid}, log {logs / 'server.log'})")
-        client = stack.enter_context(fedsilo.connect(server.url, server.admin_token))
+        analyst_token, silo_tokens = _mint_tokens(server.url, server.admin_token)
+        console.print(
+            f"  tokens   {ANALYST} ({', '.join(ANALYST_SCOPES)}); "
+            f"{', '.join(SILOS)} (client); the admin token only minted them"
+        )
+        client = stack.enter_context(fedsilo.connect(server.url, analyst_token))
         session = client.create_fl_session(
             name="fedsilo demo",
             description="The FFNet tutorial on two local silos",
@@ -190,7 +212,7 @@ def run_demo(
                 batch_size,
                 silo,
                 server.url,
-                server.admin_token,
+                silo_tokens[silo],
                 log_path=logs / f"{silo}.log",
             )
             # Registered at once, so a failure while starting the second still stops the first.
@@ -220,6 +242,25 @@ def run_demo(
     )
     _print_summary(result, console)
     return result
+
+
+def _mint_tokens(url: str, admin_token: str) -> tuple[str, dict[str, str]]:
+    """Create the analyst and one user per silo, and mint each its least-privilege token:
+    the analyst's secret, and each silo's by silo name."""
+    from fedsilo.auth import connect_to_auth_client
+
+    with connect_to_auth_client(url, admin_token) as auth:
+        auth.create_user(ANALYST)
+        analyst = auth.create_token(
+            user_id=ANALYST, scopes=ANALYST_SCOPES, expires_in_days=_TOKEN_DAYS, name="notebook"
+        )
+        silos: dict[str, str] = {}
+        for silo in SILOS:
+            auth.create_user(silo)
+            silos[silo] = auth.create_token(
+                user_id=silo, scopes=[Scope.client], expires_in_days=_TOKEN_DAYS, name=silo
+            )["token"]
+    return str(analyst["token"]), silos
 
 
 # ------------------------------------------------------------------ following the session
