@@ -19,8 +19,9 @@ column                 releases (share of the column's epsilon)             delt
 =====================  ==================================================  =========
 numeric, round 1       distinct count 0.1 (when detecting categoricals),    1/2
                        log-bucket sketch 0.3 (0.4 when not detecting)
-  continuous, round 2  counts 0.1, histogram 0.2, sum 0.15, sum of          --
-                       squares 0.15 (counts 0.6 when no range was found)
+  continuous, round 2  counts 0.05, histogram 0.1, quantile grid 0.15,       --
+                       sum 0.15, sum of squares 0.15 (counts 0.6 when no
+                       range was found)
   categorical, rd. 2   counts 0.1, value counts 0.5                         1/2
 categorical (declared  counts 0.1, value counts 0.9                         all
 or non-numeric)
@@ -29,6 +30,13 @@ or non-numeric)
 "counts" is the pair (non-null count, null count): a row is in exactly one of them, so the
 pair has L1 sensitivity 1 and costs one release. Histograms on agreed edges and counts use
 the discrete Laplace mechanism on every bin (the bins are public, so no threshold is needed).
+The quantile grid is such a histogram, with ``quantile_bins`` equal-width bins over the agreed
+range, released without raising negative counts to zero so that the error of every
+cumulative count is a plain sum of noises (the bound is in :mod:`fedsilo.analytics.quantiles`);
+quantiles come from it rather than from the round-1 sketch, whose threshold suppresses the
+sparse buckets -- near zero a log grid has many -- and with them their rows. The grid's share
+was taken from the histogram (0.2 -> 0.1) and the counts (0.1 -> 0.05), so a column, and a
+session, spends exactly what it did before.
 The sketch and value counts are over data-dependent keys (which buckets or categories
 exist), so they use OpenDP's Laplace *threshold* mechanism: a key is released only when its
 noisy count reaches a threshold calibrated to the delta share, and never below the policy's
@@ -74,7 +82,13 @@ PROFILE_SHARES_DETECTING = {"distinct": 0.1, "sketch": 0.3}
 #: round 1 of a numeric column, when the session declares its categorical columns
 PROFILE_SHARES = {"sketch": 0.4}
 #: round 2 of a continuous column (round 1 spent 0.4)
-CONTINUOUS_SHARES = {"counts": 0.1, "histogram": 0.2, "sum": 0.15, "sum_squares": 0.15}
+CONTINUOUS_SHARES = {
+    "counts": 0.05,
+    "histogram": 0.1,
+    "quantiles": 0.15,
+    "sum": 0.15,
+    "sum_squares": 0.15,
+}
 #: round 2 of a continuous column for which no silo released a sketch bucket (no range)
 CONTINUOUS_NO_RANGE_SHARES = {"counts": 0.6}
 #: round 2 of a numeric column the session found categorical (round 1 spent 0.4)
@@ -176,7 +190,7 @@ class Release:
 
 
 def noisy_counts(
-    counts: np.ndarray, epsilon: float, column: str, statistic: str
+    counts: np.ndarray, epsilon: float, column: str, statistic: str, nonnegative: bool = True
 ) -> tuple[np.ndarray, Release]:
     """Discrete Laplace noise on every entry of a count vector with L1 sensitivity 1.
 
@@ -186,11 +200,13 @@ def noisy_counts(
         E.g. histogram bins, or (non-null, null) counts: one row changes one entry by one.
     epsilon : float
         The share to spend.
+    nonnegative : bool, default True
+        Raise negative noisy counts to 0 (post-processing; it only reduces each count's
+        error, but makes the error of a sum of counts no longer a sum of noises).
 
     Returns
     -------
     noisy : ndarray of shape (n_counts,), int64
-        Negative noisy counts are raised to 0 (post-processing; it only reduces the error).
     release : Release
     """
     dp = _opendp()
@@ -199,7 +215,8 @@ def noisy_counts(
         lambda s: dp.m.make_laplace(*space, scale=s), d_in=1, epsilon=epsilon, sensitivity=1.0
     )
     noisy = np.asarray(measurement(np.ascontiguousarray(counts, dtype=np.int64)), np.int64)
-    np.maximum(noisy, 0, out=noisy)
+    if nonnegative:
+        np.maximum(noisy, 0, out=noisy)
     spent = float(measurement.map(1))
     return noisy, Release(column, statistic, "discrete_laplace", spent, 0.0, scale)
 

@@ -16,6 +16,14 @@ Why this sketch for federated EDA:
   silos therefore carry the same guarantee as quantiles of one silo.
 * **A stated accuracy.** ``quantile(q)`` returns a value within ``alpha * |x|`` of ``x``, the
   element of rank ``floor(q * (n - 1))`` of the sorted data (numpy's ``method="lower"``).
+* **Coarsened, not censored.** A policy that forbids releasing small counts is met by
+  merging a silo's small buckets with their neighbours into *spans* that keep their rows
+  (:meth:`QuantileSketch.coarsened`), never by dropping them: a column crossing zero has
+  many narrow, sparse buckets near zero, and dropping them shifts every quantile above
+  them. A quantile that falls in a span is known to the span's width;
+  :meth:`QuantileSketch.quantile_interval` says to what width each quantile is known
+  (:mod:`fedsilo.analytics.quantiles` has the rank argument, valid for overlapping spans of
+  several silos too).
 * **A histogram on a fixed, data-independent grid.** The bucket grid depends on ``alpha``
   alone, so the bucket counts can be released under differential privacy with a threshold
   mechanism (:mod:`fedsilo.analytics.privacy`) without a prior guess of the data's range.
@@ -30,10 +38,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_RELATIVE_ACCURACY", "ZERO_CODE", "QuantileSketch"]
+from fedsilo.analytics.quantiles import point_estimate, rank_bracket
+
+__all__ = ["DEFAULT_RELATIVE_ACCURACY", "SKETCH_ARRAYS", "ZERO_CODE", "QuantileSketch"]
+
+#: the arrays of :meth:`QuantileSketch.to_arrays` (the span arrays may be absent: none)
+SKETCH_ARRAYS = (
+    "positive_keys",
+    "positive_counts",
+    "negative_keys",
+    "negative_counts",
+    "span_lows",
+    "span_highs",
+    "span_counts",
+)
 
 DEFAULT_RELATIVE_ACCURACY = 0.01
 
@@ -102,6 +124,9 @@ class QuantileSketch:
         a differentially private release, which cannot carry them).
     zero_count : int
         Values with ``|v|`` below :attr:`min_indexable`.
+    spans : tuple of three ndarrays
+        Merged buckets ``(lows, highs, counts)``: closed value intervals holding ``counts``
+        values, from :meth:`coarsened` (empty for a sketch of raw values).
 
     Examples
     --------
@@ -126,6 +151,7 @@ class QuantileSketch:
         self._positive = _Store()
         self._negative = _Store()
         self.zero_count = 0
+        self.spans: tuple[np.ndarray, np.ndarray, np.ndarray] = _no_spans()
         self.min = math.nan
         self.max = math.nan
 
@@ -181,6 +207,10 @@ class QuantileSketch:
         self._positive.add_counts(other._positive.offset, other._positive.counts)
         self._negative.add_counts(other._negative.offset, other._negative.counts)
         self.zero_count += other.zero_count
+        self.spans = tuple(  # type: ignore[assignment]  # three arrays stay three
+            np.concatenate([mine, theirs])
+            for mine, theirs in zip(self.spans, other.spans, strict=True)
+        )
         self.min = float(np.fmin(self.min, other.min))
         self.max = float(np.fmax(self.max, other.max))
 
@@ -189,11 +219,71 @@ class QuantileSketch:
         clone.merge(self)
         return clone
 
+    def coarsened(self, min_count: int) -> QuantileSketch:
+        """This sketch with every released count at least ``min_count``, rows kept.
+
+        Buckets are walked in value order; a bucket below ``min_count`` starts a span that
+        takes the following small buckets until it holds ``min_count`` values. A span still
+        short when it meets a bucket that is not small joins whichever neighbour holds fewer
+        values -- so an atom such as a column's many exact zeros keeps its own bucket -- and
+        a last span still short joins the unit before it. Buckets that need no merging stay
+        buckets, so pooled silos still add them exactly.
+
+        Returns
+        -------
+        QuantileSketch
+            With the same min and max; empty when the sketch holds fewer than ``min_count``
+            values in all (nothing can be released then).
+        """
+        lows, highs, counts = self._fine_intervals()
+        if min_count <= 1 or counts.size == 0 or bool((counts >= min_count).all()):
+            return self.copy()
+        codes = self._fine_codes()
+        # units in value order: [low, high, count, bucket code or None for a span]
+        units: list[list[Any]] = []
+        pending: list[Any] | None = None
+        for low, high, count, code in zip(
+            lows.tolist(), highs.tolist(), counts.tolist(), codes.tolist(), strict=True
+        ):
+            if count >= min_count:
+                if pending is None:
+                    units.append([low, high, count, code])
+                elif units and units[-1][2] <= count:
+                    _absorb(units[-1], pending)
+                    units.append([low, high, count, code])
+                else:
+                    units.append([pending[0], high, pending[2] + count, None])
+                pending = None
+                continue
+            if pending is None:
+                pending = [low, high, 0, None]
+            pending[1] = high
+            pending[2] += count
+            if pending[2] >= min_count:
+                units.append(pending)
+                pending = None
+        if pending is not None and units:
+            _absorb(units[-1], pending)
+        kept = {int(u[3]): int(u[2]) for u in units if u[3] is not None}
+        coarse = QuantileSketch.from_counts(self.relative_accuracy, kept)
+        spans = [u for u in units if u[3] is None]
+        if spans:
+            coarse.spans = (
+                np.array([u[0] for u in spans], dtype=np.float64),
+                np.array([u[1] for u in spans], dtype=np.float64),
+                np.array([u[2] for u in spans], dtype=np.int64),
+            )
+        if coarse.count:
+            coarse.min, coarse.max = self.min, self.max
+        return coarse
+
     # ---------------------------------------------------------------- reading
 
     @property
     def count(self) -> int:
-        return self._positive.total + self._negative.total + self.zero_count
+        return (
+            self._positive.total + self._negative.total + self.zero_count + int(self.spans[2].sum())
+        )
 
     def value(self, key: int | np.ndarray) -> np.ndarray:
         """The representative value of positive bucket ``key``: ``2 gamma**k / (gamma + 1)``."""
@@ -203,26 +293,77 @@ class QuantileSketch:
 
     def quantile(self, q: float) -> float:
         """The value at quantile ``q``, within ``relative_accuracy`` of the rank-``floor(q(n-1))``
-        element (NaN when the sketch is empty).
+        element when that element is in an un-merged bucket, else within its span (see
+        :meth:`quantile_interval`); NaN when the sketch is empty.
 
         Raises
         ------
         ValueError
             When ``q`` is not in [0, 1].
         """
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"The quantile 'q' must be in [0, 1]. Got {q!r}.")
-        values, counts = self.buckets()
-        total = int(counts.sum())
-        if total == 0:
+        bracket = self._bracket(q)
+        if bracket is None:
             return math.nan
-        rank = q * (total - 1)
-        position = int(np.searchsorted(np.cumsum(counts), rank, side="right"))
-        estimate = float(values[min(position, values.size - 1)])
+        estimate = point_estimate(*bracket)
         # The true quantile lies within [min, max]; clipping to them can only reduce the error.
         if not math.isnan(self.min):
             estimate = min(max(estimate, self.min), self.max)
         return estimate
+
+    def quantile_interval(self, q: float) -> tuple[float, float]:
+        """The interval that holds the rank-``floor(q(n-1))`` element for certain: its bucket
+        (half-width ``relative_accuracy``, relatively) or its span, within ``[min, max]``.
+        ``(nan, nan)`` when the sketch is empty."""
+        bracket = self._bracket(q)
+        if bracket is None:
+            return math.nan, math.nan
+        low, high = bracket
+        if not math.isnan(self.min):
+            low, high = max(low, self.min), min(high, self.max)
+        return low, high
+
+    def _bracket(self, q: float) -> tuple[float, float] | None:
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"The quantile 'q' must be in [0, 1]. Got {q!r}.")
+        lows, highs, counts = self.intervals()
+        total = int(counts.sum())
+        if total == 0:
+            return None
+        return rank_bracket(lows, highs, counts, math.floor(q * (total - 1)))
+
+    def intervals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every bucket and span as a closed value interval: ``(lows, highs, counts)``."""
+        lows, highs, counts = self._fine_intervals()
+        span_lows, span_highs, span_counts = self.spans
+        return (
+            np.concatenate([lows, span_lows]),
+            np.concatenate([highs, span_highs]),
+            np.concatenate([counts, span_counts]),
+        )
+
+    def _fine_intervals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The non-empty buckets (not spans) in value order: edges and counts."""
+        neg_keys, neg_counts = self._negative.sparse()
+        pos_keys, pos_counts = self._positive.sparse()
+        neg_keys, neg_counts = neg_keys[::-1], neg_counts[::-1]
+        zero = np.zeros(1 if self.zero_count else 0)
+        lows = np.concatenate([-self._edge(neg_keys), zero, self._edge(pos_keys - 1)])
+        highs = np.concatenate([-self._edge(neg_keys - 1), zero, self._edge(pos_keys)])
+        zero_counts = np.array([self.zero_count] * zero.size, dtype=np.int64)
+        counts = np.concatenate([neg_counts, zero_counts, pos_counts]).astype(np.int64)
+        return lows, highs, counts
+
+    def _fine_codes(self) -> np.ndarray:
+        """The :meth:`to_counts` code of each bucket of :meth:`_fine_intervals`, same order."""
+        neg_keys, _ = self._negative.sparse()
+        pos_keys, _ = self._positive.sparse()
+        zero = np.array([ZERO_CODE] * (1 if self.zero_count else 0), dtype=np.int64)
+        return np.concatenate([2 * neg_keys[::-1] + 1, zero, 2 * pos_keys]).astype(np.int64)
+
+    def _edge(self, keys: np.ndarray) -> np.ndarray:
+        """``gamma**keys``: the upper edge of positive bucket ``keys``."""
+        edges: np.ndarray = np.exp(keys.astype(np.float64) * self._log_gamma)
+        return edges
 
     def buckets(self) -> tuple[np.ndarray, np.ndarray]:
         """Non-empty buckets in increasing value order.
@@ -243,34 +384,23 @@ class QuantileSketch:
         return np.concatenate(parts_v).astype(np.float64), np.concatenate(parts_c)
 
     def bounds(self) -> tuple[float, float]:
-        """The range covered by the non-empty buckets: ``(lowest lower edge, highest upper edge)``.
+        """The range covered by the non-empty buckets and spans: ``(lowest lower edge,
+        highest upper edge)``.
 
         Used as the agreed range of a column when exact extremes cannot be released; NaN
         when the sketch is empty.
         """
-        neg_keys, _ = self._negative.sparse()
-        pos_keys, _ = self._positive.sparse()
-        if neg_keys.size:
-            low = -float(np.exp(neg_keys[-1] * self._log_gamma))
-        elif self.zero_count:
-            low = 0.0
-        elif pos_keys.size:
-            low = float(np.exp((pos_keys[0] - 1) * self._log_gamma))
-        else:
+        lows, highs, counts = self.intervals()
+        if not counts.any():
             return math.nan, math.nan
-        if pos_keys.size:
-            high = float(np.exp(pos_keys[-1] * self._log_gamma))
-        elif self.zero_count:
-            high = 0.0
-        else:
-            high = -float(np.exp((neg_keys[0] - 1) * self._log_gamma))
-        return low, high
+        return float(lows[counts > 0].min()), float(highs[counts > 0].max())
 
     # ------------------------------------------------------------- (de)serializing
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The sketch as int64 arrays: ``positive_keys``, ``positive_counts``,
-        ``negative_keys``, ``negative_counts`` (sparse, ascending keys)."""
+        """The sketch as arrays (:data:`SKETCH_ARRAYS`): int64 ``positive_keys``,
+        ``positive_counts``, ``negative_keys``, ``negative_counts`` (sparse, ascending keys)
+        and the spans as float64 ``span_lows``, ``span_highs`` and int64 ``span_counts``."""
         pos_keys, pos_counts = self._positive.sparse()
         neg_keys, neg_counts = self._negative.sparse()
         return {
@@ -278,10 +408,13 @@ class QuantileSketch:
             "positive_counts": pos_counts,
             "negative_keys": neg_keys,
             "negative_counts": neg_counts,
+            "span_lows": self.spans[0].copy(),
+            "span_highs": self.spans[1].copy(),
+            "span_counts": self.spans[2].copy(),
         }
 
     def to_counts(self) -> dict[int, int]:
-        """Every non-empty bucket as ``{code: count}`` with one integer code per bucket:
+        """Every non-empty bucket (not the spans) as ``{code: count}``, one integer code each:
         ``2k`` for positive key ``k``, ``2k + 1`` for negative key ``k``, and
         :data:`ZERO_CODE` for the zero bucket (see :meth:`from_counts`)."""
         pos_keys, pos_counts = self._positive.sparse()
@@ -316,10 +449,16 @@ class QuantileSketch:
         minimum: float = math.nan,
         maximum: float = math.nan,
     ) -> QuantileSketch:
-        """Rebuild a sketch written by :meth:`to_arrays`."""
+        """Rebuild a sketch written by :meth:`to_arrays` (absent span arrays: no spans)."""
         sketch = cls(relative_accuracy)
         sketch._positive = _Store.from_sparse(arrays["positive_keys"], arrays["positive_counts"])
         sketch._negative = _Store.from_sparse(arrays["negative_keys"], arrays["negative_counts"])
+        if "span_counts" in arrays:
+            sketch.spans = (
+                np.asarray(arrays["span_lows"], dtype=np.float64),
+                np.asarray(arrays["span_highs"], dtype=np.float64),
+                np.asarray(arrays["span_counts"], dtype=np.int64),
+            )
         sketch.zero_count = int(zero_count)
         sketch.min, sketch.max = float(minimum), float(maximum)
         return sketch
@@ -347,6 +486,17 @@ class QuantileSketch:
 
 #: the code of the zero bucket in :meth:`QuantileSketch.to_counts` (no key maps to it)
 ZERO_CODE = -(2**62)
+
+
+def _absorb(unit: list[Any], following: list[Any]) -> None:
+    """Widen ``unit`` (a bucket or span) over the span ``following`` it: a span now."""
+    unit[1] = following[1]
+    unit[2] += following[2]
+    unit[3] = None
+
+
+def _no_spans() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
 
 
 def _same(a: float, b: float) -> bool:

@@ -18,13 +18,12 @@ import numpy as np
 
 from fedsilo.analytics.describe import Moments
 from fedsilo.analytics.histograms import ValueCounts, merge_histograms, merge_value_counts
-from fedsilo.analytics.sketch import QuantileSketch
+from fedsilo.analytics.quantiles import grid_interval, grid_quantile, prefix_noise_bound
+from fedsilo.analytics.sketch import SKETCH_ARRAYS, QuantileSketch
 
 __all__ = ["ColumnKind", "ColumnStats", "pool"]
 
 ColumnKind = Literal["continuous", "categorical"]
-
-_SKETCH_ARRAYS = ("positive_keys", "positive_counts", "negative_keys", "negative_counts")
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,20 @@ class ColumnStats:
     moments : Moments
         Count, nulls, extremes, mean, M2 (the last four NaN for categorical columns).
     sketch : QuantileSketch or None
-        Continuous columns: the (possibly noisy) log-bucket sketch quantiles come from.
+        Continuous columns: the log-bucket sketch (exact, coarsened to the policy's
+        ``min_count``; or noisy and thresholded under DP, where it gives the range only).
     edges : ndarray of shape (n_bins + 1,) or None
         Continuous columns: the agreed bin edges.
     histogram : ndarray of shape (n_bins,) or None
         Continuous columns: counts per bin (float; NaN where the policy withheld a count).
     value_counts : list of (value, count) or None
         Categorical columns: released categories, most frequent first.
+    quantile_edges : ndarray of shape (n_quantile_bins + 1,) or None
+        Under DP: the public grid over the agreed range that quantiles come from.
+    quantile_counts : ndarray of shape (n_quantile_bins,) or None
+        Under DP: noisy counts on that grid (summed over pooled datasets; may be negative).
+    quantile_scales : tuple of float
+        The discrete Laplace scale of each dataset's grid counts (one per pooled dataset).
     distinct : float
         The silo's (possibly noisy) distinct count, NaN when not measured or pooled.
     withheld : int
@@ -61,16 +67,50 @@ class ColumnStats:
     edges: np.ndarray | None = None
     histogram: np.ndarray | None = None
     value_counts: ValueCounts | None = None
+    quantile_edges: np.ndarray | None = None
+    quantile_counts: np.ndarray | None = None
+    quantile_scales: tuple[float, ...] = ()
     distinct: float = math.nan
     withheld: int = 0
 
     # ----------------------------------------------------------------- statistics
 
     def quantile(self, q: float) -> float:
-        """The sketch's quantile (NaN for categorical columns or without a sketch)."""
-        if self.kind != "continuous" or self.sketch is None:
+        """The quantile ``q``: from the noisy grid under DP, else from the sketch (NaN for
+        categorical columns or without either)."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"The quantile 'q' must be in [0, 1]. Got {q!r}.")
+        if self.kind != "continuous":
+            return math.nan
+        if self.quantile_counts is not None and self.quantile_edges is not None:
+            return grid_quantile(self.quantile_edges, self.quantile_counts, q)
+        if self.sketch is None:
             return math.nan
         return self.sketch.quantile(q)
+
+    def quantile_interval(self, q: float, alpha: float = 0.05) -> tuple[float, float]:
+        """An interval holding the true rank-``floor(q (n - 1))`` value.
+
+        Without DP it holds it for certain (the value's sketch bucket or merged bucket).
+        Under DP it holds it with probability at least ``1 - alpha`` for the values clamped
+        to the agreed range (:func:`~fedsilo.analytics.quantiles.grid_interval` with the
+        noise bound of :func:`~fedsilo.analytics.quantiles.prefix_noise_bound`).
+        ``(nan, nan)`` when no quantile is known.
+        """
+        if math.isnan(self.quantile(q)):  # validates q too
+            return math.nan, math.nan
+        if self.quantile_counts is not None and self.quantile_edges is not None:
+            noise = self.quantile_noise(alpha)
+            return grid_interval(self.quantile_edges, self.quantile_counts, q, noise)
+        assert self.sketch is not None
+        return self.sketch.quantile_interval(q)
+
+    def quantile_noise(self, alpha: float = 0.05) -> float:
+        """Under DP: ``lambda``, a bound on the error of every noisy cumulative count of the
+        quantile grid holding with probability ``1 - alpha``; 0 without DP."""
+        if self.quantile_counts is None:
+            return 0.0
+        return prefix_noise_bound(self.quantile_scales, self.quantile_counts.size, alpha)
 
     def unique_count(self) -> float:
         """Released categories (NaN for continuous columns)."""
@@ -143,6 +183,15 @@ class ColumnStats:
             histogram = merge_histograms([self.histogram, other.histogram])
         else:
             histogram = self.histogram if self.histogram is not None else other.histogram
+        grid = None
+        if self.quantile_counts is not None and other.quantile_counts is not None:
+            if (
+                self.quantile_edges is None
+                or other.quantile_edges is None
+                or not np.array_equal(self.quantile_edges, other.quantile_edges)
+            ):
+                raise ValueError(f"Column {self.name!r}: quantile grids on different edges.")
+            grid = (self.quantile_edges, self.quantile_counts + other.quantile_counts)
         value_counts = None
         if self.value_counts is not None or other.value_counts is not None:
             value_counts = merge_value_counts([self.value_counts or [], other.value_counts or []])
@@ -154,6 +203,11 @@ class ColumnStats:
             edges=self.edges if self.edges is not None else other.edges,
             histogram=histogram,
             value_counts=value_counts,
+            # A part without a grid (no private range there) leaves the pooled grid short of
+            # its rows, so the pooled quantiles fall back to the sketch.
+            quantile_edges=None if grid is None else grid[0],
+            quantile_counts=None if grid is None else grid[1],
+            quantile_scales=() if grid is None else self.quantile_scales + other.quantile_scales,
             distinct=math.nan,
             withheld=self.withheld + other.withheld,
         )
@@ -174,6 +228,7 @@ class ColumnStats:
                 None if self.value_counts is None else [[v, c] for v, c in self.value_counts]
             ),
             "sketch": None,
+            "quantile_scales": list(self.quantile_scales),
         }
         if self.sketch is not None:
             meta["sketch"] = {
@@ -188,6 +243,9 @@ class ColumnStats:
             arrays[f"{prefix}edges"] = np.asarray(self.edges, dtype=np.float64)
         if self.histogram is not None:
             arrays[f"{prefix}histogram"] = np.asarray(self.histogram, dtype=np.float64)
+        if self.quantile_edges is not None and self.quantile_counts is not None:
+            arrays[f"{prefix}quantile_edges"] = np.asarray(self.quantile_edges, np.float64)
+            arrays[f"{prefix}quantile_counts"] = np.asarray(self.quantile_counts, np.float64)
         return meta, arrays
 
     @classmethod
@@ -200,7 +258,11 @@ class ColumnStats:
         if sketch_meta is not None:
             sketch = QuantileSketch.from_arrays(
                 float(sketch_meta["relative_accuracy"]),
-                {key: arrays[f"{prefix}sketch/{key}"] for key in _SKETCH_ARRAYS},
+                {
+                    key: arrays[f"{prefix}sketch/{key}"]
+                    for key in SKETCH_ARRAYS
+                    if f"{prefix}sketch/{key}" in arrays
+                },
                 zero_count=int(sketch_meta.get("zero_count", 0)),
                 minimum=_float(sketch_meta.get("min")),
                 maximum=_float(sketch_meta.get("max")),
@@ -217,6 +279,9 @@ class ColumnStats:
             edges=arrays.get(f"{prefix}edges"),
             histogram=arrays.get(f"{prefix}histogram"),
             value_counts=value_counts,
+            quantile_edges=arrays.get(f"{prefix}quantile_edges"),
+            quantile_counts=arrays.get(f"{prefix}quantile_counts"),
+            quantile_scales=tuple(float(s) for s in meta.get("quantile_scales") or ()),
             distinct=_float(meta.get("distinct")),
             withheld=int(meta.get("withheld", 0)),
         )

@@ -3,7 +3,8 @@
 Without DP: count, nulls, mean, std, min and max equal pandas per dataset and pooled to
 1e-9; quantiles are within the sketch's relative accuracy of the true order statistic;
 histograms equal numpy's on the agreed edges. With DP: every released number is within its
-mechanism's stated accuracy (at failure probability ``ALPHA`` each; OpenDP cannot be seeded)
+mechanism's stated accuracy and quantiles within the bound of ``fedsilo.analytics.quantiles``
+(at failure probability ``ALPHA`` each; OpenDP cannot be seeded)
 and each dataset's releases add up to the session's epsilon.
 """
 
@@ -19,7 +20,6 @@ import pytest
 from fedsilo.analytics.histograms import histogram
 from fedsilo.analytics.privacy import Release
 from fedsilo.analytics.results import EdaResults
-from fedsilo.analytics.sketch import QuantileSketch
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import ConfigError, DataError, TaskError
 from fedsilo.federation import get_package
@@ -173,6 +173,7 @@ def test_dp_errors_are_within_the_stated_accuracy(run_eda: Any) -> None:
         for column in ("x", "w"):
             _check_continuous(results, name, column, frame[column])
         _check_quantiles(results, name, "w", frame["w"])
+        _check_quantiles(results, name, "x", frame["x"])
         _check_categorical(results, name, "city", frame["city"])
 
 
@@ -211,31 +212,24 @@ def _check_continuous(results: EdaResults, name: str, column: str, series: pd.Se
 
 
 def _check_quantiles(results: EdaResults, name: str, column: str, series: pd.Series) -> None:
-    """Rank bounds of quantiles from a thresholded noisy sketch of positive values.
-
-    With k released buckets each within ``a`` of its count, and ``S`` rows in suppressed
-    buckets, the bucket b returned for q satisfies (see the derivation in privacy's docs):
-    #(values <= upper_b) >= q (n - S - k a - 1) - k a  and
-    #(values <= lower_b) <= q (n + k a - 1) + k a + S.
-    """
-    values = series.dropna().to_numpy()
-    n = values.size
+    """Quantiles from the noisy grid, within the bound stated in analytics.quantiles:
+    ``Q(q - delta) - w <= estimate <= Q(q + delta) + w`` with ``delta = (2 lambda + 1) / n``
+    for the values clamped to the range, where ``lambda`` bounds every noisy cumulative
+    count's error (at ``ALPHA``) and ``w`` is the grid's bin width."""
     stats = results[name][column].stats
-    assert stats.sketch is not None
-    release = ledger(results, name, column, "sketch")
-    assert release.threshold is not None
-    a = release.accuracy(ALPHA)
-    k = int(stats.sketch.buckets()[1].size)
-    exact = QuantileSketch(stats.sketch.relative_accuracy)
-    exact.add(values)
-    suppressed = sum(c for c in exact.to_counts().values() if c < release.threshold + a)
-    gamma = stats.sketch.gamma
+    edges = stats.quantile_edges
+    assert edges is not None and stats.quantile_counts is not None
+    assert edges.size == 33  # quantile_bins=32 by default
+    release = ledger(results, name, column, "quantiles")
+    assert stats.quantile_scales == (release.scale,)
+    values = np.clip(series.dropna().to_numpy(), edges[0], edges[-1])
+    n, width = values.size, float(edges[1] - edges[0])
+    delta = (2 * stats.quantile_noise(ALPHA) + 1) / n
     for q in (0.1, 0.25, 0.5, 0.75, 0.9):
-        value = stats.quantile(q)
-        upper = value * (gamma + 1) / 2
-        lower = upper / gamma
-        assert np.sum(values <= upper * (1 + 1e-12)) >= q * (n - suppressed - k * a - 1) - k * a
-        assert np.sum(values <= lower * (1 - 1e-12)) <= q * (n + k * a - 1) + k * a + suppressed
+        # beyond the data's ranks the bound is the range's end
+        below = np.quantile(values, q - delta, method="lower") if q >= delta else edges[0]
+        above = np.quantile(values, q + delta, method="lower") if q + delta <= 1 else edges[-1]
+        assert below - width <= stats.quantile(q) <= above + width, q
 
 
 def _check_categorical(results: EdaResults, name: str, column: str, series: pd.Series) -> None:

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from fedsilo.analytics.sketch import QuantileSketch
+from fedsilo.analytics.sketch import SKETCH_ARRAYS, QuantileSketch
+
+SPAN_EDGES = ("span_lows", "span_highs")
 
 QUANTILES = [0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0]
 
@@ -74,7 +76,9 @@ def test_arrays_and_counts_round_trip() -> None:
     sketch = QuantileSketch(0.02)
     sketch.add(values)
     arrays = sketch.to_arrays()
-    assert all(a.dtype == np.int64 for a in arrays.values())
+    assert list(arrays) == list(SKETCH_ARRAYS)
+    assert all(a.dtype == np.int64 for k, a in arrays.items() if k not in SPAN_EDGES)
+    assert all(arrays[k].dtype == np.float64 and arrays[k].size == 0 for k in SPAN_EDGES)
     again = QuantileSketch.from_arrays(0.02, arrays, sketch.zero_count, sketch.min, sketch.max)
     assert again == sketch
     from_counts = QuantileSketch.from_counts(0.02, sketch.to_counts())

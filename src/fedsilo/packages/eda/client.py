@@ -18,8 +18,11 @@ Task kinds
 
 With ``epsilon`` set every released number goes through a mechanism of
 :mod:`fedsilo.analytics.privacy` first, and ``releases`` is the ledger of what it cost; the
-budget split is documented there. Without it, counts below the policy's ``min_count`` are
-withheld and everything else is exact.
+budget split is documented there. Round 2 of a continuous column then also releases noisy
+counts on ``quantile_bins`` equal-width bins over the agreed range, which the quantiles come
+from. Without it, histogram bins and categories below the policy's ``min_count`` are
+withheld, sketch buckets below it are merged with their neighbours (their rows kept), and
+everything else is exact.
 
 A task asked again with the same meta (a round re-run after a server restart) is answered
 from the first answer, so it costs no further privacy; asked with other meta it is refused.
@@ -38,6 +41,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from fedsilo.analytics.describe import Moments
 from fedsilo.analytics.histograms import (
+    agreed_edges,
     histogram,
     sorted_counts,
     value_counts,
@@ -234,7 +238,7 @@ class EdaExecutor:
                 sketch = QuantileSketch.from_counts(sketch.relative_accuracy, released)
             else:
                 entry["min"], entry["max"] = _json_float(sketch.min), _json_float(sketch.max)
-                sketch = _withhold_buckets(sketch, mc.policy.min_count)
+                sketch = sketch.coarsened(mc.policy.min_count)
             entry["sketch"] = {
                 "relative_accuracy": sketch.relative_accuracy,
                 "zero_count": sketch.zero_count,
@@ -319,6 +323,16 @@ class EdaExecutor:
             histogram(values, edges), self.epsilon * shares["histogram"], column.name, "histogram"
         )
         releases.append(release)
+        quantile_edges = agreed_edges(low, high, mc.quantile_bins)
+        assert quantile_edges is not None  # a finite range, as the edges' ends are
+        grid, grid_release = noisy_counts(
+            histogram(values, quantile_edges),
+            self.epsilon * shares["quantiles"],
+            column.name,
+            "quantiles",
+            nonnegative=False,
+        )
+        releases.append(grid_release)
         # Shifted to the centre of the range: OpenDP's float sum costs (upper - lower) per row
         # either way, but the squares of centred values are bounded by a quarter of the width
         # squared instead of the whole.
@@ -344,6 +358,9 @@ class EdaExecutor:
             moments,
             edges=edges,
             histogram=bins.astype(np.float64),
+            quantile_edges=quantile_edges,
+            quantile_counts=grid.astype(np.float64),
+            quantile_scales=(grid_release.scale,),
         )
 
     def _categorical(self, column: _Column, releases: list[Release]) -> ColumnStats:
@@ -414,17 +431,6 @@ def _plan(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
             )
         plan[spec["name"]] = spec
     return plan
-
-
-def _withhold_buckets(sketch: QuantileSketch, min_count: int) -> QuantileSketch:
-    """The sketch without the buckets below ``min_count`` (exact releases' policy)."""
-    if min_count <= 1:
-        return sketch
-    kept = {k: c for k, c in sketch.to_counts().items() if c >= min_count}
-    filtered = QuantileSketch.from_counts(sketch.relative_accuracy, kept)
-    # min and max are released exactly without DP anyway; they keep quantiles clipped.
-    filtered.min, filtered.max = sketch.min, sketch.max
-    return filtered
 
 
 def _json_float(value: float) -> float | None:

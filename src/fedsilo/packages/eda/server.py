@@ -28,7 +28,7 @@ from typing import Any
 from fedsilo.analytics.histograms import agreed_edges
 from fedsilo.analytics.privacy import Release
 from fedsilo.analytics.results import DatasetPrivacy, EdaResults
-from fedsilo.analytics.sketch import QuantileSketch
+from fedsilo.analytics.sketch import SKETCH_ARRAYS, QuantileSketch
 from fedsilo.analytics.stats import ColumnStats
 from fedsilo.errors import TaskError
 from fedsilo.federation import Reply, SessionContext
@@ -42,8 +42,6 @@ from fedsilo.packages.eda.config import (
 from fedsilo.wire import Arrays
 
 __all__ = ["agree_columns", "run"]
-
-_SKETCH_ARRAYS = ("positive_keys", "positive_counts", "negative_keys", "negative_counts")
 
 
 @dataclass
@@ -299,7 +297,7 @@ def _parse_summary(reply: Reply, profile: Profile) -> tuple[dict[str, ColumnStat
 def _sketch(arrays: Arrays, prefix: str, meta: Mapping[str, Any]) -> QuantileSketch:
     return QuantileSketch.from_arrays(
         float(meta["relative_accuracy"]),
-        {key: arrays[f"{prefix}{key}"] for key in _SKETCH_ARRAYS},
+        {key: arrays[f"{prefix}{key}"] for key in SKETCH_ARRAYS if f"{prefix}{key}" in arrays},
         zero_count=int(meta.get("zero_count", 0)),
     )
 
