@@ -14,6 +14,7 @@ moves p by ~z * 1e-12 relative).
 
 from __future__ import annotations
 
+import threading
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from statsmodels.tools.sm_exceptions import ConvergenceWarning as StatsmodelsConvergenceWarning
 from torch.utils.data import DataLoader
 
+import fedsilo
+from fedsilo.client.runtime import ClientRuntime
 from fedsilo.data.synth import make_frames, write_sample_data
+from fedsilo.http import ApiClient
 from fedsilo.packages.linear_inference.dataset import ChunkedTabularDataset
 from fedsilo.regression.newton import ConvergenceWarning
 from fedsilo.sdk.model import Model
@@ -198,3 +202,77 @@ def test_predictions_through_the_seeds_chunked_tabular_dataset(
         assert table.shape == (4000, 2)
         np.testing.assert_allclose(table.sum(axis=1), 1.0, rtol=1e-12)
         np.testing.assert_allclose(table[:, 1], y_pred[:, j].numpy(), rtol=1e-12)
+
+
+def test_the_seed_session_through_the_engine(thread_server: Any, tmp_path: Path) -> None:
+    """The seed's calls against a real server and two real clients over HTTP."""
+    data_path = tmp_path / "synthetic"
+    write_sample_data(data_path, seed=0)
+    client = fedsilo.connect(thread_server.url, thread_server.token)
+    try:
+        training_session_logit = client.create_fl_session(
+            name="Testing linear inference session",
+            description="I am testing linear inference session creation through a notebook",
+            min_num_clients=2,
+            num_rounds=5,
+            package_name="linear_inference",
+            model_config=model_config_logit,
+            data_config=data_config_logit,
+        ).start()
+        results: dict[str, Any] = {}
+
+        def train(name: str, silo: str) -> None:
+            api = ApiClient(thread_server.url, thread_server.token)
+            runtime = ClientRuntime(
+                api,
+                training_session_logit.id,
+                name,
+                f"{data_path}/{silo}.parquet",
+                f"{data_path}/test.parquet",
+                1024,
+                poll_wait=5,
+                on_event=lambda _: None,
+            )
+            try:
+                results[name] = runtime.run()
+            except Exception as exc:  # reported to the test thread
+                results[name] = exc
+            finally:
+                api.close()
+
+        threads = [
+            threading.Thread(target=train, args=(name, silo), daemon=True)
+            for name, silo in (
+                ("client-1-inference", "train_silo0"),
+                ("client-2-inference", "train_silo1"),
+            )
+        ]
+        for thread in threads:
+            thread.start()
+        training_session_logit.wait(timeout=120, progress=False)
+        for thread in threads:
+            thread.join(timeout=30)
+        assert results == dict.fromkeys(["client-1-inference", "client-2-inference"], "completed")
+
+        model_logit = training_session_logit.model().as_pytorch()
+        pv = model_logit.p_values()  # type: ignore[operator]
+        assert pv.notna().all()
+        assert model_logit.converged.all()
+        pooled = pd.concat(
+            [pd.read_parquet(data_path / f"train_silo{i}.parquet") for i in (0, 1)],
+            ignore_index=True,
+        )
+        for chunk in CHUNKED:
+            ref = statsmodels_logit(pooled, chunk)
+            table = model_logit.summary(chunk)  # type: ignore[operator]
+            np.testing.assert_allclose(table["coef"], ref.params, rtol=1e-8, atol=1e-8)
+            np.testing.assert_allclose(table["std err"], ref.bse, rtol=1e-8)
+            np.testing.assert_allclose(pv[chunk], ref.pvalues[chunk], rtol=1e-6)
+        metrics = training_session_logit.metrics().as_dict()
+        assert len(metrics["federated_metrics"]) == 5
+        assert metrics["federated_metrics"][0]["loss"] == pytest.approx(np.log(2.0), rel=1e-12)
+        logs = [line.message for line in training_session_logit.logs()]
+        assert any("4 of 4 model(s) converged in 5 round(s)" in line for line in logs)
+        assert not any("warning:" in line for line in logs)
+    finally:
+        client.close()
