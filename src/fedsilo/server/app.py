@@ -13,7 +13,16 @@ from fastapi.responses import JSONResponse
 from fedsilo import __version__
 from fedsilo.errors import ConfigError
 from fedsilo.server.access import public
-from fedsilo.server.api import audit, packages, participants, relay, sessions, tokens, users
+from fedsilo.server.api import (
+    audit,
+    packages,
+    participants,
+    refusals,
+    relay,
+    sessions,
+    tokens,
+    users,
+)
 from fedsilo.server.api.deps import ParticipantCache
 from fedsilo.server.auth import FailureLimiter, TokenCache, bootstrap_admin
 from fedsilo.server.engine import SessionEngine
@@ -82,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def _config_error(_: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
-    for module in (sessions, participants, relay, tokens, users, audit, packages):
+    for module in (sessions, participants, refusals, relay, tokens, users, audit, packages):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

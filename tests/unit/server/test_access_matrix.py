@@ -98,6 +98,7 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("DELETE", SESSION): needs(Scope.admin, own=Scope.delete_user_session),
     ("GET", f"{SESSION}/model"): needs(Scope.model_download, own=Scope.user_model_download),
     ("POST", f"{SESSION}/participants"): needs(Scope.client),
+    ("POST", f"{SESSION}/refusals"): needs(Scope.client),  # a client declining to join
     ("GET", f"{PARTICIPANT}/tasks/next"): AS_PARTICIPANT,
     ("POST", f"{PARTICIPANT}/tasks/{{task_id}}/reply"): AS_PARTICIPANT,
     ("POST", f"{PARTICIPANT}/relay/{{to}}"): AS_PARTICIPANT,
@@ -347,6 +348,8 @@ def _request(
         kwargs["json"] = _session_body()
     elif route.key == ("POST", f"{SESSION}/participants"):
         kwargs["json"] = _join_body(world.unique("joiner"))
+    elif route.key == ("POST", f"{SESSION}/refusals"):
+        kwargs["json"] = {"client_name": world.unique("refuser"), "reason": "no column 'y'"}
     elif route.path.endswith("/reply") or "/relay/" in route.path:
         # no tag and not a frame: an admitted call gets 404/409/422, and queues nothing
         kwargs["content"] = b"\x00" * 16
