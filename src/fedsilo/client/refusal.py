@@ -22,8 +22,9 @@ from fedsilo.wire import REFUSAL_REASON_MAX
 
 __all__ = ["refusal_reason"]
 
-# A parser's message after "could not be read as csv:" may quote lines of the file.
-_PARSER_DETAIL = re.compile(r"(could not be read as \w+): .*?(?=; |$)")
+# A parser's message after "could not be read as csv:" may quote lines of the file; it runs
+# to the end of its problem (each problem is scrubbed on its own).
+_PARSER_DETAIL = re.compile(r"(could not be read as \w+): .*", re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ELLIPSIS = "..."
 
