@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from fedsilo.cli import FormatOption, OutputFormat, TokenOption, UrlOption, open_api
+from fedsilo.cli import (
+    CaCertOption,
+    FormatOption,
+    OutputFormat,
+    TokenOption,
+    UrlOption,
+    open_api,
+)
 from fedsilo.cli.tables import Column, print_json, print_table, when
 from fedsilo.errors import ConfigError
 
@@ -64,6 +71,7 @@ def list_entries(
     output: FormatOption = OutputFormat.table,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """List audit entries, oldest first."""
     from fedsilo.sdk.auth import AuthClient
@@ -76,7 +84,7 @@ def list_entries(
                 f"The --since option must be an ISO 8601 time, e.g. 2026-12-01T09:00. "
                 f"Got {since!r}."
             ) from None
-    with AuthClient(open_api(url, token)) as auth:
+    with AuthClient(open_api(url, token, ca_cert)) as auth:
         entries = auth.audit(user, action, since, limit, target=target)
     if output is OutputFormat.json:
         print_json(entries)

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fedsilo.cli import FormatOption, OutputFormat, TokenOption, UrlOption, open_api
+from fedsilo.cli import (
+    CaCertOption,
+    FormatOption,
+    OutputFormat,
+    TokenOption,
+    UrlOption,
+    open_api,
+)
 from fedsilo.cli.tables import Column, parse_time, print_json, print_table, when
 from fedsilo.errors import ConfigError
 from fedsilo.scopes import MAX_SCOPED_TOKEN_DAYS, SCOPE_HELP, Scope, parse_scopes
@@ -33,10 +40,10 @@ app = typer.Typer(
 _SCOPE_LIST = "\n".join(f"- **{scope}**: {SCOPE_HELP[scope]}" for scope in Scope)
 
 
-def _auth(url: str | None, token: str | None) -> AuthClient:
+def _auth(url: str | None, token: str | None, ca_cert: str | None) -> AuthClient:
     from fedsilo.sdk.auth import AuthClient
 
-    return AuthClient(open_api(url, token))
+    return AuthClient(open_api(url, token, ca_cert))
 
 
 @app.command(
@@ -94,6 +101,7 @@ def create(
     output: FormatOption = OutputFormat.table,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     if no_expiry and expires_in_days is not None:
         raise ConfigError("Give either --expires-in-days or --no-expiry, not both.")
@@ -111,7 +119,7 @@ def create(
         except ValueError as exc:
             raise ConfigError(f"The --scope option: {exc}.") from None
 
-    with _auth(url, token) as auth:
+    with _auth(url, token, ca_cert) as auth:
         created = auth.create_token(user, chosen, days, name)
     if output is OutputFormat.json:
         print_json(created)
@@ -140,6 +148,7 @@ def info(
     output: FormatOption = OutputFormat.table,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Show what a token is: its user, scopes, role and lifetime.
 
@@ -151,7 +160,7 @@ def info(
         secret = sys.stdin.readline().strip()
         if not secret:
             raise ConfigError("TOKEN is '-' but stdin held no token.")
-    with _auth(url, token) as auth:
+    with _auth(url, token, ca_cert) as auth:
         answer = auth.token_info(secret or resolve_token(token))
     if output is OutputFormat.json:
         print_json(answer)
@@ -175,9 +184,10 @@ def list_tokens(
     output: FormatOption = OutputFormat.table,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """List tokens (never their secrets). Needs an admin token."""
-    with _auth(url, token) as auth:
+    with _auth(url, token, ca_cert) as auth:
         tokens = auth.list_tokens(user)
     if output is OutputFormat.json:
         print_json(tokens)
@@ -214,12 +224,13 @@ def revoke(
     output: FormatOption = OutputFormat.table,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Revoke a token: calls made with it are refused from now on.
 
     Needs an admin token, or the token being revoked.
     """
-    with _auth(url, token) as auth:
+    with _auth(url, token, ca_cert) as auth:
         revoked = auth.revoke_token(token_id)
     if output is OutputFormat.json:
         print_json(revoked)

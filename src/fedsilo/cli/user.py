@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fedsilo.cli import FormatOption, OutputFormat, TokenOption, UrlOption, open_api
+from fedsilo.cli import (
+    CaCertOption,
+    FormatOption,
+    OutputFormat,
+    TokenOption,
+    UrlOption,
+    open_api,
+)
 from fedsilo.cli.tables import Column, print_json, print_table, when
 
 if TYPE_CHECKING:
@@ -27,10 +34,10 @@ class UserType(StrEnum):
     human = "human"
 
 
-def _auth(url: str | None, token: str | None) -> AuthClient:
+def _auth(url: str | None, token: str | None, ca_cert: str | None) -> AuthClient:
     from fedsilo.sdk.auth import AuthClient
 
-    return AuthClient(open_api(url, token))
+    return AuthClient(open_api(url, token, ca_cert))
 
 
 @app.command()
@@ -49,12 +56,13 @@ def create(
     output: FormatOption = OutputFormat.table,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Create a user; the server gives it a unique, email-like id.
 
     Then give it a token with `fedsilo token create --user NAME --scope SCOPE`.
     """
-    with _auth(url, token) as auth:
+    with _auth(url, token, ca_cert) as auth:
         user = auth.create_user(name, user_type.value)
     if output is OutputFormat.json:
         print_json(user)
@@ -67,9 +75,10 @@ def list_users(
     output: FormatOption = OutputFormat.table,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """List users, oldest first."""
-    with _auth(url, token) as auth:
+    with _auth(url, token, ca_cert) as auth:
         users = auth.list_users()
     if output is OutputFormat.json:
         print_json(users)
@@ -102,13 +111,14 @@ def delete(
     output: FormatOption = OutputFormat.table,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Delete a user and revoke all its tokens.
 
     The sessions it owns stay; a new user of the same name does not own them. The caller's
     own user and the last admin user cannot be deleted.
     """
-    with _auth(url, token) as auth:
+    with _auth(url, token, ca_cert) as auth:
         user = auth.delete_user(name)
     if output is OutputFormat.json:
         print_json(user)

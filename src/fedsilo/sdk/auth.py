@@ -22,6 +22,7 @@ shows those lines after ``logging.basicConfig(level=logging.INFO)``.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -301,6 +302,7 @@ def connect_to_auth_client(
     *,
     transport: httpx.BaseTransport | None = None,
     timeout: float = 30.0,
+    ca_cert: str | os.PathLike[str] | None = None,
 ) -> AuthClient:
     """Connect to a fedsilo server to manage users and tokens.
 
@@ -315,6 +317,9 @@ def connect_to_auth_client(
         Send requests through this transport instead of the network.
     timeout : float
         Seconds for each request.
+    ca_cert : path, optional
+        CA bundle (PEM) to verify an ``https://`` server with; defaults to
+        ``$FEDSILO_CA_BUNDLE``, then the system's trusted CAs.
 
     Returns
     -------
@@ -325,5 +330,11 @@ def connect_to_auth_client(
     AuthenticationError
         When no token is given and ``$FEDSILO_TOKEN`` is not set.
     """
-    api = ApiClient(resolve_url(url), resolve_token(token), transport=transport, timeout=timeout)
+    api = ApiClient(
+        resolve_url(url),
+        resolve_token(token),
+        transport=transport,
+        timeout=timeout,
+        ca_cert=ca_cert,
+    )
     return AuthClient(api)

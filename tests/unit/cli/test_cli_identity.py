@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -242,3 +243,15 @@ def test_audit_needs_admin(fedsilo: Fedsilo) -> None:
     scoped = make_token(fedsilo, "--user", "u1", "--scope", "read_all_session")
     line = one_line_error(fedsilo("audit", "list", token=scoped["token"]), 1)
     assert "admin" in line
+
+
+@pytest.mark.parametrize(
+    "args", [["user", "list"], ["token", "list"], ["token", "info"], ["audit", "list"]]
+)
+def test_identity_commands_take_a_ca_bundle(args: list[str], tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-ca.pem"
+    result = runner.invoke(
+        app, [*args, "--url", "https://127.0.0.1:9", "--token", "t", "--ca-cert", str(missing)]
+    )
+    line = one_line_error(result, 2)
+    assert "CA bundle" in line and str(missing) in line
