@@ -65,7 +65,7 @@ def _own_client_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_help_lists_command_groups() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for group in ("client", "token", "data", "server", "version"):
+    for group in ("client", "token", "user", "audit", "data", "server", "version"):
         assert group in result.stdout
 
 
