@@ -96,13 +96,20 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+#: fields whose value is a secret: a 422 names them but never echoes what was sent
+_SECRET_FIELDS = frozenset({"token", "credential", "secret", "authorization"})
+
+
 def _describe(exc: RequestValidationError) -> str:
     """``field.path: message (got value)`` per problem, like the packages' config errors."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
+        path = err.get("loc", ())
+        loc = ".".join(str(p) for p in path)
         given = err.get("input")
         shown = repr(given) if not isinstance(given, dict) else "{...}"
+        if path and str(path[-1]).lower() in _SECRET_FIELDS:
+            shown = "a value not shown"
         if len(shown) > 80:
             shown = shown[:77] + "..."
         parts.append(f"{loc}: {err.get('msg')} (got {shown})")

@@ -577,3 +577,11 @@ def test_an_older_database_gets_an_admin_user_owning_its_tokens(
         }
         info = old_api.post("/tokens/info", json={"token": "fs_old-admin"}).json()
         assert (info["user_id"], info["role"], info["active"]) == ("admin", "admin", True)
+
+
+def test_a_malformed_secret_is_not_echoed_in_the_422(api: httpx.Client) -> None:
+    secret = "fs_" + "x" * 600  # longer than a token may be
+    response = api.post("/tokens/info", json={"token": secret})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("body.token: String should have at most 512")
+    assert "xxxxx" not in response.text
