@@ -430,9 +430,10 @@ def batched_singular(fisher: np.ndarray) -> np.ndarray:
         True where a diagonal entry is not > 0, an entry is not finite, or the equilibrated
         condition number exceeds ``_MAX_CONDITION`` (the MLE is then not unique).
     """
-    m, k = fisher.shape[0], fisher.shape[1]
+    k = fisher.shape[1]
     diagonal = np.diagonal(fisher, axis1=1, axis2=2)
-    singular = ~np.all(np.isfinite(fisher).reshape(m, -1), axis=1) | np.any(~(diagonal > 0), axis=1)
+    # all over axes (1, 2), not a reshape to (m, -1): that fails for an empty stack (m = 0)
+    singular = ~np.all(np.isfinite(fisher), axis=(1, 2)) | np.any(~(diagonal > 0), axis=1)
     scale = 1.0 / np.sqrt(np.where(diagonal > 0, diagonal, 1.0))
     equilibrated = fisher * scale[:, :, None] * scale[:, None, :]
     equilibrated[singular] = np.eye(k)  # placeholders keep eigvalsh finite

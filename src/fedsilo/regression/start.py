@@ -24,8 +24,13 @@ is 0.17 away, which saves one round of a federated fit (measured: 6 rounds to co
 ``tol = 1e-10`` from 0, 5 from this start). Sample weights enter the moments consistently, so
 the same holds for weighted fits.
 
-The start is a guess, never a result: the workflow evaluates it like any trial point and falls
-back to the plain Newton iterate when its deviance is not below the deviance at 0.
+The start is a guess, never a result. Where the predictors are far from Gaussian -- tight
+classes with a few flipped labels -- LDA overshoots, and Newton from an overshoot can take
+many halved steps (measured: 27-36 rounds instead of 9). So the workflow keeps the start only
+when its deviance is at most ``D(0) - g^T F(0)^-1 g``: at 0 the Fisher matrix ``X~^T X~ / 4``
+bounds the logistic Hessian everywhere, so the quadratic model at 0 majorizes the deviance
+(Boehning & Lindsay 1988) and Newton's first iterate is guaranteed to reach that value. A start
+that does not is replaced by that iterate: at worst one round is lost, never more.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def batched_discriminant_start(
     n = gram[:, 0, 0]
     n1 = moments[:, 0]
     n0 = n - n1
-    usable = np.all(np.isfinite(gram).reshape(m, -1), axis=1) & np.all(np.isfinite(moments), axis=1)
+    usable = np.all(np.isfinite(gram), axis=(1, 2)) & np.all(np.isfinite(moments), axis=1)
     usable &= (n1 > 0) & (n0 > 0)
     # The Newton step's own test: a singular model gets no start (and is left out by it).
     usable[usable] &= ~batched_singular(gram[usable])

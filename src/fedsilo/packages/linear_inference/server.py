@@ -10,8 +10,11 @@ or halves that model's step -- the glm workflow's iteration, vectorised over mod
               logit models then start from the LDA estimate the round-1 statistics give
               (:func:`fedsilo.regression.start.batched_discriminant_start`), not from
               Newton's first iterate -- one round fewer to converge
-    round 2   a start whose deviance is not below that at 0 is replaced by the Newton
-              iterate from 0 (a fallback, not a halving)
+    round 2   a start is kept only when its deviance is at most D(0) - g' F(0)^-1 g, the
+              deviance Newton's first iterate is guaranteed not to exceed (at 0 the
+              Fisher matrix X'X/4 bounds the logistic Hessian, so the quadratic model there
+              majorizes the deviance; Boehning & Lindsay 1988); otherwise that iterate is
+              the next trial (a fallback, not a halving)
     round r   accepted models: direction = newton_point(trial) - trial, converged when the
               step is <= tol * (1 + |beta|); rejected models: step halved
     stop      when every model has converged, is singular, or stalled
@@ -71,7 +74,7 @@ _STALLED = "no Newton step decreases the deviance (perfect separation?)"
 _SEPARATED_DEVIANCE = 1e-4
 #: the arrays of the state, as checkpointed (bool and int arrays travel as float64)
 _ARRAYS = ("beta", "fisher", "deviance", "direction", "scale", "halvings", "converged")
-_START_ARRAYS = ("fallback", "on_start")
+_START_ARRAYS = ("fallback", "start_bound", "on_start")
 
 
 @dataclass
@@ -80,7 +83,8 @@ class _Bundle:
 
     ``beta`` / ``fisher`` / ``deviance`` are each model's last accepted iterate and what was
     measured there; the next trial is ``beta + scale * direction``. ``fallback`` is the Newton
-    step from 0 of a model still on its LDA start (``on_start``). ``left_out`` maps a model to
+    step from 0 of a model still on its LDA start (``on_start``), ``start_bound`` the deviance
+    that step is guaranteed to reach, which the start must match. ``left_out`` maps a model to
     why it has no estimate (singular); ``stalled`` to why it stopped before converging.
     """
 
@@ -92,6 +96,7 @@ class _Bundle:
     halvings: np.ndarray
     converged: np.ndarray
     fallback: np.ndarray
+    start_bound: np.ndarray
     on_start: np.ndarray
     left_out: dict[int, str] = field(default_factory=dict)
     stalled: dict[int, str] = field(default_factory=dict)
@@ -107,6 +112,7 @@ class _Bundle:
             halvings=np.zeros(m, dtype=np.int64),
             converged=np.zeros(m, dtype=bool),
             fallback=np.zeros((m, k)),
+            start_bound=np.full(m, np.inf),
             on_start=np.zeros(m, dtype=bool),
         )
 
@@ -154,6 +160,7 @@ class _Bundle:
         stopped = self.stopped
         first = ~np.isfinite(self.deviance)
         bound = self.deviance + ACCEPT_SLACK * np.abs(self.deviance)
+        bound = np.where(self.on_start, np.minimum(bound, self.start_bound), bound)
         accept = ~stopped & np.isfinite(deviance) & (deviance <= bound)
         reject = ~stopped & ~accept
         self.beta[accept] = trial[accept]
@@ -179,10 +186,14 @@ class _Bundle:
             if np.any(fresh):
                 start, usable = batched_discriminant_start(gradient[fresh], fisher[fresh])
                 index = np.flatnonzero(fresh)[usable]
-                self.fallback[index] = self.direction[index]
+                newton = self.direction[index]
+                self.fallback[index] = newton
+                # D(0) - g' F^-1 g = D(0) + g . step: the majorizer's value at the Newton point.
+                guaranteed = deviance[index] + np.einsum("mi,mi->m", gradient[index], newton)
+                self.start_bound[index] = guaranteed + ACCEPT_SLACK * np.abs(guaranteed)
                 self.direction[index] = start[usable] - trial[index]
                 self.on_start[index] = True
-        # A rejected LDA start falls back to the full Newton step from 0; others halve.
+        # A start worse than that bound gives way to the Newton step from 0; others halve.
         back = reject & self.on_start
         self.direction[back] = self.fallback[back]
         self.on_start[back] = False

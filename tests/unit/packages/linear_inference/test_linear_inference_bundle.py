@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from statsmodels.tools.sm_exceptions import ConvergenceWarning as StatsmodelsConvergenceWarning
 
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import DataError, TaskError
@@ -158,3 +160,42 @@ def test_a_restarted_server_resumes_from_the_checkpoint(
     assert min(resumed.ctx.rounds) == 3  # rounds 1 and 2 are not asked again
     pd.testing.assert_series_equal(resumed.model.p_values(), whole.model.p_values())
     np.testing.assert_array_equal(resumed.model.coef_, whole.model.coef_)
+
+
+def test_a_start_worse_than_newtons_guarantee_gives_way_to_the_newton_step(
+    silos: Any, run_federated: Any
+) -> None:
+    # Tight classes with 2 % flipped labels: LDA overshoots (|slope| ~ 30 where the MLE is ~6),
+    # so its deviance misses the bound Newton's first iterate is guaranteed to reach.
+    frames = silos("logistic")
+    rng = np.random.default_rng(5)
+    for frame in frames:
+        clean = (rng.random(len(frame)) < 0.5).astype(float)
+        frame["tight"] = clean + rng.normal(0.0, 0.05, len(frame))
+        frame["y"] = np.where(rng.random(len(frame)) < 0.02, 1.0 - clean, clean)
+    data = {"target": "y", "shared_predictors": SHARED, "chunked_predictors": ["c0", "tight"]}
+    fit = run_federated(LOGIT, data, frames)
+    pooled = pd.concat(frames, ignore_index=True)
+
+    def trial(server_round: int) -> np.ndarray:
+        saved = fit.ctx.checkpoints[server_round - 1].arrays
+        return saved["beta"] + saved["scale"][:, None] * saved["direction"]
+
+    tight = pooled[[*SHARED, "tight"]]
+    lda = LinearDiscriminantAnalysis(solver="lsqr").fit(tight, pooled["y"])
+    np.testing.assert_allclose(trial(2)[1], np.r_[lda.intercept_, lda.coef_[0]], rtol=1e-9)
+    # Round 3 asks the tight model at Newton's first iterate from 0 (statsmodels' one
+    # Newton iteration from 0), not at a step from the rejected start.
+    with pytest.warns(StatsmodelsConvergenceWarning):
+        one_step = sm.Logit(pooled["y"], sm.add_constant(tight)).fit(
+            disp=0, method="newton", maxiter=1, start_params=np.zeros(4)
+        )
+    # (statsmodels' Newton adds a 1e-10 ridge to the Hessian: agreement to ~1e-9, not 1e-15)
+    np.testing.assert_allclose(trial(3)[1], one_step.params, rtol=1e-7)
+    assert fit.ctx.checkpoints[2].arrays["on_start"].tolist() == [0.0, 0.0]
+    assert fit.model.converged.all()
+    for chunk in ("c0", "tight"):
+        design = sm.add_constant(pooled[[*SHARED, chunk]])
+        ref = sm.Logit(pooled["y"], design).fit(disp=0)
+        np.testing.assert_allclose(fit.model.summary(chunk)["coef"], ref.params, rtol=1e-8)
+        np.testing.assert_allclose(fit.model.summary(chunk)["std err"], ref.bse, rtol=1e-8)
