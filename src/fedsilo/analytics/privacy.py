@@ -19,9 +19,9 @@ column                 releases (share of the column's epsilon)             delt
 =====================  ==================================================  =========
 numeric, round 1       distinct count 0.1 (when detecting categoricals),    1/2
                        log-bucket sketch 0.3 (0.4 when not detecting)
-  continuous, round 2  counts 0.05, histogram 0.1, quantile grid 0.15,       --
-                       sum 0.15, sum of squares 0.15 (counts 0.6 when no
-                       range was found)
+  continuous, round 2  counts 0.1, histogram 0.1, quantile grid 0.15,        --
+                       sum 0.125, sum of squares 0.125 (counts 0.6 when
+                       no range was found)
   categorical, rd. 2   counts 0.1, value counts 0.5                         1/2
 categorical (declared  counts 0.1, value counts 0.9                         all
 or non-numeric)
@@ -35,8 +35,8 @@ range, released without raising negative counts to zero so that the error of eve
 cumulative count is a plain sum of noises (the bound is in :mod:`fedsilo.analytics.quantiles`);
 quantiles come from it rather than from the round-1 sketch, whose threshold suppresses the
 sparse buckets -- near zero a log grid has many -- and with them their rows. The grid's share
-was taken from the histogram (0.2 -> 0.1) and the counts (0.1 -> 0.05), so a column, and a
-session, spends exactly what it did before.
+was taken from the histogram (0.2 -> 0.1) and the two sums (0.15 -> 0.125 each), so a column,
+and a session, spends exactly what it did before.
 The sketch and value counts are over data-dependent keys (which buckets or categories
 exist), so they use OpenDP's Laplace *threshold* mechanism: a key is released only when its
 noisy count reaches a threshold calibrated to the delta share, and never below the policy's
@@ -83,11 +83,11 @@ PROFILE_SHARES_DETECTING = {"distinct": 0.1, "sketch": 0.3}
 PROFILE_SHARES = {"sketch": 0.4}
 #: round 2 of a continuous column (round 1 spent 0.4)
 CONTINUOUS_SHARES = {
-    "counts": 0.05,
+    "counts": 0.1,
     "histogram": 0.1,
     "quantiles": 0.15,
-    "sum": 0.15,
-    "sum_squares": 0.15,
+    "sum": 0.125,
+    "sum_squares": 0.125,
 }
 #: round 2 of a continuous column for which no silo released a sketch bucket (no range)
 CONTINUOUS_NO_RANGE_SHARES = {"counts": 0.6}

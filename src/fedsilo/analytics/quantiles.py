@@ -24,22 +24,33 @@ Two summaries carry the quantiles of an EDA column:
 
       Q(q - delta) - w  <=  estimate  <=  Q(q + delta) + w,    delta = (2 lambda + 1) / N,
 
-  with ``Q`` the quantile function of the silos' values clamped to the range. ``lambda`` is
-  a Chernoff bound on the sum of the ``B`` bins' noises of every silo, with Levy's
-  inequality for the maximum over prefixes; for ``S`` silos of noise scale ``1 / epsilon``
-  it is about ``(2 / epsilon) sqrt(B S ln(4 / beta))``.
+  with ``Q(p)`` the rank-``floor(p (N - 1))`` value of the silos' values clamped to the range
+  (numpy's ``method="lower"``), read as the range's lower (upper) end for ``p < 0``
+  (``p > 1``). ``lambda`` is a Chernoff bound on the sum of the ``B`` bins' noises of every
+  silo, with Levy's inequality for the maximum over prefixes; for ``S`` silos of noise scale
+  ``1 / epsilon`` it is about ``(2 / epsilon) sqrt(B S ln(4 / beta))``. The bound is a
+  worst case at ``beta``; typical errors are several times smaller (measured in the README).
+
+  Why a grid rather than the round-1 sketch: the sketch's buckets exist only where data is,
+  so under DP they are released by a *threshold* mechanism that suppresses sparse buckets,
+  and a log grid has many sparse buckets near zero; the grid's bins are public (the range
+  is agreed in round 1), so every bin is released and no row is lost. Why not a DP quantile
+  mechanism (exponential mechanism over candidates): its answers do not add up across
+  silos, so pooled quantiles would be out of reach.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "grid_interval",
     "grid_quantile",
+    "merge_small",
     "point_estimate",
     "prefix_noise_bound",
     "rank_bracket",
@@ -67,6 +78,77 @@ def rank_bracket(
     at_low = int(np.searchsorted(low_cumulative, rank + 1, side="left"))
     at_high = int(np.searchsorted(high_cumulative, rank + 1, side="left"))
     return float(lows[by_low][at_low]), float(highs[by_high][at_high])
+
+
+def merge_small(
+    lows: np.ndarray, highs: np.ndarray, counts: np.ndarray, min_count: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Merge neighbouring intervals until every count is at least ``min_count``, rows kept.
+
+    Intervals are walked in order; one below ``min_count`` starts a span that takes the
+    following small intervals until it holds ``min_count``. A span still short when it meets
+    an interval that is not small joins whichever neighbour holds fewer values -- so an
+    atom, such as a column's many exact zeros, keeps its own interval -- and a last span
+    still short joins the unit before it. Merging only where needed keeps the rest at their
+    full accuracy; a run of sparse buckets (near zero on a log grid, or in a tail) becomes
+    spans of about ``min_count`` values each.
+
+    Parameters
+    ----------
+    lows, highs : ndarray of shape (n_intervals,)
+        Disjoint intervals in increasing order.
+    counts : ndarray of shape (n_intervals,), int
+        Positive counts.
+    min_count : int
+
+    Returns
+    -------
+    kept : ndarray of shape (n_intervals,), bool
+        The intervals that stay as they are.
+    spans : (lows, highs, counts)
+        The merged intervals (float64, float64, int64). With fewer than ``min_count``
+        values in all, nothing is kept and there are no spans.
+    """
+    # units in order: [low, high, count, index of the interval kept as is, or -1: a span]
+    units: list[list[Any]] = []
+    pending: list[Any] | None = None
+    for index, (low, high, count) in enumerate(
+        zip(lows.tolist(), highs.tolist(), counts.tolist(), strict=True)
+    ):
+        if count >= min_count:
+            if pending is None:
+                units.append([low, high, count, index])
+            elif units and units[-1][2] <= count:
+                _absorb(units[-1], pending)
+                units.append([low, high, count, index])
+            else:
+                units.append([pending[0], high, pending[2] + count, -1])
+            pending = None
+            continue
+        if pending is None:
+            pending = [low, high, 0, -1]
+        pending[1] = high
+        pending[2] += count
+        if pending[2] >= min_count:
+            units.append(pending)
+            pending = None
+    if pending is not None and units:
+        _absorb(units[-1], pending)
+    kept = np.zeros(counts.size, dtype=bool)
+    kept[[u[3] for u in units if u[3] >= 0]] = True
+    spans = [u for u in units if u[3] < 0]
+    return kept, (
+        np.array([u[0] for u in spans], dtype=np.float64),
+        np.array([u[1] for u in spans], dtype=np.float64),
+        np.array([u[2] for u in spans], dtype=np.int64),
+    )
+
+
+def _absorb(unit: list[Any], following: list[Any]) -> None:
+    """Widen ``unit`` over the span ``following`` it: a span now."""
+    unit[1] = following[1]
+    unit[2] += following[2]
+    unit[3] = -1
 
 
 def point_estimate(low: float, high: float) -> float:

@@ -19,8 +19,12 @@ Continuous statistics: ``count``, ``nulls``, ``mean``, ``std``, ``var``, ``min``
 (exact without differential privacy; with it, from noisy sums of the values clamped to the
 agreed private range, and ``min``/``max`` are that range's ends -- the extremes of the sketch
 buckets that passed the privacy threshold -- never a row's value), ``median`` and
-``quantile(q)`` (from the log-bucket sketch: within its ``relative_accuracy`` of the
-rank-``floor(q (n - 1))`` value without DP). Categorical: ``unique_count``, ``mode``,
+``quantile(q)`` (without DP from the log-bucket sketch, within its ``relative_accuracy`` of
+the rank-``floor(q (n - 1))`` value unless the policy's ``min_count`` merged that value's
+bucket with neighbours; with DP from noisy counts on a grid over the agreed range, within
+the bound of :mod:`fedsilo.analytics.quantiles`), and ``quantile_interval(q)``, the
+interval that holds the true value -- for certain without DP, with probability
+``1 - alpha`` with it: the accuracy each quantile achieved. Categorical: ``unique_count``, ``mode``,
 ``uniques`` (the released categories, most frequent first). ``results.warnings`` says when DP
 was off or a private range left many rows outside; ``results.privacy`` holds each dataset's
 ledger of noisy releases and what they cost.
@@ -131,6 +135,13 @@ class EdaColumn:
         if isinstance(q, int | float):
             return self.stats.quantile(float(q))
         return pd.Series([self.stats.quantile(float(x)) for x in q], index=list(q), name=self.name)
+
+    def quantile_interval(self, q: float = 0.5, alpha: float = 0.05) -> tuple[float, float]:
+        """``(low, high)`` holding the true rank-``floor(q (n - 1))`` value: for certain
+        without DP (the value's sketch bucket, or the merged bucket the policy's
+        ``min_count`` made), with probability ``1 - alpha`` under DP (for the values clamped
+        to the agreed range; see :mod:`fedsilo.analytics.quantiles`)."""
+        return self.stats.quantile_interval(float(q), alpha)
 
     def unique_count(self) -> float:
         return self.stats.unique_count()

@@ -38,11 +38,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from fedsilo.analytics.quantiles import point_estimate, rank_bracket
+from fedsilo.analytics.quantiles import merge_small, point_estimate, rank_bracket
 
 __all__ = ["DEFAULT_RELATIVE_ACCURACY", "SKETCH_ARRAYS", "ZERO_CODE", "QuantileSketch"]
 
@@ -222,11 +221,8 @@ class QuantileSketch:
     def coarsened(self, min_count: int) -> QuantileSketch:
         """This sketch with every released count at least ``min_count``, rows kept.
 
-        Buckets are walked in value order; a bucket below ``min_count`` starts a span that
-        takes the following small buckets until it holds ``min_count`` values. A span still
-        short when it meets a bucket that is not small joins whichever neighbour holds fewer
-        values -- so an atom such as a column's many exact zeros keeps its own bucket -- and
-        a last span still short joins the unit before it. Buckets that need no merging stay
+        Small buckets are merged into spans with their neighbours in value order
+        (:func:`~fedsilo.analytics.quantiles.merge_small`); buckets that need no merging stay
         buckets, so pooled silos still add them exactly.
 
         Returns
@@ -236,43 +232,14 @@ class QuantileSketch:
             values in all (nothing can be released then).
         """
         lows, highs, counts = self._fine_intervals()
-        if min_count <= 1 or counts.size == 0 or bool((counts >= min_count).all()):
+        if min_count <= 1 or bool((counts >= min_count).all()):
             return self.copy()
-        codes = self._fine_codes()
-        # units in value order: [low, high, count, bucket code or None for a span]
-        units: list[list[Any]] = []
-        pending: list[Any] | None = None
-        for low, high, count, code in zip(
-            lows.tolist(), highs.tolist(), counts.tolist(), codes.tolist(), strict=True
-        ):
-            if count >= min_count:
-                if pending is None:
-                    units.append([low, high, count, code])
-                elif units and units[-1][2] <= count:
-                    _absorb(units[-1], pending)
-                    units.append([low, high, count, code])
-                else:
-                    units.append([pending[0], high, pending[2] + count, None])
-                pending = None
-                continue
-            if pending is None:
-                pending = [low, high, 0, None]
-            pending[1] = high
-            pending[2] += count
-            if pending[2] >= min_count:
-                units.append(pending)
-                pending = None
-        if pending is not None and units:
-            _absorb(units[-1], pending)
-        kept = {int(u[3]): int(u[2]) for u in units if u[3] is not None}
-        coarse = QuantileSketch.from_counts(self.relative_accuracy, kept)
-        spans = [u for u in units if u[3] is None]
-        if spans:
-            coarse.spans = (
-                np.array([u[0] for u in spans], dtype=np.float64),
-                np.array([u[1] for u in spans], dtype=np.float64),
-                np.array([u[2] for u in spans], dtype=np.int64),
-            )
+        kept, spans = merge_small(lows, highs, counts, min_count)
+        codes = self._fine_codes()[kept]
+        coarse = QuantileSketch.from_counts(
+            self.relative_accuracy, dict(zip(codes.tolist(), counts[kept].tolist(), strict=True))
+        )
+        coarse.spans = spans
         if coarse.count:
             coarse.min, coarse.max = self.min, self.max
         return coarse
@@ -486,13 +453,6 @@ class QuantileSketch:
 
 #: the code of the zero bucket in :meth:`QuantileSketch.to_counts` (no key maps to it)
 ZERO_CODE = -(2**62)
-
-
-def _absorb(unit: list[Any], following: list[Any]) -> None:
-    """Widen ``unit`` (a bucket or span) over the span ``following`` it: a span now."""
-    unit[1] = following[1]
-    unit[2] += following[2]
-    unit[3] = None
 
 
 def _no_spans() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
