@@ -23,12 +23,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from fedsilo.errors import TaskError
 from fedsilo.wire import Arrays, DatasetSummary
+
+if TYPE_CHECKING:
+    from fedsilo.federation.expect import ReplySpec
 
 __all__ = [
     "SEALED_ARRAY",
@@ -106,6 +109,10 @@ class Task:
         A peer's sealed payload to forward (usually ``reply.sealed``); excludes ``arrays``.
     round : int
         The round the task belongs to (0 outside rounds).
+    expect : ReplySpec, optional
+        What the reply must carry (arrays, shapes, dtypes, finite values, counts within the
+        participant's declared rows); a reply that does not is a ``"malformed"``
+        :class:`Failure` (see :mod:`fedsilo.federation.expect`). None: unchecked.
     """
 
     to: Participant
@@ -114,6 +121,7 @@ class Task:
     arrays: Mapping[str, Any] | None = None
     sealed: Sealed | None = None
     round: int = 0
+    expect: ReplySpec | None = None
 
     def __post_init__(self) -> None:
         if self.sealed is not None and self.arrays:
@@ -160,7 +168,8 @@ class Failure:
     round : int
     cause : {"error", "timeout", "malformed", "canceled", "ended"}
         ``error``: the client's executor reported one; ``timeout``: no reply in time;
-        ``malformed``: the reply frame did not decode; ``canceled``: the workflow dropped the
+        ``malformed``: the reply frame did not decode, or the reply did not meet the task's
+        ``expect``; ``canceled``: the workflow dropped the
         task; ``ended``: the session or server stopped.
     reason : str
         The human-readable detail (the client's error message, the timeout, ...).

@@ -44,6 +44,7 @@ from fedsilo.federation import (
     sealed_arrays,
     split_sealed,
 )
+from fedsilo.federation.expect import rejection_line, screen
 from fedsilo.wire import (
     DatasetSummary,
     ReplyEnvelope,
@@ -81,7 +82,8 @@ class InProcessContext(AskMixin):
     model_config, data_config : mapping, optional
         The raw configs :attr:`session` reports (workflows get the parsed ones).
     datasets : mapping of client name to DatasetSummary, optional
-        What each participant declares on joining (default: no rows, no columns).
+        What each participant declares on joining (default: no rows, no columns). Counts a
+        task's ``expect`` bounds by declared rows are bounded only for the clients given here.
     state_dir : Path, optional
         The clients' state directory (their released replies). Default: a temporary one of
         this context, removed with it.
@@ -119,6 +121,9 @@ class InProcessContext(AskMixin):
             Participant(id=f"p{i}", client_name=name, dataset=(datasets or {}).get(name, empty))
             for i, name in enumerate(executors)
         ]
+        # Only a summary given here bounds a participant's counts (fedsilo.federation.expect):
+        # the empty default is no declaration, unlike a client that declared no rows.
+        self._declared: dict[str, DatasetSummary] = dict(datasets or {})
         self.stop_after = stop_after
         #: an executor's exception becomes a Failure (as on a real client) instead of raising
         self.capture_failures = capture_failures
@@ -215,16 +220,20 @@ class InProcessContext(AskMixin):
             self.tasks[task.kind] += 1
             got_arrays, got = decode_frame(reply_frame)
             plain, sealed = split_sealed(got_arrays, task.to.id)
-            future.set_result(
-                Reply(
-                    task.to,
-                    parse_header(ReplyEnvelope, got, "reply").meta,
-                    plain,
-                    sealed=sealed,
-                    kind=task.kind,
-                    round=task.round,
-                )
+            reply = Reply(
+                task.to,
+                parse_header(ReplyEnvelope, got, "reply").meta,
+                plain,
+                sealed=sealed,
+                kind=task.kind,
+                round=task.round,
             )
+            # The engine's check, at the same point of the reply's way: before the workflow.
+            outcome = screen(task, reply, self._declared.get(task.to.client_name))
+            del reply
+            if isinstance(outcome, Failure):
+                self.log(rejection_line(outcome))
+            future.set_result(outcome)
         return TaskGroup(tasks, futures, expire=lambda *_: False)
 
     def record_round(

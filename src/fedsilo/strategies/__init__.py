@@ -3,18 +3,21 @@
 Every strategy derives from :class:`Strategy` (``strategies/base.py``) and is built from the
 ``{"name": ..., "params": {...}}`` block of a model_config by :func:`get_strategy`.
 
-========== =============================================================================
-name       what the server does with the clients' models
-========== =============================================================================
-FedAvg     example-weighted mean (McMahan et al. 2017)
-FedAvgM    FedAvg plus a server momentum step (Hsu et al. 2019)
-FedOpt     adaptive server step, Algorithm 2 of Reddi et al. 2021 (EMA second moment)
-FedAdam    FedOpt with Adam's second moment and defaults
-FedAdagrad FedOpt with Adagrad's accumulated second moment
-FedYogi    FedOpt with Yogi's second moment
-FedProx    FedAvg; clients add the proximal term (mu/2)||w - w_t||^2 (Li et al. 2020)
-iter_avg   unweighted mean, every client counts once (IBM FL's ``iter_avg``)
-========== =============================================================================
+============= ==========================================================================
+name          what the server does with the clients' models
+============= ==========================================================================
+FedAvg        example-weighted mean (McMahan et al. 2017)
+FedAvgM       FedAvg plus a server momentum step (Hsu et al. 2019)
+FedOpt        adaptive server step, Algorithm 2 of Reddi et al. 2021 (EMA second moment)
+FedAdam       FedOpt with Adam's second moment and defaults
+FedAdagrad    FedOpt with Adagrad's accumulated second moment
+FedYogi       FedOpt with Yogi's second moment
+FedProx       FedAvg; clients add the proximal term (mu/2)||w - w_t||^2 (Li et al. 2020)
+iter_avg      unweighted mean, every client counts once (IBM FL's ``iter_avg``)
+FedMedian     coordinate-wise median, for silos not all trusted (``robust.py``)
+FedTrimmedAvg coordinate-wise ``beta``-trimmed mean (``robust.py``)
+FedClippedAvg FedAvg of updates clipped to ``clip_norm`` (``robust.py``)
+============= ==========================================================================
 
 Names are matched case-insensitively (seed 002's ``fedavg`` is FedAvg) and normalised to
 the spelling above by :func:`canonical_strategy_name`.
@@ -44,6 +47,14 @@ from fedsilo.strategies.fedopt import AdaptiveParams, FedOpt, FedOptBase, FedOpt
 from fedsilo.strategies.fedprox import FedProx, FedProxParams
 from fedsilo.strategies.fedyogi import FedYogi, FedYogiParams
 from fedsilo.strategies.iter_avg import UnweightedAverage, UnweightedAverageParams
+from fedsilo.strategies.robust import (
+    FedClippedAvg,
+    FedClippedAvgParams,
+    FedMedian,
+    FedMedianParams,
+    FedTrimmedAvg,
+    FedTrimmedAvgParams,
+)
 from fedsilo.wire import format_validation_error
 
 __all__ = [
@@ -60,11 +71,17 @@ __all__ = [
     "FedAvgM",
     "FedAvgMParams",
     "FedAvgParams",
+    "FedClippedAvg",
+    "FedClippedAvgParams",
+    "FedMedian",
+    "FedMedianParams",
     "FedOpt",
     "FedOptBase",
     "FedOptParams",
     "FedProx",
     "FedProxParams",
+    "FedTrimmedAvg",
+    "FedTrimmedAvgParams",
     "FedYogi",
     "FedYogiParams",
     "MetricsAggregationFn",
@@ -80,7 +97,19 @@ __all__ = [
 #: strategy name (as users spell it in model_config) -> class
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (FedAvg, FedAvgM, FedOpt, FedAdam, FedAdagrad, FedYogi, FedProx, UnweightedAverage)
+    for cls in (
+        FedAvg,
+        FedAvgM,
+        FedOpt,
+        FedAdam,
+        FedAdagrad,
+        FedYogi,
+        FedProx,
+        UnweightedAverage,
+        FedMedian,
+        FedTrimmedAvg,
+        FedClippedAvg,
+    )
 }
 
 

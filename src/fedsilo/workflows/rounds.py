@@ -4,7 +4,10 @@ One loop serves every package that trains a model by rounds of local training (f
 ``sgd`` solver, ...). Each round::
 
     configure_fit        the strategy samples the round's clients (seeded by the round)
-    send fit             one task per client, sharing one payload: the global arrays
+    send fit             one task per client, sharing one payload: the global arrays; a
+                         reply must carry them back (names, shapes, dtypes, finite) and a
+                         ``num_examples`` within the client's declared ``train_rows``, or
+                         it is a failed task (:mod:`fedsilo.federation.expect`)
     aggregate_fit        replies stream from ``group.as_completed()`` into the strategy's
                          running sum; the server never holds the round's updates together
     configure_evaluate   the strategy samples the evaluating clients
@@ -37,13 +40,35 @@ import numpy as np
 
 from fedsilo.errors import TaskError
 from fedsilo.federation import Failure, Participant, Reply, SessionContext, Task, TaskGroup
+from fedsilo.federation.expect import Count, ReplySpec
 from fedsilo.privacy.dp import DifferentialPrivacyParams
 from fedsilo.strategies import Strategy
 from fedsilo.wire import Arrays
 from fedsilo.workflows.metrics import WeightedMean, client_metrics, finite_number
 from fedsilo.workflows.selection import BestModel
 
-__all__ = ["RoundPlan", "RoundsResult", "Start", "ask_initial_arrays", "run_rounds", "stream"]
+__all__ = [
+    "EVALUATE_SPEC",
+    "FIT_COUNTS",
+    "RoundPlan",
+    "RoundsResult",
+    "Start",
+    "ask_initial_arrays",
+    "run_rounds",
+    "stream",
+]
+
+#: what a fit reply's meta must count (besides the global model's arrays, names, shapes and
+#: dtypes, all finite): the rows it trained on, at least one and at most the ``train_rows``
+#: the client declared on joining -- the weight every strategy's mean gives it
+FIT_COUNTS = {"num_examples": Count("train_rows")}
+#: an evaluate reply: no arrays, finite; ``test_num_examples`` (which weighs the pooled
+#: metrics) at most the rows it may evaluate on, and 0 allowed: a client under differential
+#: privacy without a test set evaluates nothing (``evaluated_on`` "none")
+EVALUATE_SPEC = ReplySpec(
+    arrays={},
+    counts={"test_num_examples": Count("evaluation_rows", minimum=0, required=False)},
+)
 
 _GLOBAL = "global/"
 _BEST = "best/"
@@ -172,9 +197,17 @@ def run_rounds(ctx: SessionContext, plan: RoundPlan) -> RoundsResult:
             "num_rounds": num_rounds,
             **strategy.fit_config(server_round),
         }
+        fit_spec = ReplySpec.like(weights, counts=FIT_COUNTS)
         group = ctx.send(
             [
-                Task(to=p, kind="fit", meta=fit_meta, arrays=weights, round=server_round)
+                Task(
+                    to=p,
+                    kind="fit",
+                    meta=fit_meta,
+                    arrays=weights,
+                    round=server_round,
+                    expect=fit_spec,
+                )
                 for p in strategy.configure_fit(server_round, participants, rng)
             ]
         )
@@ -187,7 +220,14 @@ def run_rounds(ctx: SessionContext, plan: RoundPlan) -> RoundsResult:
         eval_meta = {"round": server_round, **strategy.evaluate_config(server_round)}
         group = ctx.send(
             [
-                Task(to=p, kind="evaluate", meta=eval_meta, arrays=weights, round=server_round)
+                Task(
+                    to=p,
+                    kind="evaluate",
+                    meta=eval_meta,
+                    arrays=weights,
+                    round=server_round,
+                    expect=EVALUATE_SPEC,
+                )
                 for p in strategy.configure_evaluate(server_round, participants, rng)
             ]
         )
@@ -301,7 +341,7 @@ def ask_initial_arrays(
     """
     if not participants:
         raise TaskError("Cannot ask for the initial model: no participant joined.")
-    group = ctx.send([Task(to=participants[0], kind="init", round=0)])
+    group = ctx.send([Task(to=participants[0], kind="init", round=0, expect=ReplySpec())])
     reply = group.wait(min_replies=1)[0]
     arrays = dict(reply.arrays)
     if template is not None:

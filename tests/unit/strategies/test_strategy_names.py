@@ -71,7 +71,9 @@ def test_flowers_newer_names_are_aliases(
     flower: str, seed: str, value: float, attribute: str
 ) -> None:
     for name in sorted(STRATEGIES):
-        required = {"proximal_mu": 0.1} if name == "FedProx" else {}
+        required = {"FedProx": {"proximal_mu": 0.1}, "FedClippedAvg": {"clip_norm": 1.0}}.get(
+            name, {}
+        )
         by_flower = get_strategy(name, {flower: value, **required})
         by_seed = get_strategy(name, {seed: value, **required})
         assert getattr(by_flower.params, attribute) == value

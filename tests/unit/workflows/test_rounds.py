@@ -150,11 +150,16 @@ def test_a_failed_fit_is_left_out_or_fails_the_round_as_the_strategy_says() -> N
         run_rounds(ctx, plan(needy))
 
 
-def test_a_diverged_model_fails_the_round() -> None:
+def test_a_diverged_client_is_a_failed_task_and_no_model_is_saved() -> None:
     clients = {"a": Client(float("inf"), 10)}
     ctx = InProcessContext(clients, num_rounds=1)
-    with pytest.raises(TaskError, match="Round 1 produced non-finite weights in \\['w'\\]"):
+    with pytest.raises(
+        TaskError,
+        match=r"got 0 successful replies; at least 1 needed \(a: fit reply \(round 1\) "
+        r"rejected: array 'w' holds 3 non-finite value\(s\)",
+    ):
         run_rounds(ctx, plan(get_strategy("FedAvg")))
+    assert ctx.saved is None
 
 
 def test_the_initial_model_comes_from_one_client_and_is_checked() -> None:

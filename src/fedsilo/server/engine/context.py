@@ -25,6 +25,7 @@ from fedsilo.errors import TaskError
 from fedsilo.federation import (
     AskMixin,
     Checkpoint,
+    Failure,
     FailureCause,
     Participant,
     Reply,
@@ -33,6 +34,7 @@ from fedsilo.federation import (
     TaskGroup,
     sealed_arrays,
 )
+from fedsilo.federation.expect import rejection_line
 from fedsilo.server.engine.frames import encode_into
 from fedsilo.server.engine.gate import Slot
 from fedsilo.server.engine.group import EngineTaskGroup
@@ -243,6 +245,16 @@ class EngineContext(AskMixin):
             self._slots[id(reply)] = slot
         # A reply the workflow drops unconsumed (a group it let go of) frees its slot too.
         weakref.finalize(reply, self._drop_slot, id(reply), slot)
+
+    def reject(self, task_id: str, failure: Failure, reply_meta: Mapping[str, Any]) -> None:
+        """A reply that arrived but does not meet its task (see
+        :func:`fedsilo.federation.expect.screen`): the task is recorded failed, not
+        completed, and the session log says why."""
+        with self._lock:
+            # Its completion may still wait for a write; it must not land after the failure.
+            self._answered = [a for a in self._answered if a.id != task_id]
+        self.log(rejection_line(failure))
+        self.record_failure(task_id, failure.reason, dict(reply_meta))
 
     def take_slot(self, reply: Reply) -> Slot | None:
         """The gate slot of a reply being handed to the workflow (while it is alive, so its

@@ -9,6 +9,7 @@ from concurrent.futures import wait as wait_futures
 from typing import TYPE_CHECKING
 
 from fedsilo.federation import Failure, FailureCause, Outcome, Reply, Task, TaskGroup
+from fedsilo.federation.expect import screen
 from fedsilo.server.engine.hub import PendingTask
 
 if TYPE_CHECKING:
@@ -19,7 +20,9 @@ __all__ = ["EngineTaskGroup"]
 
 class EngineTaskGroup(TaskGroup):
     """A :class:`TaskGroup` that frees a reply's gate slot once the workflow is done with it
-    (it asked for the next outcome) and unwinds the workflow when the session is canceled."""
+    (it asked for the next outcome), turns a reply that does not meet its task's ``expect``
+    into a failure (:func:`fedsilo.federation.expect.screen`) and unwinds the workflow when
+    the session is canceled."""
 
     def __init__(
         self,
@@ -54,9 +57,13 @@ class EngineTaskGroup(TaskGroup):
                 continue
             while done:
                 future = done.pop()
-                self._pending.pop(future)
+                index = self._pending.pop(future)
                 outcome = future.result()
                 del future
+                if isinstance(outcome, Reply):
+                    # Checked here, on the workflow's thread, not in the reply handler: the
+                    # event loop never spends a pass over a large update.
+                    outcome = self._screen(index, outcome)
                 if isinstance(outcome, Failure):
                     self.failures.append(outcome)
                 else:
@@ -71,6 +78,19 @@ class EngineTaskGroup(TaskGroup):
                         slot.release()
                         del slot
         context.check_alive()
+
+    def _screen(self, index: int, reply: Reply) -> Outcome:
+        """The reply, or the failure it is when it does not meet its task's ``expect``
+        (recorded on the task, logged, its gate slot freed)."""
+        task = self.tasks[index]
+        outcome = screen(task, reply, task.to.dataset)
+        if isinstance(outcome, Failure):
+            slot = self._context.take_slot(reply)
+            self._context.reject(self._task_ids[index], outcome, reply.meta)
+            del reply
+            if slot is not None:
+                slot.release()
+        return outcome
 
     def _expire_one(self, index: int, cause: FailureCause, reason: str) -> bool:
         return self._context.expire(self._task_ids[index], cause, reason)
