@@ -12,7 +12,8 @@ SGD epochs, as the seed's GLM tutorial describes.
 Parts: ``config.py`` (model_config / data_config), ``client.py`` (the executor),
 ``server.py`` (the Newton workflow), ``private_newton.py`` (Newton under differential
 privacy), ``sgd.py`` (the sgd workflow, on :func:`fedsilo.workflows.run_rounds`),
-``local_sgd.py`` (the sgd solver's client half, torch), ``export.py`` and
+``local_sgd.py`` (the sgd solver's client half, torch), ``tanh.py`` (the seed's tanh output
+activation: a single-layer tanh network with squared-error loss, sgd only), ``export.py`` and
 ``sklearn_export.py`` (the user's model). The families and the federated IRLS mathematics
 live in :mod:`fedsilo.regression`, shared with linear_inference. Importing this module
 imports no torch: the executor and the export are re-exported lazily.

@@ -47,8 +47,8 @@ from fedsilo.data.validation import find_problems
 from fedsilo.errors import ConfigError, DataError, TaskError
 from fedsilo.federation import ExecutorContext
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
+from fedsilo.packages.glm.tanh import GLMFamily
 from fedsilo.privacy import resolve_delta
-from fedsilo.regression.families import Family
 from fedsilo.regression.newton import DesignData, NewtonStatistics, local_statistics
 from fedsilo.wire import Arrays
 from fedsilo.workflows.metrics import binary_roc_auc, r2_part
@@ -130,7 +130,9 @@ class GLMExecutor:
 
             resolve_delta(privacy, self.train.num_rows)  # refuse a bad delta before joining
             if model_config.solver == "newton":
-                self._private_newton = PrivateNewton(privacy, self.family, self.train)
+                self._private_newton = PrivateNewton(
+                    privacy, model_config.newton_family(), self.train
+                )
 
     # ------------------------------------------------------------------- tasks
 
@@ -176,7 +178,7 @@ class GLMExecutor:
 
     def statistics(self, beta: np.ndarray) -> NewtonStatistics:
         """This silo's Newton statistics at ``beta`` (the hook differential privacy wraps)."""
-        return local_statistics(self.family, self.train, beta)
+        return local_statistics(self.model_config.newton_family(), self.train, beta)
 
     def newton_stats(self, meta: dict[str, Any], beta: np.ndarray) -> tuple[dict[str, Any], Arrays]:
         """Newton statistics at ``beta``, plus evaluation metrics when ``meta["evaluate"]``."""
@@ -239,14 +241,14 @@ class GLMExecutor:
 
 
 def design_data(
-    frame: pd.DataFrame, family: Family, data_config: GLMDataConfig, split: str
+    frame: pd.DataFrame, family: GLMFamily, data_config: GLMDataConfig, split: str
 ) -> tuple[DesignData | None, list[str]]:
     """Validate one frame and convert it to :class:`DesignData`.
 
     Parameters
     ----------
     frame : DataFrame of shape (n_rows, n_columns)
-    family : Family
+    family : Family or TanhOutput
         Decides the target's domain.
     data_config : GLMDataConfig
     split : str
@@ -293,13 +295,13 @@ def design_data(
 
 
 def evaluation_metrics(
-    family: Family, data: DesignData, beta: np.ndarray, wanted: tuple[str, ...]
+    family: GLMFamily, data: DesignData, beta: np.ndarray, wanted: tuple[str, ...]
 ) -> dict[str, Any]:
     """The evaluation metrics of coefficients ``beta`` on ``data``.
 
     Parameters
     ----------
-    family : Family
+    family : Family or TanhOutput
     data : DesignData
     beta : ndarray of shape (1 + n_features,)
     wanted : tuple of str
@@ -343,7 +345,7 @@ def evaluation_metrics(
     return metrics
 
 
-def _mean_loss(family: Family, deviance: float, weight_sum: float) -> float:
+def _mean_loss(family: GLMFamily, deviance: float, weight_sum: float) -> float:
     if weight_sum <= 0 or not math.isfinite(deviance):
         return math.nan
     return family.loss_factor() * deviance / weight_sum

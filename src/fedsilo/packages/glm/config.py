@@ -14,7 +14,8 @@ The model_config takes the seed documentation's GLM tutorial config as written::
     }
 
 plus fedsilo's own keys: ``solver`` (``"newton"``, the default: exact federated IRLS; or
-``"sgd"``: the strategy over local SGD epochs, as the seed describes), ``tol`` (Newton's
+``"sgd"``: the strategy over local epochs of the configured ``torch.optim`` optimizer, as
+the seed describes; ``output_activation: "tanh"`` needs it), ``tol`` (Newton's
 convergence tolerance), ``seed``, ``local_epochs`` and ``eval_metrics``. ``ml_task.type`` may
 also be ``"tweedie"`` with ``ml_task.params.power``. ``strategy`` and ``optimizer`` drive the
 ``sgd`` solver only; Newton uses every client in every round (exactness needs all rows).
@@ -34,7 +35,6 @@ from typing import Any, ClassVar, Literal
 from pydantic import (
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -49,6 +49,7 @@ from fedsilo.config import (
     select_metrics,
 )
 from fedsilo.errors import ConfigError
+from fedsilo.packages.glm.tanh import TANH_NEWTON_REASON, GLMFamily, TanhOutput
 from fedsilo.privacy.dp import DifferentialPrivacyParams
 from fedsilo.regression.families import (
     DEFAULT_ACTIVATION,
@@ -61,6 +62,7 @@ from fedsilo.regression.families import (
 
 __all__ = [
     "TASK_METRICS",
+    "GLMActivation",
     "GLMDataConfig",
     "GLMModelConfig",
     "check_consistency",
@@ -77,10 +79,8 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-_TANH_MESSAGE = (
-    "tanh is not the inverse of a link for any GLM family fedsilo fits (its mean would lie "
-    "in (-1, 1)); use 'sigmoid' (logit), 'exp' (log) or 'identity'"
-)
+#: the seed's ``output_activation`` values: the inverse links, and tanh (sgd only)
+GLMActivation = Activation | Literal["tanh"]
 
 
 class GLMParams(Strict):
@@ -88,18 +88,14 @@ class GLMParams(Strict):
 
     ``output_activation`` is the inverse link function (the seed's name): ``sigmoid`` for
     the logit link, ``exp`` for the log link, ``identity``. Default: the family's usual link
-    (logit for logistic, identity for normal, log for the others).
+    (logit for logistic, identity for normal, log for the others). ``tanh`` (which the seed
+    also lists) is no GLM link: it trains a single-layer tanh network with squared-error
+    loss, under ``solver: "sgd"`` and ``ml_task.type: "normal"`` only
+    (:mod:`fedsilo.packages.glm.tanh`).
     """
 
     input_size: PositiveInt
-    output_activation: Activation | None = None
-
-    @field_validator("output_activation", mode="before")
-    @classmethod
-    def _explain_tanh(cls, value: Any) -> Any:
-        if value == "tanh":
-            raise PydanticCustomError("glm_link", _TANH_MESSAGE)
-        return value
+    output_activation: GLMActivation | None = None
 
 
 class ModelSection(Strict):
@@ -177,7 +173,17 @@ class GLMModelConfig(Strict):
         task = self.ml_task.type
         activation = self.model.params.output_activation
         allowed = allowed_activations(task)
-        if activation is not None and activation not in allowed:
+        if activation == "tanh":
+            if self.solver != "sgd":
+                fail(("model", "params", "output_activation"), TANH_NEWTON_REASON, activation)
+            elif task != "normal":
+                fail(
+                    ("model", "params", "output_activation"),
+                    f"tanh trains with squared-error loss, which is ml_task.type 'normal'; "
+                    f"got {task!r}",
+                    activation,
+                )
+        elif activation is not None and activation not in allowed:
             fail(
                 ("model", "params", "output_activation"),
                 f"output_activation {activation!r} makes no sense for ml_task.type {task!r}; "
@@ -228,14 +234,32 @@ class GLMModelConfig(Strict):
         return self
 
     @property
-    def activation(self) -> Activation:
+    def activation(self) -> GLMActivation:
         """The inverse link in use (the configured one or the family default)."""
         chosen = self.model.params.output_activation
         return chosen if chosen is not None else DEFAULT_ACTIVATION[self.ml_task.type]
 
-    def family(self) -> Family:
-        """The :class:`~fedsilo.regression.families.Family` this config describes."""
-        return make_family(self.ml_task.type, self.activation, self.ml_task.params.power)
+    def family(self) -> GLMFamily:
+        """The :class:`~fedsilo.regression.families.Family` this config describes, or the
+        :class:`~fedsilo.packages.glm.tanh.TanhOutput` of a tanh model."""
+        activation = self.activation
+        if activation == "tanh":
+            return TanhOutput()
+        return make_family(self.ml_task.type, activation, self.ml_task.params.power)
+
+    def newton_family(self) -> Family:
+        """The exponential family the newton solver fits.
+
+        Raises
+        ------
+        ConfigError
+            For a tanh model (the config refuses tanh under newton; this guards the
+            solver's own entry points).
+        """
+        family = self.family()
+        if isinstance(family, TanhOutput):
+            raise ConfigError(f"The newton solver cannot fit this model: {TANH_NEWTON_REASON}.")
+        return family
 
     def reported_metrics(self) -> tuple[str, ...]:
         """The metric names evaluation reports: ``loss`` plus ``eval_metrics`` (or all)."""

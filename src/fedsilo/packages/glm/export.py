@@ -184,6 +184,7 @@ class GLMModel:
         gamma                   ``GammaRegressor``
         inverseGaussian         ``TweedieRegressor(power=3, link="log")``
         tweedie                 ``TweedieRegressor(power, link="log")``
+        normal (tanh output)    none: a ConfigError (use predict or as_pytorch)
         ======================  ====================================================
 
         The hyperparameters are those under which scikit-learn minimises the same objective

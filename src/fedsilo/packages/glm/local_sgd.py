@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from fedsilo.errors import TaskError
-from fedsilo.packages.glm.config import GLMModelConfig
+from fedsilo.packages.glm.config import GLMActivation, GLMModelConfig
+from fedsilo.packages.glm.tanh import GLMFamily
 from fedsilo.privacy import DPSGDPlan, plan_dpsgd
 from fedsilo.privacy.ledger import ReleaseLedger, privacy_report
-from fedsilo.regression.families import Activation, Family
+from fedsilo.regression.families import Family
 from fedsilo.regression.newton import DesignData, local_statistics
 from fedsilo.training import LocalTrainingResult, shuffle_seed, train_local
 
@@ -35,16 +36,19 @@ class Exp(nn.Module):
         return torch.exp(eta)
 
 
-def inverse_link_module(activation: Activation) -> nn.Module:
-    """The torch module of an ``output_activation``: Sigmoid, :class:`Exp` or Identity."""
+def inverse_link_module(activation: GLMActivation) -> nn.Module:
+    """The torch module of an ``output_activation``: Sigmoid, :class:`Exp`, Tanh or
+    Identity."""
     if activation == "sigmoid":
         return nn.Sigmoid()
+    if activation == "tanh":
+        return nn.Tanh()
     if activation == "exp":
         return Exp()
     return nn.Identity()
 
 
-def half_deviance(family: Family, y: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+def half_deviance(family: GLMFamily, y: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
     """Half the unit deviance per row, in torch (differentiable in ``eta``).
 
     Parameters
@@ -60,6 +64,8 @@ def half_deviance(family: Family, y: torch.Tensor, eta: torch.Tensor) -> torch.T
     """
     if family.task == "logistic":
         return torch.nn.functional.softplus(eta) - y * eta
+    if family.activation == "tanh":
+        return 0.5 * (y - torch.tanh(eta)) ** 2
     if family.activation == "identity":
         return 0.5 * (y - eta) ** 2
     p = family.power
@@ -82,14 +88,14 @@ class LocalSGD:
     Parameters
     ----------
     model_config : GLMModelConfig
-    family : Family
+    family : Family or TanhOutput
     data : DesignData
         The client's training rows.
     batch_size : int
     """
 
     def __init__(
-        self, model_config: GLMModelConfig, family: Family, data: DesignData, batch_size: int
+        self, model_config: GLMModelConfig, family: GLMFamily, data: DesignData, batch_size: int
     ) -> None:
         self.model_config = model_config
         self.family = family
@@ -164,18 +170,26 @@ class LocalSGD:
             ),
             proximal_mu=proximal_mu,
         )
-        stats = local_statistics(self.family, self.data, new_beta)
+        deviance, weight_sum = self._deviance(new_beta)
         loss = (
-            self.family.loss_factor() * stats.deviance / stats.weight_sum
-            if stats.weight_sum > 0 and math.isfinite(stats.deviance)
+            self.family.loss_factor() * deviance / weight_sum
+            if weight_sum > 0 and math.isfinite(deviance)
             else math.nan
         )
         reply = {
             "num_examples": result.num_examples,
-            "weight_sum": stats.weight_sum,
+            "weight_sum": weight_sum,
             "train_loss": loss,
         }
         return reply, new_beta
+
+    def _deviance(self, beta: np.ndarray) -> tuple[float, float]:
+        """The weighted deviance of ``beta`` on the training rows, and the weight sum."""
+        if isinstance(self.family, Family):
+            stats = local_statistics(self.family, self.data, beta)
+            return stats.deviance, stats.weight_sum
+        deviance = self.family.unit_deviance(self.data.target, self.data.linear_predictor(beta))
+        return float(np.dot(self.data.weight, deviance)), float(self.data.weight.sum())
 
     def _fit_private(
         self, ledger: ReleaseLedger[DPSGDPlan], meta: dict[str, Any], beta: np.ndarray

@@ -40,6 +40,7 @@ import numpy as np
 from fedsilo.errors import TaskError
 from fedsilo.federation import Checkpoint, Participant, Reply, SessionContext
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
+from fedsilo.packages.glm.tanh import GLMFamily
 from fedsilo.regression.families import Family
 from fedsilo.regression.newton import (
     ACCEPT_SLACK,
@@ -104,7 +105,7 @@ class _Accepted:
 
 def run_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> None:
     """The exact Newton / IRLS workflow (see the module docstring)."""
-    family = mc.family()
+    family = mc.newton_family()
     penalty = Penalty(mc.ml_task.params.alpha, mc.ml_task.params.l1_ratio)
     k = 1 + len(dc.predictors)
     participants = ctx.wait_for_clients(ctx.session.min_num_clients)
@@ -158,7 +159,7 @@ def run_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> No
 
 
 def intercept_only_start(
-    ctx: SessionContext, participants: Sequence[Participant], family: Family, k: int
+    ctx: SessionContext, participants: Sequence[Participant], family: GLMFamily, k: int
 ) -> tuple[np.ndarray, float]:
     """Ask every client's ``target_summary`` and return the intercept-only start.
 
@@ -167,7 +168,8 @@ def intercept_only_start(
     beta : ndarray of shape (k,)
         Zeros but the intercept: ``log(sum s y / sum s e^offset)`` for the log link (the
         exact intercept-only MLE), the logit of the weighted mean target, or the weighted
-        mean of ``y - offset`` for the identity link.
+        mean of ``y - offset`` for the identity link. A tanh model starts at zeros: its
+        intercept-only least-squares fit has no closed form, and tanh is steepest at 0.
     weight_sum : float
         The sum of the sample weights of all training rows.
 
@@ -201,7 +203,9 @@ def intercept_only_start(
         )
     beta = np.zeros(k)
     mean = target_sum / weight_sum
-    if family.activation == "exp":
+    if family.activation == "tanh":
+        pass
+    elif family.activation == "exp":
         if target_sum <= 0:
             raise TaskError(
                 "Every training target of every client is 0, so the log-link mean has no "

@@ -36,11 +36,17 @@ def build_estimator(model: GLMModel) -> Any:
     Raises
     ------
     ConfigError
-        When the model's weight sum is unknown but needed for the penalty conversion.
+        When the model's weight sum is unknown but needed for the penalty conversion, or
+        the model has a tanh output (no scikit-learn estimator has one).
     """
     from sklearn import linear_model as lm
 
     family = model.family
+    if family.activation == "tanh":
+        raise ConfigError(
+            "No scikit-learn estimator has a tanh output; use predict() or as_pytorch() "
+            "for this model."
+        )
     params = model.model_config.ml_task.params
     alpha, l1_ratio = params.alpha, params.l1_ratio
     estimator: Any
