@@ -285,7 +285,12 @@ class OptimizerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str = Field(
+        description=(
+            "A torch.optim optimizer, any case, optionally prefixed 'optim.' or "
+            "'torch.optim.': " + ", ".join(sorted(OPTIMIZER_DEFAULTS, key=str.lower))
+        )
+    )
     params: OptimizerParams = Field(default_factory=OptimizerParams, validate_default=True)
 
     @field_validator("name", mode="before")
