@@ -29,6 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializeAsAny,
     ValidationError,
     ValidationInfo,
     create_model,
@@ -291,7 +292,10 @@ class OptimizerConfig(BaseModel):
             "'torch.optim.': " + ", ".join(sorted(OPTIMIZER_DEFAULTS, key=str.lower))
         )
     )
-    params: OptimizerParams = Field(default_factory=OptimizerParams, validate_default=True)
+    # SerializeAsAny: dumped with the optimizer's own fields, not only the base's.
+    params: SerializeAsAny[OptimizerParams] = Field(
+        default_factory=OptimizerParams, validate_default=True
+    )
 
     @field_validator("name", mode="before")
     @classmethod

@@ -82,6 +82,20 @@ def test_the_seed_spellings_parse_and_map_to_torch_names() -> None:
     assert adamw.params.torch_arguments() == {}
 
 
+def test_a_dumped_section_parses_back_to_the_same_optimizer() -> None:
+    section = {"name": "adam", "params": {"lr": 0.01, "betas": [0.8, 0.9], "amsgrad": True}}
+    config = OptimizerConfig.model_validate(section)
+    dumped = config.model_dump(mode="json")
+    assert dumped["name"] == "Adam"
+    assert dumped["params"]["betas"] == [0.8, 0.9] and dumped["params"]["amsgrad"] is True
+    again = OptimizerConfig.model_validate(dumped)
+    assert again == config
+    module = torch.nn.Linear(2, 1)
+    assert build_optimizer(again, module.parameters()).defaults == (
+        build_optimizer(config, module.parameters()).defaults
+    )
+
+
 def test_an_unknown_parameter_names_the_field_the_optimizer_and_its_parameters() -> None:
     message = error_of({"name": "Adam", "params": {"lr": 0.01, "momentum": 0.9}})
     assert message == (
