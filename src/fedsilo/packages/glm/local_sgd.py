@@ -1,9 +1,10 @@
-"""The client half of glm's ``sgd`` solver: local SGD epochs on a silo's rows (torch).
+"""The client half of glm's ``sgd`` solver: local epochs on a silo's rows (torch).
 
 The model is the seed's "single-layer neural net with an output activation": a
 ``Linear(n_features, 1)`` whose output plus the offset is ``eta``, trained by the shared loop
 (:func:`fedsilo.training.train_local`) on the batch estimate of the objective Newton
-minimises (see :mod:`fedsilo.packages.glm.sgd` for the objective and the workflow). Under
+minimises (see :mod:`fedsilo.packages.glm.sgd` for the objective and the workflow), with
+the model_config's ``optimizer`` (:func:`fedsilo.training.build_optimizer`). Under
 ``differential_privacy_params`` it trains with DP-SGD (:mod:`fedsilo.privacy.dpsgd`).
 """
 

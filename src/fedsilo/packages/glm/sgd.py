@@ -1,15 +1,17 @@
-"""The glm ``sgd`` solver: a strategy over local SGD epochs, as the seed's GLM tutorial runs it.
+"""The glm ``sgd`` solver: a strategy over local epochs, as the seed's GLM tutorial runs it.
 
 The model is the seed's "single-layer neural net with an output activation": a
 ``Linear(n_features, 1)`` whose output plus the offset is ``eta``, trained on each client by
 the shared loop (:func:`fedsilo.training.train_local`, in :mod:`fedsilo.packages.glm.local_sgd`)
-on the batch estimate of the same objective Newton minimises::
+with the configured ``torch.optim`` optimizer (the tutorial's SGD with momentum, or any
+other) on the batch estimate of the same objective Newton minimises::
 
     sum_batch s_i * d_i / 2 / (rows_in_batch * mean_s)  +  alpha * (l1_ratio |w|_1
                                                           + (1 - l1_ratio)/2 |w|^2)
 
 (``mean_s`` the client's mean sample weight, so a full batch gives the client's mean half
-deviance). The server combines the clients' coefficients with the configured strategy
+deviance; for ``output_activation: "tanh"`` ``d_i`` is the squared error of ``tanh(eta)``,
+see :mod:`fedsilo.packages.glm.tanh`). The server combines the clients' coefficients with the configured strategy
 (FedAvg, FedAdam, FedProx, ...) on the shared round loop (:func:`fedsilo.workflows.run_rounds`).
 The result approaches the Newton fit as rounds, epochs and a decaying step allow; it is not
 exact, and no standard errors come with it.
