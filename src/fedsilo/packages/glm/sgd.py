@@ -11,8 +11,9 @@ other) on the batch estimate of the same objective Newton minimises::
 
 (``mean_s`` the client's mean sample weight, so a full batch gives the client's mean half
 deviance; for ``output_activation: "tanh"`` ``d_i`` is the squared error of ``tanh(eta)``,
-see :mod:`fedsilo.packages.glm.tanh`). The server combines the clients' coefficients with the configured strategy
-(FedAvg, FedAdam, FedProx, ...) on the shared round loop (:func:`fedsilo.workflows.run_rounds`).
+see :mod:`fedsilo.packages.glm.tanh`). The server combines the clients' coefficients with
+the configured strategy (FedAvg, FedAdam, FedProx, ...) on the shared round loop
+(:func:`fedsilo.workflows.run_rounds`).
 The result approaches the Newton fit as rounds, epochs and a decaying step allow; it is not
 exact, and no standard errors come with it.
 
