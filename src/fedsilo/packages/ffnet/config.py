@@ -16,8 +16,9 @@ The model_config takes the seed documentation's FFNet config as written::
 
 Every level refuses unknown keys, so a typo is an error naming it rather than a silently
 ignored setting. ``optimizer`` names any ``torch.optim`` optimizer, its ``params`` checked
-against that optimizer's parameters (:mod:`fedsilo.config.optimizers`). ``differential_privacy_params`` (``{"epsilon": 4, "max_grad_norm": 7}``,
-optionally ``"delta"``) trains with DP-SGD; see :mod:`fedsilo.privacy.dp`.
+against that optimizer's parameters (:mod:`fedsilo.config.optimizers`).
+``differential_privacy_params`` (``{"epsilon": 4, "max_grad_norm": 7}``, optionally
+``"delta"``) trains with DP-SGD; see :mod:`fedsilo.privacy.dp`.
 """
 
 from __future__ import annotations
