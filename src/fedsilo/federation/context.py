@@ -21,11 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fedsilo.errors import TaskError
 from fedsilo.federation.task import Participant, Reply, Task, TaskGroup
 from fedsilo.wire import Arrays
+
+if TYPE_CHECKING:
+    from fedsilo.federation.expect import ReplySpec
 
 __all__ = ["AskMixin", "Checkpoint", "SessionContext", "SessionInfo"]
 
@@ -86,13 +89,15 @@ class SessionContext(Protocol):
         timeout: float | None = None,
         accept_failures: bool = True,
         min_replies: int | None = None,
+        expect: ReplySpec | None = None,
     ) -> list[Reply]:
         """Send one task per participant, wait for every outcome, apply the failure policy.
 
-        A participant whose task fails (error reply, malformed reply, timeout) is left out of
-        the result when ``accept_failures`` holds and at least ``min_replies`` (default 1)
-        replies came back; otherwise :class:`fedsilo.errors.TaskError` is raised and the
-        engine fails the session with that reason.
+        A participant whose task fails (error reply, malformed reply, a reply that does not
+        meet ``expect``, timeout) is left out of the result when ``accept_failures`` holds
+        and at least ``min_replies`` (default 1) replies came back; otherwise
+        :class:`fedsilo.errors.TaskError` is raised and the engine fails the session with
+        that reason.
         """
         ...
 
@@ -142,6 +147,7 @@ class AskMixin:
         timeout: float | None = None,
         accept_failures: bool = True,
         min_replies: int | None = None,
+        expect: ReplySpec | None = None,
     ) -> list[Reply]:
         if not participants:
             raise TaskError(f"round {round}: no participant to send task {kind!r} to")
@@ -149,7 +155,14 @@ class AskMixin:
         shared_arrays = dict(arrays or {})
         group = self.send(
             [
-                Task(to=p, kind=kind, meta=shared_meta, arrays=shared_arrays, round=round)
+                Task(
+                    to=p,
+                    kind=kind,
+                    meta=shared_meta,
+                    arrays=shared_arrays,
+                    round=round,
+                    expect=expect,
+                )
                 for p in participants
             ],
             timeout=timeout,

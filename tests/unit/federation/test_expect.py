@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedsilo.errors import TaskError
 from fedsilo.federation import Failure, Participant, Reply, Task
 from fedsilo.federation.expect import ArraySpec, Count, ReplySpec, check_reply, screen
+from fedsilo.runners.inprocess import InProcessContext
 from fedsilo.wire import DatasetSummary
 
 DECLARED = DatasetSummary(train_rows=100, test_rows=20, columns=[])
@@ -98,3 +100,22 @@ def test_a_large_honest_reply_is_checked_in_one_pass() -> None:
     assert check_reply(spec, Reply(PERSON, {}, big), DECLARED) == (
         "array 'w' holds 1 non-finite value(s) (NaN or infinity); expected finite values"
     )
+
+
+def test_ask_takes_an_expectation_for_packages_with_their_own_loop() -> None:
+    class Stats:
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def handle(self, kind: str, meta: dict[str, Any], arrays: Any) -> Any:
+            return {}, {"sums": np.full(3, self.value)}
+
+    ctx = InProcessContext({"a": Stats(1.0), "b": Stats(float("nan")), "c": Stats(2.0)}, 1)
+    replies = ctx.ask(ctx.participants(), "sums", round=2, expect=ReplySpec(finite=True))
+    assert [r.participant.client_name for r in replies] == ["a", "c"]
+    assert ctx.logs[0] == (
+        "client 'b': sums reply (round 2) rejected: array 'sums' holds 3 non-finite value(s) "
+        "(NaN or infinity); expected finite values"
+    )
+    with pytest.raises(TaskError, match="accept_failures is false: b: sums reply"):
+        ctx.ask(ctx.participants(), "sums", round=3, expect=ReplySpec(), accept_failures=False)

@@ -30,6 +30,7 @@ import numpy as np
 from fedsilo.analytics.sketch import QuantileSketch
 from fedsilo.errors import TaskError
 from fedsilo.federation import Participant, Reply, SessionContext
+from fedsilo.federation.expect import ReplySpec
 from fedsilo.packages.gbm.binning import bin_edges
 from fedsilo.packages.gbm.config import GBMDataConfig, GBMModelConfig
 from fedsilo.packages.gbm.predictor import Forest
@@ -44,6 +45,8 @@ EVALUATE_METRICS = PooledMetrics(
     extra={"train_loss": lambda: WeightedMean("train_loss", "num_rows")},
 )
 _PARTS = ("positive_keys", "positive_counts", "negative_keys", "negative_counts")
+#: a histograms reply: gradient and hessian sums, which a NaN would turn into a NaN gain
+FINITE = ReplySpec(finite=True)
 
 
 def run(ctx: SessionContext, mc: GBMModelConfig, dc: GBMDataConfig) -> None:
@@ -88,7 +91,9 @@ def run(ctx: SessionContext, mc: GBMModelConfig, dc: GBMDataConfig) -> None:
             nodes = grower.pending()
             if nodes:
                 arrays = {"splits": splits, "nodes": np.array(nodes, dtype=np.int64)}
-                replies = _ask_all(ctx, participants, "histograms", arrays, server_round)
+                replies = _ask_all(
+                    ctx, participants, "histograms", arrays, server_round, expect=FINITE
+                )
                 grower.add_histograms(nodes, _summed(replies, (len(nodes), n_features, n_bins, 3)))
             splits = np.array(
                 [[s.node, s.feature, s.bin, s.left, s.right] for s in grower.next_splits()],
@@ -125,6 +130,7 @@ def _ask_all(
     arrays: dict[str, Any],
     server_round: int,
     meta: dict[str, Any] | None = None,
+    expect: ReplySpec | None = None,
 ) -> list[Reply]:
     # Every histogram must hold every client's rows, or the split is not the pooled one:
     # a failed client fails the session rather than silently shrinking the data.
@@ -136,6 +142,7 @@ def _ask_all(
         round=server_round,
         accept_failures=False,
         min_replies=len(participants),
+        expect=expect,
     )
 
 
