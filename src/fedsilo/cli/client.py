@@ -128,8 +128,9 @@ def train(
     """Join a session with this silo's data, work on its tasks, exit when it ends.
 
     The data is loaded and validated before joining: a dataset the session cannot use is
-    refused with every problem listed, and nothing is sent. Exits 0 when the session
-    completes, 6 with the server's reason when it fails or is canceled.
+    refused with every problem listed, and the server is told only that this client refused
+    and why, in one line (no paths, no values). Exits 0 when the session completes, 6 with
+    the server's reason when it fails or is canceled.
     """
     _set_threads(threads)
     _run(
@@ -186,7 +187,8 @@ def eda(
 
     The dataset is loaded and checked before joining (the selected columns exist, the
     session's minimum row count is met): a dataset the session cannot use is refused with
-    every problem listed, and nothing is sent. With the session's epsilon set, noise is
+    every problem listed, and the server is told only that this client refused and why, in
+    one line (no paths, no values). With the session's epsilon set, noise is
     added here, before anything leaves. Exits 0 when the session completes, 6 with the
     server's reason when it fails or is canceled.
     """

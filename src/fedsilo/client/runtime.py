@@ -304,10 +304,11 @@ class ClientRuntime:
         PermissionDenied
             The client name is taken and this client holds no (or a wrong) credential for it.
         DataError
-            The local data does not satisfy the session's data_config; nothing was sent.
+            The local data does not satisfy the session's data_config; nothing was sent
+            but the one-line refusal (:meth:`refuse`).
         ConfigError
             The session's package or configs are unusable here, or the tables given are not
-            the ones its package reads.
+            the ones its package reads (refused likewise).
         ServerUnavailable
             The server stayed unreachable for ``reconnect_timeout`` seconds.
         """
