@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -31,8 +31,11 @@ from fedsilo.federation.task import Failure, Outcome, Reply, Task
 from fedsilo.wire import DatasetSummary
 
 __all__ = [
+    "CHECKS",
     "ArraySpec",
+    "Check",
     "Count",
+    "Problem",
     "ReplySpec",
     "RowCount",
     "check_reply",
@@ -43,6 +46,10 @@ __all__ = [
 #: the declared row count that bounds a reply's count: ``evaluation_rows`` is the larger of
 #: ``train_rows`` and ``test_rows`` (a client without a test set evaluates on its training rows)
 RowCount = Literal["train_rows", "test_rows", "evaluation_rows"]
+
+#: which check a reply failed (a label for counting rejections, e.g. in server metrics)
+Check = Literal["missing_array", "unexpected_array", "shape", "dtype", "non_finite", "count"]
+CHECKS: tuple[Check, ...] = get_args(Check)
 
 # Floats per step of the finiteness check: a bool temporary of 64 Ki entries stays in cache
 # where one of the model's size would cost as much memory as the reply (25 MB for 25M floats).
@@ -130,8 +137,19 @@ class ReplySpec:
         return cls(arrays=specs, finite=finite, counts=dict(counts or {}))
 
 
-def check_reply(spec: ReplySpec, reply: Reply, declared: DatasetSummary | None) -> str | None:
-    """The first way ``reply`` fails ``spec``, as one line; None when it meets it.
+@dataclass(frozen=True)
+class Problem:
+    """How a reply fails its spec: the check, and one line saying field, expected and got."""
+
+    check: Check
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def check_reply(spec: ReplySpec, reply: Reply, declared: DatasetSummary | None) -> Problem | None:
+    """The first way ``reply`` fails ``spec``; None when it meets it.
 
     Parameters
     ----------
@@ -143,9 +161,9 @@ def check_reply(spec: ReplySpec, reply: Reply, declared: DatasetSummary | None) 
 
     Returns
     -------
-    str or None
-        E.g. ``"array 'w' has shape (3,); expected (4,)"``. Names fields and shapes, never
-        array values.
+    Problem or None
+        E.g. ``Problem("shape", "array 'w' has shape (3,); expected (4,)")``. Names fields
+        and shapes, never array values.
     """
     if spec.arrays is not None:
         problem = _check_arrays(spec.arrays, reply.arrays)
@@ -155,9 +173,10 @@ def check_reply(spec: ReplySpec, reply: Reply, declared: DatasetSummary | None) 
         for name, array in reply.arrays.items():
             bad = _non_finite(array)
             if bad:
-                return (
+                return Problem(
+                    "non_finite",
                     f"array {name!r} holds {bad} non-finite value(s) (NaN or infinity); "
-                    "expected finite values"
+                    "expected finite values",
                 )
     for key, count in spec.counts.items():
         problem = _check_count(key, count, reply.meta, declared)
@@ -184,7 +203,8 @@ def screen(task: Task, outcome: Outcome, declared: DatasetSummary | None) -> Out
         task.kind,
         task.round,
         "malformed",
-        f"{task.kind} reply{where} rejected: {problem}",
+        f"{task.kind} reply{where} rejected: {problem.message}",
+        check=problem.check,
     )
 
 
@@ -196,19 +216,30 @@ def rejection_line(failure: Failure) -> str:
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_arrays(expected: Mapping[str, ArraySpec], got: Mapping[str, np.ndarray]) -> str | None:
+def _check_arrays(
+    expected: Mapping[str, ArraySpec], got: Mapping[str, np.ndarray]
+) -> Problem | None:
     missing = sorted(set(expected) - set(got))
     if missing:
-        return f"arrays {missing} are missing; expected {sorted(expected)}"
+        return Problem(
+            "missing_array", f"arrays {missing} are missing; expected {sorted(expected)}"
+        )
     unexpected = sorted(set(got) - set(expected))
     if unexpected:
-        return f"arrays {unexpected} are unexpected; expected only {sorted(expected)}"
+        return Problem(
+            "unexpected_array",
+            f"arrays {unexpected} are unexpected; expected only {sorted(expected)}",
+        )
     for name, spec in expected.items():
         array = got[name]
         if tuple(array.shape) != spec.shape:
-            return f"array {name!r} has shape {tuple(array.shape)}; expected {spec.shape}"
+            return Problem(
+                "shape", f"array {name!r} has shape {tuple(array.shape)}; expected {spec.shape}"
+            )
         if array.dtype.name != spec.dtype:
-            return f"array {name!r} has dtype {array.dtype.name}; expected {spec.dtype}"
+            return Problem(
+                "dtype", f"array {name!r} has dtype {array.dtype.name}; expected {spec.dtype}"
+            )
     return None
 
 
@@ -237,7 +268,7 @@ def _bound(count: Count, declared: DatasetSummary | None) -> int | None:
 
 def _check_count(
     key: str, count: Count, meta: Mapping[str, Any], declared: DatasetSummary | None
-) -> str | None:
+) -> Problem | None:
     upper = _bound(count, declared)
     expected = (
         f"an integer in [{count.minimum}, {upper}] (the {count.rows} declared on joining)"
@@ -245,13 +276,15 @@ def _check_count(
         else f"an integer >= {count.minimum}"
     )
     if key not in meta:
-        return f"meta[{key!r}] is missing; expected {expected}" if count.required else None
+        if not count.required:
+            return None
+        return Problem("count", f"meta[{key!r}] is missing; expected {expected}")
     value = meta[key]
     # bool is an int to Python and 1e9 a number to JSON: neither is a count of rows.
     if isinstance(value, bool) or not isinstance(value, int):
-        return f"meta[{key!r}] is {_describe(value)}; expected {expected}"
+        return Problem("count", f"meta[{key!r}] is {_describe(value)}; expected {expected}")
     if value < count.minimum or (upper is not None and value > upper):
-        return f"meta[{key!r}] is {value}; expected {expected}"
+        return Problem("count", f"meta[{key!r}] is {value}; expected {expected}")
     return None
 
 

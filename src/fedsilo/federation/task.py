@@ -173,6 +173,9 @@ class Failure:
         task; ``ended``: the session or server stopped.
     reason : str
         The human-readable detail (the client's error message, the timeout, ...).
+    check : str
+        For a reply that did not meet the task's ``expect``, which check it failed (one of
+        :data:`fedsilo.federation.expect.CHECKS`); empty otherwise.
     """
 
     participant: Participant
@@ -180,6 +183,7 @@ class Failure:
     round: int
     cause: FailureCause
     reason: str
+    check: str = ""
 
     def __str__(self) -> str:
         return f"{self.participant.client_name}: {self.reason}"

@@ -10,7 +10,15 @@ import pytest
 
 from fedsilo.errors import TaskError
 from fedsilo.federation import Failure, Participant, Reply, Task
-from fedsilo.federation.expect import ArraySpec, Count, ReplySpec, check_reply, screen
+from fedsilo.federation.expect import (
+    CHECKS,
+    ArraySpec,
+    Count,
+    Problem,
+    ReplySpec,
+    check_reply,
+    screen,
+)
 from fedsilo.runners.inprocess import InProcessContext
 from fedsilo.wire import DatasetSummary
 
@@ -54,7 +62,7 @@ def test_like_keeps_shapes_and_dtype_names_only() -> None:
 )
 def test_each_defect_has_one_reason(arrays: Any, meta: dict[str, Any], reason: str) -> None:
     problem = check_reply(FIT, reply(arrays, **meta), DECLARED)
-    assert problem is not None and reason in problem
+    assert problem is not None and reason in problem.message and problem.check in CHECKS
 
 
 def test_evaluation_counts_are_bounded_by_the_rows_a_client_can_evaluate_on() -> None:
@@ -66,9 +74,9 @@ def test_evaluation_counts_are_bounded_by_the_rows_a_client_can_evaluate_on() ->
     train_only = DatasetSummary(train_rows=100, test_rows=0, columns=[])
     assert check_reply(spec, Reply(PERSON, {"test_num_examples": 100}, {}), train_only) is None
     too_many = check_reply(spec, Reply(PERSON, {"test_num_examples": 101}, {}), DECLARED)
-    assert too_many is not None and "expected an integer in [0, 100]" in too_many
+    assert too_many is not None and "expected an integer in [0, 100]" in too_many.message
     extra = check_reply(spec, Reply(PERSON, {}, {"x": np.zeros(1)}), DECLARED)
-    assert extra == "arrays ['x'] are unexpected; expected only []"
+    assert extra == Problem("unexpected_array", "arrays ['x'] are unexpected; expected only []")
 
 
 def test_screen_turns_a_defective_reply_into_a_malformed_failure() -> None:
@@ -77,6 +85,7 @@ def test_screen_turns_a_defective_reply_into_a_malformed_failure() -> None:
     outcome = screen(task, bad, DECLARED)
     assert isinstance(outcome, Failure)
     assert (outcome.cause, outcome.kind, outcome.round) == ("malformed", "fit", 4)
+    assert outcome.check == "count"
     assert outcome.reason.startswith("fit reply (round 4) rejected: meta['num_examples'] is ")
     good = reply()
     assert screen(task, good, DECLARED) is good
@@ -89,7 +98,7 @@ def test_the_reason_never_shows_array_values() -> None:
     w = np.full((2, 3), 123.456, dtype=np.float32)
     w[0, 0] = np.nan
     problem = check_reply(FIT, reply({"w": w, "n": WEIGHTS["n"]}), DECLARED)
-    assert problem is not None and "123" not in problem
+    assert problem is not None and "123" not in problem.message
 
 
 def test_a_large_honest_reply_is_checked_in_one_pass() -> None:
@@ -97,8 +106,9 @@ def test_a_large_honest_reply_is_checked_in_one_pass() -> None:
     spec = ReplySpec.like(big)
     assert check_reply(spec, Reply(PERSON, {}, big), DECLARED) is None
     big["w"][-1] = np.nan  # in the last, partial chunk
-    assert check_reply(spec, Reply(PERSON, {}, big), DECLARED) == (
-        "array 'w' holds 1 non-finite value(s) (NaN or infinity); expected finite values"
+    assert check_reply(spec, Reply(PERSON, {}, big), DECLARED) == Problem(
+        "non_finite",
+        "array 'w' holds 1 non-finite value(s) (NaN or infinity); expected finite values",
     )
 
 
