@@ -1,8 +1,8 @@
 """The ``fedsilo`` command: the root typer app and the ``main`` console-script entry point.
 
 Command groups live in one module each (``client``, ``token``, ``user``, ``audit``, ``data``,
-``server``, and the ``demo`` command) and are registered here. Errors become one line on stderr
-and an exit code (see :mod:`fedsilo.cli.errors`).
+``server``, ``admin``, and the ``demo`` command) and are registered here. Errors become one
+line on stderr and an exit code (see :mod:`fedsilo.cli.errors`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from fedsilo.cli import audit, client, data, demo, server, token, user
+from fedsilo.cli import admin, audit, client, data, demo, server, token, user
 from fedsilo.cli import config as config_cli
 from fedsilo.cli.errors import FedsiloGroup
 
@@ -36,6 +36,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(data.app, name="data")
 app.add_typer(server.app, name="server")
 app.add_typer(config_cli.app, name="config")
+app.add_typer(admin.app, name="admin")
 
 # `fedsilo demo`: the whole tutorial (server, sample data, two clients, a session) in one go.
 app.command("demo")(demo.demo)

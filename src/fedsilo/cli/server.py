@@ -52,6 +52,15 @@ def start(
         str | None,
         typer.Option("--log-level", help="Server log level.", show_default="warning"),
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="Log lines as text, or json (one object a line: time, level, logger, "
+            "message, session_id).",
+            show_default="text",
+        ),
+    ] = None,
     tls_cert: Annotated[
         Path | None,
         typer.Option(
@@ -89,6 +98,7 @@ def start(
         "db_url": db_url,
         "artifacts_url": artifacts_url,
         "log_level": log_level,
+        "log_format": log_format,
         "tls_cert": tls_cert,
         "tls_key": tls_key,
     }

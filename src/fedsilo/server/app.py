@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,9 +25,13 @@ from fedsilo.server.api import (
     users,
 )
 from fedsilo.server.api.deps import ParticipantCache
-from fedsilo.server.auth import FailureLimiter, TokenCache, bootstrap_admin
+from fedsilo.server.auth import TokenCache, bootstrap_admin
+from fedsilo.server.datadir import local_path, private_directory
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.engine.relay import MessageRelay
+from fedsilo.server.lock import acquire_state_lock
+from fedsilo.server.logs import configure_logging
+from fedsilo.server.metrics import CountingLimiter, metrics_router
 from fedsilo.server.settings import Settings
 from fedsilo.server.state import ArtifactStore, open_store
 from fedsilo.wire import API_PREFIX
@@ -48,28 +53,41 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        data_dir = settings.resolved_data_dir()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(settings.resolved_db_url())
-        artifacts = ArtifactStore(settings.resolved_artifacts_url())
-        admin = settings.admin_token.get_secret_value() if settings.admin_token else None
-        bootstrap_admin(store, data_dir, admin, settings.workspace)
-        engine = SessionEngine(store, artifacts, settings)
-        app.state.store = store
-        app.state.artifacts = artifacts
-        app.state.engine = engine
-        app.state.token_cache = TokenCache()
-        app.state.auth_limiter = FailureLimiter()
-        app.state.participant_cache = ParticipantCache()
-        app.state.relay = MessageRelay()  # fast exchange: memory only, lost on restart
-        resumed = engine.resume_all()
-        if resumed:
-            logger.warning("resumed %d active session(s): %s", len(resumed), ", ".join(resumed))
+        data_dir = private_directory(settings.resolved_data_dir())
+        db_url = settings.resolved_db_url()
+        # First, before the store is opened: a second server on this state must not resume
+        # (and so fail) the sessions the first one runs. Raises StateLocked naming the holder.
+        state_lock = acquire_state_lock(db_url, port=settings.port)
         try:
-            yield
+            store = open_store(db_url)
+            artifacts_dir = local_path(settings.resolved_artifacts_url())
+            if artifacts_dir is not None:
+                private_directory(artifacts_dir)
+            artifacts = ArtifactStore(settings.resolved_artifacts_url())
+            admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+            bootstrap_admin(store, data_dir, admin, settings.workspace)
+            engine = SessionEngine(store, artifacts, settings)
+            app.state.store = store
+            app.state.artifacts = artifacts
+            app.state.engine = engine
+            app.state.metrics = engine.metrics
+            # With one server per state (the lock), the token cache sees every revocation
+            # made through the API at once; its TTL bounds only writes that bypass the server.
+            app.state.token_cache = TokenCache()
+            app.state.auth_limiter = CountingLimiter(engine.metrics)
+            app.state.participant_cache = ParticipantCache()
+            app.state.relay = MessageRelay()  # fast exchange: memory only, lost on restart
+            resumed = engine.resume_all()
+            if resumed:
+                logger.warning("resumed %d active session(s): %s", len(resumed), ", ".join(resumed))
+            try:
+                yield
+            finally:
+                engine.stop()
+                store.close()
         finally:
-            engine.stop()
-            store.close()
+            if state_lock is not None:
+                state_lock.release()
 
     app = FastAPI(
         title="fedsilo",
@@ -93,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     for module in (sessions, participants, refusals, relay, tokens, users, audit, packages):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(metrics_router(settings))
     return app
 
 
@@ -122,9 +141,14 @@ def serve(settings: Settings) -> None:
     TLS-terminating proxy)."""
     import uvicorn
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
+    # A second server on this state is refused here, as one line (StateLocked, shown by the
+    # CLI), not by a traceback from inside uvicorn's startup; the app takes the lock for good.
+    probe = acquire_state_lock(settings.resolved_db_url(), port=settings.port)
+    if probe is not None:
+        probe.release()
+    # JSON: uvicorn's loggers propagate to the root handler instead of their own text ones.
+    log_config: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -135,4 +159,5 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=2,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert is not None else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key is not None else None,
+        **log_config,
     )

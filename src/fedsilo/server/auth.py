@@ -13,7 +13,9 @@ never put in a log line or an error detail.
 
 The first start of a server creates the ``admin`` user (type ``human``) and the admin token
 tied to it -- the value of ``FEDSILO_ADMIN_TOKEN`` when set, a fresh random one otherwise --
-written to ``<data_dir>/admin_token`` with mode 0600 (the path is printed, never the secret).
+written to ``<data_dir>/admin_token`` with mode 0600. A generated token is printed to stderr
+only when stderr is a terminal; otherwise (a service, a log file) the line names the file and
+never the secret.
 """
 
 from __future__ import annotations
@@ -171,8 +173,18 @@ def bootstrap_admin(
         handle.write(created.token + "\n")
     os.chmod(path, 0o600)
     if configured is None:
-        # The path, not the secret: a service's stderr ends up in its logs.
-        print(f"fedsilo: admin token created in {path} (mode 0600)", file=sys.stderr, flush=True)
+        # The secret only to a person at a terminal: a service's stderr ends up in its logs,
+        # so there the line names the file and never the token.
+        if sys.stderr.isatty():
+            print(
+                f"fedsilo: admin token (shown once; also in {path}, mode 0600): {created.token}",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            print(
+                f"fedsilo: admin token created in {path} (mode 0600)", file=sys.stderr, flush=True
+            )
     return created.token
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,16 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Longest `wait` a client may ask of tasks/next"
     )
     log_level: str = "warning"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Server log lines: text, or json (one object a line: time, level, logger, "
+        "message, session_id where known)",
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve GET /metrics without a token (a scraper on a trusted network); "
+        "by default it needs a token with read_all_session",
+    )
     workspace: str = Field(
         default="fedsilo",
         pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$",

@@ -78,6 +78,8 @@ PARTICIPANT = f"{SESSION}/participants/{{participant_id}}"
 
 EXPECTED: dict[tuple[str, str], Expect] = {
     ("GET", "/healthz"): Expect(public=True),
+    # a scraper's token needs no more than what the metrics summarise (metrics_public: none)
+    ("GET", "/metrics"): needs(Scope.read_all_session),
     ("POST", f"{API}/users"): ADMIN,
     ("GET", f"{API}/users"): ADMIN,
     ("DELETE", f"{API}/users/{{name}}"): ADMIN,

@@ -40,6 +40,7 @@ from fedsilo.server.engine.gate import Slot
 from fedsilo.server.engine.group import EngineTaskGroup
 from fedsilo.server.engine.hub import PendingTask
 from fedsilo.server.engine.persister import Persister, WriterStopped
+from fedsilo.server.metrics import rejection_reason
 from fedsilo.server.state import (
     ModelRecord,
     ParticipantRecord,
@@ -254,6 +255,7 @@ class EngineContext(AskMixin):
             # Its completion may still wait for a write; it must not land after the failure.
             self._answered = [a for a in self._answered if a.id != task_id]
         self.log(rejection_line(failure))
+        self._engine.metrics.reply_rejected(rejection_reason(failure.reason))
         self.record_failure(task_id, failure.reason, dict(reply_meta))
 
     def take_slot(self, reply: Reply) -> Slot | None:
@@ -285,6 +287,7 @@ class EngineContext(AskMixin):
         )
         with self._lock:
             self._rounds[round] = record  # written with the session's next write
+        self._engine.metrics.round_completed()
 
     def checkpoint(self, round: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         # Encoded now (the workflow may change its arrays once this returns), written behind:

@@ -13,6 +13,7 @@ from fedsilo.server.engine.context import EngineContext, Interrupted, SessionCan
 from fedsilo.server.engine.frames import decode_views
 from fedsilo.server.engine.gate import ReplyGate, Slot
 from fedsilo.server.engine.hub import TaskHub
+from fedsilo.server.metrics import ServerMetrics
 from fedsilo.server.settings import Settings
 from fedsilo.server.state import ACTIVE_STATUSES, ArtifactStore, StateStore, utcnow
 from fedsilo.wire import ReplyEnvelope, SessionStatus, parse_header
@@ -73,6 +74,8 @@ class SessionEngine:
         self._gates: dict[str, ReplyGate] = {}
         #: participant id -> (session id, monotonic time its membership was last read)
         self.participant_seen: dict[str, tuple[str, float]] = {}
+        #: rounds, task latency, rejected replies (GET /metrics)
+        self.metrics = ServerMetrics(state)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -245,13 +248,18 @@ class SessionEngine:
         pending = self.hub.find(task_id, session_id, participant_id)
         if pending is None or self.hub.take(task_id) is None:
             slot.release()
+            self.metrics.reply_rejected("not_awaited")
             raise ReplyRejected(409, f"Task {task_id} is no longer awaited.")
         participant = pending.task.to
+        if pending.delivered_at is not None:
+            latency = (utcnow() - pending.delivered_at).total_seconds()
+            self.metrics.task_replied(pending.task.kind, latency)
         try:
             arrays, header = decode_views(body)
             envelope = parse_header(ReplyEnvelope, header, "reply header")
         except WireError as exc:
             slot.release()
+            self.metrics.reply_rejected("frame")
             failure = pending.failure(
                 "malformed", f"malformed reply from client {participant.client_name!r}: {exc}"
             )

@@ -2,8 +2,8 @@
 
 The schema is :mod:`fedsilo.server.state.tables`; the engine setup (SQLite in WAL mode with
 foreign keys on) is :class:`~fedsilo.server.state.database.Database`. Each method is one
-transaction. A database made by an earlier version gains the nullable columns added since
-(``sessions.owner_id``) when the store opens it; new tables are created by the engine setup.
+transaction. Opening a store brings its database to the models' schema with the alembic
+migrations of :mod:`fedsilo.server.state.migrations` (a database of a newer fedsilo is refused).
 """
 
 from __future__ import annotations
@@ -20,17 +20,16 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    inspect,
     or_,
     select,
-    text,
     update,
 )
-from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fedsilo.server.state.database import Database
+from fedsilo.server.state.migrations import Upgrade, upgrade
 from fedsilo.server.state.records import (
     AuditRecord,
     LogRecord,
@@ -48,7 +47,6 @@ from fedsilo.server.state.records import (
 )
 from fedsilo.server.state.tables import (
     AuditRow,
-    Base,
     ModelRow,
     ParticipantRow,
     RoundRow,
@@ -71,15 +69,25 @@ class SqlStore:
     Parameters
     ----------
     url : str
-        ``sqlite:///path/to/fedsilo.db`` or ``postgresql+psycopg://user@host/db``. The tables
-        are created when missing.
+        ``sqlite:///path/to/fedsilo.db`` or ``postgresql+psycopg://user@host/db``. A new
+        database is created at the current schema, an older one upgraded.
+
+    Raises
+    ------
+    ConfigError
+        When the database was made by a newer fedsilo (its schema revision is unknown here).
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
         #: the SQLAlchemy engine and sessions behind the store (tests reach the schema here)
         self.database = Database(url)
-        _add_missing_columns(self.database.engine)
+        try:
+            #: what opening did to the schema (revisions before and after)
+            self.schema: Upgrade = upgrade(self.database.engine)
+        except BaseException:
+            self.database.dispose()
+            raise
 
     def close(self) -> None:
         self.database.dispose()
@@ -602,37 +610,6 @@ class SqlStore:
         query = query.order_by(AuditRow.seq.desc()).limit(limit)
         with self.database.session() as s:
             return [row.record() for row in reversed(s.scalars(query).all())]
-
-
-# ----------------------------------------------------------------------- schema
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Add the nullable columns a table gained since the database was made.
-
-    ``create_all`` creates missing tables but never alters an existing one, and a database
-    from before ``sessions.owner_id`` must keep working. Only nullable columns are added (the
-    rows already there have no value for them); anything more is a migration's job.
-    """
-    inspector = inspect(engine)
-    existing = set(inspector.get_table_names())
-    preparer = engine.dialect.identifier_preparer
-    statements = []
-    for table in Base.metadata.sorted_tables:
-        if table.name not in existing:
-            continue
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present or not column.nullable:
-                continue
-            statements.append(
-                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
-                f"{preparer.format_column(column)} {column.type.compile(engine.dialect)}"
-            )
-    if statements:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(text(statement))
 
 
 # ------------------------------------------------------------------ in-transaction
