@@ -5,6 +5,7 @@ no other admin token): it writes a new admin token straight into the state store
 only while no server does -- it takes the state's lock (:mod:`fedsilo.server.lock`) and is
 refused, naming the server, while one holds it. The token is printed once to stdout and
 written to ``<data_dir>/admin_token`` (mode 0600); the next server start accepts it.
+``db`` (:mod:`fedsilo.cli.admin_db`) shows and upgrades the state store's schema.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fedsilo.cli import admin_db
 from fedsilo.errors import ConfigError, FedsiloError
 
 __all__ = ["app", "recover_token"]
@@ -23,6 +25,7 @@ app = typer.Typer(
     help="Operate a server's state offline (no server running on it).",
     no_args_is_help=True,
 )
+app.add_typer(admin_db.app, name="db")
 
 #: the name of every token this command creates (``fedsilo token list`` shows it)
 RECOVERED_TOKEN_NAME = "admin-recovered"

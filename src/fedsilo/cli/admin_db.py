@@ -1,8 +1,9 @@
 """``fedsilo admin db``: the state store's schema, offline (the server upgrades it on start too).
 
 ``upgrade`` brings a database to this fedsilo's schema -- the step a server start takes, run
-ahead of it (e.g. before a rolling restart, or to see it succeed); ``current`` prints the
-database's revision and this fedsilo's head without changing anything.
+ahead of it (to see it succeed, or time it, before starting the new version), under the state's
+lock like a server; ``current`` prints the database's revision and this fedsilo's head without
+changing anything.
 """
 
 from __future__ import annotations
@@ -69,14 +70,23 @@ def _url(data_dir: Path | None, db_url: str | None) -> str:
 
 @app.command()
 def upgrade(data_dir: DataDirOption = None, db_url: DbUrlOption = None) -> None:
-    """Upgrade the database to this fedsilo's schema (what a server start does first)."""
+    """Upgrade the database to this fedsilo's schema (what a server start does first).
+
+    Refused while a server runs on the same state (stop it first): a server must not see its
+    tables change under it.
+    """
+    from fedsilo.server.lock import acquire_state_lock
     from fedsilo.server.state import SqlStore
 
-    store = SqlStore(_url(data_dir, db_url))
+    url = _url(data_dir, db_url)
+    lock = acquire_state_lock(url, role="db upgrade")
     try:
+        store = SqlStore(url)
         done = store.schema
-    finally:
         store.close()
+    finally:
+        if lock is not None:
+            lock.release()
     if not done.changed:
         typer.echo(f"already at {done.after}")
     elif done.found == "new":

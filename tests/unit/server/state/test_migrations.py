@@ -25,11 +25,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
-from fedsilo.cli import admin_db
+from fedsilo.cli.app import app as cli
 from fedsilo.errors import ConfigError
 from fedsilo.server.auth import hash_token
+from fedsilo.server.lock import acquire_state_lock
 from fedsilo.server.state import AuditRecord, SqlStore, UserRecord
 from fedsilo.server.state.migrations import (
     BASELINE,
@@ -409,11 +410,7 @@ def test_a_server_started_on_a_first_release_database_serves_it(
         assert made.status_code == 201, made.text
         audit = api.get("/audit", params={"action": "user.create"}).json()
         assert [entry["target"] for entry in audit] == ["analyst"]
-    engine = sqlalchemy.create_engine(url)
-    try:
-        assert current_revision(engine) == head_revision()
-    finally:
-        engine.dispose()
+    assert current_revision_of(url) == head_revision()
 
 
 def test_a_database_made_by_a_pre_migration_fedsilo_at_head_is_stamped(url: str) -> None:
@@ -443,35 +440,81 @@ def test_a_database_made_by_a_pre_migration_fedsilo_at_head_is_stamped(url: str)
 runner = CliRunner()
 
 
+def fedsilo(*args: str) -> Result:
+    return runner.invoke(cli, ["admin", "db", *args])
+
+
 def test_admin_db_current_and_upgrade_on_a_data_dir(tmp_path: Path) -> None:
     build_release_1(f"sqlite:///{tmp_path / 'fedsilo.db'}")
-    before = runner.invoke(admin_db.app, ["current", "--data-dir", str(tmp_path)])
+    before = fedsilo("current", "--data-dir", str(tmp_path))
     assert before.exit_code == 0, before.output
     assert before.stdout.splitlines() == [
         "database: none (new, or made before migrations)",
         f"fedsilo:  {head_revision()}",
     ]
-    upgraded = runner.invoke(admin_db.app, ["upgrade", "--data-dir", str(tmp_path)])
+    upgraded = fedsilo("upgrade", "--data-dir", str(tmp_path))
     assert upgraded.exit_code == 0, upgraded.output
     assert upgraded.stdout.strip() == (
         f"made before migrations: taken as its first release, upgraded to {head_revision()}"
     )
-    again = runner.invoke(admin_db.app, ["upgrade", "--data-dir", str(tmp_path)])
+    again = fedsilo("upgrade", "--data-dir", str(tmp_path))
     assert again.stdout.strip() == f"already at {head_revision()}"
-    after = runner.invoke(admin_db.app, ["current", "--data-dir", str(tmp_path)])
+    after = fedsilo("current", "--data-dir", str(tmp_path))
     assert after.stdout.splitlines()[0] == f"database: {head_revision()} (up to date)"
 
 
 def test_admin_db_on_a_url(url: str) -> None:
     SqlStore(url).close()
-    result = runner.invoke(admin_db.app, ["current", "--db-url", url])
+    result = fedsilo("current", "--db-url", url)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == f"database: {head_revision()} (up to date)"
 
 
+def one_line_error(result: Result) -> str:
+    assert result.exit_code != 0 and result.stdout == "", result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
 def test_admin_db_refuses_a_data_dir_without_a_database(tmp_path: Path) -> None:
-    result = runner.invoke(admin_db.app, ["upgrade", "--data-dir", str(tmp_path / "typo")])
-    assert result.exit_code != 0
-    assert isinstance(result.exception, ConfigError)
-    assert "no database there" in str(result.exception)
+    error = one_line_error(fedsilo("upgrade", "--data-dir", str(tmp_path / "typo")))
+    assert "no database there" in error
     assert not (tmp_path / "typo").exists()
+
+
+def test_admin_db_refuses_a_newer_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fedsilo.db'}"
+    SqlStore(url).close()
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0099_x'"))
+    engine.dispose()
+    current = fedsilo("current", "--data-dir", str(tmp_path))
+    assert current.stdout.splitlines()[0] == (
+        "database: 0099_x (newer than this fedsilo: a server start refuses it)"
+    )
+    assert "'0099_x', newer than this fedsilo's" in one_line_error(
+        fedsilo("upgrade", "--data-dir", str(tmp_path))
+    )
+
+
+def test_admin_db_upgrade_waits_for_no_server(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fedsilo.db'}"
+    build_release_1(url)
+    lock = acquire_state_lock(url)  # as a running server holds it
+    assert lock is not None
+    try:
+        error = one_line_error(fedsilo("upgrade", "--data-dir", str(tmp_path)))
+    finally:
+        lock.release()
+    assert str(os.getpid()) in error
+    assert current_revision_of(url) is None  # untouched
+
+
+def current_revision_of(url: str) -> str | None:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()
