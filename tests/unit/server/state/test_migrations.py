@@ -35,6 +35,7 @@ from fedsilo.server.state import AuditRecord, SqlStore, UserRecord
 from fedsilo.server.state.migrations import (
     BASELINE,
     alembic_config,
+    check_revision,
     current_revision,
     head_revision,
     known_revisions,
@@ -518,3 +519,19 @@ def current_revision_of(url: str) -> str | None:
         return current_revision(engine)
     finally:
         engine.dispose()
+
+
+def test_check_revision_refuses_only_a_newer_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fedsilo.db'}"
+    check_revision(url)  # no database yet: nothing to refuse, and nothing created
+    assert not (tmp_path / "fedsilo.db").exists()
+    build_release_1(url)
+    check_revision(url)
+    SqlStore(url).close()
+    check_revision(url)
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0099_x'"))
+    engine.dispose()
+    with pytest.raises(ConfigError, match="'0099_x', newer than this fedsilo's"):
+        check_revision(url)

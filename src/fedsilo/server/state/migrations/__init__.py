@@ -26,7 +26,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.engine import Connection, Engine
 
 from fedsilo.errors import ConfigError
@@ -37,6 +37,7 @@ __all__ = [
     "MIGRATIONS_DIR",
     "Upgrade",
     "alembic_config",
+    "check_revision",
     "current_revision",
     "head_revision",
     "known_revisions",
@@ -118,11 +119,7 @@ def upgrade(engine: Engine) -> Upgrade:
         if at_head:
             return Upgrade(before=head, after=head, found="versioned")  # the usual start
         if current is not None and current not in known_revisions():
-            raise ConfigError(
-                f"The database {engine.url.render_as_string(hide_password=True)} has schema "
-                f"revision {current!r}, newer than this fedsilo's {head!r}: run the fedsilo "
-                "that wrote it (or a newer one), or point this one at another database."
-            )
+            raise _newer(engine, current)
         sqlite = connection.dialect.name == "sqlite"
         if sqlite:
             # A batch migration copies a table and drops the old one; with foreign keys on,
@@ -137,6 +134,37 @@ def upgrade(engine: Engine) -> Upgrade:
             if sqlite:
                 connection.exec_driver_sql("PRAGMA foreign_keys=ON")
                 connection.commit()
+
+
+def check_revision(url: str) -> None:
+    """Refuse, before anything starts, a database that :func:`upgrade` would refuse: one a
+    newer fedsilo made (reads its revision only; ``memory://`` has none).
+
+    Raises
+    ------
+    ConfigError
+        Naming the database's revision and this fedsilo's head.
+    """
+    if url.startswith("memory://"):
+        return
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return  # a new database (not created here: the store creates it private)
+    engine = create_engine(url)
+    try:
+        current = current_revision(engine)
+        if current is not None and current not in known_revisions():
+            raise _newer(engine, current)
+    finally:
+        engine.dispose()
+
+
+def _newer(engine: Engine, current: str) -> ConfigError:
+    return ConfigError(
+        f"The database {engine.url.render_as_string(hide_password=True)} has schema revision "
+        f"{current!r}, newer than this fedsilo's {head_revision()!r}: run the fedsilo that "
+        "wrote it (or a newer one), or point this one at another database."
+    )
 
 
 def _has_our_tables(connection: Connection) -> bool:
