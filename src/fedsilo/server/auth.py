@@ -21,6 +21,7 @@ never the secret.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import secrets
@@ -55,6 +56,8 @@ __all__ = [
     "new_user_id",
     "token_public",
 ]
+
+logger = logging.getLogger("fedsilo.server")
 
 TOKEN_PREFIX = "fs_"
 #: the name of the user the first admin token belongs to
@@ -182,9 +185,8 @@ def bootstrap_admin(
                 flush=True,
             )
         else:
-            print(
-                f"fedsilo: admin token created in {path} (mode 0600)", file=sys.stderr, flush=True
-            )
+            # A log record, so it comes out in the server's log format (text or JSON).
+            logger.warning("admin token created in %s (mode 0600)", path)
     return created.token
 
 
