@@ -535,3 +535,24 @@ def test_check_revision_refuses_only_a_newer_database(tmp_path: Path) -> None:
     engine.dispose()
     with pytest.raises(ConfigError, match="'0099_x', newer than this fedsilo's"):
         check_revision(url)
+
+
+def test_a_failed_upgrade_changes_nothing(url: str) -> None:
+    build_release_1(url)
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        # Takes the name of the index the identity revision creates, after its other steps.
+        connection.execute(sqlalchemy.text("CREATE INDEX ix_tokens_user_id ON sessions (name)"))
+    engine.dispose()
+    with pytest.raises(sqlalchemy.exc.DatabaseError):
+        SqlStore(url)
+    engine = sqlalchemy.create_engine(url)
+    try:
+        inspector = sqlalchemy.inspect(engine)
+        assert "alembic_version" not in inspector.get_table_names()
+        assert "credential_hash" not in {c["name"] for c in inspector.get_columns("participants")}
+        assert "owner_id" not in {c["name"] for c in inspector.get_columns("sessions")}
+        user_id = next(c for c in inspector.get_columns("tokens") if c["name"] == "user_id")
+        assert user_id["type"].length == 64
+    finally:
+        engine.dispose()

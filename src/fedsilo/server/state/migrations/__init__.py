@@ -173,7 +173,12 @@ def _has_our_tables(connection: Connection) -> bool:
 
 def _migrate(connection: Connection, head: str) -> Upgrade:
     """One transaction: what :func:`upgrade` does once it knows there is work."""
-    if connection.dialect.name == "postgresql":
+    if connection.dialect.name == "sqlite":
+        # pysqlite opens no transaction before DDL by itself, so a failed step would leave the
+        # ones before it applied; an explicit one makes the migration all or nothing (SQLite's
+        # DDL is transactional) and IMMEDIATE takes the write lock before the revision is read.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
     # Looked at again under the lock: another server may have just migrated it.
     current = MigrationContext.configure(connection).get_current_revision()
