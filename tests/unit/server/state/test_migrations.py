@@ -39,6 +39,7 @@ from fedsilo.server.state.migrations import (
     current_revision,
     head_revision,
     known_revisions,
+    upgrade,
 )
 from fedsilo.server.state.tables import Base
 
@@ -156,13 +157,31 @@ def test_a_new_database_is_made_at_head_and_stamped(url: str) -> None:
         again.close()
 
 
+def test_an_empty_database_is_created_from_the_models_and_stamped(url: str) -> None:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        done = upgrade(engine)
+        assert (done.before, done.after, done.found) == (None, head_revision(), "new")
+        assert current_revision(engine) == head_revision()
+        assert schema_diffs(engine) == []
+        assert not upgrade(engine).changed
+    finally:
+        engine.dispose()
+
+
 def test_a_database_whose_tables_were_dropped_is_made_anew(url: str) -> None:
     # What the other suites' PostgreSQL fixtures do between tests: drop the models' tables,
     # leaving alembic_version at head.
     SqlStore(url).close()
     engine = sqlalchemy.create_engine(url)
     Base.metadata.drop_all(engine)
-    engine.dispose()
+    try:
+        assert upgrade(engine).found == "new"
+        with engine.connect() as connection:
+            stamps = connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version"))
+            assert stamps.scalars().all() == [head_revision()]
+    finally:
+        engine.dispose()
     store = SqlStore(url)
     try:
         assert schema_diffs(store.database.engine) == []

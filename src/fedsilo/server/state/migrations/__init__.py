@@ -181,12 +181,15 @@ def _migrate(connection: Connection, head: str) -> Upgrade:
     elif connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
     # Looked at again under the lock: another server may have just migrated it.
-    current = MigrationContext.configure(connection).get_current_revision()
-    config = alembic_config(connection)
+    context = MigrationContext.configure(connection)
+    current = context.get_current_revision()
     if not _has_our_tables(connection):
         Base.metadata.create_all(connection)
-        command.stamp(config, "head", purge=True)
+        if current is not None:  # a stale stamp: the tables were dropped by hand
+            connection.execute(text("DELETE FROM alembic_version"))
+        context.stamp(_scripts(), head)  # without running env.py: the scripts are loaded
         return Upgrade(before=None, after=head, found="new")
+    config = alembic_config(connection)
     if current is None:
         command.stamp(config, BASELINE)
         command.upgrade(config, "head")
