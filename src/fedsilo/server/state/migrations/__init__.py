@@ -75,6 +75,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
     config = Config()
     # Config values go through configparser interpolation: a '%' in the path must be doubled.
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    # A new revision's file: r<rev id>.py, an importable module name for mypy and ruff.
+    config.set_main_option("file_template", "r%%(rev)s")
     if connection is not None:
         config.attributes["connection"] = connection
     return config
