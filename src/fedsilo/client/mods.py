@@ -8,12 +8,15 @@ first::
 
     release_once(store)        a question answered before gets the same bytes again
       accounting(hook)         sees every *new* release (DP budget bookkeeping)
-        ... masking            (later) secure-aggregation masks on fit replies
+        secure_aggregation     answers the secagg.* stages, masks fit replies
           the executor         handle(kind, meta, arrays)
 
 Order matters: :func:`release_once` is outermost so that what it stores, and replays, is
-exactly what left the silo after every other mod; the accounting hook sits inside it so a
-replay, which releases nothing new, is never counted twice.
+exactly what left the silo after every other mod -- under secure aggregation the masked
+vector, never the update; the accounting hook sits inside it so a replay, which releases
+nothing new, is never counted twice; the masking is innermost, right over the executor, so
+no other mod sees (or could leak) the unmasked update
+(:mod:`fedsilo.client.secure`).
 
 Release-once is the one mechanism that stops a second, differently noised answer to the
 same question (see :mod:`fedsilo.client.replies`): it keys the encoded reply frame by a
@@ -28,10 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fedsilo.client.replies import ReplyStore, question_digest
 from fedsilo.wire import Arrays, ReplyEnvelope, encode_frame
+
+if TYPE_CHECKING:
+    from fedsilo.client.secure import SealingPeer
 
 __all__ = [
     "Handler",
@@ -172,11 +178,13 @@ def client_mods(
     store: ReplyStore,
     mods: Sequence[Mod] = (),
     on_replay: Callable[[TaskRequest], None] | None = None,
+    *,
+    peer: SealingPeer | None = None,
 ) -> list[Mod]:
     """The mods every task of a participant passes through, outermost first.
 
-    :func:`release_once` over ``store``, then ``mods`` (the accounting hook, later masking):
-    see the module docstring for why in this order.
+    :func:`release_once` over ``store``, then ``mods`` (the accounting hook), then the
+    secure-aggregation mod: see the module docstring for why in this order.
 
     Parameters
     ----------
@@ -186,10 +194,17 @@ def client_mods(
         The runtime's further mods, outermost first.
     on_replay : callable, optional
         Passed to :func:`release_once`.
+    peer : SealingPeer, optional
+        The participant's identity and keys (its
+        :class:`~fedsilo.client.context.ClientContext`), which secure aggregation seals its
+        shares with; without it the client refuses secure-aggregation tasks.
 
     Returns
     -------
     list of Mod
         For :func:`chain` (or the task loop, which chains them over the executor).
     """
-    return [release_once(store, on_replay), *mods]
+    # Imported here: the secure mod builds on this module's types.
+    from fedsilo.client.secure import secure_aggregation
+
+    return [release_once(store, on_replay), *mods, secure_aggregation(peer)]

@@ -472,7 +472,7 @@ class ClientRuntime:
         """Serve tasks until the server says the session ended."""
         if self.participant is None:
             raise RuntimeError("Cannot serve tasks before joining: call join() first.")
-        mods = client_mods(self._replies, self._mods)
+        mods = client_mods(self._replies, self._mods, peer=self.context)
         loop = TaskLoop(
             self.connection, executor, mods, self.context.abort, self._emit, self._routine
         )

@@ -118,6 +118,12 @@ class ModelPackage(Generic[MC, DC]):
 
     def parse_data_config(self, raw: Mapping[str, Any]) -> DC:
         return _parse(self.data_config_type, raw, "data_config")
+        """Parse the model_config; a ``secure_aggregation`` this package cannot honour is
+        refused first, naming why (:mod:`fedsilo.config.secure`)."""
+        # Imported here: fedsilo.config builds on this module.
+        from fedsilo.config.secure import check_secure_aggregation
+
+        check_secure_aggregation(self.name, raw)
 
 
 _Parsed = TypeVar("_Parsed", bound=BaseModel)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from fedsilo.client.keys import KeyPair, open_sealed, seal
 from fedsilo.client.mods import Handler, Mod, TaskReply, TaskRequest, chain, client_mods
 from fedsilo.client.replies import ReplyStore
 from fedsilo.federation import (
@@ -38,6 +39,7 @@ from fedsilo.federation import (
     Outcome,
     Participant,
     Reply,
+    Sealed,
     SessionInfo,
     Task,
     TaskGroup,
@@ -117,8 +119,16 @@ class InProcessContext(AskMixin):
             dict(data_config or {}),
         )
         empty = DatasetSummary(train_rows=0, test_rows=0, columns=[])
+        # Each participant's join key pair, as a real client makes one: peers seal to it
+        # (secure aggregation's shares), the workflow sees only the public half.
+        self.keys = {name: KeyPair.generate() for name in executors}
         self.joined = [
-            Participant(id=f"p{i}", client_name=name, dataset=(datasets or {}).get(name, empty))
+            Participant(
+                id=f"p{i}",
+                client_name=name,
+                dataset=(datasets or {}).get(name, empty),
+                public_key=self.keys[name].public_bytes,
+            )
             for i, name in enumerate(executors)
         ]
         # Only a summary given here bounds a participant's counts (fedsilo.federation.expect):
@@ -144,9 +154,15 @@ class InProcessContext(AskMixin):
             Path(tempfile.mkdtemp(prefix="fedsilo-inprocess-")) if state_dir is None else state_dir
         )
         stores = {name: ReplyStore(self.state_dir, _SESSION_ID, name) for name in executors}
+        ids = {p.client_name: p.id for p in self.joined}
         self._handlers: dict[str, Handler] = {
             name: chain(
-                client_mods(stores[name], mods, self._on_replay(name)),
+                client_mods(
+                    stores[name],
+                    mods,
+                    self._on_replay(name),
+                    peer=_Peer(ids[name], self.keys[name], self.joined),
+                ),
                 _executor_handler(executor),
             )
             for name, executor in executors.items()
@@ -219,10 +235,17 @@ class InProcessContext(AskMixin):
             self.bytes[task.kind] += len(frame) + len(reply_frame)
             self.tasks[task.kind] += 1
             got_arrays, got = decode_frame(reply_frame)
+            envelope_back = parse_header(ReplyEnvelope, got, "reply")
+            if envelope_back.status == "error":
+                # A mod's refusal (secure aggregation's checks, ...): reported, as a real
+                # client reports it, whatever capture_failures says about exceptions.
+                reason = f"client reported an error: {envelope_back.error or 'no message'}"
+                future.set_result(Failure(task.to, task.kind, task.round, "error", reason))
+                continue
             plain, sealed = split_sealed(got_arrays, task.to.id)
             reply = Reply(
                 task.to,
-                parse_header(ReplyEnvelope, got, "reply").meta,
+                envelope_back.meta,
                 plain,
                 sealed=sealed,
                 kind=task.kind,
@@ -263,6 +286,38 @@ class InProcessContext(AskMixin):
 
     def log(self, message: str) -> None:
         self.logs.append(message)
+
+
+class _Peer:
+    """One in-process participant's identity and sealing (what a client's ``ClientContext``
+    lends its mods), with the real :mod:`fedsilo.client.keys` crypto."""
+
+    def __init__(self, participant_id: str, keys: KeyPair, joined: Sequence[Participant]):
+        self.session_id = _SESSION_ID
+        self.participant_id = participant_id
+        self._keys = keys
+        self._public = {p.id: p.public_key for p in joined}
+
+    def seal(self, recipient_id: str, plaintext: bytes) -> Sealed:
+        ciphertext = seal(
+            self._keys,
+            self._public[recipient_id],
+            plaintext,
+            session_id=self.session_id,
+            sender_id=self.participant_id,
+            recipient_id=recipient_id,
+        )
+        return Sealed(sender=self.participant_id, ciphertext=ciphertext)
+
+    def open(self, sealed: Sealed) -> bytes:
+        return open_sealed(
+            self._keys,
+            self._public[sealed.sender],
+            sealed.ciphertext,
+            session_id=self.session_id,
+            sender_id=sealed.sender,
+            recipient_id=self.participant_id,
+        )
 
 
 def _executor_handler(executor: Executor) -> Handler:

@@ -28,6 +28,12 @@ and how the first global model is obtained (:class:`Start`).
 
 Checkpoint arrays are named ``global/<name>``, ``best/<name>`` and ``strategy/<name>``; its
 meta holds the selection's state, the clients' ``epsilon_spent`` and the package's ``state``.
+
+Under ``model_config["secure_aggregation"]["enabled"]`` the fit step is
+:func:`fedsilo.workflows.secure.secure_mean` instead: the sampled clients' updates are masked
+and only their weighted mean and total weight are decoded, so the strategy aggregates ONE
+result (that mean, weighing the total); per-client ``train_loss`` is not released, so the
+round's federated metrics carry no ``train_loss``.
 """
 
 from __future__ import annotations
@@ -42,9 +48,11 @@ from fedsilo.errors import TaskError
 from fedsilo.federation import Failure, Participant, Reply, SessionContext, Task, TaskGroup
 from fedsilo.federation.expect import Count, ReplySpec
 from fedsilo.privacy.dp import DifferentialPrivacyParams
-from fedsilo.strategies import Strategy
-from fedsilo.wire import Arrays
+from fedsilo.privacy.secagg import SecAggSpec
+from fedsilo.strategies import Strategy, UnweightedAverage
+from fedsilo.wire import Arrays, DatasetSummary
 from fedsilo.workflows.metrics import WeightedMean, client_metrics, finite_number
+from fedsilo.workflows.secure import secure_mean
 from fedsilo.workflows.selection import BestModel
 
 __all__ = [
@@ -167,6 +175,7 @@ def run_rounds(ctx: SessionContext, plan: RoundPlan) -> RoundsResult:
     if needed > ctx.session.min_num_clients:
         ctx.log(f"waiting for {needed} clients, as the strategy parameters require")
     participants = ctx.wait_for_clients(needed)
+    secure = _secure_spec(ctx)
     best = BestModel(plan.save_best_metric, plan.save_best_mode)
     spent: dict[str, float] = {}  # each client's latest epsilon_spent (DP only)
 
@@ -197,23 +206,27 @@ def run_rounds(ctx: SessionContext, plan: RoundPlan) -> RoundsResult:
             "num_rounds": num_rounds,
             **strategy.fit_config(server_round),
         }
-        fit_spec = ReplySpec.like(weights, counts=FIT_COUNTS)
-        group = ctx.send(
-            [
-                Task(
-                    to=p,
-                    kind="fit",
-                    meta=fit_meta,
-                    arrays=weights,
-                    round=server_round,
-                    expect=fit_spec,
-                )
-                for p in strategy.configure_fit(server_round, participants, rng)
-            ]
-        )
+        sampled = strategy.configure_fit(server_round, participants, rng)
         fit = _FitLog(plan.train_weight_key, private=plan.privacy is not None)
-        replies = stream(ctx, group, params.accept_failures, params.min_fit_clients)
-        weights = strategy.aggregate_fit(server_round, weights, fit.watch(replies))
+        if secure is not None:
+            weights = _secure_fit(ctx, strategy, secure, sampled, weights, fit_meta, fit)
+        else:
+            fit_spec = ReplySpec.like(weights, counts=FIT_COUNTS)
+            group = ctx.send(
+                [
+                    Task(
+                        to=p,
+                        kind="fit",
+                        meta=fit_meta,
+                        arrays=weights,
+                        round=server_round,
+                        expect=fit_spec,
+                    )
+                    for p in sampled
+                ]
+            )
+            replies = stream(ctx, group, params.accept_failures, params.min_fit_clients)
+            weights = strategy.aggregate_fit(server_round, weights, fit.watch(replies))
         _check_finite(server_round, weights)
         spent.update(fit.spent)
 
@@ -366,23 +379,79 @@ class _FitLog:
 
     def watch(self, replies: Iterable[Reply]) -> Iterator[Reply]:
         for reply in replies:
-            name = reply.participant.client_name
             self.train_loss.add(reply)
-            metrics: dict[str, float] = {}
-            loss = finite_number(reply.meta, "train_loss")
-            if loss is not None:
-                metrics["train_loss"] = loss
-            if self.private:
-                epsilon = finite_number(reply.meta, "epsilon_spent")
-                if epsilon is None:
-                    raise TaskError(
-                        f"The fit reply of client {name!r} carries no 'epsilon_spent', though "
-                        "the session trains under differential privacy."
-                    )
-                self.spent[name] = metrics["epsilon_spent"] = epsilon
-            if metrics:
-                self.per_client[name] = metrics
+            self.note(reply.participant.client_name, reply.meta)
             yield reply
+
+    def note(self, name: str, meta: Mapping[str, Any]) -> None:
+        """One client's fit meta: its train loss and (under DP) its spending."""
+        metrics: dict[str, float] = {}
+        loss = finite_number(meta, "train_loss")
+        if loss is not None:
+            metrics["train_loss"] = loss
+        if self.private:
+            epsilon = finite_number(meta, "epsilon_spent")
+            if epsilon is None:
+                raise TaskError(
+                    f"The fit reply of client {name!r} carries no 'epsilon_spent', though "
+                    "the session trains under differential privacy."
+                )
+            self.spent[name] = metrics["epsilon_spent"] = epsilon
+        if metrics:
+            self.per_client[name] = metrics
+
+
+def _secure_spec(ctx: SessionContext) -> SecAggSpec | None:
+    """The session's ``secure_aggregation`` when enabled (validated at session creation)."""
+    raw = ctx.session.model_config.get("secure_aggregation")
+    if raw is None:
+        return None
+    spec = SecAggSpec.model_validate(raw)
+    return spec if spec.enabled else None
+
+
+#: the participant the strategy sees a secure round's one aggregate result from
+_AGGREGATE = Participant(
+    id="secure-aggregate",
+    client_name="secure aggregate",
+    dataset=DatasetSummary(train_rows=0, test_rows=0, columns=[]),
+)
+
+
+def _secure_fit(
+    ctx: SessionContext,
+    strategy: Strategy,
+    spec: SecAggSpec,
+    chosen: Sequence[Participant],
+    weights: Arrays,
+    fit_meta: Mapping[str, Any],
+    fit: _FitLog,
+) -> Arrays:
+    """The next global model from one secure aggregation of the round's fit."""
+    server_round = int(fit_meta["round"])
+    result = secure_mean(
+        ctx,
+        chosen,
+        weights,
+        fit_meta,
+        spec,
+        round=server_round,
+        weighting="unit" if isinstance(strategy, UnweightedAverage) else "num_examples",
+        accept_failures=strategy.params.accept_failures,
+        min_replies=strategy.params.min_fit_clients,
+    )
+    for name, meta in result.clear.items():
+        fit.note(name, meta)
+    # The strategy aggregates one result: the mean, weighing the total (a mean of one is
+    # itself for FedAvg and iter_avg; the server optimizers step from it).
+    aggregate = Reply(
+        _AGGREGATE,
+        {"num_examples": result.weight},
+        result.arrays,
+        kind="fit",
+        round=server_round,
+    )
+    return strategy.aggregate_fit(server_round, weights, [aggregate])
 
 
 def _check_finite(server_round: int, weights: Arrays) -> None:

@@ -51,6 +51,7 @@ from fedsilo.config import (
 from fedsilo.errors import ConfigError
 from fedsilo.packages.glm.tanh import TANH_NEWTON_REASON, GLMFamily, TanhOutput
 from fedsilo.privacy.dp import DifferentialPrivacyParams
+from fedsilo.privacy.secagg import SecAggSpec
 from fedsilo.regression.families import (
     DEFAULT_ACTIVATION,
     Activation,
@@ -146,6 +147,11 @@ class GLMModelConfig(Strict):
         clipped and noised Newton statistics for ``newton``
         (:mod:`fedsilo.packages.glm.private_newton`).
     """
+    secure_aggregation : SecAggSpec, optional
+        ``{"enabled": true, ...}`` (``sgd`` only): the server learns only the weighted mean
+        of the clients' updates (:mod:`fedsilo.workflows.secure`; defaults in
+        :mod:`fedsilo.privacy.secagg.spec`). Refused under ``newton``
+        (:mod:`fedsilo.config.secure`).
 
     experiment_name: str = ""
     experiment_description: str = ""
@@ -162,6 +168,7 @@ class GLMModelConfig(Strict):
     local_epochs: PositiveInt = 1
     eval_metrics: list[str] | None = Field(default=None, min_length=1)
 
+    secure_aggregation: SecAggSpec = Field(default_factory=SecAggSpec)
     @model_validator(mode="after")
     def _cross_field(self) -> GLMModelConfig:
         problems: list[InitErrorDetails] = []

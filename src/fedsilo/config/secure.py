@@ -1,0 +1,142 @@
+"""Which sessions may turn on ``model_config["secure_aggregation"]``: one check for every package.
+
+Secure aggregation (:mod:`fedsilo.privacy.secagg`, wired in :mod:`fedsilo.workflows.secure`)
+hands the server the weighted *sum* of the clients' updates and nothing else. It therefore
+fits a server that combines contributions by a (weighted) mean -- and nothing that needs one
+client's contribution on its own: a median, a trimmed mean, a per-update clip, a split picked
+from one silo's histogram. :func:`check_secure_aggregation` runs when a model_config is parsed
+(:meth:`fedsilo.federation.ModelPackage.parse_model_config`: at session creation on the
+server, and again on every client), so such a session is refused before it exists, naming
+why, instead of failing in round 1 or -- worse -- silently sending individual updates.
+
+Supported today: ffnet and glm's ``sgd`` solver, under the strategies of
+:data:`SECURE_STRATEGIES` (the server optimizers step from the securely summed mean).
+Differential privacy is allowed: DP-SGD clips and noises each client's update locally, so
+masking the noised update loses nothing of its guarantee (and hides the noised update too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from fedsilo.errors import ConfigError
+from fedsilo.privacy.secagg import SecAggSpec
+from fedsilo.strategies import canonical_strategy_name
+from fedsilo.wire import format_validation_error
+
+__all__ = [
+    "SECURE_KEY",
+    "SECURE_PACKAGES",
+    "SECURE_STRATEGIES",
+    "check_secure_aggregation",
+    "secure_spec",
+]
+
+#: the top-level model_config key
+SECURE_KEY = "secure_aggregation"
+
+#: packages whose server combines client contributions by a weighted mean on the round loop
+SECURE_PACKAGES = frozenset({"ffnet", "glm"})
+
+#: strategies that need only the weighted mean of the round's models (the server optimizers
+#: take their pseudo-gradient from it)
+SECURE_STRATEGIES = frozenset(
+    {"FedAvg", "FedProx", "iter_avg", "FedAvgM", "FedOpt", "FedAdam", "FedAdagrad", "FedYogi"}
+)
+
+#: why a package refuses the flag (its server needs what the sum hides, or is not wired yet)
+_PACKAGE_REASONS: dict[str, str] = {
+    "gbm": (
+        "gbm's server picks each split from the silos' gradient histograms, which are not "
+        "yet securely summed"
+    ),
+    "eda": (
+        "eda's moments and histograms are not yet securely summed, and its per-client "
+        "results need each silo's statistics"
+    ),
+    "linear_inference": (
+        "linear_inference's server combines each silo's gradient, Fisher matrix and "
+        "deviance, which are not yet securely summed"
+    ),
+    "echo": "echo's server returns each client's arrays, which is what the sum hides",
+}
+
+#: why a strategy refuses it
+_STRATEGY_REASONS: dict[str, str] = {
+    "FedMedian": "it takes the coordinate-wise median of the clients' models",
+    "FedTrimmedAvg": "it trims the extreme clients' values coordinate by coordinate",
+    "FedClippedAvg": "the server clips each client's update to clip_norm",
+}
+
+
+def secure_spec(model_raw: Mapping[str, Any]) -> SecAggSpec | None:
+    """The session's ``secure_aggregation`` when enabled, else None.
+
+    Raises
+    ------
+    ConfigError
+        When the section is invalid (the message names the field and value).
+    """
+    raw = model_raw.get(SECURE_KEY)
+    if raw is None:
+        return None
+    try:
+        spec = SecAggSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"model_config {SECURE_KEY} is invalid: {format_validation_error(exc)}"
+        ) from exc
+    return spec if spec.enabled else None
+
+
+def check_secure_aggregation(package_name: str, model_raw: Mapping[str, Any]) -> None:
+    """Refuse ``secure_aggregation.enabled`` where the server needs individual contributions.
+
+    Parameters
+    ----------
+    package_name : str
+    model_raw : mapping
+        The model_config as the user wrote it (checked before the package parses it, so a
+        package without the key still says why it refuses it rather than "extra field").
+
+    Raises
+    ------
+    ConfigError
+        When the section is invalid, or enabled for a package, solver or strategy that
+        cannot work on the sum alone; the message says why and what would work.
+    """
+    spec = secure_spec(model_raw)
+    if spec is None:
+        return
+    allowed = "ffnet, or glm with solver 'sgd'"
+    if package_name not in SECURE_PACKAGES:
+        reason = _PACKAGE_REASONS.get(
+            package_name, f"package {package_name!r} does not combine updates by a weighted mean"
+        )
+        raise ConfigError(
+            f"model_config {SECURE_KEY}.enabled is not supported by package "
+            f"{package_name!r}: {reason}. Secure aggregation works with {allowed}; remove "
+            f"{SECURE_KEY} or set enabled to false."
+        )
+    if package_name == "glm" and model_raw.get("solver", "newton") != "sgd":
+        raise ConfigError(
+            f"model_config {SECURE_KEY}.enabled needs glm's solver 'sgd': the newton solver "
+            "sums each silo's gradient, Fisher matrix and deviance on the server, which are "
+            "not yet securely summed (the server would see each silo's statistics). Set "
+            f"solver to 'sgd' or remove {SECURE_KEY}."
+        )
+    strategy = model_raw.get("strategy")
+    raw_name = strategy.get("name") if isinstance(strategy, Mapping) else None
+    name = canonical_strategy_name(raw_name) if isinstance(raw_name, str) else "FedAvg"
+    if name is None or name in SECURE_STRATEGIES:
+        # An unknown name is the strategy parser's error, with the known names.
+        return
+    reason = _STRATEGY_REASONS.get(name, "it needs each client's model")
+    raise ConfigError(
+        f"model_config {SECURE_KEY}.enabled cannot be combined with strategy {name!r}: "
+        f"{reason}, and under secure aggregation the server sees only the weighted sum of "
+        f"the clients' models. Use one of {', '.join(sorted(SECURE_STRATEGIES))}."
+    )
