@@ -114,16 +114,16 @@ class ModelPackage(Generic[MC, DC]):
         return model_config, data_config
 
     def parse_model_config(self, raw: Mapping[str, Any]) -> MC:
-        return _parse(self.model_config_type, raw, "model_config")
-
-    def parse_data_config(self, raw: Mapping[str, Any]) -> DC:
-        return _parse(self.data_config_type, raw, "data_config")
         """Parse the model_config; a ``secure_aggregation`` this package cannot honour is
         refused first, naming why (:mod:`fedsilo.config.secure`)."""
         # Imported here: fedsilo.config builds on this module.
         from fedsilo.config.secure import check_secure_aggregation
 
         check_secure_aggregation(self.name, raw)
+        return _parse(self.model_config_type, raw, "model_config")
+
+    def parse_data_config(self, raw: Mapping[str, Any]) -> DC:
+        return _parse(self.data_config_type, raw, "data_config")
 
 
 _Parsed = TypeVar("_Parsed", bound=BaseModel)

@@ -44,8 +44,8 @@ from fedsilo.config import (
 )
 from fedsilo.errors import ConfigError
 from fedsilo.privacy.dp import DifferentialPrivacyParams
-
 from fedsilo.privacy.secagg import SecAggSpec
+
 __all__ = [
     "TASK_METRICS",
     "FFNetDataConfig",
@@ -118,13 +118,13 @@ class FFNetModelConfig(Strict):
         Metrics to report besides ``loss`` (default: all the task has).
     differential_privacy_params : DifferentialPrivacyParams, optional
         Train with DP-SGD; epsilon is each silo's budget for the whole session.
-    """
-
     secure_aggregation : SecAggSpec, optional
         ``{"enabled": true, ...}``: the server learns only the weighted mean of the clients'
         updates (:mod:`fedsilo.workflows.secure`; defaults in
         :mod:`fedsilo.privacy.secagg.spec`). Not with FedMedian, FedTrimmedAvg or
         FedClippedAvg (:mod:`fedsilo.config.secure`).
+    """
+
     experiment_name: str = ""
     experiment_description: str = ""
     # The seed's long-form example names the job; training is the only ffnet job.
@@ -138,9 +138,9 @@ class FFNetModelConfig(Strict):
     save_best_model: SaveBestModel | None = None
     seed: int = Field(default=23, ge=0)
     eval_metrics: list[str] | None = Field(default=None, min_length=1)
+    secure_aggregation: SecAggSpec = Field(default_factory=SecAggSpec)
     local_epochs: PositiveInt = 1
 
-    secure_aggregation: SecAggSpec = Field(default_factory=SecAggSpec)
     @field_validator("ml_task", mode="before")
     @classmethod
     def _task_shorthand(cls, value: Any) -> Any:

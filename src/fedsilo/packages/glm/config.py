@@ -146,12 +146,12 @@ class GLMModelConfig(Strict):
         Each silo's (epsilon, delta) budget for the whole session: DP-SGD for ``sgd``,
         clipped and noised Newton statistics for ``newton``
         (:mod:`fedsilo.packages.glm.private_newton`).
-    """
     secure_aggregation : SecAggSpec, optional
         ``{"enabled": true, ...}`` (``sgd`` only): the server learns only the weighted mean
         of the clients' updates (:mod:`fedsilo.workflows.secure`; defaults in
         :mod:`fedsilo.privacy.secagg.spec`). Refused under ``newton``
         (:mod:`fedsilo.config.secure`).
+    """
 
     experiment_name: str = ""
     experiment_description: str = ""
@@ -167,8 +167,8 @@ class GLMModelConfig(Strict):
     seed: int = Field(default=23, ge=0)
     local_epochs: PositiveInt = 1
     eval_metrics: list[str] | None = Field(default=None, min_length=1)
-
     secure_aggregation: SecAggSpec = Field(default_factory=SecAggSpec)
+
     @model_validator(mode="after")
     def _cross_field(self) -> GLMModelConfig:
         problems: list[InitErrorDetails] = []
