@@ -2,7 +2,7 @@
 
 Share record (stage B, client ``u`` to client ``v``, sealed by ``fedsilo.client.keys``)
 -----------------------------------------------------------------------------------
-UTF-8 JSON, an object with exactly these keys (never pickle: parsing runs no code)::
+UTF-8 JSON, an object with exactly these keys (parsing JSON runs no code, unlike unpickling)::
 
     {"version": 1, "session": str, "round": int, "owner": u, "holder": v,
      "threshold": t, "keys_digest": b64, "index": i,
@@ -61,7 +61,9 @@ def b64decode(text: object, field: str, size: int) -> bytes:
     if not isinstance(text, str):
         raise ShareError(f"The {field!r} field must be a base64 string. Got {type(text).__name__}.")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        # validate=True: the lenient decoder would silently skip characters outside the
+        # alphabet, so two different texts could decode to the same share.
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (ValueError, TypeError) as exc:
         raise ShareError(f"The {field!r} field must be url-safe base64.") from exc
     if len(raw) != size:

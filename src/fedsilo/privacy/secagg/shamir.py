@@ -21,11 +21,12 @@ What ``combine`` detects
 * more shares than ``t``: all must lie on one polynomial of degree ``t - 1`` (the value
   interpolated from the first ``t`` at every further index must match), else
   :class:`ShareError`;
-* exactly ``t`` shares: a share altered at random interpolates to a field element that is
-  almost surely (probability ``1 - 2 ** -265``) not below ``2 ** 256``, i.e. not a 32-byte
-  secret: :class:`ShareError`. A deliberate alteration can shift the secret by a chosen
-  amount, so the callers also check the secret against a commitment (the hash of a self
-  seed, the public key of a mask key; :mod:`fedsilo.privacy.secagg.server`).
+* exactly ``t`` shares: a share garbled (replaced by random bytes, truncated, mixed up
+  with another round's) interpolates to a field element that is almost surely
+  (probability ``1 - 2 ** -265``) not below ``2 ** 256``, i.e. not a 32-byte secret:
+  :class:`ShareError`. A small or deliberate alteration shifts the secret by a multiple of
+  the change and can pass, so the callers also check each secret against a commitment
+  (the hash of a self seed, the public key of a mask key; :mod:`~.server`).
 """
 
 from __future__ import annotations
