@@ -156,6 +156,7 @@ REGISTRY: dict[str, str] = {
     "gbm": "fedsilo.packages.gbm",
     "glm": "fedsilo.packages.glm",
     "linear_inference": "fedsilo.packages.linear_inference",
+    "prl": "fedsilo.packages.prl",
 }
 
 

@@ -66,6 +66,12 @@ def profiled(seed: int, rows: int = 60) -> pd.DataFrame:
     )
 
 
+def linked(seed: int, rows: int = 60) -> pd.DataFrame:
+    """A table for PRL: a unique integer ``id`` (partly shared between seeds) and a value."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"id": rng.choice(100, rows, replace=False), "x": rng.normal(size=rows)})
+
+
 @dataclass(frozen=True)
 class Example:
     """A tiny session of one package.
@@ -190,6 +196,20 @@ EXAMPLES: list[Example] = [
         bad_model=({**GLM, "solver": "lbfgs"}, "solver"),
         bad_data=({"predictors": ["a", "a"], "target": "y"}, "predictors"),
         label="glm-sgd",
+    ),
+    Example(
+        "prl",
+        {},
+        {"clients": {f"ds{i}": {"id_columns": ["id"]} for i in range(NUM_CLIENTS)}},
+        bad_model=({"num_rounds": 1}, "num_rounds"),
+        bad_data=(
+            {"clients": {"ds0": {"id_columns": []}, "ds1": {"id_columns": ["id"]}}},
+            "clients.ds0.id_columns",
+        ),
+        frame=linked,
+        num_rounds=1,
+        dataset_names=True,
+        predicts=False,
     ),
     Example(
         "linear_inference",
