@@ -7,7 +7,7 @@ integer ``q = rint(x * s)`` with the scale ``s = (2 ** (bits - 1) - 1) / c``, so
 ``|q| <= 2 ** (bits - 1) - 1``. A contribution of integer weight ``w`` is ``w * q``; it is
 stored mod ``2 ** k`` (two's complement), where sums wrap without loss as long as the true
 integer sum stays inside ``(-2 ** (k - 1), 2 ** (k - 1))``: with a total weight ``W`` that
-holds when ``W * (2 ** (bits - 1) - 1) < 2 ** (k - 1)`` (``W < 2 ** 39`` with the defaults),
+holds when ``W * (2 ** (bits - 1) - 1) < 2 ** (k - 1)`` (``W`` up to 4.3e9 with the defaults),
 which :meth:`FixedPoint.decode_sum` checks when it is given ``W``.
 
 The error bound
@@ -28,6 +28,12 @@ Layout of one update
 server agree without sending the order), encodes them with the client's weight, and
 appends the weight itself as one more integer slot: ``[w * q(values) ..., w]``. The sum of
 such vectors is ``[sum w_i q_i ..., W]``; :func:`decode_mean` divides.
+
+On the wire
+-----------
+A value mod ``2 ** k`` needs ``ceil(k / 8)`` bytes: :func:`pack` keeps those low bytes of
+each ``uint64`` (little-endian), :func:`unpack` restores the vector; 7 bytes a value with
+the default ``k = 56``.
 """
 
 from __future__ import annotations
@@ -45,8 +51,11 @@ __all__ = [
     "decode_mean",
     "encode_update",
     "flatten",
+    "pack",
     "unflatten",
+    "unpack",
     "update_length",
+    "value_bytes",
 ]
 
 Vector = npt.NDArray[np.uint64]
@@ -62,11 +71,11 @@ class FixedPoint:
         Bits of one quantized value, sign included.
     clip_range : float > 0
         Values are clipped to ``[-clip_range, clip_range]``.
-    modulus_bits : int in [bits + 1, 64], default 64
+    modulus_bits : int in [bits + 1, 64], default 56
         Arithmetic is mod ``2 ** modulus_bits``, held in ``uint64``.
     """
 
-    def __init__(self, bits: int, clip_range: float, modulus_bits: int = 64) -> None:
+    def __init__(self, bits: int, clip_range: float, modulus_bits: int = 56) -> None:
         if not 8 <= bits <= 40:
             raise ConfigError(f"quantization_bits must be in [8, 40]. Got {bits}.")
         if not (np.isfinite(clip_range) and clip_range > 0):
@@ -138,13 +147,10 @@ class FixedPoint:
                 f"quantization_bits={self.bits}."
             )
         residues = np.asarray(total, dtype=np.uint64) & self.mask
-        if self.modulus_bits == 64:
-            signed = residues.view(np.int64)
-        else:
-            half = np.uint64(1 << (self.modulus_bits - 1))
-            signed = residues.astype(np.int64) - np.where(
-                residues >= half, np.int64(1 << self.modulus_bits), np.int64(0)
-            )
+        # Sign-extend from bit k - 1: shift the residue to the top of 64 bits, reinterpret
+        # as int64, shift back arithmetically.
+        spare = np.uint64(64 - self.modulus_bits)
+        signed = (residues << spare).view(np.int64) >> np.int64(64 - self.modulus_bits)
         return signed.astype(np.float64) / self.scale
 
 
@@ -225,3 +231,48 @@ def decode_mean(
         raise SecAggError("The secure sum has a total weight of 0: no mean exists.")
     sums = fixed.decode_sum(total[:-1], count=weight)
     return unflatten(sums / weight, like), weight
+
+
+def value_bytes(modulus_bits: int) -> int:
+    """Bytes of one packed value mod ``2 ** modulus_bits``: ``ceil(modulus_bits / 8)``."""
+    return -(-modulus_bits // 8)
+
+
+def pack(vector: Vector, modulus_bits: int) -> npt.NDArray[np.uint8]:
+    """The low ``ceil(k / 8)`` little-endian bytes of each value, as one uint8 array.
+
+    Raises
+    ------
+    SecAggError
+        A vector that is not 1-d uint64 or holds a value of ``2 ** k`` or more.
+    """
+    values = np.asarray(vector)
+    if values.dtype != np.uint64 or values.ndim != 1:
+        raise SecAggError(
+            f"pack takes a 1-d uint64 vector. Got {values.dtype} of shape {values.shape}."
+        )
+    if modulus_bits < 64 and values.size and int(values.max()) >> modulus_bits:
+        raise SecAggError(f"pack: a value does not fit in modulus_bits={modulus_bits}.")
+    width = value_bytes(modulus_bits)
+    as_bytes = values.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)
+    return np.ascontiguousarray(as_bytes[:, :width]).reshape(-1)
+
+
+def unpack(packed: npt.ArrayLike, modulus_bits: int) -> Vector:
+    """The inverse of :func:`pack`.
+
+    Raises
+    ------
+    SecAggError
+        A byte count that is not a multiple of ``ceil(k / 8)``.
+    """
+    raw = np.asarray(packed)
+    width = value_bytes(modulus_bits)
+    if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size % width:
+        raise SecAggError(
+            f"unpack takes a 1-d uint8 array of a multiple of {width} bytes "
+            f"(modulus_bits={modulus_bits}). Got {raw.dtype} of shape {raw.shape}."
+        )
+    full = np.zeros((raw.size // width, 8), dtype=np.uint8)
+    full[:, :width] = raw.reshape(-1, width)
+    return full.view("<u8").reshape(-1).astype(np.uint64, copy=False)

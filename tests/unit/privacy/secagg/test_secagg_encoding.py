@@ -12,8 +12,11 @@ from fedsilo.privacy.secagg.encoding import (
     decode_mean,
     encode_update,
     flatten,
+    pack,
     unflatten,
+    unpack,
     update_length,
+    value_bytes,
 )
 
 
@@ -36,7 +39,7 @@ def test_one_value_within_half_a_step(bits: int, clip_range: float) -> None:
     assert np.max(np.abs(decoded - values)) > 0.9 * bound
 
 
-@pytest.mark.parametrize("modulus_bits", [64, 48, 32])
+@pytest.mark.parametrize("modulus_bits", [64, 56, 48, 32])
 @pytest.mark.parametrize("n", [3, 10, 30])
 def test_sum_of_n_within_n_half_steps(n: int, modulus_bits: int) -> None:
     fixed = FixedPoint(24, 8.0, modulus_bits)
@@ -85,16 +88,18 @@ def test_refuses_nan_bad_weight_and_overflow() -> None:
     for weight in (-1, 2.5, True, fixed.max_weight + 1):
         with pytest.raises(ConfigError, match="weight must be"):
             fixed.encode(np.zeros(2), weight)  # type: ignore[arg-type]
-    # max_weight: W * (2^(bits-1) - 1) must stay below 2^63.
-    assert fixed.max_weight * (2**23 - 1) < 2**63 <= (fixed.max_weight + 1) * (2**23 - 1)
+    # max_weight: W * (2^(bits-1) - 1) must stay below 2^(k-1), k = 56 by default.
+    assert fixed.max_weight * (2**23 - 1) < 2**55 <= (fixed.max_weight + 1) * (2**23 - 1)
+    assert FixedPoint(24, 8.0, 64).max_weight * (2**23 - 1) < 2**63
     with pytest.raises(SecAggError, match="may have wrapped around the modulus"):
         fixed.decode_sum(np.zeros(2, dtype=np.uint64), count=fixed.max_weight + 1)
     with pytest.raises(SecAggError, match="total weight of 0"):
         decode_mean(fixed, np.zeros(3, dtype=np.uint64), {"a": np.zeros(2)})
 
 
-def test_extreme_values_at_max_weight_do_not_wrap() -> None:
-    fixed = FixedPoint(24, 8.0)
+@pytest.mark.parametrize("modulus_bits", [64, 56, 33])
+def test_extreme_values_at_max_weight_do_not_wrap(modulus_bits: int) -> None:
+    fixed = FixedPoint(24, 8.0, modulus_bits)
     half = fixed.max_weight // 2
     parts = [fixed.encode(np.array([8.0, -8.0]), half), fixed.encode(np.array([8.0, -8.0]), half)]
     decoded = fixed.decode_sum(_wrap_sum(parts, fixed), count=2 * half)
@@ -108,3 +113,23 @@ def test_invalid_parameters() -> None:
         FixedPoint(24, float("inf"))
     with pytest.raises(ConfigError, match="modulus_bits"):
         FixedPoint(24, 1.0, 24)
+
+
+@pytest.mark.parametrize(("modulus_bits", "width"), [(64, 8), (56, 7), (48, 6), (33, 5), (32, 4)])
+def test_pack_keeps_ceil_k_over_8_bytes(modulus_bits: int, width: int) -> None:
+    assert value_bytes(modulus_bits) == width
+    rng = np.random.default_rng(modulus_bits)
+    vector = rng.integers(0, 2**63, 1_001, dtype=np.uint64) & FixedPoint(24, 1.0, 64).mask
+    vector &= np.uint64((1 << modulus_bits) - 1)
+    packed = pack(vector, modulus_bits)
+    assert packed.dtype == np.uint8 and packed.size == width * vector.size
+    assert np.array_equal(unpack(packed, modulus_bits), vector)
+    with pytest.raises(SecAggError, match=f"multiple of {width} bytes"):
+        unpack(packed[:-1], modulus_bits)
+
+
+def test_pack_refuses_values_beyond_the_modulus() -> None:
+    with pytest.raises(SecAggError, match="does not fit in modulus_bits=40"):
+        pack(np.array([1 << 40], dtype=np.uint64), 40)
+    with pytest.raises(SecAggError, match="1-d uint64"):
+        pack(np.zeros(3, dtype=np.int64), 40)  # type: ignore[arg-type]

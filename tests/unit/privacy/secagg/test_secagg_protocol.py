@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from fedsilo.privacy.secagg import SecAggError, SecAggSpec, ShareError, ThresholdError
-from fedsilo.privacy.secagg.encoding import FixedPoint, decode_mean, encode_update
+from fedsilo.privacy.secagg.encoding import FixedPoint, decode_mean, encode_update, pack
 from fedsilo.privacy.secagg.records import b64decode, b64encode
 from fedsilo.privacy.secagg.shamir import PRIME, SHARE_BYTES
 
@@ -43,7 +43,7 @@ def _check_mean(state: Any, total: np.ndarray, arrays: dict[str, Any], weights: 
 
 
 @pytest.mark.parametrize("n", [3, 10])
-@pytest.mark.parametrize("modulus_bits", [64, 40])
+@pytest.mark.parametrize("modulus_bits", [56, 64, 40])
 def test_exact_weighted_mean_against_numpy(run_protocol, n: int, modulus_bits: int) -> None:
     arrays, weights = _updates(n)
     spec = SecAggSpec(enabled=True, modulus_bits=modulus_bits)
@@ -146,18 +146,21 @@ def test_a_masked_vector_alone_is_uniform_and_undecodable(staged) -> None:
     state.shares()
     zeros = {"w": np.zeros(50_000)}
     state.mask({pid: encode_update(fixed, zeros, 1) for pid in ids})
+    k = spec.modulus_bits
     for pid in ids:
         masked = state.masked[pid]
-        counts = np.bincount(masked.view(np.uint8), minlength=256)
+        # every byte that travels (pack keeps ceil(k / 8) of them) is uniform ...
+        counts = np.bincount(pack(masked, k), minlength=256)
         assert stats.chisquare(counts).pvalue > 1e-4
-        top = (masked >> np.uint64(63)).astype(int)
+        # ... and so is the sign bit of the fixed-point encoding (bit k - 1)
+        top = ((masked >> np.uint64(k - 1)) & np.uint64(1)).astype(int)
         assert stats.binomtest(int(top.sum()), top.size).pvalue > 1e-4
         # decoded as if unmasked, it is noise spread over the whole range, not zeros
         decoded = fixed.decode_sum(masked[:-1])
         assert np.median(np.abs(decoded)) > 1e9
     # ... and any proper subset of the masked vectors sums to noise as well
-    pair = state.masked["a"] + state.masked["b"]
-    assert stats.chisquare(np.bincount(pair.view(np.uint8), minlength=256)).pvalue > 1e-4
+    pair = (state.masked["a"] + state.masked["b"]) & fixed.mask
+    assert stats.chisquare(np.bincount(pack(pair, k), minlength=256)).pvalue > 1e-4
     state.unmask()
     total = state.recover()
     assert np.array_equal(fixed.decode_sum(total[:-1]), np.zeros(50_000))

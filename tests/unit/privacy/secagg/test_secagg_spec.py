@@ -13,7 +13,7 @@ from fedsilo.privacy.secagg import SecAggError, SecAggSpec, ShareError, Threshol
 def test_defaults_and_schema() -> None:
     spec = SecAggSpec()
     assert (spec.enabled, spec.threshold, spec.clip_range) == (False, None, 8.0)
-    assert (spec.quantization_bits, spec.modulus_bits) == (24, 64)
+    assert (spec.quantization_bits, spec.modulus_bits) == (24, 56)
     for bad in (
         {"unknown": 1},
         {"quantization_bits": 41},
