@@ -116,18 +116,25 @@ class FixedPoint:
             not an integer in ``[0, max_weight]``.
         """
         floats = np.asarray(values, dtype=np.float64)
-        if not np.all(np.isfinite(floats)):
+        # One sum is a cheap screen; the exact count runs only if it is not finite (NaN,
+        # inf, or finite values whose sum overflows).
+        if not np.isfinite(floats.sum()):
             bad = int(np.count_nonzero(~np.isfinite(floats)))
-            raise ConfigError(
-                f"Secure aggregation encodes finite values only. Got {bad} NaN/inf value(s)."
-            )
+            if bad:
+                raise ConfigError(
+                    f"Secure aggregation encodes finite values only. Got {bad} NaN/inf value(s)."
+                )
         _check_weight(weight, self.max_weight)
-        levels = np.rint(np.clip(floats, -self.clip_range, self.clip_range) * self.scale)
+        levels = np.clip(floats, -self.clip_range, self.clip_range)
+        levels *= self.scale
+        np.rint(levels, out=levels)
         integers = levels.astype(np.int64)
         if weight != 1:
             integers *= np.int64(weight)
         # int64 -> uint64 reinterprets the two's complement bits: that is x mod 2 ** 64.
-        return integers.view(np.uint64) & self.mask
+        encoded = integers.view(np.uint64)
+        encoded &= self.mask
+        return encoded
 
     def decode_sum(self, total: Vector, count: int | None = None) -> Floats:
         """The float sum of encoded contributions from their sum mod ``2 ** k``.
@@ -202,8 +209,18 @@ def update_length(like: Mapping[str, npt.ArrayLike]) -> int:
 def encode_update(fixed: FixedPoint, arrays: Mapping[str, npt.ArrayLike], weight: int) -> Vector:
     """``[weight * q(flatten(arrays)) ..., weight]`` mod ``2 ** k`` (see the module docstring)."""
     _check_weight(weight, fixed.max_weight)
-    values = fixed.encode(flatten(arrays), weight)
-    return np.concatenate([values, np.array([weight], dtype=np.uint64)])
+    # The weight slot rides along as one more value of the float vector, then is
+    # overwritten: one allocation of the full length instead of a concatenation.
+    floats = np.empty(update_length(arrays), dtype=np.float64)
+    start = 0
+    for name in sorted(arrays):
+        part = np.asarray(arrays[name]).ravel()
+        floats[start : start + part.size] = part
+        start += part.size
+    floats[-1] = 0.0
+    encoded = fixed.encode(floats, weight)
+    encoded[-1] = np.uint64(weight)
+    return encoded
 
 
 def decode_mean(
