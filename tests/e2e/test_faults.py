@@ -115,6 +115,16 @@ def test_a_restart_after_sigkill_takes_the_lock(tmp_path: Path) -> None:
         assert users_status(second, token) == 200
 
 
+@pytest.mark.skipif(POSTGRES_URL is None, reason="needs FEDSILO_TEST_POSTGRES_URL")
+def test_a_restart_after_sigkill_takes_the_postgres_lock(tmp_path: Path) -> None:
+    assert POSTGRES_URL is not None
+    env = {"FEDSILO_DB_URL": POSTGRES_URL, "FEDSILO_ADMIN_TOKEN": "fs_faults-admin"}
+    first = start_server(tmp_path / "one", env=env, log_path=tmp_path / "one.log")
+    assert first.kill() == -9  # its connection, and so its advisory lock, dies with it
+    with start_server(tmp_path / "one", env=env, log_path=tmp_path / "two.log") as second:
+        assert users_status(second, "fs_faults-admin") == 200
+
+
 # ---------------------------------------------------------------------- recovery
 
 

@@ -94,9 +94,9 @@ def test_configure_logging_replaces_the_root_handler(capsys: pytest.CaptureFixtu
         configure_logging("info", "json")
         handler = configure_logging("info", "json")  # a second call: still one handler
         assert root.handlers == [handler]
-        logging.getLogger("uvicorn.error").info("Started server process")
+        logging.getLogger("fedsilo.engine").warning("session s1 interrupted")
         (line,) = capsys.readouterr().err.splitlines()
-        assert json.loads(line)["logger"] == "uvicorn.error"
+        assert json.loads(line)["logger"] == "fedsilo.engine"
     finally:
         root.handlers[:] = saved
         root.setLevel(level)
