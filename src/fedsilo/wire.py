@@ -55,16 +55,24 @@ A relayed fast-exchange message names its sender in :data:`SENDER_HEADER` and it
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import safetensors.numpy
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from fedsilo.errors import WireError
 
@@ -87,6 +95,40 @@ Arrays = dict[str, np.ndarray]
 _META_KEY = "fedsilo"
 _M = TypeVar("_M", bound=BaseModel)
 
+
+# ------------------------------------------------------------------- input bounds
+# What a request may carry, whatever the route: the JSON models below refuse more at once
+# (422 naming the field and the limit) rather than fail later in the engine.
+
+#: one printable line: no control characters (no NUL, newline, tab, escape ...)
+PRINTABLE_LINE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+#: free text (a description): lines, tabs allowed; no NUL nor other control characters
+PRINTABLE_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+#: the largest row count a join summary may declare: 2^53, the last integer a float64 (and
+#: so a JSON number in most parsers) holds exactly
+MAX_ROWS = 2**53
+#: the most columns a join summary may declare
+MAX_COLUMNS = 10_000
+#: the longest a name (session, user, token, column) may be
+MAX_NAME_LENGTH = 200
+
+
+def _not_bool_or_text(value: Any) -> Any:
+    # JSON Schema's integer: a number without a fraction (1.0 is one), never a boolean
+    # (pydantic would read true as 1) nor a string (it would read "5" as 5).
+    if isinstance(value, bool | str | bytes):
+        raise ValueError(f"must be a JSON integer, not a {type(value).__name__}")
+    return value
+
+
+#: an integer as JSON Schema means it: ``true`` and ``"5"`` are refused, ``5.0`` is 5
+StrictInt = Annotated[int, BeforeValidator(_not_bool_or_text)]
+#: a float that is a finite number (an int is accepted; ``true``, NaN and Infinity are not)
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: a name: one printable line of at most :data:`MAX_NAME_LENGTH` characters
+Name = Annotated[
+    str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=PRINTABLE_LINE_PATTERN)
+]
 
 # --------------------------------------------------------------------------- codec
 
@@ -179,6 +221,13 @@ class SessionStatus(StrEnum):
     created = "created"
     pending = "pending"
     running = "running"
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer's body: one stable sentence (a 422 lists each problem as
+    ``field: message (got value)``, separated by ``; ``)."""
+
+    detail: str
+
+
     completed = "completed"
     failed = "failed"
     canceled = "canceled"
@@ -199,19 +248,57 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SessionCreate(_Strict):
+def non_finite_path(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first NaN or infinite float inside ``value`` (a parsed JSON
+    document), or None. Python's JSON reader accepts ``NaN`` and ``Infinity``; a config
+    carrying one would fail later, far from its cause."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "<root>")
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = non_finite_path(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+class _Body(_Strict):
+    """A REST request body: unknown keys refused, every float finite (free-form parts too).
+
+    Frame headers (:class:`TaskPayload`, :class:`ReplyEnvelope`) are not bodies: what a reply
+    may carry is checked against its task (:mod:`fedsilo.federation.expect`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite(cls, data: Any) -> Any:
+        found = non_finite_path(data)
+        if found is not None:
+            raise ValueError(f"{found} must be a finite number (NaN and Infinity are refused)")
+        return data
+
+
+class SessionCreate(_Body):
     """Body of ``POST /sessions``."""
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=4000)
+    name: Name
+    description: str = Field(default="", max_length=4000, pattern=PRINTABLE_TEXT_PATTERN)
     kind: SessionKind = SessionKind.hfl
-    package_name: str
-    min_num_clients: int = Field(ge=1, le=10_000)
-    num_rounds: int = Field(ge=1, le=100_000)
+    package_name: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    min_num_clients: StrictInt = Field(ge=1, le=10_000)
+    num_rounds: StrictInt = Field(ge=1, le=100_000)
     model_config_: dict[str, Any] = Field(alias="model_config")
     data_config: dict[str, Any]
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, populate_by_name=True, protected_namespaces=()
+    )
 
 
 class SessionPublic(BaseModel):
@@ -266,20 +353,22 @@ class SessionMetricsPublic(BaseModel):
 # -------------------------------------------------------------- participant schemas
 
 
-class ColumnSummary(_Strict):
-    name: str
-    dtype: str
+class ColumnSummary(_Body):
+    name: Name
+    dtype: str = Field(min_length=1, max_length=64, pattern=PRINTABLE_LINE_PATTERN)
 
 
-class DatasetSummary(_Strict):
-    """What a client tells the server about its data: shapes and types, never values."""
 
-    train_rows: int = Field(ge=0)
-    test_rows: int = Field(ge=0)
-    columns: list[ColumnSummary]
+    At most :data:`MAX_ROWS` rows per table and :data:`MAX_COLUMNS` columns."""
+
+class DatasetSummary(_Body):
+    """What a client tells the server about its data: shapes and types, never values.
+    train_rows: StrictInt = Field(ge=0, le=MAX_ROWS)
+    test_rows: StrictInt = Field(ge=0, le=MAX_ROWS)
+    columns: list[ColumnSummary] = Field(max_length=MAX_COLUMNS)
 
 
-class ParticipantJoin(_Strict):
+class ParticipantJoin(_Body):
     """Body of ``POST /sessions/{sid}/participants``."""
 
     client_name: str = Field(pattern=CLIENT_NAME_PATTERN.pattern)
@@ -293,10 +382,10 @@ class ParticipantJoin(_Strict):
 #: longest reason a refusal carries (one line: what the data owner would fix, never data)
 REFUSAL_REASON_MAX = 1000
 #: one printable line: no control characters (no newline, tab, escape ...)
-REFUSAL_REASON_PATTERN = re.compile(r"^[^\x00-\x1f\x7f-\x9f]+$")
+REFUSAL_REASON_PATTERN = re.compile(PRINTABLE_LINE_PATTERN)
 
 
-class ParticipantRefusal(_Strict):
+class ParticipantRefusal(_Body):
     """Body of ``POST /sessions/{sid}/refusals``: a client declined to join, and why.
 
     Sent by a client whose data or policy refuses the session before it joins, so the
@@ -405,17 +494,17 @@ class PackagePublic(BaseModel):
 # -------------------------------------------------------------------------- tokens
 
 
-class TokenCreate(_Strict):
+class TokenCreate(_Body):
     """Body of ``POST /tokens`` (admin). ``user_id`` is the user's name (the seed's spelling)
     or generated id; the caller's own user when omitted. No scopes given means the least
     privilege (``read_user_session``), never ``admin``."""
 
-    user_id: str | None = Field(default=None, min_length=1, max_length=200)
-    name: str | None = Field(
-        default=None, min_length=1, max_length=200, description="A label, e.g. 'silo-a'."
+    user_id: Name | None = None
+    name: Name | None = Field(default=None, description="A label, e.g. 'silo-a'.")
+    scopes: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=lambda: ["read_user_session"], max_length=16
     )
-    scopes: list[str] = Field(default_factory=lambda: ["read_user_session"], max_length=16)
-    expires_in_days: float | None = Field(
+    expires_in_days: FiniteFloat | None = Field(
         default=30,
         gt=0,
         description="At most 30 for a scoped token; an admin-only token may be longer "
@@ -439,7 +528,7 @@ class TokenCreated(TokenPublic):
     token: str = Field(description="The secret; shown once, stored only as a hash.")
 
 
-class TokenInfoRequest(_Strict):
+class TokenInfoRequest(_Body):
     """Body of ``POST /tokens/info``: the secret of the token to inspect (the caller's own,
     or any when the caller is admin)."""
 
@@ -469,10 +558,10 @@ class TokenInfo(BaseModel):
 # --------------------------------------------------------------------------- users
 
 
-class UserCreate(_Strict):
+class UserCreate(_Body):
     """Body of ``POST /users`` (admin)."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     user_type: str = Field(default="generated", pattern="^(human|generated)$")
 
 

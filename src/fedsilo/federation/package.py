@@ -88,6 +88,10 @@ class ModelPackage(Generic[MC, DC]):
     #: the tables the client reads, by role (:mod:`fedsilo.federation.binding`): a train and an
     #: optional test table by default; EDA declares one named dataset
     binding: DataBinding = TRAIN_TEST
+    #: how many numbers the model holds, computed from the model_config alone (no torch, no
+    #: allocation), so a session too large for the server is refused at creation; None for
+    #: packages whose size the config does not fix (trees, statistics)
+    parameter_count: Callable[[MC], int] | None = None
 
     @property
     def executor(self) -> ExecutorFactory[MC, DC]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fedsilo import __version__
 from fedsilo.errors import ConfigError
@@ -29,6 +32,7 @@ from fedsilo.server.auth import TokenCache, bootstrap_admin
 from fedsilo.server.datadir import local_path, private_directory
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.engine.relay import MessageRelay
+from fedsilo.server.limits import RequestGuard
 from fedsilo.server.lock import acquire_state_lock
 from fedsilo.server.logs import configure_logging
 from fedsilo.server.metrics import CountingLimiter, metrics_router
@@ -96,6 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Authentication and the body limit come before any route reads the body.
+    app.add_middleware(RequestGuard, settings=settings)
 
     @app.get("/healthz", tags=["health"], dependencies=[Depends(public())])
     def healthz() -> dict[str, str]:
@@ -105,6 +111,15 @@ def create_app(settings: Settings) -> FastAPI:
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": _describe(exc)})
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route matching the path; a path
+            # served by several routes (GET and DELETE /sessions/{id}) allows them all.
+            allowed = _allowed_methods(app, request)
+            exc = StarletteHTTPException(405, "Method Not Allowed", {"Allow": allowed})
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(ConfigError)
     async def _config_error(_: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
@@ -113,6 +128,21 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(metrics_router(settings))
     return app
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """The ``Allow`` header of a 405: every method the OpenAPI lists for the path (a path
+    written out, such as ``/tokens/info``, before the templates it also fits)."""
+    path = request.url.path
+    paths: dict[str, Any] = app.openapi()["paths"]
+    if path in paths:
+        return ", ".join(sorted(method.upper() for method in paths[path]))
+    methods: set[str] = set()
+    for template, operations in paths.items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods.update(method.upper() for method in operations)
+    return ", ".join(sorted(methods))
 
 
 #: fields whose value is a secret: a 422 names them but never echoes what was sent

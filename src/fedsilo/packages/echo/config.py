@@ -13,7 +13,10 @@ class EchoModelConfig(BaseModel):
     payload_size: int = Field(default=16, ge=0, le=500_000_000, description="floats broadcast")
     accept_failures: bool = True
     min_replies: int = Field(default=1, ge=1)
-    task_timeout: float | None = Field(default=None, gt=0, description="seconds per round")
+    # at most a week: a longer wait overflows the event waits that enforce it
+    task_timeout: float | None = Field(
+        default=None, gt=0, le=7 * 86_400, allow_inf_nan=False, description="seconds per round"
+    )
 
 
 class EchoDataConfig(DataConfigBase):

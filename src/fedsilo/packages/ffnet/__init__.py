@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING
 
 from fedsilo.federation import ModelPackage
 from fedsilo.packages import lazy_exports
-from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig, check_consistency
+from fedsilo.packages.ffnet.config import (
+    FFNetDataConfig,
+    FFNetModelConfig,
+    check_consistency,
+    parameter_count,
+)
 from fedsilo.packages.ffnet.server import run
 from fedsilo.wire import SessionKind
 
@@ -63,4 +68,5 @@ PACKAGE: ModelPackage[FFNetModelConfig, FFNetDataConfig] = ModelPackage(
     executor_ref="fedsilo.packages.ffnet.client:FFNetExecutor",
     export_ref="fedsilo.packages.ffnet.export:FFNetModel",
     check=check_consistency,
+    parameter_count=parameter_count,
 )

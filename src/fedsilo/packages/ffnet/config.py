@@ -23,6 +23,7 @@ against that optimizer's parameters (:mod:`fedsilo.config.optimizers`).
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import (
@@ -51,6 +52,7 @@ __all__ = [
     "FFNetDataConfig",
     "FFNetModelConfig",
     "check_consistency",
+    "parameter_count",
 ]
 
 #: the metrics each task reports (as ``test_<name>`` per client; see the server workflow)
@@ -269,3 +271,11 @@ def check_consistency(model_config: FFNetModelConfig, data_config: FFNetDataConf
         )
     if problems:
         raise ConfigError(" ".join(problems))
+
+
+def parameter_count(model_config: FFNetModelConfig) -> int:
+    """The network's parameters (weights and biases of every ``Linear`` layer), from the
+    config alone: what :func:`~fedsilo.packages.ffnet.model.build_module` would allocate."""
+    params = model_config.model.params
+    widths = [params.input_size, *params.hidden_layer_sizes, params.output_size]
+    return sum(n_in * n_out + n_out for n_in, n_out in pairwise(widths))

@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING
 
 from fedsilo.federation import ModelPackage
 from fedsilo.packages import lazy_exports
-from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
+from fedsilo.packages.glm.config import (
+    GLMDataConfig,
+    GLMModelConfig,
+    check_consistency,
+    parameter_count,
+)
 from fedsilo.packages.glm.server import run
 from fedsilo.wire import SessionKind
 
@@ -65,4 +70,5 @@ PACKAGE: ModelPackage[GLMModelConfig, GLMDataConfig] = ModelPackage(
     executor_ref="fedsilo.packages.glm.client:GLMExecutor",
     export_ref="fedsilo.packages.glm.export:GLMModel",
     check=check_consistency,
+    parameter_count=parameter_count,
 )

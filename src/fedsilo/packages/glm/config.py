@@ -67,6 +67,7 @@ __all__ = [
     "GLMDataConfig",
     "GLMModelConfig",
     "check_consistency",
+    "parameter_count",
 ]
 
 #: the metrics each family reports (``test_<name>`` per client; see the server workflow)
@@ -325,3 +326,9 @@ def check_consistency(model_config: GLMModelConfig, data_config: GLMDataConfig) 
         )
     if problems:
         raise ConfigError(" ".join(problems))
+
+
+def parameter_count(model_config: GLMModelConfig) -> int:
+    """The model's coefficients: one per predictor and the intercept (both solvers; the
+    tanh network of the sgd solver has the same single layer)."""
+    return model_config.model.params.input_size + 1

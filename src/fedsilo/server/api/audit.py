@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
 
 from fedsilo.server.api.deps import ACCESS_RESPONSES, AdminToken, StoreDep
 from fedsilo.server.api.users import find_user
@@ -14,6 +17,16 @@ from fedsilo.wire import AuditEntry
 __all__ = ["router"]
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=ACCESS_RESPONSES)
+
+
+def _iso_8601(value: Any) -> Any:
+    # pydantic would also read "0.5" as seconds since the epoch; the contract says date-time
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("must be an ISO 8601 date-time such as 2026-01-31T12:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601)]
 
 
 def audit_entry(entry: AuditRecord) -> AuditEntry:
@@ -41,7 +54,7 @@ def list_audit(
         default=None, description="exact, or a dotted prefix: 'session' matches session.create"
     ),
     target: str | None = Query(default=None, description="a session id, token id, user name"),
-    since: datetime | None = Query(default=None, description="entries at or after (ISO 8601)"),
+    since: IsoDateTime | None = Query(default=None, description="entries at or after (ISO 8601)"),
     limit: int = Query(default=1000, ge=1, le=10_000, description="the newest this many"),
 ) -> list[AuditEntry]:
     """Entries matching every filter given, oldest first."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import threading
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -26,10 +26,12 @@ from fedsilo.server.access import (
 from fedsilo.server.auth import hash_token
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.state import ArtifactStore, ParticipantRecord, SessionRecord, StateStore
-from fedsilo.wire import PARTICIPANT_HEADER
+from fedsilo.wire import PARTICIPANT_HEADER, ErrorBody
 
 __all__ = [
     "ACCESS_RESPONSES",
+    "BODY_RESPONSES",
+    "ERROR_DESCRIPTIONS",
     "AdminToken",
     "AnyToken",
     "ArtifactsDep",
@@ -47,6 +49,7 @@ __all__ = [
     "SessionStart",
     "SessionView",
     "StoreDep",
+    "errors",
     "get_session_record",
     "not_found",
     "require_participant",
@@ -75,15 +78,37 @@ EngineDep = Annotated[SessionEngine, Depends(get_engine)]
 
 # ------------------------------------------------------------------------ access
 
+#: what each error status means on this API; every error body is :class:`ErrorBody`
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "the body is not what its Content-Type / Content-Length announce (not JSON text, "
+    "or a frame shorter or longer than declared)",
+    401: "no valid token: missing, malformed, unknown, revoked, expired, or its user was "
+    "deleted (stable `detail`)",
+    403: "the token lacks the scope `detail` names, or the session is another user's",
+    404: "what the path names does not exist",
+    409: "the call conflicts with the current state; `detail` says how",
+    413: "the body exceeds this route's limit (max_json_body_bytes, or max_frame_body_bytes "
+    "for frames); `detail` names it",
+    422: "invalid input: `detail` names each field, the rule it breaks and the value given",
+    429: "too many failed authentications from this address; see `Retry-After`",
+    503: "the state store cannot be written or read now (e.g. a full disk); retry later",
+}
+
+
+def errors(*codes: int, notes: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error ``codes``: the one :class:`ErrorBody` schema, and the
+    description of :data:`ERROR_DESCRIPTIONS` (or the route's own note)."""
+    notes = notes or {}
+    return {
+        code: {"model": ErrorBody, "description": notes.get(code, ERROR_DESCRIPTIONS[code])}
+        for code in codes
+    }
+
+
 #: what every authenticated route may answer besides its own responses (for the OpenAPI)
-ACCESS_RESPONSES: dict[int | str, dict[str, object]] = {
-    401: {"description": "no valid token: missing, malformed, unknown, revoked, expired, or "
-          "its user was deleted (stable `detail`)"},
-    403: {"description": "the token lacks the scope `detail` names, or the session is "
-          "another user's"},
-    429: {"description": "too many failed authentications from this address; see "
-          "`Retry-After`"},
-}  # fmt: skip
+ACCESS_RESPONSES = errors(401, 403, 422, 429, 503)
+#: what a route with a request body may answer besides (the guard, the body's parsing)
+BODY_RESPONSES = errors(400, 413)
 
 #: any valid token (what the route shows depends on it)
 AnyToken = Annotated[Principal, Depends(authenticated())]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException
 
 from fedsilo.errors import ConfigError
 from fedsilo.federation import get_package, package_names
-from fedsilo.server.api.deps import ACCESS_RESPONSES, AnyToken
+from fedsilo.server.api.deps import ACCESS_RESPONSES, AnyToken, errors
 from fedsilo.wire import PackagePublic
 
 router = APIRouter(prefix="/packages", tags=["packages"], responses=ACCESS_RESPONSES)
@@ -20,7 +20,7 @@ def list_packages(_: AnyToken) -> list[PackagePublic]:
     return [PackagePublic(name=p.name, description=p.description, kind=p.kind) for p in packages]
 
 
-@router.get("/{name}/schema")
+@router.get("/{name}/schema", responses=errors(404))
 def package_schema(name: str, _: AnyToken) -> dict[str, Any]:
     try:
         package = get_package(name)

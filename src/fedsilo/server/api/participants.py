@@ -22,11 +22,13 @@ from fedsilo.federation import Failure, get_package
 from fedsilo.server import audit
 from fedsilo.server.api.deps import (
     ACCESS_RESPONSES,
+    BODY_RESPONSES,
     ClientToken,
     EngineDep,
     ParticipantDep,
     SessionView,
     StoreDep,
+    errors,
     get_session_record,
 )
 from fedsilo.server.auth import hash_token, new_secret
@@ -65,6 +67,7 @@ _TASK_RESPONSES: dict[int | str, dict[str, object]] = {
     204: {"description": "no task within `wait` seconds"},
     410: {"model": SessionEnded, "description": "the session is over"},
 }
+    **errors(404, notes={404: "no such session, or the participant is not in it"}),
 
 
 def participant_public(record: ParticipantRecord, rejoined: bool = False) -> ParticipantPublic:
@@ -83,7 +86,19 @@ def participant_public(record: ParticipantRecord, rejoined: bool = False) -> Par
 # -------------------------------------------------------------------------- join
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    responses={
+        **BODY_RESPONSES,
+        **errors(
+            403,
+            404,
+            409,
+            notes={403: "a rejoin without (or with another) participant credential"},
+        ),
+    },
+)
 def join_session(
     session_id: str,
     body: ParticipantJoin,
@@ -208,7 +223,7 @@ def _check_columns(session: SessionRecord, dataset: DatasetSummary) -> None:
         )
 
 
-@router.get("")
+@router.get("", responses=errors(404))
 def list_participants(session_id: str, store: StoreDep, _: SessionView) -> list[ParticipantPublic]:
     return [participant_public(record) for record in store.list_participants(session_id)]
 
@@ -302,7 +317,9 @@ async def next_task(
     request: Request,
     _: ClientToken,
     participant: ParticipantDep,
-    wait: float = Query(default=30.0, ge=0, description="seconds to hold the request open"),
+    wait: float = Query(
+        default=30.0, ge=0, allow_inf_nan=False, description="seconds to hold the request open"
+    ),
 ) -> Response:
     engine: SessionEngine = request.app.state.engine
     return await deliver_next(engine, session_id, participant.participant_id, wait)
@@ -378,7 +395,10 @@ async def _accept(
 
 @router.post(
     "/{participant_id}/tasks/{task_id}/reply",
-    responses={**_TASK_RESPONSES, 200: {"model": ReplyAck, "description": "ReplyAck, or with "
+    responses={**_TASK_RESPONSES, **BODY_RESPONSES,
+               **errors(409, notes={409: "the task is no longer awaited"}),
+               200: {"model": ReplyAck, "content": {OCTET_STREAM: {}},
+                     "description": "ReplyAck, or with "
                "`wait` the next task frame as from tasks/next"}},
 )  # fmt: skip
 async def reply_task(
@@ -389,7 +409,10 @@ async def reply_task(
     _: ClientToken,
     participant: ParticipantDep,
     wait: float | None = Query(
-        default=None, ge=0, description="answer with the next task, waiting up to S seconds"
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="answer with the next task, waiting up to S seconds",
     ),
 ) -> Response:
     engine: SessionEngine = request.app.state.engine

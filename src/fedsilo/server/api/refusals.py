@@ -22,9 +22,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fedsilo.server import audit
 from fedsilo.server.api.deps import (
     ACCESS_RESPONSES,
+    BODY_RESPONSES,
     ClientToken,
     EngineDep,
     StoreDep,
+    errors,
     get_session_record,
 )
 from fedsilo.server.state import utcnow
@@ -42,7 +44,7 @@ router = APIRouter(
 WAITING = frozenset({SessionStatus.created, SessionStatus.pending})
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses={**BODY_RESPONSES, **errors(404, 409)})
 def refuse_session(
     session_id: str,
     body: ParticipantRefusal,

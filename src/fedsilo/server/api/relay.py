@@ -16,9 +16,11 @@ from fastapi.responses import JSONResponse
 
 from fedsilo.server.api.deps import (
     ACCESS_RESPONSES,
+    BODY_RESPONSES,
     ClientToken,
     ParticipantCache,
     ParticipantDep,
+    errors,
 )
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.engine.relay import MessageRelay, RelayMessage
@@ -57,10 +59,19 @@ def _relay(request: Request) -> MessageRelay:
     status_code=204,
     response_class=Response,
     responses={
-        404: {"description": "`to` is not a participant of this session"},
+        **BODY_RESPONSES,
+        **errors(
+            404,
+            413,
+            429,
+            notes={
+                404: "no such session, or the caller or `to` is not a participant of it",
+                413: "the message exceeds the relay's size limit",
+                429: "the recipient's mailbox stayed full (retry with backoff), or too many "
+                "failed authentications from this address (see `Retry-After`)",
+            },
+        ),
         410: {"model": SessionEnded, "description": "the session is over"},
-        413: {"description": "the message exceeds the relay's size limit"},
-        429: {"description": "the recipient's mailbox stayed full; retry with backoff"},
     },
 )
 async def relay_message(
@@ -100,6 +111,7 @@ async def relay_message(
         200: {"content": {OCTET_STREAM: {}}, "description": "the oldest message"},
         204: {"description": "no message within `wait` seconds"},
         410: {"model": SessionEnded, "description": "the session is over"},
+        **errors(404, notes={404: "no such session, or the caller is not a participant of it"}),
     },
 )
 async def next_message(
@@ -107,7 +119,9 @@ async def next_message(
     request: Request,
     _: ClientToken,
     caller: ParticipantDep,
-    wait: float = Query(default=30.0, ge=0, description="seconds to hold the request open"),
+    wait: float = Query(
+        default=30.0, ge=0, allow_inf_nan=False, description="seconds to hold the request open"
+    ),
 ) -> Response:
     """The caller's oldest message: body = payload, sender and tag in response headers."""
     relay = _relay(request)

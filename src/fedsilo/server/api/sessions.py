@@ -13,11 +13,12 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from fedsilo.errors import ConfigError
-from fedsilo.federation import get_package
+from fedsilo.federation import ModelPackage, get_package
 from fedsilo.scopes import Scope
 from fedsilo.server import audit
 from fedsilo.server.api.deps import (
     ACCESS_RESPONSES,
+    BODY_RESPONSES,
     ArtifactsDep,
     EngineDep,
     ModelDownload,
@@ -29,8 +30,10 @@ from fedsilo.server.api.deps import (
     SessionStart,
     SessionView,
     StoreDep,
+    errors,
     get_session_record,
 )
+from fedsilo.server.settings import Settings
 from fedsilo.server.state import ACTIVE_STATUSES, SessionRecord, utcnow
 from fedsilo.wire import (
     OCTET_STREAM,
@@ -67,15 +70,16 @@ def session_public(record: SessionRecord) -> SessionPublic:
     )
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=BODY_RESPONSES)
 def create_session(
     body: SessionCreate, request: Request, store: StoreDep, principal: SessionCreator
 ) -> SessionPublic:
     try:
         package = get_package(body.package_name)
-        package.parse_configs(body.model_config_, body.data_config)
+        model_config, _ = package.parse_configs(body.model_config_, body.data_config)
     except ConfigError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
+    _check_model_size(package, model_config, request.app.state.settings)
     if package.kind != body.kind:
         raise HTTPException(
             status_code=422,
@@ -104,6 +108,24 @@ def create_session(
     return session_public(record)
 
 
+def _check_model_size(
+    package: ModelPackage[Any, Any], model_config: Any, settings: Settings
+) -> None:
+    """422 when the model the config describes has more parameters than the server takes:
+    refused here, from the config alone, rather than allocated when the session starts."""
+    if package.parameter_count is None:
+        return
+    count = package.parameter_count(model_config)
+    limit = settings.max_model_parameters
+    if count > limit:
+        raise HTTPException(
+            status_code=422,
+            detail=f"model_config: the {package.name} model has {count:,} parameters; this "
+            f"server takes at most {limit:,} (max_model_parameters, "
+            "FEDSILO_MAX_MODEL_PARAMETERS).",
+        )
+
+
 @router.get("")
 def list_sessions(store: StoreDep, principal: SessionLister) -> list[SessionPublic]:
     """Every session for a ``read_all_session`` token; a ``read_user_session`` one sees only
@@ -114,12 +136,12 @@ def list_sessions(store: StoreDep, principal: SessionLister) -> list[SessionPubl
     return [session_public(record) for record in records]
 
 
-@router.get("/{session_id}")
+@router.get("/{session_id}", responses=errors(404))
 def get_session(grant: SessionView) -> SessionPublic:
     return session_public(grant.session)
 
 
-@router.post("/{session_id}/start")
+@router.post("/{session_id}/start", responses=errors(404, 409))
 def start_session(
     session_id: str, request: Request, store: StoreDep, engine: EngineDep, grant: SessionStart
 ) -> SessionPublic:
@@ -136,7 +158,7 @@ def start_session(
     return session_public(get_session_record(store, session_id))
 
 
-@router.post("/{session_id}/cancel")
+@router.post("/{session_id}/cancel", responses=errors(404, 409))
 def cancel_session(
     session_id: str, request: Request, store: StoreDep, engine: EngineDep, grant: SessionCancel
 ) -> SessionPublic:
@@ -157,7 +179,7 @@ def cancel_session(
     return session_public(get_session_record(store, session_id))
 
 
-@router.delete("/{session_id}", status_code=204)
+@router.delete("/{session_id}", status_code=204, responses=errors(404, 409))
 def delete_session(
     session_id: str,
     request: Request,
@@ -178,7 +200,7 @@ def delete_session(
     return Response(status_code=204)
 
 
-@router.get("/{session_id}/metrics")
+@router.get("/{session_id}/metrics", responses=errors(404))
 def session_metrics(session_id: str, store: StoreDep, _: SessionRead) -> SessionMetricsPublic:
     rounds = store.list_rounds(session_id)
     federated: list[dict[str, Any]] = [r.federated for r in rounds]
@@ -195,7 +217,10 @@ def session_metrics(session_id: str, store: StoreDep, _: SessionRead) -> Session
 @router.get(
     "/{session_id}/model",
     response_class=Response,
-    responses={200: {"content": {OCTET_STREAM: {}}, "description": "model frame"}},
+    responses={
+        200: {"content": {OCTET_STREAM: {}}, "description": "model frame"},
+        **errors(404, notes={404: "no such session, or it has no model yet"}),
+    },
 )
 def session_model(
     session_id: str,
@@ -216,7 +241,7 @@ def session_model(
     return Response(content=data, media_type=OCTET_STREAM)
 
 
-@router.get("/{session_id}/logs")
+@router.get("/{session_id}/logs", responses=errors(404))
 def session_logs(session_id: str, store: StoreDep, _: SessionRead) -> list[SessionLogLine]:
     return [
         SessionLogLine(time=line.created_at, message=line.message)

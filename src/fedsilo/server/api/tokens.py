@@ -15,7 +15,15 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from fedsilo.scopes import MAX_SCOPED_TOKEN_DAYS, MAX_TOKEN_DAYS, Scope, parse_scopes
 from fedsilo.server import audit
-from fedsilo.server.api.deps import ACCESS_RESPONSES, AdminToken, AnyToken, StoreDep, not_found
+from fedsilo.server.api.deps import (
+    ACCESS_RESPONSES,
+    BODY_RESPONSES,
+    AdminToken,
+    AnyToken,
+    StoreDep,
+    errors,
+    not_found,
+)
 from fedsilo.server.api.users import find_user, user_not_found
 from fedsilo.server.auth import TokenCache, hash_token, issue_token, token_public
 from fedsilo.server.state import StateStore, TokenRecord, UserRecord, utcnow
@@ -59,7 +67,11 @@ def _lifetime(scopes: tuple[Scope, ...], days: float | None) -> timedelta | None
     return timedelta(days=days)
 
 
-@router.post("", status_code=201, responses={404: {"description": "unknown user"}})
+@router.post(
+    "",
+    status_code=201,
+    responses={**BODY_RESPONSES, **errors(404, notes={404: "unknown user"})},
+)
 def create_token(
     body: TokenCreate, request: Request, store: StoreDep, principal: AdminToken
 ) -> TokenCreated:
@@ -81,7 +93,7 @@ def create_token(
     return created
 
 
-@router.post("/info", responses={404: {"description": "no token matches"}})
+@router.post("/info", responses={**BODY_RESPONSES, **errors(404, notes={404: "no token matches"})})
 def token_info(
     body: TokenInfoRequest, request: Request, store: StoreDep, principal: AnyToken
 ) -> TokenInfo:
@@ -119,7 +131,7 @@ def _info(record: TokenRecord, user: UserRecord | None, workspace: str) -> Token
     )
 
 
-@router.get("", responses={404: {"description": "unknown user"}})
+@router.get("", responses=errors(404, notes={404: "unknown user"}))
 def list_tokens(
     store: StoreDep,
     _: AdminToken,
@@ -139,7 +151,7 @@ def list_tokens(
 
 @router.delete(
     "/{token_id}",
-    responses={404: {"description": "unknown token"}, 409: {"description": "last admin token"}},
+    responses=errors(404, 409, notes={404: "unknown token", 409: "the last admin token"}),
 )
 def revoke_token(
     token_id: str, request: Request, store: StoreDep, principal: AnyToken

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 
 from fedsilo.server import audit
-from fedsilo.server.api.deps import ACCESS_RESPONSES, AdminToken, StoreDep
+from fedsilo.server.api.deps import ACCESS_RESPONSES, BODY_RESPONSES, AdminToken, StoreDep, errors
 from fedsilo.server.auth import TokenCache, new_user_id
 from fedsilo.server.state import StateStore, UserRecord, utcnow
 from fedsilo.wire import UserCreate, UserPublic
@@ -41,7 +41,11 @@ def user_not_found(name_or_id: str) -> HTTPException:
     return HTTPException(status_code=404, detail=f"User {name_or_id!r} not found.")
 
 
-@router.post("", status_code=201, responses={409: {"description": "the name is taken"}})
+@router.post(
+    "",
+    status_code=201,
+    responses={**BODY_RESPONSES, **errors(409, notes={409: "the name is taken"})},
+)
 def create_user(
     body: UserCreate, request: Request, store: StoreDep, principal: AdminToken
 ) -> UserPublic:
@@ -70,7 +74,8 @@ def list_users(store: StoreDep, _: AdminToken) -> list[UserPublic]:
 
 
 @router.delete(
-    "/{name}", responses={409: {"description": "the caller's own user (the last admin)"}}
+    "/{name}",
+    responses=errors(404, 409, notes={409: "the caller's own user (the last admin)"}),
 )
 def delete_user(name: str, request: Request, store: StoreDep, principal: AdminToken) -> UserPublic:
     """Delete a user and revoke its tokens; its sessions stay, owned by its (unused) id.

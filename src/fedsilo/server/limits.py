@@ -1,0 +1,113 @@
+"""The request guard: authentication, then a bounded body, before any route reads a byte.
+
+FastAPI reads a route's JSON body before it resolves the route's dependencies, so a route's
+access requirement alone would let an unauthenticated caller make the server read (and
+parse) a body of any size. :class:`RequestGuard` is an ASGI middleware in front of every
+``/api/v1`` route:
+
+1. it authenticates the request (:func:`fedsilo.server.auth.authenticate`, the same function
+   the routes' requirements call; a valid token is then a cache hit there) and answers 401 /
+   429 itself, before the body is read;
+2. it refuses at once (413) a body whose ``Content-Length`` exceeds the route's limit, and
+   counts a chunked body as the route reads it, refusing it (413) at the first byte past the
+   limit, so the server never holds more than the limit of one request.
+
+The limits (:class:`~fedsilo.server.settings.Settings`): ``max_frame_body_bytes`` for a task
+reply (a frame of arrays) and a fast-exchange message (the relay then applies its own,
+smaller message limit), ``max_json_body_bytes`` for every other route.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fedsilo.server.auth import authenticate
+from fedsilo.server.settings import Settings
+from fedsilo.wire import API_PREFIX
+
+__all__ = ["BodyLimit", "RequestGuard", "body_limit"]
+
+#: routes whose body is a frame (arrays), not JSON
+_FRAME_ROUTES = re.compile(
+    rf"^{re.escape(API_PREFIX)}/sessions/[^/]+/participants/[^/]+/"
+    r"(tasks/[^/]+/reply|relay/[^/]+)$"
+)
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """The most bytes a route's body may have, and the setting that says so."""
+
+    bytes: int
+    setting: str
+
+    def refusal(self, size: int, counted: bool) -> HTTPException:
+        got = f"{size} bytes so far" if counted else f"Content-Length {size}"
+        env = f"FEDSILO_{self.setting.upper()}"
+        return HTTPException(
+            status_code=413,
+            detail=f"The request body is at most {self.bytes} bytes on this route "
+            f"({self.setting}, {env}). Got {got}.",
+        )
+
+
+def body_limit(settings: Settings, method: str, path: str) -> BodyLimit:
+    """The body limit of the route at ``path``."""
+    if method == "POST" and _FRAME_ROUTES.match(path):
+        return BodyLimit(settings.max_frame_body_bytes, "max_frame_body_bytes")
+    return BodyLimit(settings.max_json_body_bytes, "max_json_body_bytes")
+
+
+class RequestGuard:
+    """ASGI middleware: authenticate every ``/api/v1`` request, then bound its body."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX + "/"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            await authenticate(request)
+        except HTTPException as exc:
+            await _answer(exc, scope, receive, send)
+            return
+        limit = body_limit(self.settings, scope["method"], scope["path"])
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit.bytes:
+            await _answer(limit.refusal(int(declared), counted=False), scope, receive, send)
+            return
+        await self.app(scope, _counting(receive, limit), send)
+
+
+def _counting(receive: Receive, limit: BodyLimit) -> Receive:
+    """``receive`` that raises 413 (handled as the route's answer) once the body passes
+    ``limit``: a chunked body has no Content-Length to check up front."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit.bytes:
+                raise limit.refusal(seen, counted=True)
+        return message
+
+    return counted
+
+
+async def _answer(exc: HTTPException, scope: Scope, receive: Receive, send: Send) -> None:
+    """The error response FastAPI itself would give for ``exc``, sent from here."""
+    response = JSONResponse(
+        status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers
+    )
+    await response(scope, receive, send)
