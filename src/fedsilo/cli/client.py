@@ -76,7 +76,7 @@ QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print no progress lines, only errors.")
 ]
 
-__all__ = ["app", "eda", "join", "log", "train", "version"]
+__all__ = ["app", "eda", "join", "log", "prl", "train", "version"]
 
 app = typer.Typer(
     rich_markup_mode="markdown",
@@ -201,6 +201,69 @@ def eda(
         tables={"dataset": dataset_path},
         dataset_name=dataset_name,
         batch_size=1,  # no mini-batches in analytics
+        poll_wait=poll_wait,
+        reconnect_timeout=reconnect_timeout,
+        log_interval=log_interval,
+        remove_after_complete=remove_after_complete,
+    )
+
+
+@app.command()
+def prl(
+    session: SessionOption,
+    train_path: Annotated[
+        str,
+        typer.Option(
+            "--train-path",
+            help="Training table: .parquet/.pq or .csv; a local path or an fsspec URL "
+            "(file://, s3:// with `fedsilo[s3]`).",
+        ),
+    ],
+    client_name: Annotated[
+        str,
+        typer.Option(
+            "--client-name",
+            help="This client's name: one of the clients the session's data_config names "
+            "(its id columns are read from there).",
+        ),
+    ],
+    test_path: Annotated[
+        str | None,
+        typer.Option(
+            "--test-path",
+            help="Test table, same format rules; aligned separately from the training "
+            "table. Either every client of the session gives one or none does.",
+            show_default=False,
+        ),
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    poll_wait: PollWaitOption = 30.0,
+    reconnect_timeout: ReconnectTimeoutOption = 300.0,
+    quiet: QuietOption = False,
+    log_interval: LogIntervalOption = 0.0,
+    remove_after_complete: RemoveAfterCompleteOption = False,
+) -> None:
+    """Join a private record linkage session: find the records this silo shares with the
+    others without sending an id.
+
+    The id columns are checked before joining (present, no nulls, integers or strings, no
+    repeated id tuple): a table that fails is refused with every problem listed (counts and
+    row positions, never values), and the server is told only that this client refused and
+    why. Only keyed hashes (or, with psi_protocol ecdh, blinded points sealed to the other
+    client) leave the silo. Keep this client's state directory: a later VFL session checks
+    the same tables against the digest key kept there (--remove-after-complete removes it).
+    Exits 0 when the session completes, 6 with the server's reason when it fails or is
+    canceled.
+    """
+    _run(
+        url,
+        token,
+        quiet,
+        session_id=session,
+        client_name=client_name,
+        tables={"train": train_path, "test": test_path},
+        batch_size=1,  # no mini-batches in linkage
         poll_wait=poll_wait,
         reconnect_timeout=reconnect_timeout,
         log_interval=log_interval,

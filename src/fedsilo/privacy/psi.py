@@ -215,6 +215,15 @@ def canonical_ids(frame: pd.DataFrame, columns: Sequence[str], source: str) -> C
         parts.append(part)
         kinds.append(kind)
     if problems:
+        # Repeats are reported with the other problems, compared on the raw values of the
+        # complete rows (the canonical form needs every column valid).
+        known = [c for c in columns if c in present]
+        if known:
+            whole = frame[known].notna().all(axis=1).to_numpy()
+            complete = frame[known][whole]
+            raw = pd.Series(list(zip(*(complete[c] for c in known), strict=True)), dtype=object)
+            codes, _ = pd.factorize(raw)
+            _repeats(codes, np.flatnonzero(whole), source, problems)
         raise DataError(problems, source="the local data")
     records = _records(parts, len(frame))
     _check_unique(records, parts, source, problems)
@@ -251,14 +260,21 @@ def _check_unique(
         codes, _ = pd.factorize(parts[0])  # int64 ids: much faster than hashing bytes
     else:
         codes, _ = pd.factorize(pd.Series(records, dtype=object))
+    _repeats(codes, np.arange(len(records)), source, problems)
+
+
+def _repeats(codes: np.ndarray, rows: np.ndarray, source: str, problems: list[str]) -> None:
+    """Append a problem when ``codes`` (one per row, equal for equal ids) repeat;
+    ``rows`` are the row positions the codes stand for."""
     _, first = np.unique(codes, return_index=True)
-    if len(first) == len(records):
+    if len(first) == len(codes):
         return
-    repeats = np.ones(len(records), dtype=bool)
+    repeats = np.ones(len(codes), dtype=bool)
     repeats[first] = False
+    earliest = dict(zip(codes[first].tolist(), first.tolist(), strict=True))
     shown = [
-        f"row {position} repeats row {first[codes[position]]}"
-        for position in np.flatnonzero(repeats)[:EXAMPLES].tolist()
+        f"row {rows[i]} repeats row {rows[earliest[codes[i]]]}"
+        for i in np.flatnonzero(repeats)[:EXAMPLES].tolist()
     ]
     problems.append(
         f"{source}: {int(repeats.sum())} row(s) repeat an id tuple of an earlier row "
@@ -311,7 +327,7 @@ def intersect(hashes: Sequence[np.ndarray]) -> list[np.ndarray]:
     -------
     list of ndarray of shape (n_shared,), dtype int64
         Per party, the row positions of the shared records, all in one order: ascending
-        hash.
+        hash (its first 8 bytes read as a little-endian integer, then the next 8).
 
     Raises
     ------

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from fedsilo.http import ApiClient, resolve_token, resolve_url
+from fedsilo.sdk.prl import PrlSession
 from fedsilo.sdk.session import Session
 from fedsilo.wire import PackagePublic, SessionKind, SessionPublic
 
@@ -203,6 +204,62 @@ class Client:
         }
         return self._session(self._api.post_json("/sessions", body))
 
+    def create_prl_session(
+        self,
+        name: str,
+        description: str = "",
+        data_config: Mapping[str, Any] | None = None,
+    ) -> PrlSession:
+        """Create a private record linkage session (status ``created``).
+
+        Each client named in ``data_config`` joins with ``fedsilo client prl --session ID
+        --train-path P --test-path Q --client-name NAME``; the session finds the records
+        they all hold without ids leaving a silo and stores their alignment (train and test
+        separately) for VFL sessions. ``prl.metrics().as_dict()`` gives the overlap
+        statistics in the seed's shape.
+
+        Parameters
+        ----------
+        name, description : str
+        data_config : mapping
+            ``{"clients": {client_name: {"id_columns": [...]}, ...}}``, optionally with
+            ``"psi_protocol": "keyed_hash"`` (default, any number of clients) or ``"ecdh"``
+            (two clients). The number of clients named is the number expected.
+
+        Returns
+        -------
+        PrlSession
+
+        Raises
+        ------
+        ValueError
+            When ``data_config`` names no ``clients`` mapping.
+        ValidationError
+            When the server rejects a field (e.g. clients with different numbers of id
+            columns); ``detail`` names it.
+        """
+        config = dict(data_config or {})
+        clients = config.get("clients")
+        if not isinstance(clients, Mapping) or not clients:
+            raise ValueError(
+                "The 'data_config' parameter must name the clients and their id columns, "
+                'e.g. {"clients": {"passive_client": {"id_columns": ["id"]}, '
+                f'"active_client": {{"id_columns": ["id"]}}}}}}. Got {data_config!r}.'
+            )
+        body = {
+            "name": name,
+            "description": description,
+            "kind": SessionKind.prl.value,
+            "package_name": "prl",
+            "min_num_clients": len(clients),
+            # one round: the alignment and its overlap statistics
+            "num_rounds": 1,
+            "model_config": {},
+            "data_config": config,
+        }
+        public = SessionPublic.model_validate(self._api.post_json("/sessions", body))
+        return PrlSession(self._api, public)
+
     def fl_session(self, session_id: str) -> Session:
         """A handle on an existing session.
 
@@ -226,7 +283,10 @@ class Client:
         return self._api.healthz()
 
     def _session(self, body: Any) -> Session:
-        return Session(self._api, SessionPublic.model_validate(body))
+        public = SessionPublic.model_validate(body)
+        if public.kind is SessionKind.prl:
+            return PrlSession(self._api, public)
+        return Session(self._api, public)
 
     # ------------------------------------------------------------------ lifetime
 
