@@ -92,10 +92,6 @@ PUBLIC_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 Arrays = dict[str, np.ndarray]
 
-_META_KEY = "fedsilo"
-_M = TypeVar("_M", bound=BaseModel)
-
-
 # ------------------------------------------------------------------- input bounds
 # What a request may carry, whatever the route: the JSON models below refuse more at once
 # (422 naming the field and the limit) rather than fail later in the engine.
@@ -129,6 +125,10 @@ FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Name = Annotated[
     str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=PRINTABLE_LINE_PATTERN)
 ]
+
+_META_KEY = "fedsilo"
+_M = TypeVar("_M", bound=BaseModel)
+
 
 # --------------------------------------------------------------------------- codec
 
@@ -217,10 +217,6 @@ def format_validation_error(exc: ValidationError) -> str:
 # ------------------------------------------------------------------ session schemas
 
 
-class SessionStatus(StrEnum):
-    created = "created"
-    pending = "pending"
-    running = "running"
 class ErrorBody(BaseModel):
     """Every 4xx/5xx answer's body: one stable sentence (a 422 lists each problem as
     ``field: message (got value)``, separated by ``; ``)."""
@@ -228,6 +224,10 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+class SessionStatus(StrEnum):
+    created = "created"
+    pending = "pending"
+    running = "running"
     completed = "completed"
     failed = "failed"
     canceled = "canceled"
@@ -242,10 +242,6 @@ class SessionKind(StrEnum):
     eda = "eda"
     prl = "prl"
     vfl = "vfl"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def non_finite_path(value: Any, path: str = "") -> str | None:
@@ -265,6 +261,10 @@ def non_finite_path(value: Any, path: str = "") -> str | None:
         if found is not None:
             return found
     return None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 class _Body(_Strict):
@@ -358,11 +358,11 @@ class ColumnSummary(_Body):
     dtype: str = Field(min_length=1, max_length=64, pattern=PRINTABLE_LINE_PATTERN)
 
 
+class DatasetSummary(_Body):
+    """What a client tells the server about its data: shapes and types, never values.
 
     At most :data:`MAX_ROWS` rows per table and :data:`MAX_COLUMNS` columns."""
 
-class DatasetSummary(_Body):
-    """What a client tells the server about its data: shapes and types, never values.
     train_rows: StrictInt = Field(ge=0, le=MAX_ROWS)
     test_rows: StrictInt = Field(ge=0, le=MAX_ROWS)
     columns: list[ColumnSummary] = Field(max_length=MAX_COLUMNS)

@@ -44,6 +44,24 @@ class Settings(BaseSettings):
     max_long_poll: float = Field(
         default=60.0, gt=0, description="Longest `wait` a client may ask of tasks/next"
     )
+    # Limits (README "Operating fedsilo" / Limits): a request over one is refused (413 / 422)
+    # before it costs the server more than the limit.
+    max_json_body_bytes: int = Field(
+        default=4 << 20,
+        ge=1024,
+        description="Largest JSON request body (sessions, joins, tokens, users ...), in bytes",
+    )
+    max_frame_body_bytes: int = Field(
+        default=1 << 30,
+        ge=1024,
+        description="Largest frame a client may post as a task reply, in bytes",
+    )
+    max_model_parameters: int = Field(
+        default=100_000_000,
+        ge=1,
+        description="Most parameters a session's model may have, computed from its "
+        "model_config at creation (ffnet, glm)",
+    )
     log_level: str = "warning"
     log_format: Literal["text", "json"] = Field(
         default="text",
@@ -67,24 +85,6 @@ class Settings(BaseSettings):
         "unset: plain HTTP, e.g. behind a TLS-terminating proxy",
     )
     tls_key: Path | None = Field(
-    # Limits (README "Operating fedsilo" / Limits): a request over one is refused (413 / 422)
-    # before it costs the server more than the limit.
-    max_json_body_bytes: int = Field(
-        default=4 << 20,
-        ge=1024,
-        description="Largest JSON request body (sessions, joins, tokens, users ...), in bytes",
-    )
-    max_frame_body_bytes: int = Field(
-        default=1 << 30,
-        ge=1024,
-        description="Largest frame a client may post as a task reply, in bytes",
-    )
-    max_model_parameters: int = Field(
-        default=100_000_000,
-        ge=1,
-        description="Most parameters a session's model may have, computed from its "
-        "model_config at creation (ffnet, glm)",
-    )
         default=None,
         # validated even when unset, so a certificate without its key is refused
         validate_default=True,

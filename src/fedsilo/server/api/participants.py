@@ -66,8 +66,8 @@ _TASK_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {OCTET_STREAM: {}}, "description": "task frame; its id in X-Fedsilo-Task-Id"},
     204: {"description": "no task within `wait` seconds"},
     410: {"model": SessionEnded, "description": "the session is over"},
-}
     **errors(404, notes={404: "no such session, or the participant is not in it"}),
+}
 
 
 def participant_public(record: ParticipantRecord, rejoined: bool = False) -> ParticipantPublic:
