@@ -118,7 +118,9 @@ class Client:
         self,
         name: str,
         description: str = "",
-        data_config: Mapping[str, Sequence[int | str]] | None = None,
+        # Sequence[Any], not Sequence[int | str]: a type checker infers the seed's own
+        # {"dataset_one": [1, "x5", "x7"]} as list[object]; the server validates each entry.
+        data_config: Mapping[str, Sequence[Any]] | None = None,
         num_datasets: int | None = None,
         epsilon: float | None = 1.0,
         *,
