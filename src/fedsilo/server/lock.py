@@ -14,7 +14,9 @@ start with one line naming the holder:
   database contends for the same one. The holder is found in ``pg_locks`` and named by its
   connection's ``application_name`` (pid, host, port) and start time. PostgreSQL drops the
   lock when that connection closes: a killed server's lock is freed once its connection is
-  gone (at once on a process kill; after TCP keepalive on a lost host).
+  gone (at once on a process kill; after TCP keepalive on a lost host). A server checks its
+  lock's connection every :data:`PG_CHECK_INTERVAL_S` seconds and takes the lock again on a
+  new one when it was lost (PostgreSQL restarted), logging who holds it if it cannot.
 - **memory://**: nothing to share, no lock.
 
 The offline ``fedsilo admin recover-token`` takes the same lock, so it refuses while a server
@@ -27,9 +29,11 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,10 +45,22 @@ from sqlalchemy.pool import NullPool
 
 from fedsilo.errors import FedsiloError
 
-__all__ = ["LOCK_FILE", "Holder", "StateLock", "StateLocked", "acquire_state_lock"]
+logger = logging.getLogger("fedsilo.server")
+
+__all__ = [
+    "LOCK_FILE",
+    "PG_CHECK_INTERVAL_S",
+    "Holder",
+    "StateLock",
+    "StateLocked",
+    "acquire_state_lock",
+    "advisory_key",
+]
 
 #: the lock file's name, beside the SQLite database
 LOCK_FILE = "server.lock"
+#: seconds between checks that a PostgreSQL lock's connection (and so the lock) is alive
+PG_CHECK_INTERVAL_S = 10.0
 # Folds the database name into the advisory-lock key, so another application's advisory
 # locks on the same database (their own keys) do not collide with fedsilo's.
 _KEY_DOMAIN = b"fedsilo-state-lock:"
@@ -117,25 +133,86 @@ class _FileLock(StateLock):
 
 
 class _AdvisoryLock(StateLock):
-    def __init__(self, database: str, engine: Engine, connection: Connection, key: int) -> None:
+    """The advisory lock and its connection, watched: a connection lost (PostgreSQL
+    restarted, a network cut) loses the lock with it, so a thread checks the connection every
+    ``check_every`` seconds and takes the lock again on a new one; when another process took
+    it meanwhile, it says so in the log, naming that process, until it gets the lock back."""
+
+    def __init__(
+        self, database: str, engine: Engine, connection: Connection, key: int, check_every: float
+    ) -> None:
         super().__init__(f"PostgreSQL database {database!r}")
         self._engine = engine
         self._connection: Connection | None = connection
         self._key = key
+        self._guard = threading.Lock()
+        self._released = threading.Event()
+        self._watch = threading.Thread(
+            target=self._keep, args=(check_every,), name="fedsilo-state-lock", daemon=True
+        )
+        self._watch.start()
 
     def release(self) -> None:
+        self._released.set()
+        with self._guard:
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                # Closing the connection frees a session lock anyway; unlocking says so.
+                with contextlib.suppress(Exception):
+                    connection.execute(_UNLOCK, {"key": self._key})
+                with contextlib.suppress(Exception):
+                    connection.close()
+            self._engine.dispose()
+
+    def _keep(self, every: float) -> None:
+        problem = None  # the last problem logged, so a lasting one is logged once
+        while not self._released.wait(every):
+            with self._guard:
+                if self._released.is_set() or self._alive():
+                    continue
+                now = self._retake()
+            if now is None:
+                if problem is not None:
+                    logger.warning("state lock on %s taken again", self.description)
+            elif now != problem:
+                logger.error("%s", now)
+            problem = now
+
+    def _alive(self) -> bool:
         if self._connection is None:
-            return
-        connection, self._connection = self._connection, None
-        # Closing the connection frees a session-level lock anyway; unlocking first says so.
-        with contextlib.suppress(Exception):
-            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-        with contextlib.suppress(Exception):
+            return False
+        try:
+            self._connection.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
+            return False
+
+    def _retake(self) -> str | None:
+        """Take the lock on a new connection: ``None`` when held again, else the problem."""
+        try:
+            connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            if connection.execute(_TRY_LOCK, {"key": self._key}).scalar_one():
+                self._connection = connection
+                return None
+            holder = _pg_holder(connection.execute(_HOLDER_SQL, _key_parts(self._key)).first())
             connection.close()
-        self._engine.dispose()
+        except Exception as exc:
+            return (
+                f"lost the state lock on {self.description} with its connection "
+                f"({type(exc).__name__}); taking it again once PostgreSQL answers"
+            )
+        return (
+            f"lost the state lock on {self.description} to {holder}: two servers may now run "
+            "on this state; stop one of them (this one takes the lock again once it is free)"
+        )
 
 
-def acquire_state_lock(db_url: str, *, role: str = "server", port: int = 0) -> StateLock | None:
+def acquire_state_lock(
+    db_url: str, *, role: str = "server", port: int = 0, check_every: float = PG_CHECK_INTERVAL_S
+) -> StateLock | None:
     """Take the lock of the state at ``db_url``; ``None`` for ``memory://`` (nothing shared).
 
     Parameters
@@ -146,6 +223,8 @@ def acquire_state_lock(db_url: str, *, role: str = "server", port: int = 0) -> S
         What the holder is, for another process's refusal.
     port : int
         The port the holder serves on (0 when none).
+    check_every : float
+        PostgreSQL: seconds between checks of the lock's connection (see :class:`_AdvisoryLock`).
 
     Raises
     ------
@@ -161,7 +240,7 @@ def acquire_state_lock(db_url: str, *, role: str = "server", port: int = 0) -> S
             return None  # an in-memory SQLite database is private to its process
         return _lock_file(Path(url.database).expanduser().resolve().parent / LOCK_FILE, holder)
     if url.get_backend_name() == "postgresql":
-        return _lock_postgres(db_url, holder)
+        return _lock_postgres(db_url, holder, check_every)
     raise StateLocked(
         f"Cannot lock the state store {url.get_backend_name()!r}: expected sqlite, postgresql "
         "or memory://, so two servers could share it unnoticed."
@@ -230,6 +309,8 @@ def advisory_key(database: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:key)")
 # pg_locks shows a bigint advisory key as classid (high 32 bits) and objid (low 32 bits).
 _HOLDER_SQL = text(
     "SELECT a.pid, a.application_name, a.backend_start, a.client_addr FROM pg_locks l "
@@ -240,7 +321,12 @@ _HOLDER_SQL = text(
 )
 
 
-def _lock_postgres(db_url: str, holder: Holder) -> StateLock:
+def _key_parts(key: int) -> dict[str, int]:
+    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+    return {"high": unsigned >> 32, "low": unsigned & 0xFFFF_FFFF}
+
+
+def _lock_postgres(db_url: str, holder: Holder, check_every: float) -> StateLock:
     engine = create_engine(
         db_url, poolclass=NullPool, connect_args={"application_name": holder.application_name()}
     )
@@ -250,13 +336,9 @@ def _lock_postgres(db_url: str, holder: Holder) -> StateLock:
         connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         database = str(connection.execute(text("SELECT current_database()")).scalar_one())
         key = advisory_key(database)
-        got = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
-        if got.scalar_one():
-            return _AdvisoryLock(database, engine, connection, key)
-        unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
-        row = connection.execute(
-            _HOLDER_SQL, {"high": unsigned >> 32, "low": unsigned & 0xFFFF_FFFF}
-        ).first()
+        if connection.execute(_TRY_LOCK, {"key": key}).scalar_one():
+            return _AdvisoryLock(database, engine, connection, key, check_every)
+        row = connection.execute(_HOLDER_SQL, _key_parts(key)).first()
         connection.close()
     except BaseException:
         engine.dispose()

@@ -53,7 +53,7 @@ __all__ = [
 
 # No `<name>_created` series beside each counter: they double the exposition and Prometheus
 # does not need them (process-wide, which is this server's alone).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 #: why a reply was rejected: ``frame`` (it did not decode), ``not_awaited`` (its task was no
 #: longer in flight: late, or already answered), and the checks of

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -160,3 +162,75 @@ def test_a_cached_token_is_trusted_for_at_most_60_seconds() -> None:
     # and expiry is checked on every hit, within the 60 s
     cache.put("hash", principal, expires_at=now + timedelta(seconds=5))
     assert cache.get("hash", now + timedelta(seconds=6)) is None
+
+
+def _terminate_lock_backends(url: str) -> None:
+    """End this process's lock connection from the database side, as a PostgreSQL restart
+    (or a network cut) would."""
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name LIKE :name"
+            ),
+            {"name": f"fedsilo server pid={os.getpid()} %"},
+        )
+    engine.dispose()
+
+
+def _refused(url: str) -> bool:
+    try:
+        lock = acquire_state_lock(url, role="recover-token")
+    except StateLocked:
+        return True
+    assert lock is not None
+    lock.release()
+    return False
+
+
+@pytest.mark.skipif(POSTGRES_URL is None, reason="needs FEDSILO_TEST_POSTGRES_URL")
+def test_a_postgres_lock_whose_connection_was_lost_is_taken_again() -> None:
+    assert POSTGRES_URL is not None
+    held = acquire_state_lock(POSTGRES_URL, port=8765, check_every=0.1)
+    assert held is not None
+    try:
+        _terminate_lock_backends(POSTGRES_URL)
+        deadline = time.monotonic() + 10
+        while not _refused(POSTGRES_URL):  # until the watcher holds it again
+            assert time.monotonic() < deadline, "the lock was not taken again"
+            time.sleep(0.05)
+    finally:
+        held.release()
+    assert not _refused(POSTGRES_URL)
+
+
+@pytest.mark.skipif(POSTGRES_URL is None, reason="needs FEDSILO_TEST_POSTGRES_URL")
+def test_a_lost_postgres_lock_taken_by_another_is_logged_naming_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert POSTGRES_URL is not None
+    held = acquire_state_lock(POSTGRES_URL, port=8765, check_every=0.5)
+    assert held is not None
+    try:
+        _terminate_lock_backends(POSTGRES_URL)
+        deadline = time.monotonic() + 10
+        while True:  # the terminated backend's lock is freed as it exits
+            try:
+                other = acquire_state_lock(POSTGRES_URL, role="recover-token")
+                break
+            except StateLocked:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        assert other is not None
+        with caplog.at_level(logging.ERROR, logger="fedsilo.server"):
+            while "to fedsilo admin recover-token (pid" not in caplog.text:
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.05)
+        assert "two servers may now run on this state" in caplog.text
+        other.release()
+        while not _refused(POSTGRES_URL):  # ... and takes it back once it is free
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        held.release()
