@@ -14,6 +14,27 @@ that clients may drop after masking. Pure functions and state machines, no I/O:
 
 from __future__ import annotations
 
+from fedsilo.privacy.secagg.client import ClientAggregation
+from fedsilo.privacy.secagg.encoding import (
+    FixedPoint,
+    decode_mean,
+    encode_update,
+    pack,
+    unpack,
+)
+from fedsilo.privacy.secagg.server import ServerAggregation
 from fedsilo.privacy.secagg.spec import SecAggError, SecAggSpec, ShareError, ThresholdError
 
-__all__ = ["SecAggError", "SecAggSpec", "ShareError", "ThresholdError"]
+__all__ = [
+    "ClientAggregation",
+    "FixedPoint",
+    "SecAggError",
+    "SecAggSpec",
+    "ServerAggregation",
+    "ShareError",
+    "ThresholdError",
+    "decode_mean",
+    "encode_update",
+    "pack",
+    "unpack",
+]

