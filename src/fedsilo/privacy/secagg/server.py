@@ -16,6 +16,7 @@ public key its owner sent in stage A. A tampered or inconsistent share is a
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fedsilo.errors import ConfigError
 from fedsilo.privacy.secagg import records as rec
 from fedsilo.privacy.secagg.client import pair_context
-from fedsilo.privacy.secagg.encoding import FixedPoint
+from fedsilo.privacy.secagg.encoding import FixedPoint, value_bytes
 from fedsilo.privacy.secagg.prg import add_streams, pair_seed
 from fedsilo.privacy.secagg.shamir import combine
 from fedsilo.privacy.secagg.spec import SecAggError, SecAggSpec, ShareError, ThresholdError
@@ -99,7 +100,7 @@ class ServerAggregation:
 
     def recover(
         self,
-        masked: Mapping[str, Vector],
+        masked: Mapping[str, npt.NDArray[Any]],
         shares: Mapping[str, Mapping[str, object]],
         survivors: Sequence[str],
         senders: Sequence[str],
@@ -108,8 +109,10 @@ class ServerAggregation:
 
         Parameters
         ----------
-        masked : mapping of sender id to its masked uint64 vector
-            Exactly U3.
+        masked : mapping of sender id to its masked vector
+            Exactly U3; each the uint64 vector of ``ClientAggregation.mask`` or its
+            :func:`~fedsilo.privacy.secagg.encoding.pack` (uint8), summed without unpacking
+            it first.
         shares : mapping of holder id to its unmask reply
             At least ``threshold`` holders, all in U3.
         survivors : sequence of ids
@@ -219,18 +222,41 @@ class ServerAggregation:
         except ShareError as exc:
             raise ShareError(f"The {what} of {owner!r}: {exc}") from exc
 
-    def _sum(self, masked: Mapping[str, Vector]) -> Vector:
-        vectors = [np.asarray(masked[v]) for v in sorted(masked)]
-        length = vectors[0].shape
-        for sender, vector in zip(sorted(masked), vectors, strict=True):
-            if vector.dtype != np.uint64 or vector.ndim != 1 or vector.shape != length:
+    def _sum(self, masked: Mapping[str, npt.NDArray[Any]]) -> Vector:
+        width = value_bytes(self.spec.modulus_bits)
+        senders = sorted(masked)
+        vectors = [np.asarray(masked[v]) for v in senders]
+        lengths = {
+            v: (x.size // width if x.dtype == np.uint8 else x.size)
+            for v, x in zip(senders, vectors, strict=True)
+        }
+        length = lengths[senders[0]]
+        for sender, vector in zip(senders, vectors, strict=True):
+            packed_ok = vector.dtype == np.uint8 and vector.size % width == 0
+            if vector.ndim != 1 or not (vector.dtype == np.uint64 or packed_ok):
                 raise SecAggError(
-                    f"The masked vector of {sender!r} must be 1-d uint64 of shape {length}. "
-                    f"Got {vector.dtype} of shape {vector.shape}."
+                    f"The masked vector of {sender!r} must be 1-d uint64, or uint8 from pack() "
+                    f"({width} bytes a value). Got {vector.dtype} of shape {vector.shape}."
+                )
+            if lengths[sender] != length:
+                raise SecAggError(
+                    f"The masked vectors must all have {length} values; {sender!r}'s has "
+                    f"{lengths[sender]}."
                 )
         total = np.zeros(length, dtype=np.uint64)
-        for start in range(0, length[0], _CHUNK):
-            part = total[start : start + _CHUNK]
+        # Packed vectors are widened chunk by chunk into one small buffer whose high bytes
+        # stay zero, instead of unpacking each into a full uint64 copy first.
+        widened = np.zeros((_CHUNK, 8), dtype=np.uint8)
+        for start in range(0, length, _CHUNK):
+            size = min(_CHUNK, length - start)
+            part = total[start : start + size]
             for vector in vectors:
-                np.add(part, vector[start : start + _CHUNK], out=part)
+                if vector.dtype == np.uint8:
+                    widened[:size, :width] = vector[start * width : (start + size) * width].reshape(
+                        size, width
+                    )
+                    chunk = widened[:size].view("<u8").reshape(size)
+                else:
+                    chunk = vector[start : start + size]
+                np.add(part, chunk, out=part)
         return total

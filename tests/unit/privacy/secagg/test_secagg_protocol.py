@@ -290,3 +290,31 @@ def test_records_from_another_round_are_refused(staged) -> None:
         body[field] = value
         with pytest.raises(ShareError, match=f"must have {field} = "):
             state.clients["a"].receive({"b": json.dumps(body).encode()})
+
+
+def test_recover_takes_packed_vectors_and_checks_their_shape(staged) -> None:
+    arrays, weights = _updates(4)
+    state = staged(SPEC, sorted(arrays))
+    state.keys()
+    state.shares()
+    fixed = FixedPoint.from_spec(SPEC)
+    state.mask({p: encode_update(fixed, arrays[p], weights[p]) for p in arrays}, drop=["client-02"])
+    state.unmask()
+    expected = state.recover()
+    k = SPEC.modulus_bits
+    mixed = {
+        pid: pack(vector, k) if pid != "client-01" else vector
+        for pid, vector in state.masked.items()
+    }
+    assert state.server is not None
+    total = state.server.recover(mixed, state.replies, state.survivors, state.senders)
+    assert np.array_equal(total, expected)
+    for bad, message in (
+        (pack(state.masked["client-00"], k)[:-7], r"must all have \d+ values"),
+        (pack(state.masked["client-00"], k)[:-3], "uint8 from pack\\(\\) \\(7 bytes a value\\)"),
+        (state.masked["client-00"].astype(np.int64), "must be 1-d uint64"),
+    ):
+        with pytest.raises(SecAggError, match=message):
+            state.server.recover(
+                {**mixed, "client-00": bad}, state.replies, state.survivors, state.senders
+            )
