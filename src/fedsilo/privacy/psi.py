@@ -46,6 +46,7 @@ import pandas as pd
 __all__ = [
     "HASH_BYTES",
     "CanonicalIds",
+    "RepeatedHashError",
     "canonical_ids",
     "intersect",
     "keyed_hashes",
@@ -62,6 +63,20 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _EXACT_FLOAT = 2.0**53
 _FIELD = np.dtype([("tag", "u1"), ("length", ">u4"), ("value", ">i8")])
 _INT_LENGTH = 8
+
+
+class RepeatedHashError(ValueError):
+    """A party's hashes repeat: its ids repeat, or two of its ids collide.
+
+    Attributes
+    ----------
+    party : int
+        The party's index in the sequence given to :func:`intersect`.
+    """
+
+    def __init__(self, party: int, count: int) -> None:
+        self.party = party
+        super().__init__(f"party {party} sent {count} repeated hash(es)")
 
 
 @dataclass(frozen=True)
@@ -331,7 +346,7 @@ def intersect(hashes: Sequence[np.ndarray]) -> list[np.ndarray]:
 
     Raises
     ------
-    ValueError
+    RepeatedHashError
         When a party's hashes repeat (names the party's index): its ids repeat, or two of
         its ids collide.
     """
@@ -373,8 +388,7 @@ def _intersect_exact(keys: Sequence[np.ndarray]) -> list[np.ndarray]:
     same = (high[1:] == high[:-1]) & (low[1:] == low[:-1])
     repeated = same & (party[1:] == party[:-1])
     if repeated.any():
-        who = int(party[1:][repeated][0])
-        raise ValueError(f"party {who} sent {int(repeated.sum())} repeated hash(es)")
+        raise RepeatedHashError(int(party[1:][repeated][0]), int(repeated.sum()))
     parties = len(keys)
     starts = np.flatnonzero(np.concatenate([[True], ~same]))
     sizes = np.diff(np.append(starts, len(high)))

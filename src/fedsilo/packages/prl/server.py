@@ -36,7 +36,7 @@ from fedsilo.packages.prl.client import (
     SHARE_KEY,
 )
 from fedsilo.packages.prl.config import PrlDataConfig, PrlModelConfig
-from fedsilo.privacy.psi import HASH_BYTES, intersect
+from fedsilo.privacy.psi import HASH_BYTES, RepeatedHashError, intersect
 from fedsilo.vfl.alignment import TABLES, Alignment, ClientAlignment, TableAlignment
 
 __all__ = ["run"]
@@ -69,6 +69,7 @@ def run(ctx: SessionContext, mc: PrlModelConfig, dc: PrlDataConfig) -> None:
     ctx.log(f"linking {len(clients)} clients on tables {tables} with protocol {dc.psi_protocol}")
     if dc.psi_protocol == "ecdh":
         positions = _ecdh(ctx, clients, keys, tables)
+        _check_positions(positions, prepared)
     else:
         positions = _keyed_hash(ctx, clients, keys, tables, prepared)
     alignment = Alignment(
@@ -193,8 +194,8 @@ def _keyed_hash(
             hashes.append(_array(replies[p.client_name], table, (rows, HASH_BYTES), np.uint8))
         try:
             found = intersect(hashes)
-        except ValueError as exc:
-            who = clients[int(str(exc).split()[1])].client_name
+        except RepeatedHashError as exc:
+            who = clients[exc.party].client_name
             raise TaskError(
                 f"client {who!r} sent repeated hashes in its {table} table: {exc}"
             ) from exc
@@ -253,6 +254,22 @@ def _ecdh(
         positions[first.client_name][table] = mine
         positions[second.client_name][table] = theirs
     return positions
+
+
+def _check_positions(
+    positions: Mapping[str, Mapping[str, np.ndarray]], prepared: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Positions a client reported must be distinct rows of its table."""
+    for name, by_table in positions.items():
+        for table, rows in by_table.items():
+            n = int(prepared[name]["tables"][table]["n_records"])
+            if rows.size and (
+                rows.min() < 0 or rows.max() >= n or len(np.unique(rows)) != rows.size
+            ):
+                raise TaskError(
+                    f"client {name!r} reported {table} positions that are not distinct rows "
+                    f"of its {n}-row table"
+                )
 
 
 def _sealed(reply: Reply) -> Any:

@@ -173,3 +173,56 @@ def test_the_executor_refuses_before_joining() -> None:
 def test_bad_data_configs_name_the_problem(raw: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         PACKAGE.parse_data_config(raw)
+
+
+class Defective:
+    """A client that answers one task kind with a doctored reply."""
+
+    def __init__(self, inner: Any, kind: str, doctor: Any) -> None:
+        self.inner, self.kind, self.doctor = inner, kind, doctor
+
+    def handle(self, kind: str, meta: dict[str, Any], arrays: Any) -> Any:
+        reply_meta, reply_arrays = self.inner.handle(kind, meta, arrays)
+        if kind == self.kind:
+            reply_arrays = self.doctor(reply_arrays)
+        return reply_meta, reply_arrays
+
+
+@pytest.mark.parametrize(
+    ("protocol", "kind", "doctor", "message"),
+    [
+        (
+            "keyed_hash",
+            "prl_hash",
+            lambda a: {"train": np.vstack([a["train"][:-1], a["train"][:1]])},
+            "client 'b' sent repeated hashes in its train table",
+        ),
+        (
+            "keyed_hash",
+            "prl_hash",
+            lambda a: {"train": a["train"][:, :8]},
+            r"client 'b' sent 'train' of dtype uint8 and shape \(60, 8\)",
+        ),
+        (
+            "ecdh",
+            "prl_ecdh_positions",
+            lambda a: {"train": a["train"] + 1000},
+            "client 'b' reported train positions that are not distinct rows",
+        ),
+    ],
+)
+def test_a_malformed_reply_fails_the_session_naming_the_client(
+    protocol: str, kind: str, doctor: Any, message: str
+) -> None:
+    raw = {"clients": {n: {"id_columns": ["k0"]} for n in "ab"}, "psi_protocol": protocol}
+    model_config, data_config = PACKAGE.parse_configs({}, raw)
+    executors: dict[str, Any] = {
+        n: PACKAGE.executor(
+            model_config, data_config, LocalDataset(people(i, 60, 1, "int"), None, 1, name=n)
+        )
+        for i, n in enumerate("ab")
+    }
+    executors["b"] = Defective(executors["b"], kind, doctor)
+    ctx = InProcessContext(executors, 1, package_name="prl")
+    with pytest.raises(TaskError, match=message):
+        PACKAGE.workflow(ctx, model_config, data_config)

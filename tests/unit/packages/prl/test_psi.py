@@ -11,7 +11,14 @@ import pytest
 
 from fedsilo.errors import DataError
 from fedsilo.privacy import ecdh
-from fedsilo.privacy.psi import HASH_BYTES, canonical_ids, intersect, keyed_hashes, records_digest
+from fedsilo.privacy.psi import (
+    HASH_BYTES,
+    RepeatedHashError,
+    canonical_ids,
+    intersect,
+    keyed_hashes,
+    records_digest,
+)
 
 
 def test_records_are_injective_and_typed() -> None:
@@ -137,7 +144,7 @@ def test_intersect_is_exact_when_the_first_8_bytes_collide() -> None:
     assert sorted(zip(pa.tolist(), pb.tolist(), strict=True)) == [(2, 2), (4, 0)]
     pc, pa2 = intersect([c, a])
     assert (pc.tolist(), pa2.tolist()) == ([0], [0])
-    with pytest.raises(ValueError, match="party 1 sent 1 repeated"):
+    with pytest.raises(RepeatedHashError, match="party 1 sent 1 repeated"):
         intersect([a, np.vstack([b, b[:1]])])
 
 

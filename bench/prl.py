@@ -1,0 +1,242 @@
+"""Private record linkage (issue 13): fedsilo's PSI end to end beside openmined-psi.
+
+Three measurements in one run, one JSON line each::
+
+    {"bench": "prl", "protocol": "keyed_hash", "rows_per_client": 1000000, ...}
+    {"bench": "prl", "protocol": "ecdh", "rows_per_client": 100000, "extrapolated_1m_s": ...}
+    {"bench": "prl", "protocol": "openmined-psi", "rows_per_client": 100000, ...}
+
+* ``keyed_hash`` and ``ecdh``: a real server process (``fedsilo server start``) and two real
+  client processes (``fedsilo client prl``), each client with its own parquet table of int64
+  ids, ``--overlap`` of them shared. ``end_to_end_s`` runs from launching the clients to the
+  session completed (their start-up, loading and checking the ids, joining, the protocol, the
+  alignment saved); ``protocol_s`` from the last join to the session's end. ``client_peak_rss_mb``
+  is each client process's high-water resident set (VmHWM, sampled until it exits). The
+  overlap found is checked against numpy's ``intersect1d``.
+* ECDH costs one libsodium scalar multiplication per id per blinding (no batch call), four
+  per shared pair of tables; it runs at ``--ecdh-rows`` and ``extrapolated_1m_s`` scales its
+  protocol time linearly to 1M x 1M (every step is per id; the sort is negligible), which the
+  line says (``"extrapolated": true``).
+* ``openmined-psi`` (2.0.6, the library NVFlare's PSI uses; P-256, ``reveal_intersection``)
+  runs both roles in this process, no network: server setup, client request, server
+  response, intersection. At ``--ecdh-rows`` too, so the ECDH lines compare like for like.
+
+Usage: ``.venv/bin/python bench/prl.py [--rows 1000000] [--ecdh-rows 100000] [--overlap 0.5]``
+(``--skip-openmined`` when it is not installed: ``pip install 'fedsilo[bench]'``). Goals
+(issue 13): keyed hash 1M x 1M <= 5 s end to end with <= 600 MB per client; ECDH <= 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from common import facts, install_signal_handlers, peak_rss_mb, spawn, stop_all
+
+import fedsilo
+from fedsilo.runners.local import start_server
+
+NAMES = ("passive_client", "active_client")
+GOALS = {"keyed_hash": 5.0, "ecdh": 60.0}
+
+
+def tables(rows: int, overlap: float, folder: Path, seed: int = 13) -> tuple[list[Path], int]:
+    """Two parquet tables of ``rows`` unique int64 ids, ``overlap * rows`` of them shared."""
+    rng = np.random.default_rng(seed)
+    shared = int(rows * overlap)
+    population = rng.choice(2**40, 2 * rows - shared, replace=False).astype(np.int64)
+    ids = [population[:rows], population[rows - shared :]]
+    paths = []
+    for name, values in zip(NAMES, ids, strict=True):
+        path = folder / f"{name}-{rows}.parquet"
+        pd.DataFrame({"id": rng.permutation(values)}).to_parquet(path, index=False)
+        paths.append(path)
+    return paths, len(np.intersect1d(ids[0], ids[1]))
+
+
+class PeakSampler:
+    """The last VmHWM seen of each pid, sampled every 50 ms until stopped."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.peaks: dict[int, float] = {}
+        self._pids = pids
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in self._pids:
+                peak = peak_rss_mb(pid)
+                if peak is not None:
+                    self.peaks[pid] = peak
+            self._stop.wait(0.05)
+
+    def stop(self) -> dict[int, float]:
+        self._stop.set()
+        self._thread.join()
+        return self.peaks
+
+
+def run_fedsilo(
+    protocol: str, rows: int, overlap: float, folder: Path, timeout: float
+) -> dict[str, Any]:
+    paths, expected = tables(rows, overlap, folder)
+    token = "fs_" + secrets.token_urlsafe(24)
+    server = start_server(folder / f"server-{protocol}", env={"FEDSILO_ADMIN_TOKEN": token})
+    try:
+        with fedsilo.connect(server.url, token) as client:
+            prl = client.create_prl_session(
+                name=f"bench {protocol}",
+                data_config={
+                    "clients": {name: {"id_columns": ["id"]} for name in NAMES},
+                    "psi_protocol": protocol,
+                },
+            ).start()
+            env = {"FEDSILO_CLIENT_STATE_DIR": str(folder / f"state-{protocol}")}
+            started = time.perf_counter()
+            procs = [
+                spawn(
+                    f"prl client {name}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "fedsilo",
+                        "client",
+                        "prl",
+                        "--session",
+                        prl.id,
+                        "--train-path",
+                        str(path),
+                        "--client-name",
+                        name,
+                        "--url",
+                        server.url,
+                        "--token",
+                        token,
+                        "--poll-wait",
+                        "5",
+                        "--quiet",
+                    ],
+                    folder / f"{protocol}-{name}.log",
+                    env=env,
+                )
+                for name, path in zip(NAMES, paths, strict=True)
+            ]
+            sampler = PeakSampler([p.pid for p in procs])
+            deadline = time.monotonic() + timeout
+            while not prl.status.ended:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the {protocol} session did not end in {timeout:g} s")
+                time.sleep(0.02)
+            end_to_end = time.perf_counter() - started
+            for proc in procs:
+                proc.wait(timeout=60)
+            peaks = sampler.stop()
+            public = prl.refresh()
+            if str(public.status) != "completed":
+                raise RuntimeError(
+                    f"the {protocol} session {public.status}: {public.failure_reason}"
+                )
+            joined = max(p.joined_at for p in prl.participants())
+            assert public.ended_at is not None
+            protocol_s = (public.ended_at - joined).total_seconds()
+            overlap_stats = prl.metrics().as_dict()["client_metrics"]
+    finally:
+        stop_all()
+        server.stop()
+    found = {name: stats["train"]["n_overlapped_records"] for name, stats in overlap_stats.items()}
+    if set(found.values()) != {expected}:
+        raise AssertionError(f"{protocol}: found {found} shared records; numpy says {expected}")
+    line: dict[str, Any] = {
+        "bench": "prl",
+        "protocol": protocol,
+        "rows_per_client": rows,
+        "shared": expected,
+        "end_to_end_s": round(end_to_end, 3),
+        "protocol_s": round(protocol_s, 3),
+        "client_peak_rss_mb": {
+            name: round(peaks.get(proc.pid, float("nan")), 1)
+            for name, proc in zip(NAMES, procs, strict=True)
+        },
+        "goal_s": GOALS[protocol],
+    }
+    if rows < 1_000_000:
+        scale = 1_000_000 / rows
+        line["extrapolated"] = True
+        line["extrapolated_1m_s"] = round(protocol_s * scale, 1)
+    line["goal_met"] = line.get("extrapolated_1m_s", end_to_end) <= GOALS[protocol]
+    return line
+
+
+def run_openmined(rows: int, overlap: float) -> dict[str, Any]:
+    import private_set_intersection.python as psi
+
+    shared = int(rows * overlap)
+    rng = np.random.default_rng(13)
+    population = rng.choice(2**40, 2 * rows - shared, replace=False)
+    client_items = [str(v) for v in population[:rows]]
+    server_items = [str(v) for v in population[rows - shared :]]
+    timings = {}
+    started = time.perf_counter()
+    server = psi.server.CreateWithNewKey(True)
+    client = psi.client.CreateWithNewKey(True)
+    setup = server.CreateSetupMessage(0.0, len(client_items), server_items, psi.DataStructure.RAW)
+    timings["server_setup_s"] = time.perf_counter() - started
+    mark = time.perf_counter()
+    request = client.CreateRequest(client_items)
+    timings["client_request_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    response = server.ProcessRequest(request)
+    timings["server_response_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    intersection = client.GetIntersection(setup, response)
+    timings["intersection_s"] = time.perf_counter() - mark
+    total = time.perf_counter() - started
+    if len(intersection) != shared:
+        raise AssertionError(f"openmined-psi found {len(intersection)}; expected {shared}")
+    return {
+        "bench": "prl",
+        "protocol": "openmined-psi",
+        "rows_per_client": rows,
+        "shared": shared,
+        "total_s": round(total, 3),
+        **{k: round(v, 3) for k, v in timings.items()},
+        "extrapolated": rows < 1_000_000,
+        "extrapolated_1m_s": round(total * 1_000_000 / rows, 1),
+        "note": "both roles in one process, no network",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="ids per client, keyed hash")
+    parser.add_argument("--ecdh-rows", type=int, default=100_000, help="ids per client, ECDH")
+    parser.add_argument("--overlap", type=float, default=0.5, help="share of ids in common")
+    parser.add_argument("--timeout", type=float, default=900.0, help="bound per session")
+    parser.add_argument("--skip-openmined", action="store_true")
+    args = parser.parse_args()
+    install_signal_handlers()
+    with tempfile.TemporaryDirectory(prefix="fedsilo-prl-bench-") as tmp:
+        folder = Path(tmp)
+        runs = [("keyed_hash", args.rows), ("ecdh", args.ecdh_rows)]
+        for protocol, rows in runs:
+            line = run_fedsilo(protocol, rows, args.overlap, folder, args.timeout)
+            print(json.dumps({**line, **facts()}), flush=True)
+        if not args.skip_openmined:
+            print(
+                json.dumps({**run_openmined(args.ecdh_rows, args.overlap), **facts()}), flush=True
+            )
+
+
+if __name__ == "__main__":
+    main()
