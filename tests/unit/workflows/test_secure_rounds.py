@@ -455,3 +455,15 @@ def test_the_masked_reply_is_one_uint64_vector_and_no_clear_count() -> None:
         assert reply.arrays[MASKED_ARRAY].dtype == np.uint64
         assert reply.arrays[MASKED_ARRAY].shape == (4,)  # 3 values + the weight
         assert set(reply.meta) == {"secagg_clipped"}  # no num_examples, no train_loss
+
+
+def test_dp_sgd_under_secure_aggregation_keeps_each_clients_spending(
+    frames: dict[str, pd.DataFrame],
+) -> None:
+    config = {**FFNET, **SECURE, "differential_privacy_params": {"epsilon": 4, "max_grad_norm": 1}}
+    ctx, _ = ffnet_run(frames, config, 1)
+    assert ctx.saved is not None
+    spent = ctx.saved[1]["privacy"]["epsilon_spent"]
+    assert set(spent) == {"silo0", "silo1", "silo2"}
+    assert all(0 < value <= 4 + 1e-9 for value in spent.values())
+    assert ctx.rounds[1][1]["silo0"]["epsilon_spent"] == spent["silo0"]
