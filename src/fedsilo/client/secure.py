@@ -14,8 +14,9 @@ The server's half and the stages are in :mod:`fedsilo.workflows.secure`; the mat
 * ``secagg.deliver`` -- opens the records its peers sealed to it (a record that does not
   open, or names another round, session or key set, is refused: the server tampered);
 * ``fit`` with ``meta["secagg"]`` -- the executor trains as usual (it never sees the secagg
-  meta); its reply's arrays and ``num_examples`` become ONE masked ``uint64`` vector of
-  ``encode(w * (x - global) || w)``; of its meta only
+  meta); its reply's arrays and ``num_examples`` become ONE masked vector of
+  ``encode(w * (x - global) || w)``, packed to ``ceil(modulus_bits / 8)`` bytes a value
+  (uint8); of its meta only
   :data:`~fedsilo.workflows.secure.CLEAR_META` stays in clear;
 * ``secagg.unmask`` -- reveals the shares the server may have: of the self-mask seeds of
   the clients that sent masked input, of the mask keys of those that dropped -- never both
@@ -43,7 +44,7 @@ from fedsilo.errors import FedsiloError
 from fedsilo.federation.task import Sealed
 from fedsilo.privacy.secagg import SecAggSpec
 from fedsilo.privacy.secagg.client import ClientAggregation
-from fedsilo.privacy.secagg.encoding import FixedPoint, encode_update
+from fedsilo.privacy.secagg.encoding import FixedPoint, encode_update, pack
 from fedsilo.workflows.secure import (
     CLEAR_META,
     DELIVER,
@@ -210,7 +211,8 @@ def _fit(
     clipped = sum(int(np.count_nonzero(np.abs(u) > clip)) for u in update.values())
     vector = encode_update(FixedPoint.from_spec(state.spec), update, weight)
     del update
-    masked = state.aggregation.mask(vector, survivors)
+    # Packed to ceil(modulus_bits / 8) bytes a value (7 with the defaults), not 8.
+    masked = pack(state.aggregation.mask(vector, survivors), state.spec.modulus_bits)
     meta = {k: reply.meta[k] for k in CLEAR_META if k in reply.meta}
     meta["secagg_clipped"] = clipped
     return TaskReply(status="ok", meta=meta, arrays={MASKED_ARRAY: masked})

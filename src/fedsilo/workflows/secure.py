@@ -14,8 +14,9 @@
                        not one copy of the model per client)
     C  fit             the global model and the survivors U2; the client trains, and its
                        secure_aggregation mod (fedsilo.client.secure) replaces the reply by
-                       ONE masked uint64 vector: encode(w * (x - global) || w) plus its
-                       self mask and the pairwise masks with U2                   -> U3
+                       ONE masked vector: encode(w * (x - global) || w) plus its self
+                       mask and the pairwise masks with U2, mod 2^k, packed to k/8 bytes a
+                       value (7 with the default k = 56)                          -> U3
     D  secagg.unmask   who sent masked input (U3) and who dropped (U2 - U3); each client of
                        U3 answers the shares of the self-mask seeds of U3 and of the mask
                        keys of the dropped, never both for one client      (>= t replies)
@@ -46,7 +47,7 @@ from fedsilo.errors import TaskError
 from fedsilo.federation import Failure, Participant, Reply, SessionContext, Task, TaskGroup
 from fedsilo.federation.expect import ArraySpec, ReplySpec
 from fedsilo.privacy.secagg import SecAggError, SecAggSpec
-from fedsilo.privacy.secagg.encoding import decode_mean, update_length
+from fedsilo.privacy.secagg.encoding import decode_mean, update_length, value_bytes
 from fedsilo.privacy.secagg.server import ServerAggregation
 from fedsilo.wire import Arrays
 
@@ -72,7 +73,8 @@ DELIVER = "secagg.deliver"
 UNMASK = "secagg.unmask"
 #: the meta key of every secure-aggregation task (and of the fit task it masks)
 SECAGG_META = "secagg"
-#: the one array of a masked fit reply (uint64)
+#: the one array of a masked fit reply: the masked vector packed (uint8, ``ceil(modulus_bits /
+#: 8)`` bytes a value; :func:`fedsilo.privacy.secagg.encoding.pack`)
 MASKED_ARRAY = "secagg.masked"
 #: ``secagg.share/<peer id>``: one sealed share record (uint8), from or to that peer
 SHARE_PREFIX = "secagg.share/"
@@ -211,7 +213,8 @@ def secure_mean(
     run.enough(DELIVER, ready)
 
     # C: the fit itself, masked by the client's mod
-    masked_spec = ReplySpec(arrays={MASKED_ARRAY: ArraySpec((update_length(current),), "uint64")})
+    packed = update_length(current) * value_bytes(spec.modulus_bits)
+    masked_spec = ReplySpec(arrays={MASKED_ARRAY: ArraySpec((packed,), "uint8")})
     meta = {
         **fit_meta,
         SECAGG_META: {"survivors": survivors, "weighting": weighting, "threshold": t},

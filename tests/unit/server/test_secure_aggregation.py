@@ -32,7 +32,8 @@ from fedsilo.errors import SessionError
 from fedsilo.federation import Participant, Reply, get_package
 from fedsilo.http import ApiClient
 from fedsilo.packages.ffnet import FFNetExecutor
-from fedsilo.privacy.secagg.encoding import FixedPoint, encode_update
+from fedsilo.privacy.secagg import SecAggSpec
+from fedsilo.privacy.secagg.encoding import FixedPoint, encode_update, pack
 from fedsilo.server.settings import Settings
 from fedsilo.server.state import MEMORY_URL
 from fedsilo.strategies.aggregation import weighted_average
@@ -206,13 +207,16 @@ def test_the_server_stores_and_logs_no_unmasked_update(thread_server: Any, feder
     stored = thread_server.stored()
     assert stored
     logs = "\n".join(line.message for line in session.logs()).encode()
-    fixed = FixedPoint(24, 8.0)
+    spec = SecAggSpec()
+    fixed = FixedPoint.from_spec(spec)
     needles: list[tuple[str, bytes]] = []
     for silo in silos:
         for task, arrays in zip(silo.fit_tasks, updates_of([silo])[silo.name], strict=True):
             update = {k: arrays[k].astype(np.float64) - task.arrays[k] for k in arrays}
             encoded = encode_update(fixed, update, rows[silo.name])
             needles.append((f"{silo.name} encoding", encoded.tobytes()[:64]))
+            packed = pack(encoded, spec.modulus_bits).tobytes()[:64]
+            needles.append((f"{silo.name} packed encoding", packed))
             for k, v in arrays.items():
                 needles.append((f"{silo.name} {k}", v.tobytes()))
                 needles.append((f"{silo.name} {k} update", update[k].tobytes()))

@@ -452,8 +452,8 @@ def test_the_masked_reply_is_one_uint64_vector_and_no_clear_count() -> None:
     assert len(seen) == 3
     for reply in seen:
         assert list(reply.arrays) == [MASKED_ARRAY]
-        assert reply.arrays[MASKED_ARRAY].dtype == np.uint64
-        assert reply.arrays[MASKED_ARRAY].shape == (4,)  # 3 values + the weight
+        assert reply.arrays[MASKED_ARRAY].dtype == np.uint8
+        assert reply.arrays[MASKED_ARRAY].shape == (4 * 7,)  # (3 values + weight) * 56 bits
         assert set(reply.meta) == {"secagg_clipped"}  # no num_examples, no train_loss
 
 
