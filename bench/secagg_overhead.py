@@ -31,18 +31,27 @@ session is measured by the workflow's bench). Prints one JSON line per N::
                    "plain_mean": ...},
      "bytes_per_client": {"secure": ..., "plain": ..., "ratio": ...}, ...}
 
-Usage: ``.venv/bin/python bench/secagg_overhead.py [--params 1000000] [--clients 3 10 30]``.
+With ``--flower`` (and ``bench/.venv-flower`` from ``make bench``), the same steps with Flower
+1.41's SecAgg+ functions on the same model, N and threshold are timed in that venv and
+reported under ``"flower"`` (see :func:`flower_side`: its primitives, not its whole
+workflow with a SuperLink).
+
+Usage: ``.venv/bin/python bench/secagg_overhead.py [--params 1000000] [--clients 3 10 30]
+[--flower]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,11 +59,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import facts
 
-from fedsilo.client.keys import KeyPair, open_sealed, seal
-from fedsilo.privacy.secagg import SecAggSpec
-from fedsilo.privacy.secagg.client import ClientAggregation
-from fedsilo.privacy.secagg.encoding import FixedPoint, decode_mean, encode_update, pack
-from fedsilo.privacy.secagg.server import ServerAggregation
+if TYPE_CHECKING:
+    from fedsilo.privacy.secagg import SecAggSpec
+
+#: Flower's own virtualenv (``make bench`` creates it); ``--flower`` runs this script there
+FLOWER_PYTHON = Path(__file__).resolve().parent / ".venv-flower" / "bin" / "python"
 
 SESSION = "bench-session"
 ROUND = 1
@@ -88,6 +97,18 @@ def one_round(
     n: int, params: int, spec: SecAggSpec, dropouts: int, seed: int = 0
 ) -> dict[str, Any]:
     """One secure aggregation of N updates; ``dropouts`` clients vanish after masking."""
+    # fedsilo is imported here, not at the top: ``--flower-side`` runs this file in
+    # Flower's virtualenv, which has no fedsilo.
+    from fedsilo.client.keys import KeyPair, open_sealed, seal
+    from fedsilo.privacy.secagg import (
+        ClientAggregation,
+        FixedPoint,
+        ServerAggregation,
+        decode_mean,
+        encode_update,
+        pack,
+    )
+
     rng = np.random.default_rng(seed)
     ids = [f"client-{i:03d}" for i in range(n)]
     updates = {pid: {"weights": rng.normal(0, 1, params).astype(np.float32)} for pid in ids}
@@ -186,7 +207,9 @@ def plain_mean(n: int, params: int, seed: int = 0) -> Clock:
     return clock
 
 
-def measure(n: int, params: int, spec: SecAggSpec) -> dict[str, Any]:
+def measure(n: int, params: int, spec: SecAggSpec, flower: bool) -> dict[str, Any]:
+    from fedsilo.privacy.secagg import FixedPoint
+
     full = one_round(n, params, spec, dropouts=0)
     threshold = full["threshold"]
     worst = one_round(n, params, spec, dropouts=n - threshold, seed=1)
@@ -228,7 +251,137 @@ def measure(n: int, params: int, spec: SecAggSpec) -> dict[str, Any]:
             "max_abs": max(full["max_error"], worst["max_error"]),
             "bound": fixed.error_bound(1),
         },
+        **({"flower": flower_primitives(n, params, threshold)} if flower else {}),
         **facts(),
+    }
+
+
+def flower_primitives(n: int, params: int, threshold: int) -> dict[str, Any]:
+    """The same steps with Flower's SecAgg+ functions, run in Flower's virtualenv."""
+    if not FLOWER_PYTHON.exists():
+        return {"available": False, "reason": f"{FLOWER_PYTHON} not found (make bench makes it)"}
+    command = [str(FLOWER_PYTHON), __file__, "--flower-side"]
+    command += ["--clients", str(n), "--params", str(params), "--threshold", str(threshold)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        return {"available": False, "reason": done.stderr.strip().splitlines()[-1:]}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def flower_side(n: int, params: int, threshold: int) -> dict[str, Any]:
+    """Flower 1.41's SecAgg+ client and server steps on the same model, N and threshold.
+
+    Replays ``secaggplus_mod._share_keys`` (two ``create_shares``) and
+    ``_collect_masked_vectors`` (quantize, weight factor, self mask and N - 1 pairwise masks
+    from ``pseudo_rand_gen``, mod) for each client, and the workflow's unmask step (sum,
+    ``combine_shares``, masks removed, dequantize) with Flower's defaults (clipping_range
+    8, quantization_range 2^22, modulus_range 2^32, max_weight above every weight). Share
+    encryption and the transport are left out, as on the fedsilo side. Every node is every
+    other's neighbour (num_shares = N), as in fedsilo.
+    """
+    from flwr.common import ndarray_to_bytes
+    from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
+    from flwr.common.secure_aggregation.crypto.symmetric_encryption import (
+        generate_shared_key,
+    )
+    from flwr.common.secure_aggregation.ndarrays_arithmetic import (
+        factor_combine,
+        factor_extract,
+        get_parameters_shape,
+        parameters_addition,
+        parameters_mod,
+        parameters_multiply,
+        parameters_subtraction,
+    )
+    from flwr.common.secure_aggregation.quantization import dequantize, quantize
+    from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
+    from flwr.supercore.primitives.asymmetric import (
+        bytes_to_private_key,
+        bytes_to_public_key,
+        generate_key_pairs,
+        private_key_to_bytes,
+        public_key_to_bytes,
+    )
+
+    clipping, q_range, mod_range, max_weight = 8.0, 4194304, 4294967296, 10_000.0
+    rng = np.random.default_rng(0)
+    nids = list(range(1, n + 1))
+    updates = {nid: [rng.normal(0, 1, params).astype(np.float32)] for nid in nids}
+    weights = {nid: int(rng.integers(100, 10_000)) for nid in nids}
+    keys = {nid: generate_key_pairs() for nid in nids}
+    public = {nid: public_key_to_bytes(keys[nid][1]) for nid in nids}
+    secret = {nid: private_key_to_bytes(keys[nid][0]) for nid in nids}
+    seeds = {nid: os.urandom(32) for nid in nids}
+    share_clocks, mask_clocks, masked, seed_shares = [], [], {}, {}
+    for nid in nids:
+        with Clock() as clock:
+            seed_shares[nid] = create_shares(seeds[nid], threshold, n)
+            create_shares(secret[nid], threshold, n)
+        share_clocks.append(clock)
+    for nid in nids:
+        with Clock() as clock:
+            q_ratio = round(weights[nid] / max_weight * q_range)
+            parameters = parameters_multiply(updates[nid], q_ratio / q_range)
+            quantized = factor_combine(q_ratio, quantize(parameters, clipping, q_range))
+            shapes = [a.shape for a in quantized]
+            quantized = parameters_addition(
+                quantized, pseudo_rand_gen(seeds[nid], mod_range, shapes)
+            )
+            for other in nids:
+                if other == nid:
+                    continue
+                shared = generate_shared_key(keys[nid][0], bytes_to_public_key(public[other]))
+                mask = pseudo_rand_gen(shared, mod_range, shapes)
+                if nid > other:
+                    quantized = parameters_addition(quantized, mask)
+                else:
+                    quantized = parameters_subtraction(quantized, mask)
+            masked[nid] = parameters_mod(quantized, mod_range)
+        mask_clocks.append(clock)
+    sent = sum(len(ndarray_to_bytes(a)) for a in masked[nids[0]])
+
+    def server(dropouts: int) -> Clock:
+        active, dropped = nids[dropouts:], nids[:dropouts]
+        with Clock() as clock:
+            total = masked[active[0]]
+            for nid in active[1:]:
+                total = parameters_addition(total, masked[nid])
+            shapes = get_parameters_shape(total)
+            for nid in active:
+                seed = combine_shares(seed_shares[nid][:threshold])
+                total = parameters_subtraction(total, pseudo_rand_gen(seed, mod_range, shapes))
+            for nid in dropped:
+                private = bytes_to_private_key(secret[nid])  # as combine_shares gives it
+                for other in active:
+                    shared = generate_shared_key(private, bytes_to_public_key(public[other]))
+                    mask = pseudo_rand_gen(shared, mod_range, shapes)
+                    if nid > other:
+                        total = parameters_addition(total, mask)
+                    else:
+                        total = parameters_subtraction(total, mask)
+            total = parameters_mod(total, mod_range)
+            _, total = factor_extract(total)
+            dequantize(total, clipping, q_range)
+        return clock
+
+    def pair(clock: Clock) -> dict[str, float]:
+        return {"wall": _ms(clock.wall), "cpu": _ms(clock.cpu)}
+
+    share_wall, share_cpu = _medians(share_clocks)
+    mask_wall, mask_cpu = _medians(mask_clocks)
+    return {
+        "available": True,
+        "client_ms": {
+            "shares": {"wall": share_wall, "cpu": share_cpu},
+            "mask": {"wall": mask_wall, "cpu": mask_cpu},
+        },
+        "server_ms": {
+            "recover": pair(server(0)),
+            "recover_max_dropout": pair(server(n - threshold)),
+        },
+        "masked_bytes_per_client": sent,
+        "bytes_ratio": round(sent / (4 * params), 4),
     }
 
 
@@ -236,11 +389,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, nargs="+", default=[3, 10, 30])
-    parser.add_argument("--modulus-bits", type=int, default=SecAggSpec().modulus_bits)
+    parser.add_argument("--modulus-bits", type=int, default=None)
+    parser.add_argument(
+        "--flower", action="store_true", help="also time Flower's SecAgg+ steps (its venv)"
+    )
+    parser.add_argument("--flower-side", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--threshold", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    spec = SecAggSpec(enabled=True, modulus_bits=args.modulus_bits)
+    if args.flower_side:
+        for n in args.clients:
+            t = args.threshold or max(2, math.ceil(2 * n / 3))
+            print(json.dumps(flower_side(n, args.params, t)), flush=True)
+        return
+    from fedsilo.privacy.secagg import SecAggSpec
+
+    spec = SecAggSpec(enabled=True)
+    if args.modulus_bits is not None:
+        spec = SecAggSpec(enabled=True, modulus_bits=args.modulus_bits)
     for n in args.clients:
-        print(json.dumps(measure(n, args.params, spec)), flush=True)
+        print(json.dumps(measure(n, args.params, spec, args.flower)), flush=True)
 
 
 if __name__ == "__main__":
