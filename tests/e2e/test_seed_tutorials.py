@@ -348,8 +348,11 @@ def test_ffnet_tutorial(
     training_session = session
     stderr = run_seed_polling_loop(client_1, client_2, training_session)
 
-    printed = capsys.readouterr().out
-    assert "Session status: " in printed
+    printed = capsys.readouterr().out.splitlines()
+    statuses = [line.split(":  ", 1)[1] for line in printed if line.startswith("Session status: ")]
+    assert statuses and set(statuses) <= {"pending", "running", "completed"}, statuses
+    shown_rounds = [int(line.split()[-1]) for line in printed if line.startswith("Session round: ")]
+    assert shown_rounds == sorted(shown_rounds) and set(shown_rounds) <= {1, 2}, shown_rounds
     assert_clients_completed(client_1, client_2, stderr, session.id, names, notebook)
     assert session.status == "Completed" and session.status == "completed"
     metrics = session.metrics().as_dict()
@@ -357,7 +360,15 @@ def test_ffnet_tutorial(
     for values in metrics["client_metrics"][-1].values():
         assert values["test_num_examples"] == 4000
         assert {"test_loss", "test_accuracy", "test_roc_auc"} <= set(values)
-    assert session.metrics.as_dict() == metrics  # the seed's "Evaluation metrics" spelling
+    # the seed's "Retrieve Metrics for a Session" cell (its "Evaluation metrics" section)
+    already_trained_session_id = session.id
+    session = client.fl_session(already_trained_session_id)
+    # retrieve the metrics for the session as a dictionary
+    assert session.metrics.as_dict() == metrics
+    # "reported as the global_model_federated_loss(float) attribute" of SessionMetrics
+    assert session.metrics().global_model_federated_loss == pytest.approx(
+        metrics["latest_global_model_federated_loss"]
+    )
     assert isinstance(session.metrics().plot(), Figure)
 
     # Predictions on the tutorial's test set. Floor: DP-SGD at epsilon 4 over 2 rounds of
