@@ -210,6 +210,7 @@ def plain_mean(n: int, params: int, seed: int = 0) -> Clock:
 def measure(n: int, params: int, spec: SecAggSpec, flower: bool) -> dict[str, Any]:
     from fedsilo.privacy.secagg import FixedPoint
 
+    one_round(n, 1_000, spec, dropouts=1)  # warm-up: imports, caches, first allocations
     full = one_round(n, params, spec, dropouts=0)
     threshold = full["threshold"]
     worst = one_round(n, params, spec, dropouts=n - threshold, seed=1)
