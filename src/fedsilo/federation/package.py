@@ -17,6 +17,7 @@ none of them does not pay for importing torch.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -146,8 +147,17 @@ def _resolve(ref: str, package: str, field: str) -> Any:
 
 
 def _parse(model: type[_Parsed], raw: Mapping[str, Any], what: str) -> _Parsed:
+    # Strict, as JSON: a config is JSON, and JSON's types are kept -- ``true`` is no integer
+    # and ``"5"`` no number (lax validation reads them as 1 and 5), while a string still
+    # names a Literal or an enum. A config holding what JSON cannot (from Python) is lax.
     try:
-        return model.model_validate(dict(raw))
+        text = json.dumps(dict(raw), allow_nan=False)
+    except (TypeError, ValueError):
+        text = None
+    try:
+        if text is None:
+            return model.model_validate(dict(raw))
+        return model.model_validate_json(text, strict=True)
     except PydanticValidationError as exc:
         raise ConfigError(f"{what} is invalid: {format_validation_error(exc)}") from exc
 

@@ -78,6 +78,13 @@ def test_an_integer_field_refuses_a_boolean_a_string_and_a_fraction(
     refused(api.post("/sessions", json=session_body(min_num_clients=value)), "min_num_clients")
 
 
+@pytest.mark.parametrize(("field", "value"), [("local_epochs", True), ("seed", "7")])
+def test_a_package_config_keeps_json_types(api: httpx.Client, field: str, value: Any) -> None:
+    body = ffnet_session([4])
+    body["model_config"][field] = value
+    refused(api.post("/sessions", json=body), f"model_config is invalid: {field}")
+
+
 def test_an_integral_number_is_an_integer(api: httpx.Client) -> None:
     # JSON Schema's integer: 2.0 is one (the OpenAPI says integer, and means JSON's)
     created = api.post("/sessions", json=session_body(min_num_clients=2.0))
