@@ -10,24 +10,23 @@ assumption), so what crosses is pseudorandom except for the intersection.
 The group
 ---------
 The seed names ristretto255. PyNaCl 1.6.2 (the well-kept libsodium binding fedsilo uses)
-does not bind libsodium's ristretto255 functions, so the group here is the prime-order
-subgroup of Ed25519 (order ``L = 2**252 + 27742317777372353535851937790883648493``) through
-the bindings it does have:
+does not bind libsodium's ristretto255 functions, so the group here is the same prime-order
+group (order ``L = 2**252 + 27742317777372353535851937790883648493``) seen through the
+bindings it has, in Montgomery form:
 
-* hash to the group: ``crypto_core_ed25519_from_uniform(BLAKE2b-256(record))`` (Elligator 2,
-  then the cofactor cleared: the point is in the prime-order subgroup);
-* blinding: ``crypto_scalarmult_ed25519_noclamp(s, P)`` with ``s`` uniform in ``[1, L)``
-  (``crypto_core_ed25519_scalar_reduce`` of 64 random bytes); libsodium refuses a result
-  of small order.
+* hash to the group: ``crypto_core_ed25519_from_uniform(BLAKE2b-256(record))`` (Elligator 2
+  with the cofactor cleared: a point of the prime-order subgroup), sent as the u-coordinate
+  of Curve25519, ``u = (1 + y) / (1 - y) mod 2**255 - 19`` (computed here; the binding that
+  converts also re-checks the subgroup, which costs a full multiplication);
+* blinding: X25519, ``crypto_scalarmult(s, u)``, with a 32-byte secret ``s`` (clamped by
+  X25519: a multiple of 8, so a point a peer sends off the subgroup loses its small-order
+  part; Curve25519 is twist-secure). x-only arithmetic commutes like the group:
+  ``X25519(b, X25519(a, u)) == X25519(a, X25519(b, u))``.
 
-Ristretto255 is this same group with an encoding that hides the cofactor; the only thing
-it adds is that every encoding is a prime-order point. Here the points a party receives
-are not checked for a small-order component (``crypto_core_ed25519_is_valid_point`` costs
-half a multiplication each): a party that deviates from the protocol could learn the other's
-scalar modulo 8, which tells it nothing about ids. The parties are assumed semi-honest.
-
-libsodium offers no batch call: one multiplication is one call (~40-80 us on one core of
-this machine), which bounds the mode's speed (see ``bench/prl.py``).
+X25519 is the fastest constant-time multiplication libsodium offers (about twice
+``crypto_scalarmult_ed25519_noclamp``, which validates its input with a second
+multiplication). There is no batch call: one multiplication is one call, which bounds the
+mode's speed (``bench/prl.py``).
 """
 
 from __future__ import annotations
@@ -41,31 +40,26 @@ from nacl import bindings
 
 __all__ = ["POINT_BYTES", "blind", "hash_to_group", "random_scalar", "scalar_from_seed"]
 
-#: bytes of one encoded point
+#: bytes of one encoded point (a u-coordinate)
 POINT_BYTES = 32
 _PERSON = b"fedsilo-psi-h2g"
+_P = 2**255 - 19
+_Y_MASK = (1 << 255) - 1
 
 
 def random_scalar() -> bytes:
-    """A secret scalar, uniform in ``[1, L)`` (32 bytes, little-endian)."""
-    while True:
-        scalar: bytes = bindings.crypto_core_ed25519_scalar_reduce(os.urandom(64))
-        if any(scalar):
-            return scalar
+    """A secret scalar: 32 random bytes (X25519 clamps them)."""
+    return os.urandom(32)
 
 
 def scalar_from_seed(seed: bytes) -> bytes:
-    """The scalar in ``[1, L)`` a 32-byte secret seed stands for (the same every time, so a
-    party that restarts blinds with the same scalar): BLAKE2b-512 of the seed, reduced."""
-    wide = hashlib.blake2b(seed, digest_size=64, person=b"fedsilo-psi-sk").digest()
-    scalar: bytes = bindings.crypto_core_ed25519_scalar_reduce(wide)
-    if not any(scalar):  # probability 2**-252
-        raise ValueError("the seed reduces to the zero scalar; draw another")
-    return scalar
+    """The scalar a secret seed stands for (the same every time, so a party that restarts
+    blinds with the same scalar): BLAKE2b-256 of the seed."""
+    return hashlib.blake2b(seed, digest_size=32, person=b"fedsilo-psi-sk").digest()
 
 
 def hash_to_group(records: Sequence[bytes]) -> np.ndarray:
-    """Each record's point ``H(x)`` in the prime-order group.
+    """Each record's point ``H(x)`` of the prime-order group, as a u-coordinate.
 
     Returns
     -------
@@ -73,20 +67,25 @@ def hash_to_group(records: Sequence[bytes]) -> np.ndarray:
     """
     to_point = bindings.crypto_core_ed25519_from_uniform
     blake2b = hashlib.blake2b
-    joined = b"".join(
-        [to_point(blake2b(r, digest_size=32, person=_PERSON).digest()) for r in records]
-    )
-    return _points(joined, len(records))
+    out = bytearray(POINT_BYTES * len(records))
+    for i, record in enumerate(records):
+        point = to_point(blake2b(record, digest_size=32, person=_PERSON).digest())
+        y = int.from_bytes(point, "little") & _Y_MASK
+        # y == 1 is the identity, which Elligator with the cofactor cleared never yields
+        # for a hash (probability ~2**-250).
+        u = (1 + y) * pow(1 - y, -1, _P) % _P
+        out[POINT_BYTES * i : POINT_BYTES * (i + 1)] = u.to_bytes(POINT_BYTES, "little")
+    return np.frombuffer(bytes(out), dtype=np.uint8).reshape(len(records), POINT_BYTES).copy()
 
 
 def blind(points: np.ndarray, scalar: bytes) -> np.ndarray:
-    """``scalar * P`` for every row ``P`` of ``points``.
+    """``X25519(scalar, u)`` for every row ``u`` of ``points``.
 
     Parameters
     ----------
     points : ndarray of shape (n, POINT_BYTES), dtype uint8
     scalar : bytes
-        From :func:`random_scalar`.
+        From :func:`random_scalar` or :func:`scalar_from_seed`.
 
     Returns
     -------
@@ -97,17 +96,14 @@ def blind(points: np.ndarray, scalar: bytes) -> np.ndarray:
     ValueError
         When ``points`` is not an (n, 32) uint8 array.
     nacl.exceptions.RuntimeError
-        When a row is not a point of the group (or of small order).
+        When a row is a point of small order (the product is the identity).
     """
     if points.dtype != np.uint8 or points.ndim != 2 or points.shape[1] != POINT_BYTES:
         raise ValueError(
             f"points must be a uint8 array of shape (n, {POINT_BYTES}). Got {points.dtype} "
             f"of shape {points.shape}."
         )
-    multiply = bindings.crypto_scalarmult_ed25519_noclamp
+    multiply = bindings.crypto_scalarmult
     rows: list[bytes] = np.ascontiguousarray(points).view(f"V{POINT_BYTES}").ravel().tolist()
-    return _points(b"".join([multiply(scalar, p) for p in rows]), len(rows))
-
-
-def _points(joined: bytes, n: int) -> np.ndarray:
-    return np.frombuffer(joined, dtype=np.uint8).reshape(n, POINT_BYTES).copy()
+    joined = b"".join([multiply(scalar, p) for p in rows])
+    return np.frombuffer(joined, dtype=np.uint8).reshape(len(rows), POINT_BYTES).copy()

@@ -16,9 +16,10 @@ Task kinds (:data:`KINDS`), in the order the workflow sends them:
 ``prl_hash`` (keyed_hash)
     BLAKE2b-128 of each record under the secret, per table.
 ``prl_ecdh_blind`` / ``prl_ecdh_double`` / ``prl_ecdh_finish`` / ``prl_ecdh_positions`` (ecdh)
-    A blinds its ids, B double-blinds them and blinds its own (shuffled), A double-blinds
-    B's and intersects, B learns which of its rows matched; every payload is sealed to the
-    other client. A's and B's row positions reach the server, nothing else.
+    Both clients blind their own ids (shuffled) at once and exchange them; both blind the
+    other's again at once (A keeps B's, B returns A's); A intersects the double-blinded sets
+    and tells B which entries of its shuffled list matched. Every payload is sealed to the
+    other client; A's and B's row positions reach the server, nothing else.
 
 Secrets (the session key, the ECDH scalar and shuffle, the digest key) live in the
 executor state directory (mode 0600) so a restarted client continues the same protocol;
@@ -231,6 +232,7 @@ class PrlExecutor:
         self._context = context
         self._keys = _Keyring(context)
         self._secrets = _Secrets(context.state_dir if context is not None else None)
+        self._doubled: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ dispatch
 
@@ -299,9 +301,12 @@ class PrlExecutor:
         return rng.permutation(n)
 
     def _ecdh_blind(self, meta: dict[str, Any], arrays: Arrays) -> tuple[dict[str, Any], Arrays]:
+        # Shuffled, so the peer cannot tell which of our rows a match is.
         scalar = self._scalar()
         blinded = {
-            table: ecdh.blind(ecdh.hash_to_group(ids.records), scalar)
+            table: ecdh.blind(ecdh.hash_to_group(ids.records), scalar)[
+                self._shuffle(table, len(ids.records))
+            ]
             for table, ids in self.ids.items()
         }
         recipient = str(meta["recipient"])
@@ -310,30 +315,31 @@ class PrlExecutor:
     def _ecdh_double(self, meta: dict[str, Any], arrays: Arrays) -> tuple[dict[str, Any], Arrays]:
         theirs = _unpack(self._keys.open(meta, arrays, ECDH_DOUBLE))
         scalar = self._scalar()
-        reply: dict[str, np.ndarray] = {}
-        for table, ids in self.ids.items():
-            if table not in theirs:
-                continue
-            reply[f"{table}/double"] = ecdh.blind(theirs[table], scalar)
-            # Shuffled, so the peer cannot tell which of our rows a match is.
-            order = self._shuffle(table, len(ids.records))
-            mine = ecdh.blind(ecdh.hash_to_group(ids.records), scalar)
-            reply[f"{table}/blind"] = mine[order]
-        recipient = str(meta["sealed_from"])
-        return {"sealed_for": recipient}, self._keys.seal(recipient, _pack(reply), meta)
+        doubled = {t: ecdh.blind(theirs[t], scalar) for t in self.ids if t in theirs}
+        if meta.get("keep"):
+            # The intersecting client keeps the peer's double-blinded ids for prl_ecdh_finish.
+            self._doubled = doubled
+            return {}, {}
+        sender = str(meta["sealed_from"])
+        return {"sealed_for": sender}, self._keys.seal(sender, _pack(doubled), meta)
 
     def _ecdh_finish(self, meta: dict[str, Any], arrays: Arrays) -> tuple[dict[str, Any], Arrays]:
-        theirs = _unpack(self._keys.open(meta, arrays, ECDH_FINISH))
-        scalar = self._scalar()
+        mine = _unpack(self._keys.open(meta, arrays, ECDH_FINISH))
+        if self._doubled is None:
+            raise TaskError(
+                "the ECDH exchange lost its state (this client restarted between "
+                f"{ECDH_DOUBLE!r} and {ECDH_FINISH!r}); run the PRL session again"
+            )
         positions: dict[str, np.ndarray] = {}
         matched: dict[str, np.ndarray] = {}
-        for table in self.ids:
-            if f"{table}/double" not in theirs:
+        for table, ids in self.ids.items():
+            if table not in mine or table not in self._doubled:
                 continue
-            # Both double-blinded: a*b*H(x) for our rows (in row order) and for the peer's
-            # (in its shuffled order); equal points are shared ids, sorted by point value.
-            peer = ecdh.blind(theirs[f"{table}/blind"], scalar)
-            positions[table], matched[table] = intersect([theirs[f"{table}/double"], peer])
+            # a*b*H(x) of our rows and of the peer's, each in its owner's shuffled order:
+            # equal points are shared ids, sorted by point value.
+            ours, theirs = intersect([mine[table], self._doubled[table]])
+            positions[table] = self._shuffle(table, len(ids.records))[ours]
+            matched[table] = theirs
         recipient = str(meta["sealed_from"])
         sealed = self._keys.seal(recipient, _pack(matched), meta)
         return {"sealed_for": recipient}, {**positions, **sealed}

@@ -9,8 +9,9 @@
    the server relays ciphertexts sealed with the recipients' X25519 join keys); then every
    client sends BLAKE2b-128 keyed hashes of its ids (``prl_hash``) and the server
    intersects them (:func:`fedsilo.privacy.psi.intersect`), per table.
-   ``ecdh``: the four sealed hops of :mod:`fedsilo.packages.prl.client`; the clients send
-   the row positions they found, the server checks they agree in length.
+   ``ecdh``: the sealed hops of :mod:`fedsilo.packages.prl.client` (blinding and double
+   blinding at both clients at once); the clients send the row positions they found, the
+   server checks they are distinct rows and agree in length.
 3. The :class:`~fedsilo.vfl.alignment.Alignment` is saved as the session's artifact and
    the overlap statistics recorded as round 1 (per client: ``train_n_records``,
    ``train_n_overlapped_records``, ``train_frac_overlapped``, the same for ``test``).
@@ -207,33 +208,45 @@ def _keyed_hash(
 def _ecdh(
     ctx: SessionContext, clients: list[Participant], keys: Mapping[str, str], tables: list[str]
 ) -> dict[str, dict[str, np.ndarray]]:
+    """Four hops, the first two at both clients at once (each uses its own core)."""
     first, second = clients
-    blinded = _one(
-        ctx,
-        Task(
-            to=first,
-            kind=ECDH_BLIND,
-            meta={**_keying(ctx, first, keys), "recipient": second.id},
-            round=ROUND,
-        ),
-    )
-    doubled = _one(
-        ctx,
-        Task(
-            to=second,
-            kind=ECDH_DOUBLE,
-            meta=_keying(ctx, second, keys),
-            sealed=_sealed(blinded),
-            round=ROUND,
-        ),
-    )
+    pair = ((first, second), (second, first))
+    blinded = {
+        r.participant.id: _sealed(r)
+        for r in ctx.send(
+            [
+                Task(
+                    to=me,
+                    kind=ECDH_BLIND,
+                    meta={**_keying(ctx, me, keys), "recipient": peer.id},
+                    round=ROUND,
+                )
+                for me, peer in pair
+            ]
+        ).wait()
+    }
+    doubled = {
+        r.participant.id: r
+        for r in ctx.send(
+            [
+                Task(
+                    to=me,
+                    kind=ECDH_DOUBLE,
+                    meta={**_keying(ctx, me, keys), "keep": me is first},
+                    sealed=blinded[peer.id],
+                    round=ROUND,
+                )
+                for me, peer in pair
+            ]
+        ).wait()
+    }
     finished = _one(
         ctx,
         Task(
             to=first,
             kind=ECDH_FINISH,
             meta=_keying(ctx, first, keys),
-            sealed=_sealed(doubled),
+            sealed=_sealed(doubled[second.id]),
             round=ROUND,
         ),
     )
