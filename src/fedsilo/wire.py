@@ -84,6 +84,10 @@ CLIENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 PARTICIPANT_HEADER = "X-Fedsilo-Participant-Credential"
 #: response header of a task frame: the task's id, to reply to
 TASK_ID_HEADER = "X-Fedsilo-Task-Id"
+#: response header of a task frame: seconds between the heartbeats
+#: (``POST .../participants/{pid}/heartbeat``) the client sends while it works on the task;
+#: a client silent past the server's grace period is marked offline
+HEARTBEAT_HEADER = "X-Fedsilo-Heartbeat"
 #: response headers of a relayed fast-exchange message: its sender's participant id, its tag
 SENDER_HEADER = "X-Fedsilo-Sender"
 TAG_HEADER = "X-Fedsilo-Tag"

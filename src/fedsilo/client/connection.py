@@ -12,20 +12,29 @@ Every participant call carries the credential the first join returned in
 reverse proxy in front of a restarting server) are retried with capped exponential backoff
 until ``reconnect_timeout`` seconds have passed since the last successful call, so a client
 survives a server restart: the participant and its credential are persisted by the server.
+
+While the client works on a task it is not polling, so the server would take a long local fit
+for a dead client: :meth:`Connection.working` heartbeats (``POST .../heartbeat``) from a
+thread every :data:`~fedsilo.wire.HEARTBEAT_HEADER` seconds -- the interval the task frame
+came with -- until the reply is posted. A heartbeat that fails is not retried: the next one
+comes an interval later, and the server allows three intervals of silence.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fedsilo.errors import APIError, NotFoundError, ServerUnavailable
+from fedsilo.errors import APIError, FedsiloError, NotFoundError, ServerUnavailable
 from fedsilo.wire import (
+    HEARTBEAT_HEADER,
     OCTET_STREAM,
     PARTICIPANT_HEADER,
     TASK_ID_HEADER,
@@ -62,14 +71,18 @@ _UNAVAILABLE_STATUSES = (502, 503, 504)
 _POLL_GRACE = 10.0
 # A reply the server did not take: the next task is then asked for with tasks/next.
 _REPLY_NOT_TAKEN = (409, 422)
+# A heartbeat answers at once; one that takes longer than this is dropped (the next comes).
+_HEARTBEAT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
 class TaskFrame:
-    """A task as delivered: its id (from the response header) and the frame bytes."""
+    """A task as delivered: its id (from the response header), the frame bytes, and the
+    seconds between heartbeats while working on it (None: the server asks for none)."""
 
     task_id: str
     content: bytes
+    heartbeat: float | None = None
 
 
 #: What a poll or a reply-and-next brings: a task, nothing yet (None), or the session's end.
@@ -142,6 +155,7 @@ class Connection:
         self.credential: str | None = None
         self._last_success = time.monotonic()
         self._outage_started: float | None = None
+        self._heartbeats = _Heartbeats(self._beat)
 
     # ------------------------------------------------------------------- session
 
@@ -249,6 +263,34 @@ class Connection:
             return self.next_task()
         return self._delivery(response)
 
+    @contextlib.contextmanager
+    def working(self, delivery: TaskFrame) -> Iterator[None]:
+        """Heartbeat while the block runs (the task's execution and its reply's post), at
+        the interval ``delivery`` came with."""
+        if delivery.heartbeat is None:
+            yield
+            return
+        self._heartbeats.arm(delivery.heartbeat)
+        try:
+            yield
+        finally:
+            self._heartbeats.disarm()
+
+    def _beat(self) -> None:
+        """One heartbeat, one attempt (see the module docstring)."""
+        if self.participant_id is None:
+            return
+        try:
+            self.api.request(
+                "POST",
+                f"/sessions/{self.session_id}/participants/{self.participant_id}/heartbeat",
+                ok=(204, 410),
+                timeout=_HEARTBEAT_TIMEOUT,
+                headers=self._participant_headers(),
+            )
+        except FedsiloError as exc:
+            logger.debug("heartbeat not delivered: %s", exc)
+
     def _participant_headers(self) -> dict[str, str] | None:
         return {PARTICIPANT_HEADER: self.credential} if self.credential else None
 
@@ -257,7 +299,11 @@ class Connection:
             return None
         if response.status_code == 410:
             return parse_header(SessionEnded, response.json(), "session-ended answer")
-        return TaskFrame(task_id=response.headers.get(TASK_ID_HEADER, ""), content=response.content)
+        return TaskFrame(
+            task_id=response.headers.get(TASK_ID_HEADER, ""),
+            content=response.content,
+            heartbeat=_interval(response.headers.get(HEARTBEAT_HEADER)),
+        )
 
     # ------------------------------------------------------------------- backoff
 
@@ -302,6 +348,58 @@ class Connection:
                 self._emit(f"reconnected after {self._last_success - self._outage_started:.1f} s")
                 self._outage_started = None
             return result
+
+
+class _Heartbeats:
+    """Calls ``beat`` every ``interval`` seconds while armed, from one daemon thread (started
+    on the first :meth:`arm`); arming again restarts the count, so a task shorter than the
+    interval costs no request."""
+
+    def __init__(self, beat: Callable[[], None]) -> None:
+        self._beat = beat
+        self._changed = threading.Condition()
+        self._interval: float | None = None
+        self._armings = 0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, interval: float) -> None:
+        with self._changed:
+            self._interval = interval
+            self._armings += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def disarm(self) -> None:
+        with self._changed:
+            self._interval = None
+            self._changed.notify()
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                if self._interval is None:
+                    self._changed.wait()
+                    continue
+                armed, interval = self._armings, self._interval
+                self._changed.wait(timeout=interval)
+                if self._interval is None or self._armings != armed:
+                    continue  # disarmed, or armed for the next task: count again
+                self._changed.release()
+                try:
+                    self._beat()
+                finally:
+                    self._changed.acquire()
+
+
+def _interval(value: str | None) -> float | None:
+    """The heartbeat header's seconds; None when absent or not a positive number."""
+    try:
+        seconds = float(value) if value else 0.0
+    except ValueError:
+        return None
+    return seconds if 0 < seconds < float("inf") else None
 
 
 def _is_frame(response: httpx.Response) -> bool:

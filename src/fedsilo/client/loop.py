@@ -102,6 +102,12 @@ class TaskLoop:
         if task is None:
             return self.connection.next_task()
         self._routine(f"{task.label} received")
+        # Heartbeats while it works and while its reply is posted, so a long local fit is
+        # not taken for a dead client (the reply's response is the next long-poll).
+        with self.connection.working(delivery):
+            return self._run(task, started)
+
+    def _run(self, task: TaskRequest, started: float) -> Delivery:
         try:
             reply = self._handle(task)
             # Encoding is inside the guard: a reply meta that is not JSON-able is the

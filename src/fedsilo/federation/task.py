@@ -51,7 +51,7 @@ __all__ = [
 #: arrays may not use this name.
 SEALED_ARRAY = "fedsilo.sealed"
 
-FailureCause = Literal["error", "timeout", "malformed", "canceled", "ended"]
+FailureCause = Literal["error", "timeout", "offline", "malformed", "canceled", "ended"]
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,10 @@ class Failure:
     participant : Participant
     kind : str
     round : int
-    cause : {"error", "timeout", "malformed", "canceled", "ended"}
+    cause : {"error", "timeout", "offline", "malformed", "canceled", "ended"}
         ``error``: the client's executor reported one; ``timeout``: no reply in time;
+        ``offline``: the participant went silent past the server's grace period (or was
+        silent when the task was sent), so the task failed without waiting out its timeout;
         ``malformed``: the reply frame did not decode, or the reply did not meet the task's
         ``expect``; ``canceled``: the workflow dropped the
         task; ``ended``: the session or server stopped.

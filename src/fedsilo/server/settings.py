@@ -38,8 +38,31 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="Bootstrap admin token; generated on first start when unset"
     )
+    # Ten minutes: a dead client is noticed by its silence (participant_grace), so this
+    # bounds only a live client that never answers; a long local fit keeps heartbeating.
     task_timeout: float = Field(
-        default=3600.0, gt=0, description="Seconds a workflow waits for a task's reply"
+        default=600.0,
+        gt=0,
+        le=7 * 86_400,
+        allow_inf_nan=False,
+        description="Seconds a workflow waits for a task's reply (a package's own timeout, "
+        "e.g. echo's model_config.task_timeout, overrides it for its session)",
+    )
+    participant_grace: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds a participant may stay silent beyond its last poll's wait "
+        "before it is marked offline and its outstanding tasks fail (README: Liveness)",
+    )
+    store_retry_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Seconds the engine retries a state store that refuses writes (disk "
+        "full, read-only file) before the server exits non-zero for a supervisor to restart",
     )
     max_long_poll: float = Field(
         default=60.0, gt=0, description="Longest `wait` a client may ask of tasks/next"

@@ -103,6 +103,7 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("POST", f"{SESSION}/refusals"): needs(Scope.client),  # a client declining to join
     ("GET", f"{PARTICIPANT}/tasks/next"): AS_PARTICIPANT,
     ("POST", f"{PARTICIPANT}/tasks/{{task_id}}/reply"): AS_PARTICIPANT,
+    ("POST", f"{PARTICIPANT}/heartbeat"): AS_PARTICIPANT,
     ("POST", f"{PARTICIPANT}/relay/{{to}}"): AS_PARTICIPANT,
     ("GET", f"{PARTICIPANT}/relay"): AS_PARTICIPANT,
     ("GET", f"{API}/packages"): Expect(anyone=True),

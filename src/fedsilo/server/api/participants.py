@@ -37,6 +37,7 @@ from fedsilo.server.engine.hub import PendingTask
 from fedsilo.server.engine.runner import ReplyRejected, SessionEngine
 from fedsilo.server.state import ParticipantRecord, SessionRecord, StateStore, utcnow
 from fedsilo.wire import (
+    HEARTBEAT_HEADER,
     OCTET_STREAM,
     PARTICIPANT_HEADER,
     TASK_ID_HEADER,
@@ -130,6 +131,7 @@ def join_session(
         if rejoined is None:
             raise HTTPException(status_code=404, detail=f"Session {session_id} not found.")
         audit.record(request, principal, "participant.join", session_id, detail=_rejoin(body))
+        engine.liveness.seen(rejoined.id, session_id)  # an offline participant is live again
         return ParticipantJoined(**participant_public(rejoined, rejoined=True).model_dump())
     if session.status == SessionStatus.running:
         raise HTTPException(
@@ -155,6 +157,7 @@ def join_session(
             "time from elsewhere; rejoin with that participant's credential.",
         )
     engine.log(session_id, f"client {body.client_name!r} joined ({body.dataset.train_rows} rows)")
+    engine.liveness.seen(record.id, session_id)
     engine.notify_join()
     audit.record(request, principal, "participant.join", session_id, detail=_joined(record))
     return ParticipantJoined(**participant_public(record).model_dump(), credential=credential)
@@ -263,8 +266,8 @@ def _ended(store: StateStore, session_id: str) -> JSONResponse:
     return JSONResponse(status_code=410, content=body.model_dump(mode="json"))
 
 
-def _frame_response(task: PendingTask) -> Response:
-    headers = {TASK_ID_HEADER: task.id}
+def _frame_response(task: PendingTask, heartbeat: float) -> Response:
+    headers = {TASK_ID_HEADER: task.id, HEARTBEAT_HEADER: f"{heartbeat:g}"}
     frame = task.frame
     if len(frame) <= _FRAME_PIECE:
         return Response(content=frame, media_type=OCTET_STREAM, headers=headers)
@@ -285,7 +288,10 @@ async def deliver_next(
     410 once the session is over."""
     wait = min(wait, engine.settings.max_long_poll)
     deadline = time.monotonic() + wait
-    hub = engine.hub
+    hub, liveness = engine.hub, engine.liveness
+    # The poll is the heartbeat: the participant is live while it waits, and for the grace
+    # period after (it then polls again, or heartbeats while it works on a task).
+    liveness.seen(participant_id, session_id, wait)
     event = hub.subscribe(participant_id)
     try:
         while True:
@@ -293,7 +299,7 @@ async def deliver_next(
             task = hub.peek(participant_id)
             if task is not None and task.session_id == session_id:
                 task.delivered_at = task.delivered_at or utcnow()
-                return _frame_response(task)
+                return _frame_response(task, liveness.heartbeat_interval)
             if _known_active(engine, session_id, participant_id):
                 status = SessionStatus.running
             else:
@@ -308,6 +314,7 @@ async def deliver_next(
                 await asyncio.wait_for(event.wait(), timeout=remaining)
     finally:
         hub.unsubscribe(participant_id, event)
+        liveness.seen(participant_id, session_id)
 
 
 @router.get("/{participant_id}/tasks/next", response_class=Response, responses=_TASK_RESPONSES)
@@ -323,6 +330,36 @@ async def next_task(
 ) -> Response:
     engine: SessionEngine = request.app.state.engine
     return await deliver_next(engine, session_id, participant.participant_id, wait)
+
+
+@router.post(
+    "/{participant_id}/heartbeat",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {"description": "heard; keep working on the task"},
+        410: {"model": SessionEnded, "description": "the session is over"},
+        **errors(404, notes={404: "no such session, or the participant is not in it"}),
+    },
+)
+async def heartbeat(
+    session_id: str,
+    participant_id: str,
+    request: Request,
+    _: ClientToken,
+    participant: ParticipantDep,
+) -> Response:
+    """A sign of life from a client working on a long task: without one every
+    :data:`~fedsilo.wire.HEARTBEAT_HEADER` seconds (the task frame's header), a participant
+    with no poll open is marked offline after the server's grace period."""
+    engine: SessionEngine = request.app.state.engine
+    pid = participant.participant_id
+    engine.liveness.seen(pid, session_id)
+    if not _known_active(engine, session_id, pid):
+        status = await run_in_threadpool(_poll_state, engine, session_id, pid)
+        if status.ended:
+            return await run_in_threadpool(_ended, engine.state, session_id)
+    return Response(status_code=204)
 
 
 # ------------------------------------------------------------------------ replies
@@ -416,6 +453,7 @@ async def reply_task(
     ),
 ) -> Response:
     engine: SessionEngine = request.app.state.engine
+    engine.liveness.seen(participant.participant_id, session_id)
     try:
         await _accept(engine, session_id, participant.participant_id, task_id, request)
     except ReplyRejected as exc:

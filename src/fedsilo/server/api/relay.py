@@ -126,7 +126,10 @@ async def next_message(
     """The caller's oldest message: body = payload, sender and tag in response headers."""
     relay = _relay(request)
     engine: SessionEngine = request.app.state.engine
-    deadline = time.monotonic() + min(wait, engine.settings.max_long_poll)
+    held = min(wait, engine.settings.max_long_poll)
+    deadline = time.monotonic() + held
+    # A relay poll is a heartbeat too (a client in a chatty exchange polls here, not tasks).
+    engine.liveness.seen(caller.participant_id, session_id, held)
     while True:
         ended = await _ended_response(request, session_id)
         if ended is not None:

@@ -51,7 +51,14 @@ from fedsilo.server.state import (
     TaskRecord,
     utcnow,
 )
-from fedsilo.wire import DatasetSummary, ModelMeta, SessionStatus, TaskPayload, decode_frame
+from fedsilo.wire import (
+    Arrays,
+    DatasetSummary,
+    ModelMeta,
+    SessionStatus,
+    TaskPayload,
+    decode_frame,
+)
 
 if TYPE_CHECKING:
     from fedsilo.server.engine.runner import SessionEngine
@@ -137,17 +144,22 @@ class EngineContext(AskMixin):
     # ---------------------------------------------------------------- clients
 
     def wait_for_clients(self, n: int, timeout: float | None = None) -> list[Participant]:
+        """The first ``n`` or more participants that joined and are live (an offline one,
+        silent past the grace period, counts once it is heard from again)."""
         engine = self._engine
         waited = 0.0
         with engine.joined:
             while True:
                 self.check_alive()
-                participants = self.participants()
+                participants = [
+                    p for p in self.participants() if not engine.liveness.is_offline(p.id)
+                ]
                 if len(participants) >= n:
                     break
                 if timeout is not None and waited >= timeout:
                     raise TaskError(
-                        f"only {len(participants)} of {n} clients joined within {timeout:g} s"
+                        f"only {len(participants)} of {n} clients joined (and are online) "
+                        f"within {timeout:g} s"
                     )
                 # Joins, cancels and shutdown notify the condition; the timeout is a safety net.
                 engine.joined.wait(timeout=1.0)
@@ -217,7 +229,16 @@ class EngineContext(AskMixin):
                 state.apply(writes)
 
             self.writes.submit(write_tasks)
-        engine.hub.push(pending)
+        # A participant that is offline is not asked: its task fails at once (recorded after
+        # the insert just queued), instead of waiting out the timeout on a dead client.
+        offline = [p for p in pending if engine.liveness.is_offline(p.participant_id)]
+        engine.hub.push([p for p in pending if p not in offline])
+        for unasked in offline:
+            silent = engine.liveness.silent_for(unasked.participant_id)
+            name = unasked.task.to.client_name
+            reason = f"client {name!r} offline: no poll for {silent:.0f} s"
+            unasked.future.set_result(unasked.failure("offline", reason))
+            self.record_failure_later(unasked.id, reason)
         limit = timeout if timeout is not None else engine.settings.task_timeout
         return EngineTaskGroup(self, [p.task for p in pending], pending, default_timeout=limit)
 
@@ -333,6 +354,13 @@ class EngineContext(AskMixin):
 
         self.writes.run(write_model)  # GET /model serves it as soon as the workflow moves on
 
+    def load_model(self, session_id: str) -> tuple[Arrays, dict[str, Any]] | None:
+        data = self._engine.artifacts.read_bytes(model_key(session_id))
+        if data is None:
+            return None
+        arrays, header = decode_frame(data)
+        return arrays, dict(header)
+
     def log(self, message: str) -> None:
         def write_log(state: StateStore) -> None:
             writes = self._take_pending()
@@ -355,6 +383,19 @@ class EngineContext(AskMixin):
             self.writes.run(write_failure)
         except WriterStopped:  # the session ended meanwhile; its writes (the insert) are done
             self._engine.state.fail_task(task_id, reason, reply_meta=reply_meta)
+
+    def record_failure_later(self, task_id: str, reason: str) -> None:
+        """Record a failed task behind the writes queued so far, without waiting (the
+        liveness sweep fails an offline participant's tasks on its own thread)."""
+
+        def write_failure(state: StateStore) -> None:
+            state.fail_task(task_id, reason)
+            with self._lock:
+                self._inserted.discard(task_id)
+
+        done = self.writes.submit(write_failure)
+        if done.done() and isinstance(done.exception(), WriterStopped):
+            self._engine.state.fail_task(task_id, reason)  # the session ended meanwhile
 
     def flush(self) -> None:
         """Write what is recorded in memory only (replies, the last round's metrics) and

@@ -91,6 +91,13 @@ class TaskHub:
                 task.future.set_result(task.failure(cause, reason))
         self.wake({t.participant_id for t in tasks})
 
+    def take_participant(self, participant_id: str) -> list[PendingTask]:
+        """Remove every in-flight task addressed to a participant (it went offline); the
+        caller resolves their futures and records them."""
+        with self._lock:
+            tasks = [t for t in self._tasks.values() if t.participant_id == participant_id]
+        return [task for task in tasks if self.take(task.id) is not None]
+
     def fail_all(self, cause: FailureCause, reason: str) -> None:
         with self._lock:
             sessions = {t.session_id for t in self._tasks.values()}

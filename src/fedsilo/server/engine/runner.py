@@ -12,7 +12,9 @@ from fedsilo.federation import Failure, Outcome, Reply, SessionInfo, get_package
 from fedsilo.server.engine.context import EngineContext, Interrupted, SessionCanceled
 from fedsilo.server.engine.frames import decode_views
 from fedsilo.server.engine.gate import ReplyGate, Slot
+from fedsilo.server.engine.health import Backoff, StoreHealth, describe_store_error, is_store_error
 from fedsilo.server.engine.hub import TaskHub
+from fedsilo.server.engine.liveness import Liveness, Silence
 from fedsilo.server.metrics import ServerMetrics
 from fedsilo.server.settings import Settings
 from fedsilo.server.state import ACTIVE_STATUSES, ArtifactStore, StateStore, utcnow
@@ -27,6 +29,9 @@ logger = logging.getLogger("fedsilo.engine")
 #: next, so one admitted reply already means two updates alive at a time; a second slot would
 #: overlap reading with folding, for one more update of memory (bench/streaming_memory.py).
 REPLIES_IN_FLIGHT = 1
+#: times a session whose write failed is resumed in-process once the store takes writes
+#: again; past it the session fails (a write that fails every time is not the disk's fault)
+STORE_RESUMES = 3
 
 
 class ReplyRejected(FedsiloError):
@@ -76,7 +81,15 @@ class SessionEngine:
         self.participant_seen: dict[str, tuple[str, float]] = {}
         #: rounds, task latency, rejected replies (GET /metrics)
         self.metrics = ServerMetrics(state)
+        #: who polls: participants silent past the grace period are offline
+        self.liveness = Liveness(settings.participant_grace)
+        #: whether the state store takes writes (GET /healthz)
+        self.health = StoreHealth(settings.store_retry_timeout)
         self._lock = threading.Lock()
+        #: session id -> in-process resumes after a failed write (see STORE_RESUMES)
+        self._store_resumes: dict[str, int] = {}
+        self._sweeper = threading.Thread(target=self._watch, name="liveness", daemon=True)
+        self._sweeper.start()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -105,6 +118,10 @@ class SessionEngine:
             model_config=record.model_config,
             data_config=record.data_config,
         )
+        # After a restart nobody has polled yet: give every participant the longest poll's
+        # wait (plus grace) to come back before it counts as silent.
+        for participant in self.state.list_participants(session_id):
+            self.liveness.expect(participant.id, session_id, within=self.settings.max_long_poll)
         context = EngineContext(self, info)
         thread = threading.Thread(
             target=self._run, args=(context,), name=f"session-{session_id}", daemon=True
@@ -120,6 +137,7 @@ class SessionEngine:
             worker.context.canceled.set()
         self.hub.fail_session(session_id, "ended", "session canceled")
         self.wake_participants(session_id)
+        self.liveness.forget_session(session_id)
         self.notify_join()
 
     def wake_participants(self, session_id: str) -> None:
@@ -162,46 +180,187 @@ class SessionEngine:
 
     def _run(self, context: EngineContext) -> None:
         info = context.session
-        status, reason = SessionStatus.completed, None
+        resume = False
         try:
-            try:
-                package = get_package(info.package_name)
-                model_config, data_config = package.parse_configs(
-                    info.model_config, info.data_config
-                )
-                package.workflow(context, model_config, data_config)
-            except SessionCanceled:
-                logger.info("session %s canceled", info.id)
-                return
-            except Interrupted:
-                logger.info("session %s interrupted by shutdown; it resumes on restart", info.id)
-                return
-            except FedsiloError as exc:
-                status, reason = SessionStatus.failed, str(exc)
-            except Exception as exc:
-                logger.exception("session %s workflow crashed", info.id)
-                status, reason = SessionStatus.failed, f"{type(exc).__name__}: {exc}"
-            try:
-                context.flush()  # the session ends once everything it did is written
-            except Exception as exc:
-                if status == SessionStatus.completed:
-                    status, reason = SessionStatus.failed, f"state not written: {exc}"
-            self._end(info.id, status, reason)
+            resume = self._conclude(context)
         finally:
             context.writes.close()
             self.hub.fail_session(info.id, "ended", "session ended")
             with self._lock:
                 self._workers.pop(info.id, None)
                 self._gates.pop(info.id, None)
+            if not resume:
+                self.liveness.forget_session(info.id)
             self.wake_participants(info.id)
+        if resume:
+            self._restart(info.id)
+
+    def _conclude(self, context: EngineContext) -> bool:
+        """Run the workflow and end its session; True when the session is to be resumed
+        in-process (a write failed, and the store takes writes again)."""
+        info = context.session
+        status, reason = SessionStatus.completed, None
+        store_error: BaseException | None = None
+        try:
+            package = get_package(info.package_name)
+            model_config, data_config = package.parse_configs(info.model_config, info.data_config)
+            package.workflow(context, model_config, data_config)
+        except SessionCanceled:
+            logger.info("session %s canceled", info.id)
+            return False
+        except Interrupted:
+            logger.info("session %s interrupted by shutdown; it resumes on restart", info.id)
+            return False
+        except FedsiloError as exc:
+            status, reason = SessionStatus.failed, str(exc)
+        except Exception as exc:
+            if is_store_error(exc):  # a read or write of the workflow's own (joins, status)
+                store_error = exc
+            else:
+                logger.exception("session %s workflow crashed", info.id)
+                status, reason = SessionStatus.failed, f"{type(exc).__name__}: {exc}"
+        if store_error is None and context.writes.error is None:
+            try:
+                context.flush()  # the session ends once everything it did is written
+            except Exception as exc:
+                if status == SessionStatus.completed:
+                    status, reason = SessionStatus.failed, f"state not written: {exc}"
+        # A write of the session failed: the store's fault, not the workflow's. The session
+        # stays active (resumed from its checkpoint) rather than failed for a full disk.
+        store_error = store_error or context.writes.error
+        if store_error is not None:
+            resumes = self._store_resumes.get(info.id, 0)
+            if resumes >= STORE_RESUMES:
+                status = SessionStatus.failed
+                reason = (
+                    f"state not written {resumes + 1} times: {describe_store_error(store_error)}"
+                )
+            else:
+                self._store_resumes[info.id] = resumes + 1
+                return self._await_store(info.id, store_error)
+        self._end(info.id, status, reason)
+        return False
+
+    def _await_store(self, session_id: str, error: BaseException) -> bool:
+        """Retry a write to the session's log until the store takes it (True: resume the
+        session) or ``store_retry_timeout`` passes (the server gives up) or it stops."""
+        reason = self.health.failed(error)
+        logger.error("session %s: %s; retrying", session_id, reason)
+        note = f"{reason}; resumed from the last checkpoint once the store took writes again"
+        backoff = Backoff()
+        while not self._expired(reason):
+            if self.stopping.wait(backoff.next()):
+                return False
+            try:
+                self.state.append_log(session_id, note)
+            except Exception as exc:
+                if not is_store_error(exc):
+                    raise
+                reason = self.health.failed(exc)
+                continue
+            self.health.recovered()
+            return True
+        return False
+
+    def _expired(self, reason: str) -> bool:
+        """Whether the store refused writes too long; then the server gives up (exits)."""
+        if not self.health.expired():
+            return False
+        if not self.health.fatal.is_set():
+            logger.critical(
+                "%s for %g s; giving up: the server exits with a non-zero status for a "
+                "supervisor to restart it, and its active sessions resume then",
+                reason,
+                self.health.retry_timeout,
+            )
+            self.health.give_up(reason)
+        return True
+
+    def _restart(self, session_id: str) -> None:
+        """Start a session's workflow again from its checkpoint, as after a restart."""
+        try:
+            self.state.mark_stale_tasks([session_id], "the state store refused a write")
+            self.start_session(session_id)
+        except Exception as exc:
+            if not is_store_error(exc):
+                raise
+            self.health.failed(exc)
+            logger.error("session %s could not be resumed: %s", session_id, exc)
 
     def _end(self, session_id: str, status: SessionStatus, reason: str | None) -> None:
-        # Only an active session ends here: a cancel that won the race keeps its status.
-        self.state.set_session_status(
-            session_id, status, expected=ACTIVE_STATUSES, failure_reason=reason
+        """Record the session's end, retried with backoff while the store refuses it."""
+        backoff = Backoff()
+        while True:
+            try:
+                # Only an active session ends here: a cancel that won the race keeps its status.
+                self.state.set_session_status(
+                    session_id, status, expected=ACTIVE_STATUSES, failure_reason=reason
+                )
+                if reason:
+                    self.log(session_id, f"session {status}: {reason}")
+            except Exception as exc:
+                if not is_store_error(exc):
+                    raise
+                why = self.health.failed(exc)
+                logger.error("session %s could not be marked %s: %s", session_id, status, why)
+                if self._expired(why) or self.stopping.wait(backoff.next()):
+                    return
+                continue
+            self.health.recovered()
+            return
+
+    # ------------------------------------------------------------------- liveness
+
+    def _watch(self) -> None:
+        """The liveness sweep, until the engine stops."""
+        while not self.stopping.wait(self.liveness.sweep_interval):
+            try:
+                silent, back = self.liveness.sweep()
+                for silence in silent:
+                    self._went_offline(silence)
+                for participant_id, session_id in back:
+                    self._came_back(participant_id, session_id)
+            except Exception:  # a store error here must not end the sweeps
+                logger.exception("the liveness sweep failed")
+
+    def _client_name(self, participant_id: str) -> str:
+        record = self.state.get_participant(participant_id)
+        return record.client_name if record is not None else participant_id
+
+    def _went_offline(self, silence: Silence) -> None:
+        """Fail the silent participant's outstanding tasks at once and say so."""
+        session_id = silence.session_id
+        session = self.state.get_session(session_id)
+        if session is None or session.status.ended:
+            self.liveness.forget_session(session_id)
+            return
+        name = self._client_name(silence.participant_id)
+        reason = f"client {name!r} offline: no poll for {silence.silent_for:.0f} s"
+        tasks = self.hub.take_participant(silence.participant_id)
+        context = self.context_of(session_id)
+        for task in tasks:
+            if not task.future.done():
+                task.future.set_result(task.failure("offline", reason))
+            if context is not None:
+                context.record_failure_later(task.id, reason)
+            else:
+                self.state.fail_task(task.id, reason)
+        outstanding = {0: "no outstanding task", 1: "its 1 outstanding task failed"}.get(
+            len(tasks), f"its {len(tasks)} outstanding tasks failed"
         )
-        if reason:
-            self.log(session_id, f"session {status}: {reason}")
+        line = f"{reason}; {outstanding}"
+        logger.warning("session %s: %s", session_id, line)
+        # Written now, not behind the session's queued writes: the sweep must not wait on
+        # them, and the line must land even when the session ends meanwhile.
+        self.log(session_id, line)
+
+    def _came_back(self, participant_id: str, session_id: str) -> None:
+        line = (
+            f"client {self._client_name(participant_id)!r} is back online; its next tasks reach it"
+        )
+        logger.warning("session %s: %s", session_id, line)
+        self.log(session_id, line)
+        self.notify_join()
 
     # --------------------------------------------------------------------- replies
 

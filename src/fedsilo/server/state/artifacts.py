@@ -7,6 +7,7 @@ killed server never leaves half a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -36,8 +37,14 @@ class ArtifactStore:
         self.fs.makedirs(parent, exist_ok=True)
         if isinstance(self.fs, LocalFileSystem):
             tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(data)
+            try:
+                with open(tmp, "wb") as handle:
+                    handle.write(data)
+            except BaseException:
+                # A full disk: the partial file would hold the space the retry needs.
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise
             os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
         else:  # object stores replace whole objects atomically on put
             self.fs.pipe_file(path, data)

@@ -1,0 +1,133 @@
+"""Which participants are alive: every poll is a heartbeat; the silent are marked offline.
+
+A client shows it is alive by talking to the server: a long-poll (``tasks/next``, a reply
+with ``?wait=S``, the relay's poll) or, while it works on a task, ``heartbeat`` calls (the
+task frame's :data:`~fedsilo.wire.HEARTBEAT_HEADER` says how often). Each sign of life sets
+the participant's deadline::
+
+    deadline = the time it was heard + the wait it asked for + grace
+
+A poll held open for ``wait`` seconds is no silence: the deadline runs from the end of its
+wait. A participant past its deadline is *offline*: the engine fails its outstanding tasks at
+once (cause ``"offline"``), sends it no new task until it is heard from again, and the session
+log says so. Hearing from it again (a poll, a heartbeat, a rejoin) makes it live at once.
+
+Bookkeeping only, in memory, one lock: :meth:`Liveness.seen` is on every poll's path and costs
+a dictionary write. The sweep (the engine's thread, every :attr:`Liveness.sweep_interval`) finds
+who went silent and who came back. After a server restart nobody has been heard yet: the
+engine gives the participants of resumed sessions one grace period to poll again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+__all__ = ["Liveness", "Silence"]
+
+
+@dataclass(frozen=True)
+class Silence:
+    """A participant found past its deadline by a sweep."""
+
+    participant_id: str
+    session_id: str
+    #: seconds since it was last heard from
+    silent_for: float
+
+
+@dataclass
+class _Heard:
+    session_id: str
+    #: monotonic time it was last heard from
+    at: float
+    #: monotonic time after which it is offline
+    deadline: float
+
+
+class Liveness:
+    """Deadlines of the participants heard from, and who is offline.
+
+    Parameters
+    ----------
+    grace : float
+        Seconds of silence allowed beyond the wait of a participant's last poll (and between
+        two heartbeats while it works).
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self._lock = threading.Lock()
+        self._heard: dict[str, _Heard] = {}
+        #: participant id -> session id, for those marked offline and not heard from since
+        self._offline: dict[str, str] = {}
+        #: offline participants heard from again, for the next sweep to report
+        self._back: list[tuple[str, str]] = []
+
+    @property
+    def sweep_interval(self) -> float:
+        """How often the engine sweeps: a quarter of the grace, at most 1 s, so a silent
+        participant is noticed within grace + one sweep."""
+        return min(1.0, self.grace / 4)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often a working client should heartbeat: three beats per grace period, so one
+        lost heartbeat does not make an honest client offline."""
+        return self.grace / 3
+
+    def seen(self, participant_id: str, session_id: str, wait: float = 0.0) -> None:
+        """The participant was heard from now; ``wait``: the seconds its poll may stay open."""
+        now = time.monotonic()
+        with self._lock:
+            self._heard[participant_id] = _Heard(session_id, now, now + wait + self.grace)
+            if self._offline.pop(participant_id, None) is not None:
+                self._back.append((participant_id, session_id))
+
+    def expect(self, participant_id: str, session_id: str, within: float) -> None:
+        """Give a participant not heard from yet ``within`` seconds (plus grace) to poll:
+        the participants of a session resumed after a restart."""
+        now = time.monotonic()
+        with self._lock:
+            if participant_id not in self._heard and participant_id not in self._offline:
+                self._heard[participant_id] = _Heard(session_id, now, now + within + self.grace)
+
+    def is_offline(self, participant_id: str) -> bool:
+        return participant_id in self._offline  # one dict lookup: read without the lock
+
+    def silent_for(self, participant_id: str) -> float:
+        """Seconds since the participant was last heard from (0 when never)."""
+        with self._lock:
+            heard = self._heard.get(participant_id)
+        return 0.0 if heard is None else time.monotonic() - heard.at
+
+    def sweep(self) -> tuple[list[Silence], list[tuple[str, str]]]:
+        """Mark the participants past their deadline offline.
+
+        Returns
+        -------
+        went_silent : list of Silence
+            Newly offline.
+        came_back : list of (participant id, session id)
+            Offline participants heard from since the last sweep (already live again).
+        """
+        now = time.monotonic()
+        silent = []
+        with self._lock:
+            for participant_id, heard in self._heard.items():
+                if heard.deadline < now and participant_id not in self._offline:
+                    silent.append(Silence(participant_id, heard.session_id, now - heard.at))
+            for found in silent:
+                self._offline[found.participant_id] = found.session_id
+            back, self._back = self._back, []
+        return silent, back
+
+    def forget_session(self, session_id: str) -> None:
+        """Drop a session that ended: its participants are no longer expected to poll."""
+        with self._lock:
+            for participant_id in [p for p, h in self._heard.items() if h.session_id == session_id]:
+                del self._heard[participant_id]
+            for participant_id in [p for p, s in self._offline.items() if s == session_id]:
+                del self._offline[participant_id]
+            self._back = [entry for entry in self._back if entry[1] != session_id]
