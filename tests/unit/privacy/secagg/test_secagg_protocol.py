@@ -318,3 +318,12 @@ def test_recover_takes_packed_vectors_and_checks_their_shape(staged) -> None:
             state.server.recover(
                 {**mixed, "client-00": bad}, state.replies, state.survivors, state.senders
             )
+
+
+def test_a_client_holds_the_server_to_the_sessions_explicit_threshold(staged) -> None:
+    strict = SecAggSpec(enabled=True, threshold=4)
+    state = staged(strict, ["a", "b", "c", "d", "e"])
+    state.keys()
+    with pytest.raises(ShareError, match=r"at least 4 and at most 5.*Got 3"):
+        state.clients["a"].shares(state.u1, 3)
+    assert state.server is not None and state.server.threshold == 4
