@@ -14,7 +14,9 @@ The server's half and the stages are in :mod:`fedsilo.workflows.secure`; the mat
 * ``secagg.deliver`` -- opens the records its peers sealed to it (a record that does not
   open, or names another round, session or key set, is refused: the server tampered);
 * ``fit`` with ``meta["secagg"]`` -- the executor trains as usual (it never sees the secagg
-  meta); its reply's arrays and ``num_examples`` become ONE masked vector of
+  meta); once per round and set of survivors (a second masked update of the same round
+  against another set is refused: the server would subtract the two sums); its reply's
+  arrays and ``num_examples`` become ONE masked vector of
   ``encode(w * (x - global) || w)``, packed to ``ceil(modulus_bits / 8)`` bytes a value
   (uint8); of its meta only
   :data:`~fedsilo.workflows.secure.CLEAR_META` stays in clear;
@@ -99,6 +101,9 @@ def secure_aggregation(peer: SealingPeer | None) -> Mod:
         secure-aggregation task then fails, saying so; other tasks pass through).
     """
     rounds: dict[int, _Round] = {}
+    # round -> the survivors this client masked its update against: a second sum of the same
+    # round over another set would give the server the difference (someone's update)
+    masked: dict[int, frozenset[str]] = {}
     lock = threading.Lock()
 
     def mod(task: TaskRequest, call_next: Handler) -> TaskReply:
@@ -132,7 +137,19 @@ def secure_aggregation(peer: SealingPeer | None) -> Mod:
                     reply = _unmask(state, secagg)
                     del rounds[task.round]
                     return reply
-            return _fit(state, task, secagg, call_next)
+                survivors = frozenset(str(p) for p in secagg["survivors"])
+                earlier = masked.get(task.round)
+            if earlier is not None and earlier != survivors:
+                raise _Refused(
+                    f"this client already sent its masked update of round {task.round} against "
+                    f"{len(earlier)} survivors; masking it again against another set "
+                    f"({len(survivors)}) would let the server subtract the two sums"
+                )
+            reply = _fit(state, task, secagg, call_next)
+            if reply.ok:
+                with lock:
+                    masked[task.round] = survivors
+            return reply
         except (FedsiloError, ValueError, KeyError, TypeError) as exc:
             return TaskReply.failed(f"{task.label}: secure aggregation refused: {exc}")
 

@@ -29,12 +29,13 @@ from fedsilo.errors import ConfigError, TaskError
 from fedsilo.federation import Failure, Outcome, Task, TaskGroup, get_package
 from fedsilo.packages.ffnet import FFNetExecutor
 from fedsilo.packages.glm import GLMExecutor
+from fedsilo.privacy.secagg import SecAggSpec
 from fedsilo.privacy.secagg.encoding import FixedPoint
 from fedsilo.runners.inprocess import InProcessContext
 from fedsilo.strategies import get_strategy
 from fedsilo.wire import Arrays, DatasetSummary
 from fedsilo.workflows import RoundPlan, Start, run_rounds
-from fedsilo.workflows.secure import KEYS, MASKED_ARRAY, UNMASK
+from fedsilo.workflows.secure import KEYS, MASKED_ARRAY, UNMASK, secure_mean
 
 torch.set_num_threads(1)
 
@@ -467,3 +468,22 @@ def test_dp_sgd_under_secure_aggregation_keeps_each_clients_spending(
     assert set(spent) == {"silo0", "silo1", "silo2"}
     assert all(0 < value <= 4 + 1e-9 for value in spent.values())
     assert ctx.rounds[1][1]["silo0"]["epsilon_spent"] == spent["silo0"]
+
+
+def test_a_second_sum_of_a_round_over_another_set_of_clients_is_refused() -> None:
+    clients = toy(4)
+    ctx = InProcessContext(clients, 1, model_config=SECURE, datasets=declared(clients))
+    spec = SecAggSpec(enabled=True)
+    everyone = ctx.participants()
+    meta = {"round": 1}
+    first = secure_mean(ctx, everyone, dict(INITIAL), meta, spec, round=1)
+    assert first.weight == sum(c.rows for c in clients.values())
+    # the same round again over the same clients (a server restarted mid-round): every
+    # stage is the same question, answered from the release-once store -- the same sum
+    again = secure_mean(ctx, everyone, dict(INITIAL), meta, spec, round=1)
+    np.testing.assert_allclose(again.arrays["w"], first.arrays["w"], rtol=0, atol=1e-12)
+    assert len(ctx.replayed) == 5 * 4 and all(len(c.fitted) == 1 for c in clients.values())
+    # ... but over 3 of them the difference would be c3's update: the clients refuse
+    with pytest.raises(TaskError, match=re.escape("stopped at task 'fit': 0 client(s)")) as e:
+        secure_mean(ctx, everyone[:3], dict(INITIAL), meta, spec, round=1)
+    assert "would let the server subtract the two sums" in str(e.value)
