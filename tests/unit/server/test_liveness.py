@@ -177,6 +177,28 @@ def test_a_silent_participant_is_offline_within_grace_its_task_fails_and_it_is_s
     assert offline[0].endswith("; its 1 outstanding task failed"), offline
 
 
+def test_a_client_that_hangs_up_a_long_poll_is_silent_from_then_not_from_the_end_of_its_wait(
+    api: httpx.Client, silos: Any, helpers: Any, probe: Any
+) -> None:
+    finish = threading.Event()
+    probe.workflow = lambda ctx: (ctx.wait_for_clients(1), finish.wait(30))
+    sid = helpers.create_session(api, package="probe", clients=1)
+    silo = silos(sid, "gone")
+    assert silo.join().status_code == 201
+    # A 30 s long-poll the client drops after 0.3 s, as a killed process's kernel would.
+    with pytest.raises(httpx.ReadTimeout):
+        silo.http.get(f"{silo.tasks}/next", params={"wait": 30}, headers=silo.headers, timeout=0.3)
+    hung_up = time.monotonic()
+    line = helpers.wait_until(
+        lambda: next((m for m in logs_of(api, sid) if m.startswith("client 'gone' offline")), None),
+        timeout=10,
+        what="the offline line",
+    )
+    assert time.monotonic() - hung_up <= GRACE + SWEEP + SLACK
+    assert line.endswith("; no outstanding task"), line
+    finish.set()
+
+
 def test_a_client_that_heartbeats_through_a_long_task_stays_live(
     thread_server: Any, api: httpx.Client, silos: Any, helpers: Any, probe: Any
 ) -> None:

@@ -280,8 +280,17 @@ def _frame_response(task: PendingTask, heartbeat: float) -> Response:
     return StreamingResponse(pieces(), media_type=OCTET_STREAM, headers=headers)
 
 
+async def _hang_up(request: Request, event: asyncio.Event, gone: list[bool]) -> None:
+    """Wake the long-poll when its client disconnects (a killed client's kernel closes the
+    socket): its silence then counts from now, not from the end of the wait it asked for."""
+    while (await request.receive())["type"] != "http.disconnect":
+        continue  # the (empty or already read) body's last message
+    gone.append(True)
+    event.set()
+
+
 async def deliver_next(
-    engine: SessionEngine, session_id: str, participant_id: str, wait: float
+    engine: SessionEngine, session_id: str, participant_id: str, wait: float, request: Request
 ) -> Response:
     """The long-poll both routes answer with: the participant's next task frame (200, its
     id in :data:`~fedsilo.wire.TASK_ID_HEADER`), 204 after ``wait`` seconds without one, or
@@ -293,6 +302,8 @@ async def deliver_next(
     # period after (it then polls again, or heartbeats while it works on a task).
     liveness.seen(participant_id, session_id, wait)
     event = hub.subscribe(participant_id)
+    gone: list[bool] = []
+    watcher = asyncio.create_task(_hang_up(request, event, gone))
     try:
         while True:
             event.clear()
@@ -307,12 +318,13 @@ async def deliver_next(
             if status.ended:
                 return await run_in_threadpool(_ended, engine.state, session_id)
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or gone:
                 return Response(status_code=204)
-            # Woken by a queued task or by the session ending; either way, look again.
+            # Woken by a queued task, the session ending or the client hanging up.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=remaining)
     finally:
+        watcher.cancel()
         hub.unsubscribe(participant_id, event)
         liveness.seen(participant_id, session_id)
 
@@ -329,7 +341,7 @@ async def next_task(
     ),
 ) -> Response:
     engine: SessionEngine = request.app.state.engine
-    return await deliver_next(engine, session_id, participant.participant_id, wait)
+    return await deliver_next(engine, session_id, participant.participant_id, wait, request)
 
 
 @router.post(
@@ -461,7 +473,7 @@ async def reply_task(
     if wait is None:
         ack = ReplyAck(task_id=task_id, accepted=True)
         return JSONResponse(content=ack.model_dump(mode="json"))
-    return await deliver_next(engine, session_id, participant.participant_id, wait)
+    return await deliver_next(engine, session_id, participant.participant_id, wait, request)
 
 
 __all__ = ["deliver_next", "participant_public", "router"]
