@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,7 +31,7 @@ from fedsilo.server.auth import authenticate
 from fedsilo.server.settings import Settings
 from fedsilo.wire import API_PREFIX
 
-__all__ = ["BodyLimit", "RequestGuard", "body_limit"]
+__all__ = ["BodyLimit", "RequestGuard", "body_limit", "document_bearer_auth"]
 
 #: routes whose body is a frame (arrays), not JSON
 _FRAME_ROUTES = re.compile(
@@ -111,3 +112,23 @@ async def _answer(exc: HTTPException, scope: Scope, receive: Receive, send: Send
         status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers
     )
     await response(scope, receive, send)
+
+
+def document_bearer_auth(app: FastAPI) -> None:
+    """Declare in the OpenAPI what :class:`RequestGuard` enforces: every ``/api/v1``
+    operation needs ``Authorization: Bearer <token>`` (its scopes are in its description)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        cached = app.openapi_schema is not None
+        schema = build()  # FastAPI builds the document once and keeps it
+        if not cached:
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+            for path, operations in schema["paths"].items():
+                if path.startswith(API_PREFIX + "/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

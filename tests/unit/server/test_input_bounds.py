@@ -301,12 +301,14 @@ def openapi(thread_server: Any) -> Iterator[dict[str, Any]]:
 
 def test_every_error_is_declared_with_the_one_error_schema(openapi: dict[str, Any]) -> None:
     assert "HTTPValidationError" not in openapi["components"]["schemas"]
+    assert openapi["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     detail = openapi["components"]["schemas"]["ErrorBody"]["properties"]["detail"]
     assert detail["type"] == "string"
     for path, operations in openapi["paths"].items():
         if not path.startswith("/api/v1"):
             continue
         for method, operation in operations.items():
+            assert operation["security"] == [{"bearer": []}], f"{method.upper()} {path}"
             responses = operation["responses"]
             for code in ("401", "403", "422", "429", "503"):
                 assert code in responses, f"{method.upper()} {path} does not declare {code}"
