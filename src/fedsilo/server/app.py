@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fedsilo import __version__
@@ -31,6 +35,7 @@ from fedsilo.server.api.deps import ParticipantCache
 from fedsilo.server.auth import TokenCache, bootstrap_admin
 from fedsilo.server.datadir import local_path, private_directory
 from fedsilo.server.engine import SessionEngine
+from fedsilo.server.engine.health import EXIT_STORE_UNWRITABLE, STORE_UNAVAILABLE_DETAIL
 from fedsilo.server.engine.relay import MessageRelay
 from fedsilo.server.limits import RequestGuard, document_bearer_auth
 from fedsilo.server.lock import acquire_state_lock
@@ -38,7 +43,7 @@ from fedsilo.server.logs import configure_logging
 from fedsilo.server.metrics import CountingLimiter, metrics_router
 from fedsilo.server.settings import Settings
 from fedsilo.server.state import ArtifactStore, open_store
-from fedsilo.wire import API_PREFIX
+from fedsilo.wire import API_PREFIX, ErrorBody
 
 __all__ = ["create_app", "serve"]
 
@@ -103,9 +108,30 @@ def create_app(settings: Settings) -> FastAPI:
     # Authentication and the body limit come before any route reads the body.
     app.add_middleware(RequestGuard, settings=settings)
 
-    @app.get("/healthz", tags=["health"], dependencies=[Depends(public())])
-    def healthz() -> dict[str, str]:
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        dependencies=[Depends(public())],
+        responses={503: {"model": ErrorBody, "description": "the state store refuses writes"}},
+    )
+    def healthz(request: Request) -> dict[str, str]:
+        engine: SessionEngine | None = getattr(request.app.state, "engine", None)
+        problem = engine.health.problem if engine is not None else None
+        if problem is not None:
+            raise HTTPException(status_code=503, detail=f"Unhealthy: {problem}.")
         return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(InternalError)
+    async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+        # The disk is full, the file read-only, the database server gone: the request may
+        # succeed later, so 503, never a bare 500 (and never the SQL, which may hold values).
+        engine: SessionEngine | None = getattr(request.app.state, "engine", None)
+        if engine is not None:
+            engine.health.request_failed(exc)
+        logger.error("state store error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(status_code=503, content={"detail": STORE_UNAVAILABLE_DETAIL})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -180,8 +206,9 @@ def serve(settings: Settings) -> None:
         probe.release()
     # JSON: uvicorn's loggers propagate to the root handler instead of their own text ones.
     log_config: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -192,3 +219,24 @@ def serve(settings: Settings) -> None:
         ssl_keyfile=str(settings.tls_key) if settings.tls_key is not None else None,
         **log_config,
     )
+    server = uvicorn.Server(config)
+    threading.Thread(target=_exit_on_fatal, args=(app, server), daemon=True).start()
+    server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: the server did not start (its log says why)
+    engine: SessionEngine | None = getattr(app.state, "engine", None)
+    if engine is not None and engine.health.fatal.is_set():
+        # Sessions stay active in the store: a restarted server resumes them.
+        raise SystemExit(EXIT_STORE_UNWRITABLE)
+
+
+def _exit_on_fatal(app: FastAPI, server: Any) -> None:
+    """Stop the server once its engine gave up on the state store (``serve`` then exits
+    with :data:`~fedsilo.server.engine.health.EXIT_STORE_UNWRITABLE`)."""
+    while not server.should_exit:
+        engine: SessionEngine | None = getattr(app.state, "engine", None)
+        if engine is not None and engine.health.fatal.wait(timeout=0.5):
+            server.should_exit = True
+            return
+        if engine is None:
+            time.sleep(0.1)
