@@ -49,8 +49,9 @@ def run_sgd(ctx: SessionContext, model_config: GLMModelConfig, data_config: GLMD
 
     Round 0 asks every client for its ``target_summary`` (the intercept-only start, unless
     ``strategy.params.initial_parameters`` gives one, and the pooled weight sum the
-    scikit-learn export needs). The rounds then run on :func:`fedsilo.workflows.run_rounds`;
-    the last round's model is saved.
+    scikit-learn export needs) -- except under differential privacy or secure aggregation,
+    which start from zeros with the declared row count. The rounds then run on
+    :func:`fedsilo.workflows.run_rounds`; the last round's model is saved.
     """
     family = model_config.family()
     k = 1 + len(data_config.predictors)
@@ -62,8 +63,9 @@ def run_sgd(ctx: SessionContext, model_config: GLMModelConfig, data_config: GLMD
     privacy = model_config.differential_privacy_params
 
     def start(participants: Sequence[Participant]) -> Start:
-        if privacy is not None:
-            # No exact target sums under DP: start from zeros, normalise by the row count.
+        if privacy is not None or model_config.secure_aggregation.enabled:
+            # No exact target sums under DP, nor under secure aggregation (they would be each
+            # silo's own sums, in clear): start from zeros, normalise by the row count.
             weight_sum = float(sum(p.dataset.train_rows for p in participants))
             return Start(strategy.initial_arrays({"beta": np.zeros(k)}), {"weight_sum": weight_sum})
         beta, weight_sum = intercept_only_start(ctx, participants, family, k)
