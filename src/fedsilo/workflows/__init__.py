@@ -2,6 +2,9 @@
 
 * :mod:`fedsilo.workflows.rounds` -- the strategy-driven round loop of horizontal federated
   learning (:func:`run_rounds`), which ffnet and glm's ``sgd`` solver run;
+* :mod:`fedsilo.workflows.secure` -- a round's fit under secure aggregation (the server
+  decodes only the weighted mean of the updates), which the round loop runs when
+  ``model_config["secure_aggregation"]["enabled"]``;
 * :mod:`fedsilo.workflows.metrics` -- pooled federated metrics, reduced by metric name;
 * :mod:`fedsilo.workflows.selection` -- best-model selection across rounds.
 
