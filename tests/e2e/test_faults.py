@@ -7,22 +7,36 @@ refused while a server runs and, offline, makes a token the next server accepts;
 is the server's alone (0700 / 0600) and its log never shows a generated admin token; JSON logs
 are one object a line. Every process is started by ``fedsilo.runners.local`` or
 ``subprocess`` and stopped by its pid.
+
+Liveness and the store (items 2 and 3): a ``fedsilo client train`` process killed with
+SIGKILL mid-session is noticed within the grace period and the other clients finish the
+session without waiting on it; a server whose disk fills up (a real tmpfs, filled) exits with
+status 75 without failing the session, and restarted with the space back resumes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy
 
-from fedsilo.runners.local import ServerProcess, free_port, start_server
+from fedsilo import connect
+from fedsilo.data.synth import write_sample_data
+from fedsilo.runners.local import ServerProcess, free_port, start_client, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -215,3 +229,188 @@ def test_json_logs_are_one_object_a_line(tmp_path: Path) -> None:
     loggers = {entry["logger"] for entry in entries}
     assert "uvicorn.error" in loggers and "fedsilo.server" in loggers
     assert token not in log.read_text()
+
+
+# ---------------------------------------------------------------- liveness and the store
+
+#: the grace period of the liveness tests (FEDSILO_PARTICIPANT_GRACE), seconds
+GRACE_S = 3.0
+#: slack for a loaded machine on top of grace + one sweep (a quarter of the grace, at most 1 s)
+LIVENESS_SLACK_S = 3.0
+FFNET_CONFIG: dict[str, Any] = {
+    "strategy": {
+        "name": "FedAvg",
+        "params": {"min_fit_clients": 2, "min_eval_clients": 2, "accept_failures": True},
+    },
+    "model": {"params": {"input_size": 15, "hidden_layer_sizes": [8], "output_size": 2}},
+    "ml_task": {"type": "classification", "params": {}},
+    "optimizer": {"name": "SGD", "params": {"learning_rate": 0.2}},
+    "save_best_model": None,
+}
+FFNET_DATA = {"predictors": [f"x{i}" for i in range(15)], "target": "y"}
+
+
+def session_round(data_dir: Path) -> int:
+    """The session's round as the server last wrote it (0 before the first checkpoint)."""
+    with contextlib.closing(sqlite3.connect(data_dir / "fedsilo.db", timeout=30)) as conn:
+        row = conn.execute("SELECT round FROM sessions").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_for_round(data_dir: Path, target: int, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while session_round(data_dir) < target:
+        assert time.monotonic() < deadline, f"the session never reached round {target}"
+        time.sleep(0.05)
+
+
+def ffnet_session(server: ServerProcess, token: str, clients: int, rounds: int) -> str:
+    with connect(server.url, token) as sdk:
+        session = sdk.create_fl_session(
+            name="faults",
+            description="",
+            min_num_clients=clients,
+            num_rounds=rounds,
+            package_name="ffnet",
+            model_config=FFNET_CONFIG,
+            data_config=FFNET_DATA,
+        )
+        return str(session.start().id)
+
+
+def test_a_killed_client_is_noticed_within_the_grace_period_and_skipped(
+    tmp_path: Path, scoped_tokens: Any
+) -> None:
+    files = write_sample_data(tmp_path / "data")
+    env = {"FEDSILO_PARTICIPANT_GRACE": f"{GRACE_S:g}"}
+    data_dir = tmp_path / "server"
+    rounds = 8
+    with start_server(data_dir, env=env, log_path=tmp_path / "server.log") as server:
+        token = scoped_tokens.analyst(server.url, server.admin_token)
+        session_id = ffnet_session(server, token, clients=3, rounds=rounds)
+        silos = {"silo0": "train_silo0", "silo1": "train_silo1", "silo2": "train_silo0"}
+        clients = {
+            name: start_client(
+                session_id,
+                str(files[f"{table}.parquet"]),
+                str(files["test.parquet"]),
+                256,
+                name,
+                server.url,
+                scoped_tokens.client(server.url, server.admin_token, name),
+                log_path=tmp_path / f"{name}.log",
+            )
+            for name, table in silos.items()
+        }
+        try:
+            wait_for_round(data_dir, 2)
+            killed_at = datetime.now(UTC)
+            assert clients["silo2"].kill() == -9
+            with connect(server.url, token) as sdk:
+                session = sdk.fl_session(session_id)
+                # Minutes before the fix (the task timeout, per round); seconds now.
+                session.wait(timeout=120, progress=False)
+                assert [clients[n].wait(timeout=60) for n in ("silo0", "silo1")] == [0, 0]
+                metrics = session.metrics().as_dict()
+                logs = session.logs()
+        finally:
+            for client in clients.values():
+                client.stop()
+    assert len(metrics["federated_metrics"]) == rounds
+    offline = [line for line in logs if line.message.startswith("client 'silo2' offline: ")]
+    assert len(offline) == 1, [line.message for line in logs]
+    at = offline[0].time if offline[0].time.tzinfo else offline[0].time.replace(tzinfo=UTC)
+    noticed = (at - killed_at).total_seconds()
+    assert noticed <= GRACE_S + 1.0 + LIVENESS_SLACK_S, (noticed, offline[0].message)
+    # Every later round went on with the two others, failing silo2's tasks at once.
+    skipped = [line.message for line in logs if "failed on 1 client(s): silo2: " in line.message]
+    assert skipped, [line.message for line in logs]
+    assert all("offline" in message for message in skipped), skipped
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB tmpfs (root only: skipped where mounting is not allowed), unmounted after."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip() or made.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_disk(mount: Path) -> Path:
+    """Write a file until the disk is full; returns it (delete it to give the space back)."""
+    filler = mount / "filler"
+    size = 1 << 20
+    with filler.open("wb", buffering=0) as handle:
+        while size:
+            try:
+                handle.write(b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                size //= 2
+    return filler
+
+
+def test_a_full_disk_makes_the_server_exit_non_zero_and_a_restart_with_space_resumes(
+    tmp_path: Path, small_disk: Path, scoped_tokens: Any
+) -> None:
+    files = write_sample_data(tmp_path / "data")
+    data_dir = small_disk / "server"
+    env = {"FEDSILO_STORE_RETRY_TIMEOUT": "2"}
+    rounds = 10
+    server = start_server(data_dir, env=env, log_path=tmp_path / "server1.log")
+    port = server.port
+    token = scoped_tokens.analyst(server.url, server.admin_token)
+    clients = []
+    try:
+        session_id = ffnet_session(server, token, clients=2, rounds=rounds)
+        clients = [
+            start_client(
+                session_id,
+                str(files[f"train_silo{i}.parquet"]),
+                str(files["test.parquet"]),
+                256,
+                f"silo{i}",
+                server.url,
+                scoped_tokens.client(server.url, server.admin_token, f"silo{i}"),
+                log_path=tmp_path / f"client{i}.log",
+            )
+            for i in range(2)
+        ]
+        wait_for_round(data_dir, 2)
+        filler = fill_disk(small_disk)
+        # The next checkpoint meets the full disk: unhealthy, then the server gives up.
+        code = server.wait(timeout=60)
+        assert code == 75, server.log_tail()
+        log = (tmp_path / "server1.log").read_text()
+        assert "the state store refuses writes" in log and "giving up" in log, log[-2000:]
+        stopped_at = session_round(data_dir)
+        assert 2 <= stopped_at < rounds
+        # Not failed: the session stays running in the store, to resume.
+        with contextlib.closing(sqlite3.connect(data_dir / "fedsilo.db")) as conn:
+            assert conn.execute("SELECT status FROM sessions").fetchone() == ("running",)
+
+        filler.unlink()  # space is back: a supervisor's restart resumes the session
+        server = start_server(data_dir, port=port, env=env, log_path=tmp_path / "server2.log")
+        with connect(server.url, token) as sdk:
+            session = sdk.fl_session(session_id)
+            session.wait(timeout=240, progress=False)
+            assert [c.wait(timeout=60) for c in clients] == [0, 0]
+            metrics = session.metrics().as_dict()
+            logs = [line.message for line in session.logs()]
+        assert len(metrics["federated_metrics"]) == rounds
+        assert any(m.startswith("resuming from the checkpoint of round") for m in logs), logs
+    finally:
+        for client in clients:
+            client.stop()
+        server.stop()
