@@ -76,7 +76,7 @@ QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print no progress lines, only errors.")
 ]
 
-__all__ = ["app", "eda", "join", "log", "prl", "train", "version"]
+__all__ = ["app", "eda", "join", "log", "prl", "train", "version", "vfl_predict", "vfl_train"]
 
 app = typer.Typer(
     rich_markup_mode="markdown",
@@ -268,6 +268,150 @@ def prl(
         reconnect_timeout=reconnect_timeout,
         log_interval=log_interval,
         remove_after_complete=remove_after_complete,
+    )
+
+
+@app.command("vfl-train")
+def vfl_train(
+    session: SessionOption,
+    train_path: Annotated[
+        str,
+        typer.Option(
+            "--train-path",
+            help="Training table (the one linked in the PRL session): .parquet/.pq or .csv; "
+            "a local path or an fsspec URL.",
+        ),
+    ],
+    test_path: Annotated[
+        str,
+        typer.Option(
+            "--test-path",
+            help="Test table (the one linked in the PRL session); the active party reports "
+            "each round's metrics on its aligned rows.",
+        ),
+    ],
+    storage_path: Annotated[
+        str,
+        typer.Option(
+            "--storage-path",
+            help="Local folder where this party keeps its part of the network (a checkpoint "
+            "per round, under <session>-<client name>/); it never leaves this machine.",
+        ),
+    ],
+    client_name: Annotated[
+        str,
+        typer.Option(
+            "--client-name",
+            help="This client's name: the one it had in the PRL session, and a key of the "
+            "session's data_config.",
+        ),
+    ],
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Mini-batch size; the label client's is used by every party.",
+        ),
+    ] = 1024,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    poll_wait: PollWaitOption = 30.0,
+    reconnect_timeout: ReconnectTimeoutOption = 300.0,
+    threads: ThreadsOption = 1,
+    quiet: QuietOption = False,
+    log_interval: LogIntervalOption = 0.0,
+    remove_after_complete: RemoveAfterCompleteOption = False,
+) -> None:
+    """Join a VFL training session (SplitNN) as one party.
+
+    Run with the state directory and client name of the PRL session: the tables are checked
+    against the digests kept from it. Only embeddings (passive party) or their gradients
+    (active party) leave the silo, sealed to the other party. Exits 0 when the session
+    completes, 6 with the server's reason when it fails or is canceled.
+    """
+    _set_threads(threads)
+    _run(
+        url,
+        token,
+        quiet,
+        session_id=session,
+        client_name=client_name,
+        tables={"train": train_path, "test": test_path},
+        batch_size=batch_size,
+        poll_wait=poll_wait,
+        reconnect_timeout=reconnect_timeout,
+        log_interval=log_interval,
+        remove_after_complete=remove_after_complete,
+        package_options={"storage_path": storage_path},
+    )
+
+
+@app.command("vfl-predict")
+def vfl_predict(
+    session: SessionOption,
+    dataset_path: Annotated[
+        str,
+        typer.Option(
+            "--dataset-path",
+            help="The table to predict: the test table linked in the PRL session.",
+        ),
+    ],
+    storage_path: Annotated[
+        str,
+        typer.Option(
+            "--storage-path",
+            help="Active party: the CSV file the predictions are written to. Passive party: "
+            "ignored (it writes nothing).",
+        ),
+    ],
+    client_name: Annotated[
+        str,
+        typer.Option(
+            "--client-name",
+            help="This client's name, as in the training session (its model part is found "
+            "through this client's state directory).",
+        ),
+    ],
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Rows per embedding message.")
+    ] = 1024,
+    raw_output: Annotated[
+        bool,
+        typer.Option(
+            "--raw-output",
+            help="Write the label model's raw outputs (logits) instead of class probabilities.",
+        ),
+    ] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    poll_wait: PollWaitOption = 30.0,
+    reconnect_timeout: ReconnectTimeoutOption = 300.0,
+    threads: ThreadsOption = 1,
+    quiet: QuietOption = False,
+    log_interval: LogIntervalOption = 0.0,
+    remove_after_complete: RemoveAfterCompleteOption = False,
+) -> None:
+    """Join a VFL prediction session as one party: the active party writes one CSV row per
+    aligned record (its id columns, then the predictions) at --storage-path.
+
+    Exits 0 when the session completes, 6 with the server's reason when it fails or is
+    canceled.
+    """
+    _set_threads(threads)
+    _run(
+        url,
+        token,
+        quiet,
+        session_id=session,
+        client_name=client_name,
+        tables={"test": dataset_path},
+        batch_size=batch_size,
+        poll_wait=poll_wait,
+        reconnect_timeout=reconnect_timeout,
+        log_interval=log_interval,
+        remove_after_complete=remove_after_complete,
+        package_options={"storage_path": storage_path, "raw_output": raw_output},
     )
 
 

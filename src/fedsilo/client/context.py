@@ -12,8 +12,9 @@ for it, the peers, or sealing before then raises.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fedsilo.client.keys import KeyPair, decode_public_key, open_sealed, seal
 from fedsilo.errors import SealError
@@ -38,11 +39,19 @@ class ClientContext:
         This participant's own key pair (from its state directory).
     state_dir : Path
         A directory private to this participant of this session.
+    package_options : mapping, optional
+        What the operator set for the session's package (:attr:`package_options`).
     """
 
     def __init__(
-        self, connection: Connection, client_name: str, keys: KeyPair, state_dir: Path
+        self,
+        connection: Connection,
+        client_name: str,
+        keys: KeyPair,
+        state_dir: Path,
+        package_options: Mapping[str, Any] | None = None,
     ) -> None:
+        self._package_options = dict(package_options or {})
         self._connection = connection
         self._client_name = client_name
         self._keys = keys
@@ -80,6 +89,10 @@ class ClientContext:
     @property
     def abort(self) -> threading.Event:
         return self._abort
+
+    @property
+    def package_options(self) -> Mapping[str, Any]:
+        return self._package_options
 
     @property
     def keys(self) -> KeyPair:

@@ -134,6 +134,9 @@ class ClientRuntime:
         Once the session completes, remove this participant's state for it (key pair,
         credential, released replies); its log stays. A failed or canceled session keeps
         its state, to debug or rejoin.
+    package_options : mapping, optional
+        Settings for the session's package, handed to its executor
+        (``ExecutorContext.package_options``; VFL: ``storage_path``, ``raw_output``).
 
     Attributes
     ----------
@@ -163,6 +166,7 @@ class ClientRuntime:
         mods: Sequence[Mod] = (),
         log_interval: float = 0.0,
         remove_after_complete: bool = False,
+        package_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not SESSION_ID_PATTERN.match(session_id):
             raise ConfigError(
@@ -227,6 +231,7 @@ class ClientRuntime:
         self._credentials = CredentialFile(keys_dir / f"{client_name}.credential")
         self._mods = list(mods)
         self._context: ClientContext | None = None
+        self.package_options = dict(package_options or {})
         self.log = ClientLog(log_path(self.state_dir, session_id, client_name))
         self.log_interval = log_interval
         self.remove_after_complete = remove_after_complete
@@ -283,7 +288,11 @@ class ClientRuntime:
         if self._context is None:
             keys = KeyPair.load_or_create(self._key_path)
             self._context = ClientContext(
-                self.connection, self.client_name, keys, self._replies.folder / "executor"
+                self.connection,
+                self.client_name,
+                keys,
+                self._replies.folder / "executor",
+                self.package_options,
             )
         return self._context
 

@@ -122,6 +122,12 @@ class SessionContext(Protocol):
         """Persist the session's model (the one ``GET /model`` serves)."""
         ...
 
+    def load_model(self, session_id: str) -> tuple[Arrays, dict[str, Any]] | None:
+        """Another session's saved model: its arrays and header (``meta``,
+        ``model_config``, ``data_config``, ...), or None when it saved none. A VFL session
+        reads its PRL session's alignment and, to predict, its training session's record."""
+        ...
+
     def log(self, message: str) -> None:
         """Record a line in the session's log."""
         ...

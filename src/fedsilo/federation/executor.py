@@ -86,6 +86,12 @@ class ExecutorContext(Protocol):
     @property
     def exchange(self) -> FastExchange: ...
 
+    @property
+    def package_options(self) -> Mapping[str, Any]:
+        """What the silo's operator set for the session's package on the command line
+        (VFL: ``storage_path``, ``raw_output``); empty when nothing was set."""
+        ...
+
     def peers(self) -> list[Participant]:
         """The session's participants with their public keys (this one included)."""
         ...

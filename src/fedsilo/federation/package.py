@@ -171,6 +171,7 @@ REGISTRY: dict[str, str] = {
     "glm": "fedsilo.packages.glm",
     "linear_inference": "fedsilo.packages.linear_inference",
     "prl": "fedsilo.packages.prl",
+    "splitnn": "fedsilo.packages.splitnn",
 }
 
 

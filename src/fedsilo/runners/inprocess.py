@@ -91,6 +91,8 @@ class InProcessContext(AskMixin):
         this context, removed with it.
     mods : sequence of Mod, optional
         Further client mods inside release-once, outermost first (as the client runtime's).
+    models : mapping of session id to (arrays, header), optional
+        Other sessions' saved models, for :meth:`load_model` (a VFL session's PRL alignment).
     """
 
     def __init__(
@@ -107,8 +109,10 @@ class InProcessContext(AskMixin):
         datasets: Mapping[str, DatasetSummary] | None = None,
         state_dir: Path | None = None,
         mods: Sequence[Mod] = (),
+        models: Mapping[str, tuple[dict[str, np.ndarray], dict[str, Any]]] | None = None,
     ) -> None:
         self.executors = executors
+        self.models = dict(models or {})
         self.session = SessionInfo(
             _SESSION_ID,
             "in-process",
@@ -283,6 +287,9 @@ class InProcessContext(AskMixin):
     def save_model(self, arrays: Mapping[str, Any], meta: Mapping[str, Any], round: int) -> None:
         json.dumps(dict(meta), allow_nan=False)
         self.saved = ({k: np.asarray(v) for k, v in arrays.items()}, dict(meta), round)
+
+    def load_model(self, session_id: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        return self.models.get(session_id)
 
     def log(self, message: str) -> None:
         self.logs.append(message)

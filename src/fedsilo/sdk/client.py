@@ -262,6 +262,103 @@ class Client:
         public = SessionPublic.model_validate(self._api.post_json("/sessions", body))
         return PrlSession(self._api, public)
 
+    def create_vfl_session(
+        self,
+        name: str,
+        description: str = "",
+        *,
+        prl_session_id: str,
+        vfl_mode: str = "train",
+        training_session_id: str | None = None,
+        min_num_clients: int | None = None,
+        num_rounds: int = 1,
+        package_name: str = "ffnet",
+        data_config: Mapping[str, Any] | None = None,
+        model_config: Mapping[str, Any] | None = None,
+        startup_mode: str | None = None,
+    ) -> Session:
+        """Create a vertical federated learning session (SplitNN; status ``created``).
+
+        Train (``vfl_mode="train"``): the parties linked by PRL session ``prl_session_id``
+        train a split network, each joining with ``fedsilo client vfl-train --session ID
+        --train-path P --test-path Q --batch-size N --storage-path DIR --client-name NAME``;
+        ``session.metrics().as_dict()`` has each round's loss and the active party's test
+        metrics. Predict (``vfl_mode="predict"``, ``training_session_id``): each party joins
+        with ``fedsilo client vfl-predict --session ID --dataset-path P --storage-path FILE
+        --client-name NAME``; the active party writes the predictions at its FILE.
+
+        Parameters
+        ----------
+        name, description : str
+        prl_session_id : str
+            A completed PRL session over these clients' tables.
+        vfl_mode : {"train", "predict"}
+        training_session_id : str, optional
+            Predict only: the completed training session.
+        min_num_clients : int, optional
+            Default: the number of clients in ``data_config``.
+        num_rounds : int
+            Training rounds (passes over the aligned rows); 1 for predict.
+        package_name : str
+            ``"ffnet"`` (the seed's spelling, ``"iai_ffnet"`` too) or ``"splitnn"``: VFL
+            sessions run the ``splitnn`` package, ffnet's split form.
+        data_config : mapping
+            ``{client_name: {"label_client": bool, "predictors": [...], "target": str or
+            None}}``; exactly one label client.
+        model_config : mapping, optional
+            Train: the seed's (``strategy`` SplitNN, ``model.feature_models`` per client,
+            ``model.label_model``, ``ml_task``, ``optimizer``, ``seed``). Predict: none (the
+            training session's network is used).
+        startup_mode : str, optional
+            Accepted for the seed's notebooks; fedsilo clients always start externally.
+
+        Returns
+        -------
+        Session
+
+        Raises
+        ------
+        ValueError
+            An unknown ``vfl_mode`` or ``package_name``, or no ``data_config`` clients.
+        ValidationError
+            When the server rejects a field; ``detail`` names it.
+        """
+        if vfl_mode not in ("train", "predict"):
+            raise ValueError(
+                f"The 'vfl_mode' parameter must be 'train' or 'predict'. Got {vfl_mode!r}."
+            )
+        if package_name not in ("ffnet", "iai_ffnet", "splitnn"):
+            raise ValueError(
+                "The 'package_name' parameter of a VFL session must be 'ffnet' (its split "
+                f"network, package splitnn) or 'splitnn'. Got {package_name!r}."
+            )
+        clients = dict(data_config or {})
+        if not clients:
+            raise ValueError(
+                "The 'data_config' parameter must name each client's predictors, e.g. "
+                '{"active_client": {"label_client": true, "predictors": ["x0"], "target": '
+                f'"y"}}, ...}}. Got {data_config!r}.'
+            )
+        config: dict[str, Any] = {
+            **dict(model_config or {}),
+            "vfl_mode": vfl_mode,
+            "prl_session_id": prl_session_id,
+        }
+        if training_session_id is not None:
+            config["training_session_id"] = training_session_id
+        body = {
+            "name": name,
+            "description": description,
+            "kind": SessionKind.vfl.value,
+            "package_name": "splitnn",
+            "min_num_clients": min_num_clients if min_num_clients is not None else len(clients),
+            "num_rounds": num_rounds if vfl_mode == "train" else 1,
+            "model_config": config,
+            "data_config": clients,
+        }
+        public = SessionPublic.model_validate(self._api.post_json("/sessions", body))
+        return Session(self._api, public)
+
     def fl_session(self, session_id: str) -> Session:
         """A handle on an existing session.
 

@@ -1,0 +1,112 @@
+"""Sealed per-batch messages between the parties of a split network.
+
+Embeddings (passive -> active) and their gradients (active -> passive) travel over the fast
+exchange (:class:`~fedsilo.federation.FastExchange`: the server's memory, never its
+database), each one a codec frame sealed to its recipient with the participants' X25519 join
+keys (:meth:`~fedsilo.federation.ExecutorContext.seal`), so the server relays bytes it
+cannot read. The frame's header -- inside the seal, so authenticated -- names what the
+message is (``kind``, ``round``, ``batch``); the exchange's tag repeats it in the clear only
+for logs, and is never trusted.
+
+A message of an earlier round (left over from a round the server resent after a failure)
+is dropped; one of a later step than awaited is kept until it is awaited.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fedsilo.errors import TaskError, WaitTimeout
+from fedsilo.federation import ExecutorContext, Sealed
+from fedsilo.wire import Arrays, decode_frame, encode_frame
+
+__all__ = ["RECEIVE_TIMEOUT_S", "PeerChannel"]
+
+#: seconds a party waits for a peer's message before the round fails: covers a peer's
+#: slowest batch (a wide embedding on a busy CPU) with a wide margin, yet shows a dead peer
+RECEIVE_TIMEOUT_S = 600.0
+# Each receive long-polls at most this long, so an aborted session is noticed promptly.
+_POLL_S = 2.0
+
+Key = tuple[str, str, int, int]  # (sender, kind, round, batch)
+
+
+class PeerChannel:
+    """One party's sealed messages to and from the others, for one session.
+
+    Parameters
+    ----------
+    context : ExecutorContext
+        The client runtime's: sealing, the exchange, the abort signal.
+    timeout : float
+        Seconds :meth:`receive` waits for the messages it awaits.
+    """
+
+    def __init__(self, context: ExecutorContext, timeout: float = RECEIVE_TIMEOUT_S) -> None:
+        self._context = context
+        self.timeout = timeout
+        self._held: dict[Key, Arrays] = {}
+        #: bytes sent and received (sealed payloads), for the bench and the logs
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def send(
+        self, to: str, kind: str, server_round: int, batch: int, arrays: Mapping[str, Any]
+    ) -> None:
+        """Seal ``arrays`` to participant ``to`` and send them."""
+        frame = encode_frame(dict(arrays), {"kind": kind, "round": server_round, "batch": batch})
+        sealed = self._context.seal(to, frame)
+        self._context.exchange.send(to, sealed.ciphertext, tag=f"{kind}:{server_round}:{batch}")
+        self.bytes_sent += len(sealed.ciphertext)
+
+    def receive(
+        self, senders: Sequence[str], kind: str, server_round: int, batch: int
+    ) -> dict[str, Arrays]:
+        """The message ``(kind, server_round, batch)`` of each of ``senders``.
+
+        Raises
+        ------
+        TaskError
+            When one does not come within :attr:`timeout` seconds, the session is aborted,
+            or a message cannot be opened (not sealed to this party by that sender).
+        """
+        wanted = {(s, kind, server_round, batch) for s in senders}
+        found = {key[0]: self._held.pop(key) for key in list(wanted) if key in self._held}
+        deadline = time.monotonic() + self.timeout
+        while len(found) < len(wanted):
+            if self._context.abort.is_set():
+                raise TaskError("the session ended while waiting for a peer's message")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = sorted(set(senders) - set(found))
+                raise TaskError(
+                    f"no {kind!r} message of round {server_round}, batch {batch} from "
+                    f"participant(s) {missing} within {self.timeout:g} s"
+                )
+            try:
+                sender, _, payload = self._context.exchange.receive(timeout=min(_POLL_S, left))
+            except WaitTimeout:
+                continue
+            self.bytes_received += len(payload)
+            arrays, header = self._open(sender, payload)
+            key = (sender, str(header.get("kind")), int(header["round"]), int(header["batch"]))
+            if key in wanted:
+                found[sender] = arrays
+            elif key[2] >= server_round:
+                self._held[key] = arrays
+            # else: a message of an earlier round, sent before that round was resent: dropped
+        return found
+
+    def _open(self, sender: str, payload: bytes) -> tuple[Arrays, dict[str, Any]]:
+        try:
+            plaintext = self._context.open(Sealed(sender=sender, ciphertext=payload))
+            arrays, header = decode_frame(plaintext)
+        except Exception as exc:
+            raise TaskError(
+                f"a fast-exchange message from participant {sender} could not be opened: {exc}"
+            ) from exc
+        if not isinstance(header, dict) or not {"kind", "round", "batch"} <= set(header):
+            raise TaskError(f"a message from participant {sender} has no kind, round and batch")
+        return arrays, header
