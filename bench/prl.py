@@ -151,6 +151,14 @@ def run_fedsilo(
             assert public.ended_at is not None
             protocol_s = (public.ended_at - joined).total_seconds()
             overlap_stats = prl.metrics().as_dict()["client_metrics"]
+            # Phases from the session's log: ids checked and agreed ("linking"), then the
+            # PSI done ("shared records"), relative to the last join.
+            phases = {
+                key: round((line.time - joined).total_seconds(), 3)
+                for line in prl.logs()
+                for key, start in (("agreed_s", "linking"), ("intersected_s", "shared records"))
+                if line.message.startswith(start)
+            }
     finally:
         stop_all()
         server.stop()
@@ -164,6 +172,7 @@ def run_fedsilo(
         "shared": expected,
         "end_to_end_s": round(end_to_end, 3),
         "protocol_s": round(protocol_s, 3),
+        "phases_after_last_join": phases,
         "client_peak_rss_mb": {
             name: round(peaks.get(proc.pid, float("nan")), 1)
             for name, proc in zip(NAMES, procs, strict=True)
