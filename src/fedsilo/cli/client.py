@@ -75,6 +75,18 @@ ThreadsOption = Annotated[
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print no progress lines, only errors.")
 ]
+PolicyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--policy",
+        # fedsilo.client.policy.POLICY_ENV (not imported: the CLI starts without pydantic)
+        envvar="FEDSILO_CLIENT_POLICY",
+        help="The data owner's policy file (TOML: min_rows, max_epsilon, require_dp, "
+        "require_secure_aggregation, allowed_packages, approved_package_digests), enforced "
+        "before joining and on every release; a refusal names its rule.",
+        show_default=False,
+    ),
+]
 
 __all__ = ["app", "eda", "join", "log", "prl", "train", "version", "vfl_predict", "vfl_train"]
 
@@ -124,6 +136,7 @@ def train(
     quiet: QuietOption = False,
     log_interval: LogIntervalOption = 0.0,
     remove_after_complete: RemoveAfterCompleteOption = False,
+    policy: PolicyOption = None,
 ) -> None:
     """Join a session with this silo's data, work on its tasks, exit when it ends.
 
@@ -145,6 +158,7 @@ def train(
         reconnect_timeout=reconnect_timeout,
         log_interval=log_interval,
         remove_after_complete=remove_after_complete,
+        policy=policy,
     )
 
 
@@ -182,6 +196,7 @@ def eda(
     quiet: QuietOption = False,
     log_interval: LogIntervalOption = 0.0,
     remove_after_complete: RemoveAfterCompleteOption = False,
+    policy: PolicyOption = None,
 ) -> None:
     """Join an EDA session with one dataset: send its per-column aggregates, never rows.
 
@@ -205,6 +220,7 @@ def eda(
         reconnect_timeout=reconnect_timeout,
         log_interval=log_interval,
         remove_after_complete=remove_after_complete,
+        policy=policy,
     )
 
 
@@ -243,6 +259,7 @@ def prl(
     quiet: QuietOption = False,
     log_interval: LogIntervalOption = 0.0,
     remove_after_complete: RemoveAfterCompleteOption = False,
+    policy: PolicyOption = None,
 ) -> None:
     """Join a private record linkage session: find the records this silo shares with the
     others without sending an id.
@@ -268,6 +285,7 @@ def prl(
         reconnect_timeout=reconnect_timeout,
         log_interval=log_interval,
         remove_after_complete=remove_after_complete,
+        policy=policy,
     )
 
 
@@ -322,6 +340,7 @@ def vfl_train(
     quiet: QuietOption = False,
     log_interval: LogIntervalOption = 0.0,
     remove_after_complete: RemoveAfterCompleteOption = False,
+    policy: PolicyOption = None,
 ) -> None:
     """Join a VFL training session (SplitNN) as one party.
 
@@ -343,6 +362,7 @@ def vfl_train(
         reconnect_timeout=reconnect_timeout,
         log_interval=log_interval,
         remove_after_complete=remove_after_complete,
+        policy=policy,
         package_options={"storage_path": storage_path},
     )
 
@@ -391,6 +411,7 @@ def vfl_predict(
     quiet: QuietOption = False,
     log_interval: LogIntervalOption = 0.0,
     remove_after_complete: RemoveAfterCompleteOption = False,
+    policy: PolicyOption = None,
 ) -> None:
     """Join a VFL prediction session as one party: the active party writes one CSV row per
     aligned record (its id columns, then the predictions) at --storage-path.
@@ -411,6 +432,7 @@ def vfl_predict(
         reconnect_timeout=reconnect_timeout,
         log_interval=log_interval,
         remove_after_complete=remove_after_complete,
+        policy=policy,
         package_options={"storage_path": storage_path, "raw_output": raw_output},
     )
 
@@ -454,6 +476,7 @@ def join(
     quiet: QuietOption = False,
     log_interval: LogIntervalOption = 0.0,
     remove_after_complete: RemoveAfterCompleteOption = False,
+    policy: PolicyOption = None,
 ) -> None:
     """Join any session with the tables its package reads, given by role.
 
@@ -486,6 +509,7 @@ def join(
         reconnect_timeout=reconnect_timeout,
         log_interval=log_interval,
         remove_after_complete=remove_after_complete,
+        policy=policy,
     )
 
 
@@ -547,16 +571,21 @@ def log(
 def _run(url: str | None, token: str | None, quiet: bool, **options: Any) -> None:
     """Run one participant to the end of its session; a session that did not complete is
     a :class:`~fedsilo.errors.SessionError` (exit 6)."""
+    from fedsilo.client.policy import load_policy
     from fedsilo.client.runtime import ClientRuntime
     from fedsilo.errors import SessionError
     from fedsilo.wire import SessionStatus
+
+    # Read before connecting: a policy file in error stops the client before anything.
+    policy_path = options.pop("policy", None)
+    policy = load_policy(policy_path) if policy_path else None
 
     def progress(line: str) -> None:
         if not quiet:
             typer.echo(f"[{time.strftime('%H:%M:%S')}] {line}")
 
     with open_api(url, token) as api:
-        runtime = ClientRuntime(api, on_event=progress, **options)
+        runtime = ClientRuntime(api, on_event=progress, policy=policy, **options)
         status = runtime.run()
     if status is not SessionStatus.completed:
         reason = runtime.ended.reason if runtime.ended is not None else None

@@ -8,15 +8,18 @@ first::
 
     release_once(store)        a question answered before gets the same bytes again
       accounting(hook)         sees every *new* release (DP budget bookkeeping)
-        secure_aggregation     answers the secagg.* stages, masks fit replies
-          the executor         handle(kind, meta, arrays)
+        policy.gate            the data owner's policy on the task as sent (policy.py)
+          secure_aggregation   answers the secagg.* stages, masks fit replies
+            policy.check_release  the policy on the executor's reply (rows, epsilon)
+              the executor     handle(kind, meta, arrays)
 
 Order matters: :func:`release_once` is outermost so that what it stores, and replays, is
 exactly what left the silo after every other mod -- under secure aggregation the masked
 vector, never the update; the accounting hook sits inside it so a replay, which releases
 nothing new, is never counted twice; the masking is innermost, right over the executor, so
 no other mod sees (or could leak) the unmasked update
-(:mod:`fedsilo.client.secure`).
+(:mod:`fedsilo.client.secure`) -- but the policy's release check, which reads only the
+reply's row counts and epsilon, so it can refuse before anything is masked or sent.
 
 Release-once is the one mechanism that stops a second, differently noised answer to the
 same question (see :mod:`fedsilo.client.replies`): it keys the encoded reply frame by a
@@ -37,6 +40,7 @@ from fedsilo.client.replies import ReplyStore, question_digest
 from fedsilo.wire import Arrays, ReplyEnvelope, encode_frame
 
 if TYPE_CHECKING:
+    from fedsilo.client.policy import PolicyGuard
     from fedsilo.client.secure import SealingPeer
 
 __all__ = [
@@ -180,6 +184,7 @@ def client_mods(
     on_replay: Callable[[TaskRequest], None] | None = None,
     *,
     peer: SealingPeer | None = None,
+    policy: PolicyGuard | None = None,
 ) -> list[Mod]:
     """The mods every task of a participant passes through, outermost first.
 
@@ -198,6 +203,9 @@ def client_mods(
         The participant's identity and keys (its
         :class:`~fedsilo.client.context.ClientContext`), which secure aggregation seals its
         shares with; without it the client refuses secure-aggregation tasks.
+    policy : PolicyGuard, optional
+        The data owner's policy (:mod:`fedsilo.client.policy`): its gate goes outside the
+        secure-aggregation mod, its release check inside it.
 
     Returns
     -------
@@ -207,4 +215,12 @@ def client_mods(
     # Imported here: the secure mod builds on this module's types.
     from fedsilo.client.secure import secure_aggregation
 
-    return [release_once(store, on_replay), *mods, secure_aggregation(peer)]
+    if policy is None:
+        return [release_once(store, on_replay), *mods, secure_aggregation(peer)]
+    return [
+        release_once(store, on_replay),
+        *mods,
+        policy.gate,
+        secure_aggregation(peer),
+        policy.check_release,
+    ]

@@ -38,6 +38,7 @@ from fedsilo.client.context import ClientContext
 from fedsilo.client.keys import KeyPair
 from fedsilo.client.loop import TaskLoop
 from fedsilo.client.mods import Mod, client_mods
+from fedsilo.client.policy import DataOwnerPolicy, PolicyGuard, PolicyRefusal
 from fedsilo.client.refusal import refusal_reason
 from fedsilo.client.replies import ReplyStore, default_state_dir
 from fedsilo.client.sessionlog import ClientLog, log_path
@@ -137,6 +138,9 @@ class ClientRuntime:
     package_options : mapping, optional
         Settings for the session's package, handed to its executor
         (``ExecutorContext.package_options``; VFL: ``storage_path``, ``raw_output``).
+    policy : DataOwnerPolicy, optional
+        The data owner's policy (:mod:`fedsilo.client.policy`): checked before joining and
+        on every release; a refusal names its rule, to the server without data.
 
     Attributes
     ----------
@@ -167,6 +171,7 @@ class ClientRuntime:
         log_interval: float = 0.0,
         remove_after_complete: bool = False,
         package_options: Mapping[str, Any] | None = None,
+        policy: DataOwnerPolicy | None = None,
     ) -> None:
         if not SESSION_ID_PATTERN.match(session_id):
             raise ConfigError(
@@ -230,6 +235,8 @@ class ClientRuntime:
         self._key_path = keys_dir / f"{client_name}.key"
         self._credentials = CredentialFile(keys_dir / f"{client_name}.credential")
         self._mods = list(mods)
+        self.policy = policy
+        self._guard: PolicyGuard | None = None
         self._context: ClientContext | None = None
         self.package_options = dict(package_options or {})
         self.log = ClientLog(log_path(self.state_dir, session_id, client_name))
@@ -346,7 +353,11 @@ class ClientRuntime:
     def _run(self) -> SessionStatus:
         session = self.fetch_session()
         try:
+            if self.policy is not None:  # before the package's code is loaded
+                self.policy.check_session(session)
             prepared = self.prepare(session)
+            if self.policy is not None:
+                self._guard = self._policy_guard(self.policy, prepared)
             executor = prepared.package.executor(
                 prepared.model_config, prepared.data_config, prepared.dataset, self.context
             )
@@ -356,15 +367,30 @@ class ClientRuntime:
         self.join(prepared.summary)
         return self.serve(executor)
 
+    def _policy_guard(self, policy: DataOwnerPolicy, prepared: PreparedData) -> PolicyGuard:
+        summary = prepared.summary
+        guard = policy.guard(
+            prepared.model_config,
+            {"train": summary.train_rows, "test": summary.test_rows},
+            len(summary.columns),
+            self.tables,
+            self.state_dir,
+            self._emit,
+        )
+        self._emit(f"policy ok: releases need at least {guard.min_rows} row(s)")
+        return guard
+
     def refuse(self, error: DataError | ConfigError) -> None:
         """Tell the server this client refuses the session, in one line without data.
 
         Best effort: when the server cannot record it, that is said in the progress lines
         and the caller stops with ``error`` all the same.
         """
-        body = ParticipantRefusal(
-            client_name=self.client_name, reason=refusal_reason(error, self.tables)
-        )
+        if isinstance(error, PolicyRefusal):  # its reason is written to be sent
+            reason = error.reason
+        else:
+            reason = refusal_reason(error, self.tables)
+        body = ParticipantRefusal(client_name=self.client_name, reason=reason)
         try:
             self.connection.refuse(body)
         except FedsiloError as exc:
@@ -481,7 +507,7 @@ class ClientRuntime:
         """Serve tasks until the server says the session ended."""
         if self.participant is None:
             raise RuntimeError("Cannot serve tasks before joining: call join() first.")
-        mods = client_mods(self._replies, self._mods, peer=self.context)
+        mods = client_mods(self._replies, self._mods, peer=self.context, policy=self._guard)
         loop = TaskLoop(
             self.connection, executor, mods, self.context.abort, self._emit, self._routine
         )
