@@ -37,7 +37,7 @@ import numpy as np
 
 from fedsilo.client.keys import KeyPair, decode_public_key, open_sealed, seal
 from fedsilo.data.dataset import LocalDataset
-from fedsilo.errors import ConfigError, TaskError
+from fedsilo.errors import ConfigError, DataError, TaskError
 from fedsilo.federation import ExecutorContext, Sealed, incoming_sealed, sealed_arrays
 from fedsilo.packages.prl.config import PrlDataConfig, PrlModelConfig
 from fedsilo.privacy import ecdh
@@ -217,8 +217,6 @@ class PrlExecutor:
         tables = {"train": dataset.train, "test": dataset.test}
         found: dict[str, CanonicalIds] = {}
         problems: list[str] = []
-        from fedsilo.errors import DataError
-
         for table, frame in tables.items():
             if frame is None:
                 continue
@@ -229,7 +227,6 @@ class PrlExecutor:
         if problems:
             raise DataError(problems, source="the local data")
         self.ids = found
-        self._context = context
         self._keys = _Keyring(context)
         self._secrets = _Secrets(context.state_dir if context is not None else None)
         self._doubled: dict[str, np.ndarray] | None = None
