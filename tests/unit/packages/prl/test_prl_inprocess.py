@@ -226,3 +226,19 @@ def test_a_malformed_reply_fails_the_session_naming_the_client(
     ctx = InProcessContext(executors, 1, package_name="prl")
     with pytest.raises(TaskError, match=message):
         PACKAGE.workflow(ctx, model_config, data_config)
+
+
+@pytest.mark.parametrize("protocol", ["keyed_hash", "ecdh"])
+def test_no_overlap_and_an_empty_table_give_zero_shared_records(protocol: str) -> None:
+    a = pd.DataFrame({"id": np.arange(0, 50)})
+    b = pd.DataFrame({"id": np.arange(100, 140)})
+    empty = pd.DataFrame({"id": np.array([], dtype=np.int64)})
+    ctx, alignment = run_session(
+        {"a": (a, empty), "b": (b, b.iloc[:5])}, {"a": ["id"], "b": ["id"]}, protocol
+    )
+    assert alignment.overlap()["a"] == {
+        "train": {"n_records": 50, "n_overlapped_records": 0, "frac_overlapped": 0.0},
+        "test": {"n_records": 0, "n_overlapped_records": 0, "frac_overlapped": 0.0},
+    }
+    assert alignment.positions("b", "test").shape == (0,)
+    assert ctx.rounds[1][1]["b"]["test_n_overlapped_records"] == 0
