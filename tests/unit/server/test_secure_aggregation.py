@@ -267,3 +267,27 @@ def test_below_the_threshold_the_session_fails_naming_the_stage(federation: Any)
     reason = session.failure_reason or ""
     assert "secure aggregation stopped at task 'secagg.unmask'" in reason
     assert "the threshold of 2 needed" in reason
+
+
+@pytest.mark.parametrize("server_settings", ["memory"], indirect=True)
+def test_session_creation_refuses_the_flag_naming_why(api: Any) -> None:
+    def create(package: str, model_config: dict[str, Any]) -> Any:
+        return api.post(
+            "/sessions",
+            json={
+                "name": "s",
+                "package_name": package,
+                "min_num_clients": 3,
+                "num_rounds": 1,
+                "model_config": model_config,
+                "data_config": DATA,
+            },
+        )
+
+    median = create("ffnet", {**CONFIG, "strategy": {"name": "FedMedian"}})
+    assert median.status_code == 422
+    assert "coordinate-wise median" in median.json()["detail"]
+    newton = create("glm", {"secure_aggregation": {"enabled": True}, "solver": "newton"})
+    assert newton.status_code == 422
+    assert "newton solver sums each silo's gradient" in newton.json()["detail"]
+    assert create("ffnet", CONFIG).status_code == 201
