@@ -211,7 +211,7 @@ class DataOwnerPolicy(BaseModel):
         guard = PolicyGuard(self, min_rows, source, ReleasedRows(state_dir), emit)
         for role, rows in summary_rows.items():
             if rows > 0:
-                guard.check_rows(rows, role, delta=role != "test")
+                guard.check_rows(rows, role, delta=role != "test", release=False)
         return guard
 
 
@@ -368,9 +368,9 @@ class PolicyGuard:
             if not train and test is None:
                 train = [None]  # computed over the whole table, checked before joining
             for rows in train:
-                self.check_rows(rows, "train", delta=True)
+                self.check_rows(rows, "train", delta=True, release=True)
             if test:
-                self.check_rows(test, "test", delta=False)
+                self.check_rows(test, "test", delta=False, release=True)
             spent = reply.meta.get("epsilon_spent")
             limit = self.policy.max_epsilon
             if isinstance(spent, int | float) and limit is not None and spent > limit:
@@ -384,28 +384,30 @@ class PolicyGuard:
                 self.history.record(self.source, rows)
         return reply
 
-    def check_rows(self, rows: int | None, role: str, *, delta: bool) -> None:
+    def check_rows(self, rows: int | None, role: str, *, delta: bool, release: bool) -> None:
         """Hold ``rows`` of the table ``role`` to ``min_rows`` and (``delta``) the delta rule.
 
-        ``rows=None`` is the whole training table, already held to both before joining.
+        ``rows=None`` is the whole training table, already held to both before joining;
+        ``release`` says whether the rows are a reply's (else the table's, before joining).
         """
         if rows is None:
             return
+        what = (
+            f"a release over {rows} row(s) of the {role} table"
+            if release
+            else (f"the {role} table has {rows} row(s)")
+        )
         if rows < self.min_rows:
-            raise PolicyRefusal(
-                "min_rows",
-                f"a release over {rows} row(s) of the {role} table; at least "
-                f"{self.min_rows} are required",
-            )
+            raise PolicyRefusal("min_rows", f"{what}; at least {self.min_rows} are required")
         if not delta or self.source is None:
             return
         close = [c for c in self.history.counts(self.source) if 0 < abs(c - rows) < self.min_rows]
         if close:
             raise PolicyRefusal(
                 "min_rows",
-                f"a release over {rows} row(s) of the {role} table differs from an earlier "
-                f"release over {close[0]} by {abs(close[0] - rows)} row(s), fewer than "
-                f"{self.min_rows} (the difference would reveal those rows)",
+                f"{what}, {abs(close[0] - rows)} from the {close[0]} an earlier release "
+                f"of it covered, fewer than {self.min_rows}: the difference of the two "
+                "would reveal those rows",
             )
 
     def _refused(self, task: TaskRequest, refusal: PolicyRefusal) -> TaskReply:
