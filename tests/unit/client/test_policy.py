@@ -279,7 +279,7 @@ def test_the_delta_rule_holds_across_sessions_on_the_same_table(tmp_path: Path) 
     assert history.read_text() == f'{{"{tmp_path / "silo.csv"}": [100]}}'
 
     # the table grew by 3 rows: refused before joining, and a release of 103 rows too
-    with pytest.raises(PolicyRefusal, match="the train table has 103 row.*, 3 from the 100"):
+    with pytest.raises(PolicyRefusal, match=r"the train table has 103 row.*, 3 from the 100"):
         _guard(tmp_path, policy, rows=103)
     later = _guard(tmp_path, policy, rows=100)
     reply, _ = _release(later, {"num_examples": 95})
@@ -290,7 +290,7 @@ def test_the_delta_rule_holds_across_sessions_on_the_same_table(tmp_path: Path) 
     # the same rows again, or 10 more, are released
     assert _release(later, {"num_rows": 100})[0].ok
     assert _release(later, {"num_rows": 110})[0].ok
-    with pytest.raises(PolicyRefusal, match="105 row.*, 5 from the 100"):
+    with pytest.raises(PolicyRefusal, match=r"105 row.*, 5 from the 100"):
         _guard(tmp_path, policy, rows=105)
     # another table has its own history
     other = policy.guard(None, {"train": 103}, 3, {"train": "other.csv"}, tmp_path / "state")
