@@ -242,3 +242,27 @@ def test_no_overlap_and_an_empty_table_give_zero_shared_records(protocol: str) -
     }
     assert alignment.positions("b", "test").shape == (0,)
     assert ctx.rounds[1][1]["b"]["test_n_overlapped_records"] == 0
+
+
+@pytest.mark.parametrize("protocol", ["keyed_hash", "ecdh"])
+def test_a_restarted_server_relinks_to_the_same_alignment(protocol: str, tmp_path: Any) -> None:
+    """PRL keeps no checkpoint: a restarted server runs the workflow again, and the clients
+    (which kept running) answer each repeated question with the reply they released."""
+    raw = {"clients": {n: {"id_columns": ["k0"]} for n in "ab"}, "psi_protocol": protocol}
+    model_config, data_config = PACKAGE.parse_configs({}, raw)
+    executors = {
+        n: PACKAGE.executor(
+            model_config, data_config, LocalDataset(people(i, 80, 1, "int"), None, 1, name=n)
+        )
+        for i, n in enumerate("ab")
+    }
+    saved = []
+    for run in range(2):
+        ctx = InProcessContext(executors, 1, package_name="prl", state_dir=tmp_path)
+        PACKAGE.workflow(ctx, model_config, data_config)
+        assert ctx.saved is not None
+        saved.append(ctx.saved)
+        assert bool(ctx.replayed) == (run == 1)
+    for key, positions in saved[0][0].items():
+        np.testing.assert_array_equal(saved[1][0][key], positions, err_msg=key)
+    assert saved[0][1] == saved[1][1]
