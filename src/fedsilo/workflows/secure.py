@@ -48,6 +48,7 @@ from fedsilo.federation import Failure, Participant, Reply, SessionContext, Task
 from fedsilo.federation.expect import ArraySpec, ReplySpec
 from fedsilo.privacy.secagg import SecAggError, SecAggSpec
 from fedsilo.privacy.secagg.encoding import decode_mean, update_length, value_bytes
+from fedsilo.privacy.secagg.records import b64decode
 from fedsilo.privacy.secagg.server import ServerAggregation
 from fedsilo.wire import Arrays
 
@@ -167,19 +168,21 @@ def secure_mean(
     u1_replies = run.stage(
         KEYS, [Task(p, KEYS, meta, round=round, expect=_NO_ARRAYS) for p in participants]
     )
-    mask_keys = {r.participant.id: r.meta.get("mask_public_key") for r in u1_replies}
-    u1 = [r.participant for r in u1_replies if isinstance(mask_keys[r.participant.id], str)]
+    mask_keys: dict[str, str] = {}
+    for reply in u1_replies:
+        key = _mask_key_of(reply, run)
+        if key is not None:
+            mask_keys[reply.participant.id] = key
+    u1 = [r.participant for r in u1_replies if r.participant.id in mask_keys]
     try:
-        server = ServerAggregation(
-            ctx.session.id, round, spec, {p.id: str(mask_keys[p.id]) for p in u1}
-        )
+        server = ServerAggregation(ctx.session.id, round, spec, {p.id: mask_keys[p.id] for p in u1})
     except SecAggError as exc:
         raise run.stopped(KEYS, len(u1), str(exc)) from exc
     # The threshold of the clients that answered: a strict majority of them (t > |U1| / 2)
     run.threshold = t = server.threshold
 
     # B: sealed shares of each client's two seeds, one record per peer
-    meta = {SECAGG_META: {"peers": {p.id: str(mask_keys[p.id]) for p in u1}, "threshold": t}}
+    meta = {SECAGG_META: {"peers": {p.id: mask_keys[p.id] for p in u1}, "threshold": t}}
     u2_replies = run.stage(
         SHARES, [Task(p, SHARES, meta, round=round, expect=_ANY_ARRAYS) for p in u1]
     )
@@ -322,6 +325,28 @@ class _Run:
             f"round {self.round}: secure aggregation stopped at task {kind!r}: {left} "
             f"client(s) left; {why}" + (f" ({listed})" if listed else "")
         )
+
+
+def _mask_key_of(reply: Reply, run: _Run) -> str | None:
+    """A stage-A reply's mask public key; None (a failure) unless it is 32 bytes of url-safe
+    base64, so one client's garbage cannot fail the whole round later."""
+    key = reply.meta.get("mask_public_key")
+    try:
+        if not isinstance(key, str):
+            raise SecAggError(f"expected a string, got {type(key).__name__}")
+        b64decode(key, "mask_public_key", 32)
+    except SecAggError as exc:
+        run.fail(
+            Failure(
+                reply.participant,
+                reply.kind,
+                reply.round,
+                "malformed",
+                f"its {KEYS!r} reply carries no valid mask_public_key: {exc}",
+            )
+        )
+        return None
+    return key
 
 
 def _shares_of(reply: Reply, u1: Sequence[str], run: _Run) -> dict[str, np.ndarray] | None:

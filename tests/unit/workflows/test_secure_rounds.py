@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fedsilo.client.mods import Handler, TaskReply, TaskRequest
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.data.synth import FEATURES, make_frames
 from fedsilo.errors import ConfigError, TaskError
@@ -492,3 +493,25 @@ def test_a_second_sum_of_a_round_over_another_set_of_clients_is_refused() -> Non
     with pytest.raises(TaskError, match=re.escape("stopped at task 'fit': 0 client(s)")) as e:
         secure_mean(ctx, everyone[:3], dict(INITIAL), meta, spec, round=1)
     assert "would let the server subtract the two sums" in str(e.value)
+
+
+def test_a_garbage_mask_key_is_one_failed_client_not_a_failed_round() -> None:
+    clients = toy(4)
+    corrupted: list[str] = []
+
+    def garble_first_key(task: TaskRequest, call_next: Handler) -> TaskReply:
+        reply = call_next(task)
+        if task.kind == KEYS and not corrupted:
+            corrupted.append(task.id)
+            reply.meta["mask_public_key"] = "not-a-key"
+        return reply
+
+    ctx = InProcessContext(
+        clients, 1, model_config=SECURE, datasets=declared(clients), mods=[garble_first_key]
+    )
+    result = run_rounds(ctx, plan())
+    others = {name: float(c.rows) for name, c in clients.items() if name != "c0"}
+    np.testing.assert_allclose(
+        result.arrays["w"], halfway_mean(clients, others), rtol=0, atol=BOUND + 2.5e-7
+    )
+    assert any("carries no valid mask_public_key" in line for line in ctx.logs)
