@@ -43,6 +43,7 @@ from fedsilo.server.logs import configure_logging
 from fedsilo.server.metrics import CountingLimiter, metrics_router
 from fedsilo.server.settings import Settings
 from fedsilo.server.state import ArtifactStore, open_store
+from fedsilo.server.state.migrations import check_revision
 from fedsilo.wire import API_PREFIX, ErrorBody
 
 __all__ = ["create_app", "serve"]
@@ -204,6 +205,8 @@ def serve(settings: Settings) -> None:
     probe = acquire_state_lock(settings.resolved_db_url(), port=settings.port)
     if probe is not None:
         probe.release()
+    # A database written by a newer fedsilo is refused here too, as one line.
+    check_revision(settings.resolved_db_url())
     # JSON: uvicorn's loggers propagate to the root handler instead of their own text ones.
     log_config: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
     app = create_app(settings)

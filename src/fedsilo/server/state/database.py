@@ -19,8 +19,6 @@ from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from fedsilo.server.state.tables import Base
-
 __all__ = ["Database"]
 
 
@@ -34,9 +32,8 @@ class Database:
             _private_sqlite_files(sqlite_file, create=True)
         self.engine: Engine = _make_engine(url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
-        # No migrations yet: tables are created on start. Alembic lands with the first change
-        # to an existing table.
-        Base.metadata.create_all(self.engine)
+        # Tables are created or upgraded by the store's migrations
+        # (fedsilo.server.state.migrations), in one transaction, right after this.
         if sqlite_file is not None:
             _private_sqlite_files(sqlite_file, create=False)  # -wal/-shm exist by now
 
