@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fedsilo import __version__
 from fedsilo.errors import ConfigError
+from fedsilo.server import portal
 from fedsilo.server.access import public
 from fedsilo.server.api import (
     audit,
@@ -154,6 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (sessions, participants, refusals, relay, tokens, users, audit, packages):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(metrics_router(settings))
+    portal.install(app, settings)  # the web portal at /
     document_bearer_auth(app)
     return app
 

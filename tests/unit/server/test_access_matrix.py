@@ -108,10 +108,42 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("GET", f"{PARTICIPANT}/relay"): AS_PARTICIPANT,
     ("GET", f"{API}/packages"): Expect(anyone=True),
     ("GET", f"{API}/packages/{{name}}/schema"): Expect(anyone=True),
+    # The web portal (fedsilo.server.portal): a browser's session cookie stands for its token,
+    # and each page declares the requirement of the API route whose function it calls, so a
+    # bearer token gets exactly the API's answer (the cookie path: tests/unit/server/
+    # test_portal.py).
+    ("GET", "/signin"): Expect(public=True),
+    ("POST", "/signin"): Expect(public=True),
+    ("GET", "/static/{name}"): Expect(public=True),
+    ("POST", "/signout"): Expect(anyone=True),
+    ("GET", "/"): Expect(anyone=True),
+    ("GET", "/sessions"): needs(Scope.read_all_session, Scope.read_user_session),
+    ("GET", "/sessions/rows"): needs(Scope.read_all_session, Scope.read_user_session),
+    ("GET", "/sessions/{session_id}"): READ,
+    ("GET", "/sessions/{session_id}/live"): READ,
+    ("GET", "/sessions/{session_id}/model"): needs(
+        Scope.model_download, own=Scope.user_model_download
+    ),
+    ("POST", "/sessions/{session_id}/cancel"): needs(Scope.admin, own=Scope.cancel_user_session),
+    ("POST", "/sessions/{session_id}/delete"): needs(Scope.admin, own=Scope.delete_user_session),
+    ("GET", "/tokens"): ADMIN,
+    ("POST", "/tokens"): ADMIN,
+    ("POST", "/tokens/{token_id}/revoke"): ADMIN,  # another token (itself: as the API's)
+    ("GET", "/users"): ADMIN,
+    ("POST", "/users"): ADMIN,
+    ("POST", "/users/{name}/delete"): ADMIN,
+    ("GET", "/audit"): ADMIN,
 }
+#: the portal's routes no token is needed for (its sign-in form and its CSS/JS)
+PORTAL_PUBLIC = {"/signin", "/static/{name}"}
 
 #: routes whose admitted call changes the session for good: each call gets a fresh one
-FRESH_SESSION = {("POST", f"{SESSION}/cancel"), ("DELETE", SESSION)}
+FRESH_SESSION = {
+    ("POST", f"{SESSION}/cancel"),
+    ("DELETE", SESSION),
+    ("POST", "/sessions/{session_id}/cancel"),
+    ("POST", "/sessions/{session_id}/delete"),
+}
 
 
 # ----------------------------------------------------------------- the app's routes
@@ -158,7 +190,7 @@ def test_every_route_declares_a_requirement() -> None:
     missing = [f"{r.method} {r.path} ({r.name})" for r in ROUTES if not r.requirements]
     assert not missing, f"routes with no declared Requirement: {missing}"
     public = [r.path for r in ROUTES if any(q.kind == "public" for q in r.requirements)]
-    assert public == ["/healthz"]
+    assert set(public) == {"/healthz", *PORTAL_PUBLIC}
 
 
 def test_every_route_is_in_the_expectation_table_and_no_other() -> None:
