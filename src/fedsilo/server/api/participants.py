@@ -62,12 +62,20 @@ _SEEN_RESOLUTION = timedelta(seconds=10)
 # pieces per connection in memory (50 clients fetching a 100 MB model: 1 MiB pieces measured
 # +100 MB of server peak, 256 KiB +25 MB; bench/streaming_memory.py).
 _FRAME_PIECE = 1 << 18
+_DRAINING = "The server is stopping; retry (a restarted server resumes the session)."
 
 _TASK_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {OCTET_STREAM: {}}, "description": "task frame; its id in X-Fedsilo-Task-Id"},
     204: {"description": "no task within `wait` seconds"},
     410: {"model": SessionEnded, "description": "the session is over"},
-    **errors(404, notes={404: "no such session, or the participant is not in it"}),
+    **errors(
+        404,
+        503,
+        notes={
+            404: "no such session, or the participant is not in it",
+            503: "the server is stopping (or its state store failed); retry",
+        },
+    ),
 }
 
 
@@ -311,6 +319,12 @@ async def deliver_next(
             if task is not None and task.session_id == session_id:
                 task.delivered_at = task.delivered_at or utcnow()
                 return _frame_response(task, liveness.heartbeat_interval)
+            if engine.draining.is_set():
+                # Answered before the shutdown cuts the poll off (uvicorn would answer 500):
+                # a 503 is retried by the client until the restarted server answers.
+                return JSONResponse(
+                    status_code=503, content={"detail": _DRAINING}, headers={"Retry-After": "1"}
+                )
             if _known_active(engine, session_id, participant_id):
                 status = SessionStatus.running
             else:

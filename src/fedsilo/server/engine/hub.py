@@ -111,6 +111,12 @@ class TaskHub:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(event.set)
 
+    def wake_all(self) -> None:
+        """Wake every long-poll (the server is about to stop)."""
+        with self._lock:
+            participant_ids = set(self._waiters)
+        self.wake(participant_ids)
+
     def frames(self, session_id: str) -> list[memoryview]:
         """The distinct frames a session's in-flight tasks hold (one per broadcast)."""
         with self._lock:

@@ -74,6 +74,9 @@ class SessionEngine:
         self.settings = settings
         self.hub = TaskHub()
         self.stopping = threading.Event()
+        #: set when the server is about to exit: long-polls answer 503 at once (clients retry
+        #: and find the restarted server) instead of being cut off by the shutdown
+        self.draining = threading.Event()
         self.joined = threading.Condition()
         self._workers: dict[str, _Worker] = {}
         self._gates: dict[str, ReplyGate] = {}
@@ -274,7 +277,13 @@ class SessionEngine:
                 self.health.retry_timeout,
             )
             self.health.give_up(reason)
+            self.drain()
         return True
+
+    def drain(self) -> None:
+        """End every long-poll now (503, the client retries): the server is about to exit."""
+        self.draining.set()
+        self.hub.wake_all()
 
     def _restart(self, session_id: str) -> None:
         """Start a session's workflow again from its checkpoint, as after a restart."""
