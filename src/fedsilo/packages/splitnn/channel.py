@@ -30,7 +30,7 @@ RECEIVE_TIMEOUT_S = 600.0
 # Each receive long-polls at most this long, so an aborted session is noticed promptly.
 _POLL_S = 2.0
 
-Key = tuple[str, str, int, int]  # (sender, kind, round, batch)
+Key = tuple[str, str, int, int]  # (sender, kind, attempt, batch)
 
 
 class PeerChannel:
@@ -52,19 +52,17 @@ class PeerChannel:
         self.bytes_sent = 0
         self.bytes_received = 0
 
-    def send(
-        self, to: str, kind: str, server_round: int, batch: int, arrays: Mapping[str, Any]
-    ) -> None:
+    def send(self, to: str, kind: str, attempt: int, batch: int, arrays: Mapping[str, Any]) -> None:
         """Seal ``arrays`` to participant ``to`` and send them."""
-        frame = encode_frame(dict(arrays), {"kind": kind, "round": server_round, "batch": batch})
+        frame = encode_frame(dict(arrays), {"kind": kind, "attempt": attempt, "batch": batch})
         sealed = self._context.seal(to, frame)
-        self._context.exchange.send(to, sealed.ciphertext, tag=f"{kind}:{server_round}:{batch}")
+        self._context.exchange.send(to, sealed.ciphertext, tag=f"{kind}:{attempt}:{batch}")
         self.bytes_sent += len(sealed.ciphertext)
 
     def receive(
-        self, senders: Sequence[str], kind: str, server_round: int, batch: int
+        self, senders: Sequence[str], kind: str, attempt: int, batch: int
     ) -> dict[str, Arrays]:
-        """The message ``(kind, server_round, batch)`` of each of ``senders``.
+        """The message ``(kind, attempt, batch)`` of each of ``senders``.
 
         Raises
         ------
@@ -72,7 +70,7 @@ class PeerChannel:
             When one does not come within :attr:`timeout` seconds, the session is aborted,
             or a message cannot be opened (not sealed to this party by that sender).
         """
-        wanted = {(s, kind, server_round, batch) for s in senders}
+        wanted = {(s, kind, attempt, batch) for s in senders}
         found = {key[0]: self._held.pop(key) for key in list(wanted) if key in self._held}
         deadline = time.monotonic() + self.timeout
         while len(found) < len(wanted):
@@ -82,7 +80,7 @@ class PeerChannel:
             if left <= 0:
                 missing = sorted(set(senders) - set(found))
                 raise TaskError(
-                    f"no {kind!r} message of round {server_round}, batch {batch} from "
+                    f"no {kind!r} message of batch {batch} (attempt {attempt}) from "
                     f"participant(s) {missing} within {self.timeout:g} s"
                 )
             try:
@@ -91,12 +89,14 @@ class PeerChannel:
                 continue
             self.bytes_received += len(payload)
             arrays, header = self._open(sender, payload)
-            key = (sender, str(header.get("kind")), int(header["round"]), int(header["batch"]))
+            key = (sender, str(header["kind"]), int(header["attempt"]), int(header["batch"]))
             if key in wanted:
                 found[sender] = arrays
-            elif key[2] >= server_round:
+            elif key[2] >= attempt:
                 self._held[key] = arrays
-            # else: a message of an earlier round, sent before that round was resent: dropped
+            # else: a message of an earlier attempt (a task since resent): dropped
+        for key in [k for k in self._held if k[2] < attempt]:
+            del self._held[key]
         return found
 
     def _open(self, sender: str, payload: bytes) -> tuple[Arrays, dict[str, Any]]:
@@ -107,6 +107,6 @@ class PeerChannel:
             raise TaskError(
                 f"a fast-exchange message from participant {sender} could not be opened: {exc}"
             ) from exc
-        if not isinstance(header, dict) or not {"kind", "round", "batch"} <= set(header):
-            raise TaskError(f"a message from participant {sender} has no kind, round and batch")
+        if not isinstance(header, dict) or not {"kind", "attempt", "batch"} <= set(header):
+            raise TaskError(f"a message from participant {sender} has no kind, attempt, batch")
         return arrays, header

@@ -217,10 +217,11 @@ class SplitnnExecutor:
         party = self._party
         party.restore(store, server_round - 1)
         positions = {t: self._positions(arrays, t) for t in ("train", "test")}
+        attempt, batch_size = int(meta["attempt"]), int(meta["batch_size"])
         metrics = party.train_round(
-            server_round, positions["train"], int(meta["batch_size"]), self.context.abort
+            server_round, attempt, positions["train"], batch_size, self.context.abort
         )
-        metrics.update(party.evaluate(server_round, positions["test"], int(meta["batch_size"])))
+        metrics.update(party.evaluate(attempt, positions["test"], batch_size))
         store.save(server_round, party.state())
         store.note(self.context.state_dir)
         return {"metrics": metrics} if party.is_label else {}
@@ -231,7 +232,7 @@ class SplitnnExecutor:
         party = self._build(trained, meta)
         party.restore(self._storage(training_session_id), None)
         positions = self._positions(arrays, "test")
-        outputs = party.predict(positions, int(meta["batch_size"]))
+        outputs = party.predict(int(meta["attempt"]), positions, int(meta["batch_size"]))
         if not party.is_label:
             return {}
         target = self.options.get("storage_path")

@@ -76,23 +76,27 @@ def part_seed(seed: int, part: str) -> int:
 
 def _stack(sizes: Sequence[int], activation: str, last_activation: bool, seed: int) -> nn.Module:
     act = _ACTIVATIONS[activation]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        for i, (width, size) in enumerate(itertools.pairwise(sizes)):
-            linear = nn.Linear(width, size)
-            activated = i < len(sizes) - 2 or last_activation
-            # Kaiming for a layer feeding an activation (keeps the embedding's scale),
-            # Xavier for the label model's output layer.
+    # A generator of the part's own, not torch's global RNG: parties in one process (tests,
+    # simulations) build their parts in parallel threads, and a global seed would race.
+    generator = torch.Generator().manual_seed(seed)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, (width, size) in enumerate(itertools.pairwise(sizes)):
+        linear = nn.Linear(width, size)
+        activated = i < len(sizes) - 2 or last_activation
+        # Kaiming for a layer feeding an activation (keeps the embedding's scale), Xavier for
+        # the label model's output layer; every weight is drawn here, every bias zero.
+        with torch.no_grad():
             if activated:
-                nn.init.kaiming_uniform_(linear.weight, nonlinearity=_GAINS[activation])
+                nn.init.kaiming_uniform_(
+                    linear.weight, nonlinearity=_GAINS[activation], generator=generator
+                )
             else:
-                nn.init.xavier_uniform_(linear.weight)
+                nn.init.xavier_uniform_(linear.weight, generator=generator)
             nn.init.zeros_(linear.bias)
-            layers[f"layer{i}"] = linear
-            if activated:
-                layers[f"act{i}"] = act()
-        module = nn.Sequential(layers)
+        layers[f"layer{i}"] = linear
+        if activated:
+            layers[f"act{i}"] = act()
+    module = nn.Sequential(layers)
     return module
 
 

@@ -23,6 +23,7 @@ embedding or a gradient (they travel sealed over the fast exchange, in memory).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -188,11 +189,12 @@ def _train(
         p.client_name: _positions(alignment, p.client_name, ["train", "test"]) for p in clients
     }
     for server_round in range(start, ctx.session.num_rounds + 1):
+        attempt = time.time_ns()  # stamps this round's messages apart from a resent round's
         tasks = [
             Task(
                 to=p,
                 kind=TRAIN,
-                meta={**base, "round": server_round},
+                meta={**base, "round": server_round, "attempt": attempt},
                 arrays=positions[p.client_name],
                 round=server_round,
             )
@@ -230,6 +232,7 @@ def _predict(
     base: dict[str, Any],
 ) -> None:
     label = str(base["label_client"])
+    attempt = time.time_ns()
     tasks = [
         Task(
             to=p,
@@ -238,6 +241,7 @@ def _predict(
                 **base,
                 "training_session_id": model_config.training_session_id,
                 "id_columns": alignment.clients[p.client_name].id_columns,
+                "attempt": attempt,
             },
             arrays=_positions(alignment, p.client_name, ["test"]),
             round=1,

@@ -159,10 +159,16 @@ class Party:
     # --------------------------------------------------------------- training
 
     def train_round(
-        self, server_round: int, positions: np.ndarray, batch_size: int, abort: threading.Event
+        self,
+        server_round: int,
+        attempt: int,
+        positions: np.ndarray,
+        batch_size: int,
+        abort: threading.Event,
     ) -> dict[str, float]:
-        """One pass over the aligned training rows; the active party returns the mean
-        training loss (``train_loss``)."""
+        """One pass over the aligned training rows (messages stamped ``attempt``, see
+        :mod:`~.channel`); the active party returns the mean training loss
+        (``train_loss``)."""
         self.round = None  # the parts change from here on: a failure leaves them unknown
         inputs = self.inputs["train"]
         losses: list[float] = []
@@ -173,21 +179,21 @@ class Party:
                 raise TaskError("the session ended during the round")
             rows = positions[idx]
             if self.is_label:
-                losses.append(self._label_step(server_round, b, inputs[rows], rows))
+                losses.append(self._label_step(attempt, b, inputs[rows], rows))
             else:
-                self._passive_step(server_round, b, inputs[rows])
+                self._passive_step(attempt, b, inputs[rows])
         self.round = server_round
         if not self.is_label:
             return {}
         return {"train_loss": float(np.mean(losses)) if losses else 0.0}
 
-    def _passive_step(self, server_round: int, b: int, x: np.ndarray) -> None:
+    def _passive_step(self, attempt: int, b: int, x: np.ndarray) -> None:
         assert self.feature_model is not None
         embedding = self.feature_model(torch.from_numpy(x))
         self.channel.send(
-            self.peers.label_id, EMBEDDING, server_round, b, {"e": embedding.detach().numpy()}
+            self.peers.label_id, EMBEDDING, attempt, b, {"e": embedding.detach().numpy()}
         )
-        got = self.channel.receive([self.peers.label_id], GRADIENT, server_round, b)
+        got = self.channel.receive([self.peers.label_id], GRADIENT, attempt, b)
         gradient = _tensor(got[self.peers.label_id], "g", embedding.shape)
         for optimizer in self.optimizers.values():
             optimizer.zero_grad()
@@ -195,10 +201,10 @@ class Party:
         for optimizer in self.optimizers.values():
             optimizer.step()
 
-    def _label_step(self, server_round: int, b: int, x: np.ndarray, rows: np.ndarray) -> float:
+    def _label_step(self, attempt: int, b: int, x: np.ndarray, rows: np.ndarray) -> float:
         assert self.label_model is not None and self.labels is not None
         ids = [self.peers.ids[name] for name in self.passives]
-        received = self.channel.receive(ids, EMBEDDING, server_round, b)
+        received = self.channel.receive(ids, EMBEDDING, attempt, b)
         passive: dict[str, torch.Tensor] = {}
         for name in self.passives:
             passive[name] = _tensor(received[self.peers.ids[name]], "e", (len(rows), None))
@@ -212,7 +218,7 @@ class Party:
         for name, tensor in passive.items():
             assert tensor.grad is not None
             self.channel.send(
-                self.peers.ids[name], GRADIENT, server_round, b, {"g": tensor.grad.numpy()}
+                self.peers.ids[name], GRADIENT, attempt, b, {"g": tensor.grad.numpy()}
             )
         for optimizer in self.optimizers.values():
             optimizer.step()
@@ -231,7 +237,7 @@ class Party:
     # ------------------------------------------------------------- inference
 
     def _forward_rows(
-        self, kind: str, server_round: int, table: str, positions: np.ndarray, batch_size: int
+        self, kind: str, attempt: int, table: str, positions: np.ndarray, batch_size: int
     ) -> np.ndarray | None:
         """The label model's outputs on ``positions`` of ``table`` (active party), the
         passive parties sending their embeddings chunk by chunk; None at a passive party."""
@@ -243,14 +249,14 @@ class Party:
                 for c, rows in enumerate(chunks):
                     embedding = self.feature_model(torch.from_numpy(inputs[rows]))
                     self.channel.send(
-                        self.peers.label_id, kind, server_round, c, {"e": embedding.numpy()}
+                        self.peers.label_id, kind, attempt, c, {"e": embedding.numpy()}
                     )
                 return None
             assert self.label_model is not None
             outputs = []
             ids = [self.peers.ids[name] for name in self.passives]
             for c, rows in enumerate(chunks):
-                received = self.channel.receive(ids, kind, server_round, c)
+                received = self.channel.receive(ids, kind, attempt, c)
                 passive = {
                     name: _tensor(received[self.peers.ids[name]], "e", (len(rows), None))
                     for name in self.passives
@@ -268,9 +274,9 @@ class Party:
             return {}
         return task_metrics(self.task, outputs, self.test_labels[positions])
 
-    def predict(self, positions: np.ndarray, batch_size: int) -> np.ndarray | None:
+    def predict(self, attempt: int, positions: np.ndarray, batch_size: int) -> np.ndarray | None:
         """The label model's outputs on the aligned rows (active party); None elsewhere."""
-        return self._forward_rows(PREDICT_EMBEDDING, 0, "test", positions, batch_size)
+        return self._forward_rows(PREDICT_EMBEDDING, attempt, "test", positions, batch_size)
 
 
 def _tensor(

@@ -12,7 +12,9 @@ stored holds an embedding, a gradient or a weight.
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -286,3 +288,77 @@ def test_prl_train_predict_equal_the_central_network_and_the_server_holds_no_emb
         for secret in secrets:
             assert secret not in content, where
     assert thread_server.app_state.relay.held() == (0, 0)
+
+
+def train_central_rounds(merged: dict[str, dict[str, np.ndarray]], rounds: int) -> list[float]:
+    global ROUNDS
+    kept, ROUNDS = ROUNDS, rounds
+    try:
+        return [h["test_loss"] for h in central(merged)[1]]
+    finally:
+        ROUNDS = kept
+
+
+@pytest.mark.parametrize("server_settings", ["sqlite"], indirect=True)
+def test_a_server_restart_mid_training_resumes_from_the_last_completed_round(
+    thread_server: ThreadServer, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    # The shared conftest's helpers, from the module the fixture's class lives in.
+    shared = sys.modules[type(thread_server).__module__]
+    serve_in_thread, stop_thread_server = shared.serve_in_thread, shared.stop_thread_server
+
+    frames = silo_tables(tmp_path)
+    state = tmp_path / "state"
+    table = {n: {t: str(tmp_path / f"{n}-{t}.csv") for t in ("train", "test")} for n in NAMES}
+    url = thread_server.url
+    rounds = 8
+    with fedsilo.connect(url, tokens["analyst"]) as analyst:
+        prl = analyst.create_prl_session(
+            name="PRL", data_config={"clients": {n: {"id_columns": ["id"]} for n in NAMES}}
+        ).start()
+        run_clients(url, tokens, prl.id, {n: {"tables": table[n]} for n in NAMES}, state)
+        alignment = prl.alignment()
+        positions = {n: {t: alignment.positions(n, t) for t in ("train", "test")} for n in NAMES}
+        vfl = analyst.create_vfl_session(
+            name="VFL train",
+            prl_session_id=prl.id,
+            num_rounds=rounds,
+            data_config=DATA_CONFIG,
+            model_config=MODEL_CONFIG,
+        ).start()
+        sid = vfl.id
+    storage = {n: tmp_path / f"storage-{n}" for n in NAMES}
+    jobs = {
+        n: {
+            "tables": table[n],
+            "batch_size": BATCH,
+            "package_options": {"storage_path": str(storage[n])},
+        }
+        for n in NAMES
+    }
+    results: dict[str, Any] = {}
+    runner = threading.Thread(
+        target=lambda: results.update(run_clients(url, tokens, sid, jobs, state)), daemon=True
+    )
+    runner.start()
+    with fedsilo.connect(url, tokens["analyst"]) as analyst:
+        session = analyst.fl_session(sid)
+        deadline = time.monotonic() + 60
+        while session.refresh().round < 2:
+            assert time.monotonic() < deadline, session.refresh()
+            time.sleep(0.05)
+    stop_thread_server(thread_server)
+    restarted = serve_in_thread(thread_server.settings)
+    try:
+        runner.join(timeout=120)
+        assert results == dict.fromkeys(NAMES, SessionStatus.completed), results
+        with fedsilo.connect(url, tokens["analyst"]) as analyst:
+            session = analyst.fl_session(sid)
+            logs = " ".join(line.message for line in session.logs())
+            losses = [m["loss"] for m in session.metrics().as_dict()["federated_metrics"]]
+        assert "resuming from the checkpoint of round" in logs
+        assert len(losses) == rounds
+        expected = train_central_rounds(merged_rows(frames, positions), rounds)
+        np.testing.assert_allclose(losses, expected, atol=1e-4)
+    finally:
+        stop_thread_server(restarted)
