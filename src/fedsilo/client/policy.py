@@ -99,14 +99,21 @@ class PolicyRefusal(ConfigError):
     ----------
     rule : str
         The policy key that refused (``min_rows``, ``max_epsilon``, ...).
+    why : str
+        What breaks it, without data.
     reason : str
-        One line naming the rule and why, without data: what the server is told.
+        One line naming the rule and why: what the server is told of a refused session.
     """
 
     def __init__(self, rule: str, why: str) -> None:
         self.rule = rule
-        self.reason = _one_line(f"the data owner's policy refuses it: rule '{rule}': {why}")
+        self.why = why
+        self.reason = self.refusing("the session")
         super().__init__(self.reason)
+
+    def refusing(self, what: str) -> str:
+        """The one line: ``the data owner's policy refuses <what>: rule '<rule>': <why>``."""
+        return _one_line(f"the data owner's policy refuses {what}: rule '{self.rule}': {self.why}")
 
 
 class DataOwnerPolicy(BaseModel):
@@ -411,7 +418,7 @@ class PolicyGuard:
             )
 
     def _refused(self, task: TaskRequest, refusal: PolicyRefusal) -> TaskReply:
-        message = f"{task.label}: {refusal.reason}"
+        message = f"{task.label}: {refusal.refusing('the release')}"
         if self.emit is not None:
             self.emit(f"refused to release {message}")
         return TaskReply.failed(message)

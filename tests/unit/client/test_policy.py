@@ -33,6 +33,8 @@ GLM = {
     "ml_task": {"type": "logistic", "params": {"alpha": 0, "l1_ratio": 0}},
 }
 DIGEST = "ab" * 32
+SESSION = "the data owner's policy refuses the session: rule"
+RELEASE = "the data owner's policy refuses the release: rule"
 
 
 def _session(package: str = "echo", model_config: dict[str, Any] | None = None) -> SessionPublic:
@@ -171,8 +173,7 @@ def test_allowed_packages() -> None:
         policy.check_session(_session("echo"))
     assert caught.value.rule == "allowed_packages"
     assert caught.value.reason == (
-        "the data owner's policy refuses it: rule 'allowed_packages': package 'echo' is not "
-        "among the allowed ['glm']"
+        f"{SESSION} 'allowed_packages': package 'echo' is not among the allowed ['glm']"
     )
 
 
@@ -220,8 +221,7 @@ def test_max_epsilon_and_require_dp_on_the_packages_parsed_budgets(tmp_path: Pat
     with pytest.raises(PolicyRefusal) as caught:
         _guard(tmp_path, DataOwnerPolicy(max_epsilon=3.5), model_config=private)
     assert caught.value.reason == (
-        "the data owner's policy refuses it: rule 'max_epsilon': the session plans epsilon 4 "
-        "on this silo, above 3.5"
+        f"{SESSION} 'max_epsilon': the session plans epsilon 4 on this silo, above 3.5"
     )
     _guard(tmp_path, DataOwnerPolicy(require_dp=True), model_config=private)
     with pytest.raises(PolicyRefusal, match="rule 'require_dp': the session plans no"):
@@ -234,8 +234,7 @@ def test_min_rows_on_the_tables_before_joining(tmp_path: Path) -> None:
     with pytest.raises(PolicyRefusal) as caught:
         _guard(tmp_path, policy, rows=7, attributes=3)
     assert caught.value.reason == (
-        "the data owner's policy refuses it: rule 'min_rows': the train table has 7 row(s); "
-        "at least 8 are required"
+        f"{SESSION} 'min_rows': the train table has 7 row(s); at least 8 are required"
     )
     with pytest.raises(PolicyRefusal, match="the test table has 2 row"):
         _guard(tmp_path, policy, rows=50, attributes=3, test_rows=2)
@@ -262,10 +261,7 @@ def test_min_rows_on_each_release(tmp_path: Path) -> None:
     ):
         reply, _ = _release(guard, meta)
         assert not reply.ok
-        assert reply.error == (
-            f"task t1 (fit, round 1): the data owner's policy refuses it: rule 'min_rows': "
-            f"{expected}"
-        )
+        assert reply.error == (f"task t1 (fit, round 1): {RELEASE} 'min_rows': {expected}")
         assert reply.arrays == {} and "train_loss" not in reply.meta
     # nothing evaluated: no test rows released
     assert _release(guard, {"num_rows": 10, "test_num_examples": 0})[0].ok
@@ -315,7 +311,7 @@ def test_a_plain_fit_is_refused_when_secure_aggregation_is_required(tmp_path: Pa
     reply, calls = _release(guard, {"num_examples": 50})
     assert calls == []  # the executor never trained
     assert reply.error == (
-        "task t1 (fit, round 1): the data owner's policy refuses it: rule "
+        "task t1 (fit, round 1): the data owner's policy refuses the release: rule "
         "'require_secure_aggregation': the server asked for a fit update without secure "
         "aggregation"
     )
@@ -341,7 +337,7 @@ def test_the_client_chain_checks_releases_and_never_replays_a_refusal(tmp_path: 
     assert not refused.ok
     assert lines == [
         "refused to release task t1 (glm_stats, round 1): the data owner's policy refuses "
-        "it: rule 'min_rows': a release over 4 row(s) of the train table; at least 10 are "
+        "the release: rule 'min_rows': a release over 4 row(s) of the train table; at least 10 are "
         "required"
     ]
     # a refusal is not stored: the question asked again reaches the executor
