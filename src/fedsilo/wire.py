@@ -125,6 +125,9 @@ def _not_bool_or_text(value: Any) -> Any:
 StrictInt = Annotated[int, BeforeValidator(_not_bool_or_text)]
 #: a float that is a finite number (an int is accepted; ``true``, NaN and Infinity are not)
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: the longest task timeout a session may set: a week (a longer wait overflows the event
+#: waits that enforce it)
+MAX_TASK_TIMEOUT_S = 7 * 86_400
 #: a name: one printable line of at most :data:`MAX_NAME_LENGTH` characters
 Name = Annotated[
     str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=PRINTABLE_LINE_PATTERN)
@@ -299,6 +302,14 @@ class SessionCreate(_Body):
     num_rounds: StrictInt = Field(ge=1, le=100_000)
     model_config_: dict[str, Any] = Field(alias="model_config")
     data_config: dict[str, Any]
+    task_timeout: FiniteFloat | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TASK_TIMEOUT_S,
+        description="Seconds this session's workflow waits for one reply (a participant "
+        "that goes silent fails its task sooner, see README 'Liveness'); default: the "
+        "server's task_timeout (FEDSILO_TASK_TIMEOUT, 600 s)",
+    )
 
     model_config = ConfigDict(
         extra="forbid", allow_inf_nan=False, populate_by_name=True, protected_namespaces=()
@@ -318,6 +329,9 @@ class SessionPublic(BaseModel):
     status: SessionStatus
     round: int
     failure_reason: str | None = None
+    task_timeout: float | None = Field(
+        default=None, description="The session's own task timeout (seconds), if it set one."
+    )
     created_by: str | None = Field(default=None, description="The owner's user name.")
     owner_id: str | None = Field(default=None, description="The owner's user id.")
     created_at: datetime

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import subprocess
 import threading
@@ -296,6 +297,52 @@ def test_the_round_loop_goes_on_without_a_dead_client_when_min_fit_clients_allow
     assert [line for line in logs if line.startswith("client 'dies' offline")], logs
     # Round 3 fails its tasks to the dead client at once, and says so.
     assert any(line.startswith("round 3: task 'fit' failed on 1 client(s): dies:") for line in logs)
+
+
+def test_a_session_sets_its_own_task_timeout_bounded_and_finite(
+    api: httpx.Client, silos: Any, helpers: Any, probe: Any
+) -> None:
+    def workflow(ctx: SessionContext) -> None:
+        clients = ctx.wait_for_clients(1)
+        started = time.monotonic()
+        probe.seen["outcomes"] = list(ctx.send([Task(to=clients[0], kind="fit")]).outcomes())
+        probe.seen["waited"] = time.monotonic() - started
+
+    probe.workflow = workflow
+    body = {
+        "name": "quick",
+        "package_name": "probe",
+        "min_num_clients": 1,
+        "num_rounds": 1,
+        "model_config": {},
+        "data_config": {},
+    }
+    for bad in (float("inf"), 0, -1, True, "60", 7 * 86_400 + 1):
+        refused = api.post(
+            "/sessions",
+            content=json.dumps({**body, "task_timeout": bad}),  # Infinity as JSON allows it
+            headers={"Content-Type": "application/json"},
+        )
+        assert refused.status_code == 422, (bad, refused.text)
+        assert "task_timeout" in refused.json()["detail"], refused.text
+    made = api.post("/sessions", json={**body, "task_timeout": 0.5})
+    assert made.status_code == 201, made.text
+    sid = made.json()["id"]
+    assert api.get(f"/sessions/{sid}").json()["task_timeout"] == 0.5
+    assert api.post(f"/sessions/{sid}/start").status_code == 200
+    slow = silos(sid, "slow")
+    assert slow.join().status_code == 201
+    response = slow.next(wait=10)
+    helpers.task_of(response)
+    # Live (it heartbeats) but it never answers: the session's 0.5 s, not the server's 60 s.
+    beat = f"/sessions/{sid}/participants/{slow.id}/heartbeat"
+    while not probe.done.is_set():
+        slow.http.post(beat, headers=slow.headers)
+        probe.done.wait(0.1)
+    (outcome,) = probe.seen["outcomes"]
+    assert isinstance(outcome, Failure) and outcome.cause == "timeout", outcome
+    assert outcome.reason == "no reply within 0.5 s"
+    assert probe.seen["waited"] < 5
 
 
 # ---------------------------------------------------------------------------- store

@@ -111,9 +111,14 @@ def participant_from_record(record: ParticipantRecord) -> Participant:
 class EngineContext(AskMixin):
     """What one session's workflow may do; every call goes through the engine's stores."""
 
-    def __init__(self, engine: SessionEngine, info: SessionInfo) -> None:
+    def __init__(
+        self, engine: SessionEngine, info: SessionInfo, task_timeout: float | None = None
+    ) -> None:
         self._engine = engine
         self._info = info
+        #: seconds a task waits for its reply unless ``send`` says otherwise: the session's
+        #: own ``task_timeout``, else the server's
+        self.task_timeout = task_timeout or engine.settings.task_timeout
         self.canceled = threading.Event()
         self._lock = threading.Lock()
         #: successful replies, written with the next write
@@ -239,7 +244,7 @@ class EngineContext(AskMixin):
             reason = f"client {name!r} offline: no poll for {silent:.0f} s"
             unasked.future.set_result(unasked.failure("offline", reason))
             self.record_failure_later(unasked.id, reason)
-        limit = timeout if timeout is not None else engine.settings.task_timeout
+        limit = timeout if timeout is not None else self.task_timeout
         return EngineTaskGroup(self, [p.task for p in pending], pending, default_timeout=limit)
 
     def expire(self, task_id: str, cause: FailureCause, reason: str) -> bool:

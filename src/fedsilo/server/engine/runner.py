@@ -125,7 +125,7 @@ class SessionEngine:
         # wait (plus grace) to come back before it counts as silent.
         for participant in self.state.list_participants(session_id):
             self.liveness.expect(participant.id, session_id, within=self.settings.max_long_poll)
-        context = EngineContext(self, info)
+        context = EngineContext(self, info, task_timeout=record.task_timeout)
         thread = threading.Thread(
             target=self._run, args=(context,), name=f"session-{session_id}", daemon=True
         )

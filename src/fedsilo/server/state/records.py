@@ -59,6 +59,8 @@ class SessionRecord:
     owner_id: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    #: seconds its workflow waits for one reply; None: the server's ``task_timeout``
+    task_timeout: float | None = None
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ class SqlStore:
             updated_at=session.updated_at,
             started_at=session.started_at,
             ended_at=session.ended_at,
+            task_timeout=session.task_timeout,
         )
         with (
             _integrity(f"A session with id {session.id!r} already exists."),

@@ -16,6 +16,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -105,6 +106,7 @@ class SessionRow(Base):
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    task_timeout: Mapped[float | None] = mapped_column(Float, doc="seconds; None: the server's")
 
     def record(self) -> SessionRecord:
         return SessionRecord(
@@ -126,6 +128,7 @@ class SessionRow(Base):
             updated_at=self.updated_at,
             started_at=self.started_at,
             ended_at=self.ended_at,
+            task_timeout=self.task_timeout,
         )
 
 
