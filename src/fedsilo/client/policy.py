@@ -183,6 +183,7 @@ class DataOwnerPolicy(BaseModel):
         tables: Mapping[str, str | None],
         state_dir: Path,
         emit: Callable[[str], None] | None = None,
+        column_values: Mapping[str, int] | None = None,
     ) -> PolicyGuard:
         """Check the session's privacy budget and this silo's tables, and return the guard of
         its releases.
@@ -200,6 +201,9 @@ class DataOwnerPolicy(BaseModel):
             The client's state directory (the history of released row counts).
         emit : callable, optional
             Told one line per refused release.
+        column_values : mapping of str to int, optional
+            The non-null values of each column the session reads: a column's statistics
+            cover only those (eda analyses columns with nulls).
 
         Raises
         ------
@@ -215,10 +219,18 @@ class DataOwnerPolicy(BaseModel):
             )
         min_rows = self.min_rows if self.min_rows is not None else attributes + MIN_ROWS_MARGIN
         source = _training_table(tables)
-        guard = PolicyGuard(self, min_rows, source, ReleasedRows(state_dir), emit)
+        train_rows = next((r for role, r in summary_rows.items() if role != "test" and r), None)
+        guard = PolicyGuard(self, min_rows, source, ReleasedRows(state_dir), emit, train_rows)
         for role, rows in summary_rows.items():
             if rows > 0:
                 guard.check_rows(rows, role, delta=role != "test", release=False)
+        for column, values in (column_values or {}).items():
+            if 0 < values < min_rows:
+                raise PolicyRefusal(
+                    "min_rows",
+                    f"column {column!r} has {values} non-null value(s); at least {min_rows} "
+                    "are required",
+                )
         return guard
 
 
@@ -344,6 +356,8 @@ class PolicyGuard:
     source: str | None
     history: ReleasedRows
     emit: Callable[[str], None] | None = None
+    #: the training table's rows (a reply reporting no count was computed over them all)
+    table_rows: int | None = None
 
     def gate(self, task: TaskRequest, call_next: Handler) -> TaskReply:
         """Refuse a plain ``fit`` when the policy requires secure aggregation."""
@@ -373,11 +387,18 @@ class PolicyGuard:
             ]
             test = _count(reply.meta, _TEST_COUNT) if _TEST_COUNT in reply.meta else None
             if not train and test is None:
-                train = [None]  # computed over the whole table, checked before joining
+                train = [self.table_rows]  # computed over the whole table
             for rows in train:
                 self.check_rows(rows, "train", delta=True, release=True)
             if test:
                 self.check_rows(test, "test", delta=False, release=True)
+            for column, values in _column_counts(reply.meta):
+                if 0 < values < self.min_rows:
+                    raise PolicyRefusal(
+                        "min_rows",
+                        f"a release of column {column!r} over {values} value(s); at least "
+                        f"{self.min_rows} are required",
+                    )
             spent = reply.meta.get("epsilon_spent")
             limit = self.policy.max_epsilon
             if isinstance(spent, int | float) and limit is not None and spent > limit:
@@ -394,8 +415,8 @@ class PolicyGuard:
     def check_rows(self, rows: int | None, role: str, *, delta: bool, release: bool) -> None:
         """Hold ``rows`` of the table ``role`` to ``min_rows`` and (``delta``) the delta rule.
 
-        ``rows=None`` is the whole training table, already held to both before joining;
-        ``release`` says whether the rows are a reply's (else the table's, before joining).
+        ``release`` says whether the rows are a reply's (else the table's, before joining);
+        ``rows=None`` (no training table) holds nothing.
         """
         if rows is None:
             return
@@ -422,6 +443,25 @@ class PolicyGuard:
         if self.emit is not None:
             self.emit(f"refused to release {message}")
         return TaskReply.failed(message)
+
+
+def _column_counts(meta: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The values each column's statistics cover, in an exact eda release.
+
+    eda sends ``columns[j]["moments"]["count"]`` -- the column's non-null values, fewer than
+    the table's rows when it has nulls. A release under DP (a non-empty ``releases`` ledger)
+    is noised, and its noisy counts are not held to the floor.
+    """
+    columns = meta.get("columns")
+    if not isinstance(columns, list) or meta.get("releases"):
+        return []
+    counts = []
+    for entry in columns:
+        moments = entry.get("moments") if isinstance(entry, Mapping) else None
+        count = moments.get("count") if isinstance(moments, Mapping) else None
+        if isinstance(count, int | float) and not isinstance(count, bool) and math.isfinite(count):
+            counts.append((str(entry.get("name")), int(count)))
+    return counts
 
 
 def _count(meta: Mapping[str, Any], key: str) -> int:

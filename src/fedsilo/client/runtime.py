@@ -369,6 +369,8 @@ class ClientRuntime:
 
     def _policy_guard(self, policy: DataOwnerPolicy, prepared: PreparedData) -> PolicyGuard:
         summary = prepared.summary
+        frame = prepared.dataset.train
+        read = [c.name for c in summary.columns if c.name in frame.columns]
         guard = policy.guard(
             prepared.model_config,
             {"train": summary.train_rows, "test": summary.test_rows},
@@ -376,6 +378,7 @@ class ClientRuntime:
             self.tables,
             self.state_dir,
             self._emit,
+            column_values={name: int(frame[name].count()) for name in read},
         )
         self._emit(f"policy ok: releases need at least {guard.min_rows} row(s)")
         return guard

@@ -294,9 +294,35 @@ def test_the_delta_rule_holds_across_sessions_on_the_same_table(tmp_path: Path) 
 
 
 def test_a_reply_without_counts_covers_the_whole_table(tmp_path: Path) -> None:
-    guard = _guard(tmp_path, DataOwnerPolicy(min_rows=10), rows=40)
-    reply, _ = _release(guard, {"dataset_name": "d", "columns": []}, kind="eda_summarize")
+    policy = DataOwnerPolicy(min_rows=10)
+    guard = _guard(tmp_path, policy, rows=40)
+    reply, _ = _release(guard, {"dataset_name": "d", "columns": []}, kind="eda_profile")
     assert reply.ok
+    # recorded for the delta rule: 40 rows released
+    with pytest.raises(PolicyRefusal, match="the train table has 42 row"):
+        _guard(tmp_path, policy, rows=42)
+
+
+def test_each_column_of_an_exact_eda_release(tmp_path: Path) -> None:
+    guard = _guard(tmp_path, DataOwnerPolicy(min_rows=10), rows=40)
+
+    def columns(count: float | None) -> list[dict[str, Any]]:
+        return [
+            {"name": "a", "moments": {"count": 40, "nulls": 0}},
+            {"name": "b", "moments": {"count": count, "nulls": 40 - (count or 0)}},
+        ]
+
+    reply, _ = _release(guard, {"columns": columns(3), "releases": []}, kind="eda_summarize")
+    assert reply.error == (
+        f"task t1 (eda_summarize, round 1): {RELEASE} 'min_rows': a release of column 'b' "
+        "over 3 value(s); at least 10 are required"
+    )
+    for admitted in (10, 0, None):  # enough values; none (only the null count); unknown
+        meta = {"columns": columns(admitted), "releases": []}
+        assert _release(guard, meta, kind="eda_summarize")[0].ok
+    # noised (a DP ledger): its noisy counts are not held to the floor
+    noised = {"columns": columns(3), "releases": [{"column": "b", "epsilon": 0.5}]}
+    assert _release(guard, noised, kind="eda_summarize")[0].ok
 
 
 def test_max_epsilon_on_the_epsilon_a_reply_reports(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 import fedsilo
 from fedsilo.cli.app import app
-from fedsilo.client.policy import DataOwnerPolicy
+from fedsilo.client.policy import DataOwnerPolicy, PolicyRefusal
 from fedsilo.client.runtime import ClientRuntime
 from fedsilo.http import ApiClient
 from fedsilo.wire import API_PREFIX, SessionStatus
@@ -248,4 +248,38 @@ def test_min_rows_refuses_a_release_over_fewer_rows_mid_session(
         assert logged[0].startswith("round 1: task 'fit' failed on 1 client(s): ")
         assert "silo-b" in logged[0] and why in logged[0]
         assert session.status == "Completed"
+    _assert_nothing_of_the_silo_stored(thread_server, tmp_path)
+
+
+def test_min_rows_holds_each_column_an_eda_session_reads(
+    thread_server: ThreadServer, tokens: dict[str, str], tmp_path: Path, state_dir: Path
+) -> None:
+    """30 rows, but column b has 3 values: its exact min, max and moments would be over 3
+    rows, so the client refuses before joining (before round 1's profile)."""
+    b = np.full(30, np.nan)
+    b[:3] = [SECRET_VALUE, 1.0, 2.0]
+    path = tmp_path / "silo-b.parquet"
+    pd.DataFrame({"a": np.arange(30.0), "b": b}).to_parquet(path)
+    with fedsilo.connect(thread_server.url, tokens["analyst"]) as analyst:
+        session = analyst.create_eda_session(
+            name="policy eda", data_config={"silo-b": ["a", "b"]}, epsilon=None
+        ).start()
+        with ApiClient(thread_server.url, tokens["silo-b"]) as api:
+            runtime = ClientRuntime.for_dataset(
+                api,
+                session.id,
+                str(path),
+                "silo-b",
+                poll_wait=1.0,
+                state_dir=state_dir,
+                on_event=lambda _: None,
+                policy=DataOwnerPolicy(min_rows=10),
+            )
+            with pytest.raises(PolicyRefusal) as caught:
+                runtime.run()
+        why = f"{POLICY} 'min_rows': column 'b' has 3 non-null value(s); at least 10 are required"
+        assert caught.value.reason == why
+        assert session.failure_reason == f"client 'silo-b' refused to join: {why}"
+        assert session.participants() == []
+        _cancel(thread_server, session.id)
     _assert_nothing_of_the_silo_stored(thread_server, tmp_path)
