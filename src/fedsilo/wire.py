@@ -434,6 +434,11 @@ class ParticipantPublic(BaseModel):
     public_key: str = ""
     joined_at: datetime
     last_seen_at: datetime | None = None
+    offline_at: datetime | None = Field(
+        default=None,
+        description="When it went silent past the server's grace period (its tasks then "
+        "fail at once); null while it is live (README 'Liveness')",
+    )
     rejoined: bool = False
 
 
@@ -504,9 +509,19 @@ class ModelMeta(BaseModel):
 
 
 class PackagePublic(BaseModel):
+    """A package this server runs. An uploaded custom package (``POST /packages``) also
+    carries its archive's ``digest`` (SHA-256, what a client approves), ``size`` in bytes,
+    ``task``, ``uploaded_by`` (user name) and ``created_at``; a built-in one has them null."""
+
     name: str
     description: str
     kind: SessionKind
+    custom: bool = False
+    digest: str | None = None
+    size: int | None = None
+    task: str | None = None
+    uploaded_by: str | None = None
+    created_at: datetime | None = None
 
 
 # -------------------------------------------------------------------------- tokens

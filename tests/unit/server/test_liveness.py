@@ -158,10 +158,16 @@ def test_a_silent_participant_is_offline_within_grace_its_task_fails_and_it_is_s
         )
         assert record.error.startswith("client 'silent' offline"), record
 
+        # Persisted: the participant list says since when it is offline.
+        listed = {p["client_name"]: p for p in api.get(f"/sessions/{sid}/participants").json()}
+        assert listed["silent"]["offline_at"] is not None and listed["alive"]["offline_at"] is None
+
         # A rejoin makes it live: round 3 reaches it (its first task since round 1).
         assert silent.join(credential=silent.credential).status_code == 201
         back = "client 'silent' is back online; its next tasks reach it"
         helpers.wait_until(lambda: back in logs_of(api, sid), what="the log of its return")
+        listed = {p["client_name"]: p for p in api.get(f"/sessions/{sid}/participants").json()}
+        assert listed["silent"]["offline_at"] is None
         rejoined.set()
         task_id, _, header = helpers.task_of(silent.next(wait=10))
         assert header.round == 3

@@ -88,6 +88,7 @@ def participant_public(record: ParticipantRecord, rejoined: bool = False) -> Par
         public_key=record.public_key,
         joined_at=record.joined_at,
         last_seen_at=record.last_seen_at,
+        offline_at=record.offline_at,
         rejoined=rejoined,
     )
 

@@ -93,6 +93,15 @@ class Liveness:
             if participant_id not in self._heard and participant_id not in self._offline:
                 self._heard[participant_id] = _Heard(session_id, now, now + within + self.grace)
 
+    def mark_offline(self, participant_id: str, session_id: str) -> None:
+        """A participant that was offline when the server stopped (its ``offline_at``):
+        offline until it is heard from."""
+        with self._lock:
+            if participant_id not in self._heard:
+                now = time.monotonic()
+                self._heard[participant_id] = _Heard(session_id, now, now)
+                self._offline[participant_id] = session_id
+
     def is_offline(self, participant_id: str) -> bool:
         return participant_id in self._offline  # one dict lookup: read without the lock
 

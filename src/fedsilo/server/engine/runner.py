@@ -122,9 +122,13 @@ class SessionEngine:
             data_config=record.data_config,
         )
         # After a restart nobody has polled yet: give every participant the longest poll's
-        # wait (plus grace) to come back before it counts as silent.
+        # wait (plus grace) to come back before it counts as silent; one that was offline
+        # stays so until it is heard from.
         for participant in self.state.list_participants(session_id):
-            self.liveness.expect(participant.id, session_id, within=self.settings.max_long_poll)
+            if participant.offline_at is not None:
+                self.liveness.mark_offline(participant.id, session_id)
+            else:
+                self.liveness.expect(participant.id, session_id, self.settings.max_long_poll)
         context = EngineContext(self, info, task_timeout=record.task_timeout)
         thread = threading.Thread(
             target=self._run, args=(context,), name=f"session-{session_id}", daemon=True
@@ -345,6 +349,7 @@ class SessionEngine:
             return
         name = self._client_name(silence.participant_id)
         reason = f"client {name!r} offline: no poll for {silence.silent_for:.0f} s"
+        self.state.set_participant_offline(silence.participant_id, utcnow())
         tasks = self.hub.take_participant(silence.participant_id)
         context = self.context_of(session_id)
         for task in tasks:
@@ -364,6 +369,7 @@ class SessionEngine:
         self.log(session_id, line)
 
     def _came_back(self, participant_id: str, session_id: str) -> None:
+        self.state.set_participant_offline(participant_id, None)
         line = (
             f"client {self._client_name(participant_id)!r} is back online; its next tasks reach it"
         )

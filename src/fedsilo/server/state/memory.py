@@ -244,6 +244,12 @@ class MemoryStore:
             self._participants[participant_id] = dataclasses.replace(participant, last_seen_at=now)
             return True
 
+    def set_participant_offline(self, participant_id: str, at: datetime | None) -> None:
+        with self._lock:
+            participant = self._participants.get(participant_id)
+            if participant is not None:
+                self._participants[participant_id] = dataclasses.replace(participant, offline_at=at)
+
     # --------------------------------------------------------------------- tasks
 
     def add_tasks(self, tasks: Sequence[TaskRecord]) -> None:

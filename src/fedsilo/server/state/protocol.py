@@ -147,6 +147,9 @@ class StateStore(Protocol):
         """Set ``last_seen_at`` unless it was set less than ``min_interval`` before ``at``
         (bookkeeping off the hot path, in one statement). Returns whether it was written."""
 
+    def set_participant_offline(self, participant_id: str, at: datetime | None) -> None:
+        """Record that the participant went offline at ``at`` (None: it is live again)."""
+
     # --------------------------------------------------------------------- tasks
 
     def add_tasks(self, tasks: Sequence[TaskRecord]) -> None:

@@ -77,6 +77,8 @@ class ParticipantRecord:
     last_seen_at: datetime | None = None
     credential_hash: str = ""
     public_key: str = ""
+    #: when it went silent past the grace period (README "Liveness"); None while live
+    offline_at: datetime | None = None
 
 
 class TaskStatus(StrEnum):

@@ -301,6 +301,13 @@ class SqlStore:
         with self.database.session() as s:
             return _rowcount(s.execute(statement)) > 0
 
+    def set_participant_offline(self, participant_id: str, at: datetime | None) -> None:
+        statement = (
+            update(ParticipantRow).where(ParticipantRow.id == participant_id).values(offline_at=at)
+        )
+        with self.database.session() as s:
+            s.execute(statement)
+
     # --------------------------------------------------------------------- tasks
 
     def add_tasks(self, tasks: Sequence[TaskRecord]) -> None:

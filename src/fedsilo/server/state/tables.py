@@ -149,6 +149,8 @@ class ParticipantRow(Base):
     credential_hash: Mapped[str] = mapped_column(String(64), default="")
     #: X25519 public key, url-safe base64 without padding
     public_key: Mapped[str] = mapped_column(String(64), default="")
+    #: when it went silent past the grace period; null while live
+    offline_at: Mapped[datetime | None]
 
     def record(self) -> ParticipantRecord:
         return ParticipantRecord(
@@ -161,6 +163,7 @@ class ParticipantRow(Base):
             last_seen_at=self.last_seen_at,
             credential_hash=self.credential_hash,
             public_key=self.public_key,
+            offline_at=self.offline_at,
         )
 
 
