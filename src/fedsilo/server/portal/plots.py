@@ -33,11 +33,9 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
             step *= multiple
             break
     start = math.floor(low / step) * step
-    ticks = []
-    value = start
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 12))
-        value += step
+    ticks = [round(start, 12)]
+    while ticks[-1] < high - step * 1e-9:  # the top tick at or above the highest value
+        ticks.append(round(start + step * len(ticks), 12))
     return ticks
 
 
