@@ -20,11 +20,20 @@ engine gives the participants of resumed sessions one grace period to poll again
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["Liveness", "Silence"]
+from fedsilo.server.state import utcnow
+
+if TYPE_CHECKING:
+    from fedsilo.server.engine.runner import SessionEngine
+
+__all__ = ["Liveness", "LivenessSweep", "Silence"]
+
+logger = logging.getLogger("fedsilo.engine")
 
 
 @dataclass(frozen=True)
@@ -140,3 +149,66 @@ class Liveness:
             for participant_id in [p for p, s in self._offline.items() if s == session_id]:
                 del self._offline[participant_id]
             self._back = [entry for entry in self._back if entry[1] != session_id]
+
+
+class LivenessSweep(threading.Thread):
+    """The engine's sweep thread: every :attr:`Liveness.sweep_interval` until the engine
+    stops, it fails the outstanding tasks of the participants gone silent, records and logs
+    who went offline and who came back."""
+
+    def __init__(self, engine: SessionEngine) -> None:
+        super().__init__(name="liveness", daemon=True)
+        self._engine = engine
+
+    def run(self) -> None:
+        engine = self._engine
+        while not engine.stopping.wait(engine.liveness.sweep_interval):
+            try:
+                silent, back = engine.liveness.sweep()
+                for silence in silent:
+                    self._went_offline(silence)
+                for participant_id, session_id in back:
+                    self._came_back(participant_id, session_id)
+            except Exception:  # a store error here must not end the sweeps
+                logger.exception("the liveness sweep failed")
+
+    def _client_name(self, participant_id: str) -> str:
+        record = self._engine.state.get_participant(participant_id)
+        return record.client_name if record is not None else participant_id
+
+    def _went_offline(self, silence: Silence) -> None:
+        """Fail the silent participant's outstanding tasks at once and say so."""
+        engine, session_id = self._engine, silence.session_id
+        session = engine.state.get_session(session_id)
+        if session is None or session.status.ended:
+            engine.liveness.forget_session(session_id)
+            return
+        name = self._client_name(silence.participant_id)
+        reason = f"client {name!r} offline: no poll for {silence.silent_for:.0f} s"
+        engine.state.set_participant_offline(silence.participant_id, utcnow())
+        tasks = engine.hub.take_participant(silence.participant_id)
+        context = engine.context_of(session_id)
+        for task in tasks:
+            if not task.future.done():
+                task.future.set_result(task.failure("offline", reason))
+            if context is not None:
+                context.record_failure_later(task.id, reason)
+            else:
+                engine.state.fail_task(task.id, reason)
+        outstanding = {0: "no outstanding task", 1: "its 1 outstanding task failed"}.get(
+            len(tasks), f"its {len(tasks)} outstanding tasks failed"
+        )
+        line = f"{reason}; {outstanding}"
+        logger.warning("session %s: %s", session_id, line)
+        # Written now, not behind the session's queued writes: the sweep must not wait on
+        # them, and the line must land even when the session ends meanwhile.
+        engine.log(session_id, line)
+
+    def _came_back(self, participant_id: str, session_id: str) -> None:
+        engine = self._engine
+        engine.state.set_participant_offline(participant_id, None)
+        name = self._client_name(participant_id)
+        line = f"client {name!r} is back online; its next tasks reach it"
+        logger.warning("session %s: %s", session_id, line)
+        engine.log(session_id, line)
+        engine.notify_join()

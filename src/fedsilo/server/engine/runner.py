@@ -14,7 +14,7 @@ from fedsilo.server.engine.frames import decode_views
 from fedsilo.server.engine.gate import ReplyGate, Slot
 from fedsilo.server.engine.health import Backoff, StoreHealth, describe_store_error, is_store_error
 from fedsilo.server.engine.hub import TaskHub
-from fedsilo.server.engine.liveness import Liveness, Silence
+from fedsilo.server.engine.liveness import Liveness, LivenessSweep
 from fedsilo.server.metrics import ServerMetrics
 from fedsilo.server.settings import Settings
 from fedsilo.server.state import ACTIVE_STATUSES, ArtifactStore, StateStore, utcnow
@@ -91,7 +91,7 @@ class SessionEngine:
         self._lock = threading.Lock()
         #: session id -> in-process resumes after a failed write (see STORE_RESUMES)
         self._store_resumes: dict[str, int] = {}
-        self._sweeper = threading.Thread(target=self._watch, name="liveness", daemon=True)
+        self._sweeper = LivenessSweep(self)
         self._sweeper.start()
 
     # ------------------------------------------------------------------ lifecycle
@@ -321,61 +321,6 @@ class SessionEngine:
                 continue
             self.health.recovered()
             return
-
-    # ------------------------------------------------------------------- liveness
-
-    def _watch(self) -> None:
-        """The liveness sweep, until the engine stops."""
-        while not self.stopping.wait(self.liveness.sweep_interval):
-            try:
-                silent, back = self.liveness.sweep()
-                for silence in silent:
-                    self._went_offline(silence)
-                for participant_id, session_id in back:
-                    self._came_back(participant_id, session_id)
-            except Exception:  # a store error here must not end the sweeps
-                logger.exception("the liveness sweep failed")
-
-    def _client_name(self, participant_id: str) -> str:
-        record = self.state.get_participant(participant_id)
-        return record.client_name if record is not None else participant_id
-
-    def _went_offline(self, silence: Silence) -> None:
-        """Fail the silent participant's outstanding tasks at once and say so."""
-        session_id = silence.session_id
-        session = self.state.get_session(session_id)
-        if session is None or session.status.ended:
-            self.liveness.forget_session(session_id)
-            return
-        name = self._client_name(silence.participant_id)
-        reason = f"client {name!r} offline: no poll for {silence.silent_for:.0f} s"
-        self.state.set_participant_offline(silence.participant_id, utcnow())
-        tasks = self.hub.take_participant(silence.participant_id)
-        context = self.context_of(session_id)
-        for task in tasks:
-            if not task.future.done():
-                task.future.set_result(task.failure("offline", reason))
-            if context is not None:
-                context.record_failure_later(task.id, reason)
-            else:
-                self.state.fail_task(task.id, reason)
-        outstanding = {0: "no outstanding task", 1: "its 1 outstanding task failed"}.get(
-            len(tasks), f"its {len(tasks)} outstanding tasks failed"
-        )
-        line = f"{reason}; {outstanding}"
-        logger.warning("session %s: %s", session_id, line)
-        # Written now, not behind the session's queued writes: the sweep must not wait on
-        # them, and the line must land even when the session ends meanwhile.
-        self.log(session_id, line)
-
-    def _came_back(self, participant_id: str, session_id: str) -> None:
-        self.state.set_participant_offline(participant_id, None)
-        line = (
-            f"client {self._client_name(participant_id)!r} is back online; its next tasks reach it"
-        )
-        logger.warning("session %s: %s", session_id, line)
-        self.log(session_id, line)
-        self.notify_join()
 
     # --------------------------------------------------------------------- replies
 
