@@ -18,8 +18,9 @@ The server's half and the stages are in :mod:`fedsilo.workflows.secure`; the mat
   against another set is refused: the server would subtract the two sums); its reply's
   arrays and ``num_examples`` become ONE masked vector of
   ``encode(w * (x - global) || w)``, packed to ``ceil(modulus_bits / 8)`` bytes a value
-  (uint8); of its meta only
-  :data:`~fedsilo.workflows.secure.CLEAR_META` stays in clear;
+  (uint8); of its meta only :func:`~fedsilo.workflows.secure.clear_meta` stays in clear;
+* another task with ``meta["secagg"]["scale"]`` (glm ``newton_stats``, ...) -- the same,
+  for a sum of statistics: every reply array times the public scale, weight 1;
 * ``secagg.unmask`` -- reveals the shares the server may have: of the self-mask seeds of
   the clients that sent masked input, of the mask keys of those that dropped -- never both
   for one client (the library refuses).
@@ -48,7 +49,6 @@ from fedsilo.privacy.secagg import SecAggSpec
 from fedsilo.privacy.secagg.client import ClientAggregation
 from fedsilo.privacy.secagg.encoding import FixedPoint, encode_update, pack
 from fedsilo.workflows.secure import (
-    CLEAR_META,
     DELIVER,
     KEYS,
     MASKED_ARRAY,
@@ -57,6 +57,7 @@ from fedsilo.workflows.secure import (
     SHARES,
     UNMASK,
     UNMASK_ARRAY,
+    clear_meta,
 )
 
 __all__ = ["SealingPeer", "secure_aggregation"]
@@ -101,15 +102,16 @@ def secure_aggregation(peer: SealingPeer | None) -> Mod:
         secure-aggregation task then fails, saying so; other tasks pass through).
     """
     rounds: dict[int, _Round] = {}
-    # round -> the survivors this client masked its update against: a second sum of the same
+    # (round, kind) -> the survivors this client masked its reply against: a second sum of the same
     # round over another set would give the server the difference (someone's update)
-    masked: dict[int, frozenset[str]] = {}
+    masked: dict[tuple[int, str], frozenset[str]] = {}
     lock = threading.Lock()
 
     def mod(task: TaskRequest, call_next: Handler) -> TaskReply:
         secagg = task.meta.get(SECAGG_META)
+        # A protocol stage, or a task whose reply is to be masked (fit, newton_stats, ...).
         if task.kind not in (KEYS, SHARES, DELIVER, UNMASK) and not (
-            task.kind == "fit" and isinstance(secagg, Mapping)
+            isinstance(secagg, Mapping) and "survivors" in secagg
         ):
             return call_next(task)
         if peer is None:
@@ -138,7 +140,7 @@ def secure_aggregation(peer: SealingPeer | None) -> Mod:
                     del rounds[task.round]
                     return reply
                 survivors = frozenset(str(p) for p in secagg["survivors"])
-                earlier = masked.get(task.round)
+                earlier = masked.get((task.round, task.kind))
             if earlier is not None and earlier != survivors:
                 raise _Refused(
                     f"this client already sent its masked update of round {task.round} against "
@@ -148,7 +150,7 @@ def secure_aggregation(peer: SealingPeer | None) -> Mod:
             reply = _fit(state, task, secagg, call_next)
             if reply.ok:
                 with lock:
-                    masked[task.round] = survivors
+                    masked[task.round, task.kind] = survivors
             return reply
         except (FedsiloError, ValueError, KeyError, TypeError) as exc:
             return TaskReply.failed(f"{task.label}: secure aggregation refused: {exc}")
@@ -213,24 +215,40 @@ def _fit(
     reply = call_next(plain)
     if not reply.ok:
         return reply
-    if set(reply.arrays) != set(task.arrays):
-        raise _Refused(
-            f"the fit reply's arrays {sorted(reply.arrays)} are not the global model's "
-            f"{sorted(task.arrays)}"
-        )
-    update = {
-        name: np.asarray(reply.arrays[name], dtype=np.float64)
-        - np.asarray(task.arrays[name], dtype=np.float64)
-        for name in task.arrays
-    }
-    weight = 1 if weighting == "unit" else _count(reply.meta, "num_examples")
+    if "scale" in secagg:
+        # A sum of statistics: every reply array, times the public scale, counted once.
+        scale = float(secagg["scale"])
+        if not (np.isfinite(scale) and scale > 0):
+            raise _Refused(f"the scale of a secure sum must be a finite number > 0, got {scale}")
+        clip = state.spec.clip_range
+        # A diverged trial (an overflowing mean: deviance inf) saturates instead of failing
+        # the round: the server sees an objective too large to accept and halves the step.
+        update = {
+            name: np.nan_to_num(
+                np.asarray(array, dtype=np.float64) * scale, nan=clip, posinf=clip, neginf=-clip
+            )
+            for name, array in reply.arrays.items()
+        }
+        weight = 1
+    else:
+        if set(reply.arrays) != set(task.arrays):
+            raise _Refused(
+                f"the fit reply's arrays {sorted(reply.arrays)} are not the global model's "
+                f"{sorted(task.arrays)}"
+            )
+        update = {
+            name: np.asarray(reply.arrays[name], dtype=np.float64)
+            - np.asarray(task.arrays[name], dtype=np.float64)
+            for name in task.arrays
+        }
+        weight = 1 if weighting == "unit" else _count(reply.meta, "num_examples")
     clip = state.spec.clip_range
     clipped = sum(int(np.count_nonzero(np.abs(u) > clip)) for u in update.values())
     vector = encode_update(FixedPoint.from_spec(state.spec), update, weight)
     del update
     # Packed to ceil(modulus_bits / 8) bytes a value (7 with the defaults), not 8.
     masked = pack(state.aggregation.mask(vector, survivors), state.spec.modulus_bits)
-    meta = {k: reply.meta[k] for k in CLEAR_META if k in reply.meta}
+    meta = clear_meta(reply.meta)
     meta["secagg_clipped"] = clipped
     return TaskReply(status="ok", meta=meta, arrays={MASKED_ARRAY: masked})
 

@@ -10,7 +10,8 @@ server, and again on every client), so such a session is refused before it exist
 why, instead of failing in round 1 or -- worse -- silently sending individual updates.
 
 Supported today: ffnet and glm's ``sgd`` solver, under the strategies of
-:data:`SECURE_STRATEGIES` (the server optimizers step from the securely summed mean).
+:data:`SECURE_STRATEGIES` (the server optimizers step from the securely summed mean), and
+glm's ``newton`` solver, whose gradient, Fisher matrix and deviance sums are secure sums.
 Differential privacy is allowed: DP-SGD clips and noises each client's update locally, so
 masking the noised update loses nothing of its guarantee (and hides the noised update too).
 """
@@ -111,7 +112,7 @@ def check_secure_aggregation(package_name: str, model_raw: Mapping[str, Any]) ->
     spec = secure_spec(model_raw)
     if spec is None:
         return
-    allowed = "ffnet, or glm with solver 'sgd'"
+    allowed = "ffnet and glm"
     if package_name not in SECURE_PACKAGES:
         reason = _PACKAGE_REASONS.get(
             package_name, f"package {package_name!r} does not combine updates by a weighted mean"
@@ -122,12 +123,8 @@ def check_secure_aggregation(package_name: str, model_raw: Mapping[str, Any]) ->
             f"{SECURE_KEY} or set enabled to false."
         )
     if package_name == "glm" and model_raw.get("solver", "newton") != "sgd":
-        raise ConfigError(
-            f"model_config {SECURE_KEY}.enabled needs glm's solver 'sgd': the newton solver "
-            "sums each silo's gradient, Fisher matrix and deviance on the server, which are "
-            "not yet securely summed (the server would see each silo's statistics). Set "
-            f"solver to 'sgd' or remove {SECURE_KEY}."
-        )
+        # Newton sums every silo's statistics (securely); it uses no strategy.
+        return
     strategy = model_raw.get("strategy")
     raw_name = strategy.get("name") if isinstance(strategy, Mapping) else None
     name = canonical_strategy_name(raw_name) if isinstance(raw_name, str) else "FedAvg"

@@ -47,7 +47,7 @@ from fedsilo.errors import TaskError
 from fedsilo.federation import Failure, Participant, Reply, SessionContext, Task, TaskGroup
 from fedsilo.federation.expect import ArraySpec, ReplySpec
 from fedsilo.privacy.secagg import SecAggError, SecAggSpec
-from fedsilo.privacy.secagg.encoding import decode_mean, update_length, value_bytes
+from fedsilo.privacy.secagg.encoding import FixedPoint, decode_mean, update_length, value_bytes
 from fedsilo.privacy.secagg.records import b64decode
 from fedsilo.privacy.secagg.server import ServerAggregation
 from fedsilo.wire import Arrays
@@ -63,8 +63,11 @@ __all__ = [
     "UNMASK",
     "UNMASK_ARRAY",
     "SecureMean",
+    "SecureSum",
     "Weighting",
+    "clear_meta",
     "secure_mean",
+    "secure_sum",
 ]
 
 #: task kinds of the protocol's own stages (the client's secure_aggregation mod answers them)
@@ -118,6 +121,26 @@ class SecureMean:
     failures: list[Failure] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class SecureSum:
+    """What one secure sum gave: the summed arrays (float64), who is in it, their clear meta."""
+
+    arrays: dict[str, np.ndarray]
+    contributors: list[Participant]
+    clear: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def clear_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a masked reply's meta that stays in clear: :data:`CLEAR_META`, and the
+    evaluation of the *global* model a task may carry (``test_*``, ``evaluated_on``), which
+    reaches the server in clear without secure aggregation too."""
+    return {
+        k: v
+        for k, v in meta.items()
+        if k in CLEAR_META or k.startswith("test_") or k == "evaluated_on"
+    }
+
+
 def secure_mean(
     ctx: SessionContext,
     participants: Sequence[Participant],
@@ -155,6 +178,108 @@ def secure_mean(
         Too few clients at a stage (below the threshold or ``min_replies``), a failure under
         ``accept_failures = false``, or a sum that does not decode (a tampered share).
     """
+    done = _aggregate(
+        ctx,
+        participants,
+        "fit",
+        fit_meta,
+        current,
+        current,
+        spec,
+        {"weighting": weighting},
+        round=round,
+        accept_failures=accept_failures,
+        min_replies=min_replies,
+    )
+    try:
+        mean_update, weight = decode_mean(done.fixed, done.total, current)
+    except SecAggError as exc:
+        raise TaskError(f"round {round}: the secure aggregation failed: {exc}") from exc
+    arrays = {
+        name: np.asarray(current[name], dtype=np.float64) + mean_update[name] for name in current
+    }
+    return SecureMean(arrays, weight, done.contributors, done.clear, done.failures)
+
+
+def secure_sum(
+    ctx: SessionContext,
+    participants: Sequence[Participant],
+    kind: str,
+    meta: Mapping[str, Any],
+    arrays: Arrays,
+    like: Arrays,
+    spec: SecAggSpec,
+    *,
+    scale: float,
+    round: int,
+) -> SecureSum:
+    """The sum over every participant of the arrays its executor answers to ``kind``, masked.
+
+    For exact statistics (glm ``newton``'s gradient, Fisher matrix and deviance): each client
+    multiplies its arrays by the public ``scale`` (e.g. one over the declared rows, so the
+    values fit ``clip_range``), the server decodes their sum and divides by ``scale``. The
+    error of each summed value is at most ``n * clip_range / (2 ** bits - 2) / scale``. Every
+    participant must answer (``accept_failures`` false): a sum that leaves a silo out is not
+    the pooled one.
+
+    Parameters
+    ----------
+    kind, meta, arrays
+        The task the executor answers (``meta`` gains ``"secagg"``).
+    like : dict of str to ndarray
+        Arrays shaped as each reply's must be (all of them are summed); values unused.
+    scale : float > 0
+
+    Raises
+    ------
+    TaskError
+        As :func:`secure_mean`, and for any failed client.
+    """
+    done = _aggregate(
+        ctx,
+        participants,
+        kind,
+        meta,
+        arrays,
+        like,
+        spec,
+        {"scale": float(scale)},
+        round=round,
+        accept_failures=False,
+        min_replies=len(participants),
+    )
+    try:
+        means, count = decode_mean(done.fixed, done.total, like)
+    except SecAggError as exc:
+        raise TaskError(f"round {round}: the secure aggregation failed: {exc}") from exc
+    sums = {name: value * (count / scale) for name, value in means.items()}
+    return SecureSum(sums, done.contributors, done.clear)
+
+
+@dataclass(frozen=True)
+class _Done:
+    total: np.ndarray
+    fixed: FixedPoint
+    contributors: list[Participant]
+    clear: dict[str, dict[str, Any]]
+    failures: list[Failure]
+
+
+def _aggregate(
+    ctx: SessionContext,
+    participants: Sequence[Participant],
+    kind: str,
+    task_meta: Mapping[str, Any],
+    task_arrays: Arrays,
+    like: Arrays,
+    spec: SecAggSpec,
+    mode: Mapping[str, Any],
+    *,
+    round: int,
+    accept_failures: bool,
+    min_replies: int,
+) -> _Done:
+    """Stages A-D around one task of ``kind``; the recovered sum, still encoded."""
     run = _Run(ctx, spec, round, accept_failures)
     everyone = [p.id for p in participants]
     if len(everyone) < 2:
@@ -164,7 +289,12 @@ def secure_mean(
         )
 
     # A: fresh mask keys for this aggregation
-    meta: dict[str, Any] = {SECAGG_META: {"participants": everyone, "spec": spec.model_dump()}}
+    # The aggregated task's kind is part of every stage's question: two aggregations of one
+    # round (glm newton's target_summary and newton_stats) must not be answered from each
+    # other's released replies (release-once replays a question asked before).
+    meta: dict[str, Any] = {
+        SECAGG_META: {"participants": everyone, "spec": spec.model_dump(), "task": kind}
+    }
     u1_replies = run.stage(
         KEYS, [Task(p, KEYS, meta, round=round, expect=_NO_ARRAYS) for p in participants]
     )
@@ -182,7 +312,9 @@ def secure_mean(
     run.threshold = t = server.threshold
 
     # B: sealed shares of each client's two seeds, one record per peer
-    meta = {SECAGG_META: {"peers": {p.id: mask_keys[p.id] for p in u1}, "threshold": t}}
+    meta = {
+        SECAGG_META: {"peers": {p.id: mask_keys[p.id] for p in u1}, "threshold": t, "task": kind}
+    }
     u2_replies = run.stage(
         SHARES, [Task(p, SHARES, meta, round=round, expect=_ANY_ARRAYS) for p in u1]
     )
@@ -199,7 +331,7 @@ def secure_mean(
 
     # B': each survivor's records, sealed by their senders to it
     survivors = [p.id for p in u2]
-    meta = {SECAGG_META: {"survivors": survivors}}
+    meta = {SECAGG_META: {"survivors": survivors, "task": kind}}
     tasks = [
         Task(
             p,
@@ -215,30 +347,24 @@ def secure_mean(
     del records, tasks
     run.enough(DELIVER, ready)
 
-    # C: the fit itself, masked by the client's mod
-    packed = update_length(current) * value_bytes(spec.modulus_bits)
+    # C: the task itself (fit, newton_stats, ...), its reply masked by the client's mod
+    packed = update_length(like) * value_bytes(spec.modulus_bits)
     masked_spec = ReplySpec(arrays={MASKED_ARRAY: ArraySpec((packed,), "uint8")})
-    meta = {
-        **fit_meta,
-        SECAGG_META: {"survivors": survivors, "weighting": weighting, "threshold": t},
-    }
-    fit_replies = run.stage(
-        "fit",
-        [Task(p, "fit", meta, arrays=current, round=round, expect=masked_spec) for p in ready],
+    meta = {**task_meta, SECAGG_META: {"survivors": survivors, **mode}}
+    replies = run.stage(
+        kind,
+        [Task(p, kind, meta, arrays=task_arrays, round=round, expect=masked_spec) for p in ready],
     )
-    masked = {r.participant.id: np.asarray(r.arrays[MASKED_ARRAY]) for r in fit_replies}
-    clear = {
-        r.participant.client_name: {k: r.meta[k] for k in CLEAR_META if k in r.meta}
-        for r in fit_replies
-    }
-    u3 = [r.participant for r in fit_replies]
-    run.enough("fit", u3, minimum=min_replies)
-    del fit_replies
+    masked = {r.participant.id: np.asarray(r.arrays[MASKED_ARRAY]) for r in replies}
+    clear = {r.participant.client_name: clear_meta(r.meta) for r in replies}
+    u3 = [r.participant for r in replies]
+    run.enough(kind, u3, minimum=min_replies)
+    del replies
 
     # D: the shares that remove the masks
     u3_ids = [p.id for p in u3]
     dropped = [p for p in survivors if p not in set(u3_ids)]
-    meta = {SECAGG_META: {"senders": u3_ids, "dropped": dropped}}
+    meta = {SECAGG_META: {"senders": u3_ids, "dropped": dropped, "task": kind}}
     unmask_replies = run.stage(
         UNMASK, [Task(p, UNMASK, meta, round=round, expect=_ANY_ARRAYS) for p in u3]
     )
@@ -257,14 +383,10 @@ def secure_mean(
 
     try:
         total = server.recover(masked, revealed, survivors, u3_ids)
-        mean_update, weight = decode_mean(server.fixed, total, current)
     except SecAggError as exc:
         raise TaskError(f"round {round}: the secure aggregation failed: {exc}") from exc
-    arrays = {
-        name: np.asarray(current[name], dtype=np.float64) + mean_update[name] for name in current
-    }
     _log_clipped(ctx, round, clear, spec)
-    return SecureMean(arrays, weight, u3, clear, list(run.failures))
+    return _Done(total, server.fixed, u3, clear, list(run.failures))
 
 
 class _Run:

@@ -287,7 +287,7 @@ def test_session_creation_refuses_the_flag_naming_why(api: Any) -> None:
     median = create("ffnet", {**CONFIG, "strategy": {"name": "FedMedian"}})
     assert median.status_code == 422
     assert "coordinate-wise median" in median.json()["detail"]
-    newton = create("glm", {"secure_aggregation": {"enabled": True}, "solver": "newton"})
-    assert newton.status_code == 422
-    assert "newton solver sums each silo's gradient" in newton.json()["detail"]
+    gbm = create("gbm", {"secure_aggregation": {"enabled": True}})
+    assert gbm.status_code == 422
+    assert "gradient histograms" in gbm.json()["detail"]
     assert create("ffnet", CONFIG).status_code == 201

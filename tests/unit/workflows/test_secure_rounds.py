@@ -397,8 +397,6 @@ def test_glm_sgd_secure_equals_plain_within_the_quantization_error() -> None:
             {**FFNET, "strategy": {"name": "FedClippedAvg", "params": {"clip_norm": 1}}},
             "clips each client's update",
         ),
-        ("glm", {"solver": "newton"}, "newton solver sums each silo's gradient"),
-        ("glm", {}, "newton solver sums each silo's gradient"),
         ("gbm", {}, "gradient histograms"),
         ("eda", {}, "eda's moments and histograms"),
         ("linear_inference", {}, "Fisher matrix"),
@@ -515,3 +513,58 @@ def test_a_garbage_mask_key_is_one_failed_client_not_a_failed_round() -> None:
         result.arrays["w"], halfway_mean(clients, others), rtol=0, atol=BOUND + 2.5e-7
     )
     assert any("carries no valid mask_public_key" in line for line in ctx.logs)
+
+
+def newton_silos() -> list[pd.DataFrame]:
+    rng = np.random.default_rng(11)
+    frames = []
+    for n, shift in ((400, -0.5), (1500, 0.0), (2600, 0.4)):
+        x = rng.normal(shift, 1.0, size=(n, 3))
+        eta = 0.3 + x @ np.array([0.5, -0.25, 0.1])
+        y = rng.binomial(1, 1 / (1 + np.exp(-eta))).astype(float)
+        frames.append(pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "x2": x[:, 2], "y": y}))
+    return frames
+
+
+def newton_run(frames: list[pd.DataFrame], secure: dict[str, Any] | None) -> InProcessContext:
+    raw: dict[str, Any] = {
+        "model": {"params": {"input_size": 3}},
+        "ml_task": {"type": "logistic", "params": {"alpha": 0, "l1_ratio": 0}},
+    }
+    if secure is not None:
+        raw["secure_aggregation"] = secure
+    package = get_package("glm")
+    mc, dc = package.parse_configs(raw, {"predictors": ["x0", "x1", "x2"], "target": "y"})
+    executors = {
+        f"silo{i}": GLMExecutor(mc, dc, LocalDataset(f, f.iloc[:100], 256))
+        for i, f in enumerate(frames)
+    }
+    summaries = {
+        f"silo{i}": DatasetSummary(train_rows=len(f), test_rows=100, columns=[])
+        for i, f in enumerate(frames)
+    }
+    ctx = InProcessContext(executors, 30, model_config=raw, datasets=summaries)
+    package.workflow(ctx, mc, dc)
+    return ctx
+
+
+def test_glm_newton_secure_sums_equal_statsmodels() -> None:
+    import statsmodels.api as sm
+
+    frames = newton_silos()
+    pooled = pd.concat(frames)
+    reference = sm.GLM(
+        pooled["y"], sm.add_constant(pooled[["x0", "x1", "x2"]]), family=sm.families.Binomial()
+    ).fit(tol=1e-13)
+    ctx = newton_run(frames, {"enabled": True, "quantization_bits": 40})
+    assert ctx.saved is not None
+    beta = ctx.saved[0]["beta"]
+    np.testing.assert_allclose(beta, reference.params, rtol=1e-6, atol=1e-8)
+    # the statistics were secure sums: no newton_stats or target_summary in clear
+    kinds = {kind for kind, _, _ in ctx.asked}
+    assert {"newton_stats", "target_summary", KEYS, UNMASK} <= kinds
+    assert any("newton converged" in line for line in ctx.logs)
+    # with the default 24 bits the fit is within the quantization's reach of it
+    coarse = newton_run(frames, {"enabled": True})
+    assert coarse.saved is not None
+    np.testing.assert_allclose(coarse.saved[0]["beta"], reference.params, rtol=0, atol=1e-4)

@@ -41,6 +41,7 @@ from fedsilo.errors import TaskError
 from fedsilo.federation import Checkpoint, Participant, Reply, SessionContext
 from fedsilo.packages.glm.config import GLMDataConfig, GLMModelConfig, check_consistency
 from fedsilo.packages.glm.tanh import GLMFamily
+from fedsilo.privacy.secagg import SecAggSpec
 from fedsilo.regression.families import Family
 from fedsilo.regression.newton import (
     ACCEPT_SLACK,
@@ -52,6 +53,7 @@ from fedsilo.regression.newton import (
     step_size,
 )
 from fedsilo.workflows.metrics import PooledMetrics, client_metrics
+from fedsilo.workflows.secure import secure_sum
 
 __all__ = [
     "EVALUATE_METRICS",
@@ -117,9 +119,10 @@ def run_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> No
     checkpoint = ctx.restore()
     state = None if checkpoint is None else _restore(checkpoint, k)
     start = 1 if checkpoint is None else checkpoint.round + 1
+    secure = mc.secure_aggregation if mc.secure_aggregation.enabled else None
     if state is None:
-        beta, _ = intercept_only_start(ctx, participants, family, k)
-        stats, _ = _ask_stats(ctx, participants, beta, 0, k, evaluate=False)
+        beta, _ = intercept_only_start(ctx, participants, family, k, secure=secure)
+        stats, _ = _ask_stats(ctx, participants, beta, 0, k, evaluate=False, secure=secure)
         value = objective(stats, beta, penalty)
         if not math.isfinite(value):
             raise TaskError("The deviance of the intercept-only start is not finite.")
@@ -130,7 +133,9 @@ def run_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> No
     last_round = state.round
     for server_round in range(start, ctx.session.num_rounds + 1):
         trial = state.beta + state.scale * state.direction
-        stats, replies = _ask_stats(ctx, participants, trial, server_round, k, evaluate=True)
+        stats, replies = _ask_stats(
+            ctx, participants, trial, server_round, k, evaluate=True, secure=secure
+        )
         value = objective(stats, trial, penalty)
         federated = EVALUATE_METRICS(replies)
         federated.update(_train_metrics(family, stats, value))
@@ -159,9 +164,15 @@ def run_newton(ctx: SessionContext, mc: GLMModelConfig, dc: GLMDataConfig) -> No
 
 
 def intercept_only_start(
-    ctx: SessionContext, participants: Sequence[Participant], family: GLMFamily, k: int
+    ctx: SessionContext,
+    participants: Sequence[Participant],
+    family: GLMFamily,
+    k: int,
+    *,
+    secure: SecAggSpec | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Ask every client's ``target_summary`` and return the intercept-only start.
+    """Ask every client's ``target_summary`` and return the intercept-only start (under
+    ``secure``, only their sum reaches the server: :func:`fedsilo.workflows.secure.secure_sum`).
 
     Returns
     -------
@@ -179,14 +190,29 @@ def intercept_only_start(
         When the weights sum to 0, or the targets leave the intercept undefined (all 0 for
         the log link, one class only for logistic).
     """
-    replies = ctx.ask(
-        participants,
-        "target_summary",
-        round=0,
-        accept_failures=False,
-        min_replies=len(participants),
-    )
     totals = np.zeros(4)
+    if secure is not None:
+        summed = secure_sum(
+            ctx,
+            participants,
+            "target_summary",
+            {},
+            {},
+            {"summary": totals},
+            secure,
+            scale=_secure_scale(participants),
+            round=0,
+        )
+        replies: list[Reply] = []
+        totals = summed.arrays["summary"]
+    else:
+        replies = ctx.ask(
+            participants,
+            "target_summary",
+            round=0,
+            accept_failures=False,
+            min_replies=len(participants),
+        )
     for reply in replies:
         summary = reply.arrays.get("summary")
         if summary is None or np.shape(summary) != (4,):
@@ -232,7 +258,10 @@ def _ask_stats(
     k: int,
     *,
     evaluate: bool,
+    secure: SecAggSpec | None = None,
 ) -> tuple[NewtonStatistics, list[Reply]]:
+    if secure is not None:
+        return _secure_stats(ctx, participants, beta, server_round, k, evaluate, secure)
     replies = ctx.ask(
         participants,
         "newton_stats",
@@ -249,6 +278,47 @@ def _ask_stats(
         total = stats if total is None else total + stats
     if total is None:
         raise TaskError("Cannot take a Newton step: no client replied.")
+    return total, replies
+
+
+def _secure_scale(participants: Sequence[Participant]) -> float:
+    # Sums of rows scaled by one over the declared rows are means: within clip_range for
+    # features and targets of moderate size (declared rows are public).
+    return 1.0 / max(1, sum(p.dataset.train_rows for p in participants))
+
+
+def _secure_stats(
+    ctx: SessionContext,
+    participants: Sequence[Participant],
+    beta: np.ndarray,
+    server_round: int,
+    k: int,
+    evaluate: bool,
+    spec: SecAggSpec,
+) -> tuple[NewtonStatistics, list[Reply]]:
+    """The pooled statistics as one secure sum; each silo's own never reaches the server.
+    The replies returned carry only each client's clear meta (its test metrics)."""
+    like = NewtonStatistics(np.zeros(k), np.zeros((k, k)), 0.0, 0.0, 0.0, 0).to_arrays()
+    summed = secure_sum(
+        ctx,
+        participants,
+        "newton_stats",
+        {"round": server_round, "evaluate": evaluate},
+        {"beta": beta},
+        like,
+        spec,
+        scale=_secure_scale(participants),
+        round=server_round,
+    )
+    arrays = dict(summed.arrays)
+    # A count, summed within the quantization error: the nearest integer.
+    arrays["scalars"] = np.asarray(arrays["scalars"], dtype=np.float64).copy()
+    arrays["scalars"][3] = np.rint(arrays["scalars"][3])
+    total = NewtonStatistics.from_arrays(arrays, k, who="The secure sum of newton_stats")
+    replies = [
+        Reply(p, summed.clear.get(p.client_name, {}), {}, kind="newton_stats", round=server_round)
+        for p in summed.contributors
+    ]
     return total, replies
 
 
