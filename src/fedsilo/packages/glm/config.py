@@ -148,10 +148,10 @@ class GLMModelConfig(Strict):
         clipped and noised Newton statistics for ``newton``
         (:mod:`fedsilo.packages.glm.private_newton`).
     secure_aggregation : SecAggSpec, optional
-        ``{"enabled": true, ...}`` (``sgd`` only): the server learns only the weighted mean
-        of the clients' updates (:mod:`fedsilo.workflows.secure`; defaults in
-        :mod:`fedsilo.privacy.secagg.spec`). Refused under ``newton``
-        (:mod:`fedsilo.config.secure`).
+        ``{"enabled": true, ...}``: the server learns only the weighted mean of the clients'
+        updates (``sgd``) or the sums of their statistics (``newton``; set
+        ``quantization_bits`` to 40 for the exact fit to 1e-6), never one silo's
+        (:mod:`fedsilo.workflows.secure`; defaults in :mod:`fedsilo.privacy.secagg.spec`).
     """
 
     experiment_name: str = ""
