@@ -12,6 +12,7 @@ from fedsilo.federation.executor import (
     incoming_sealed,
 )
 from fedsilo.federation.package import (
+    PACKAGE_SOURCES,
     REGISTRY,
     DataConfigBase,
     ExecutorFactory,
@@ -34,6 +35,7 @@ from fedsilo.federation.task import (
 )
 
 __all__ = [
+    "PACKAGE_SOURCES",
     "REGISTRY",
     "SEALED_ARRAY",
     "AskMixin",

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from fedsilo.data.dataset import LocalDataset
 
 __all__ = [
+    "PACKAGE_SOURCES",
     "REGISTRY",
     "DataConfigBase",
     "ExecutorFactory",
@@ -175,6 +176,12 @@ REGISTRY: dict[str, str] = {
 }
 
 
+#: callables consulted in order for a name not in :data:`REGISTRY` (uploaded custom
+#: packages: the server's artifact store, an approving client; see
+#: :mod:`fedsilo.packages.custom.source`); each returns the package or None
+PACKAGE_SOURCES: list[Callable[[str], ModelPackage[Any, Any] | None]] = []
+
+
 def package_names() -> list[str]:
     return sorted(REGISTRY)
 
@@ -189,6 +196,10 @@ def get_package(name: str) -> ModelPackage[Any, Any]:
     """
     module_name = REGISTRY.get(name)
     if module_name is None:
+        for source in list(PACKAGE_SOURCES):
+            found = source(name)
+            if found is not None:
+                return found
         known = ", ".join(package_names())
         raise ConfigError(f"Unknown package_name {name!r}. Known packages: {known}.")
     module = importlib.import_module(module_name)

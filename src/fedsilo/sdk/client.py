@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -11,6 +11,9 @@ from fedsilo.http import ApiClient, resolve_token, resolve_url
 from fedsilo.sdk.prl import PrlSession
 from fedsilo.sdk.session import Session
 from fedsilo.wire import PackagePublic, SessionKind, SessionPublic
+
+if TYPE_CHECKING:
+    from fedsilo.packages.custom.upload import ModelTest
 
 __all__ = ["Client", "connect"]
 
@@ -376,6 +379,71 @@ class Client:
     def packages(self) -> list[PackagePublic]:
         """The model packages the server offers."""
         return [PackagePublic.model_validate(item) for item in self._api.get_json("/packages")]
+
+    def upload_model(
+        self,
+        package_path: str,
+        dataset_path: str,
+        package_name: str,
+        sample_model_config_path: str,
+        sample_data_config_path: str,
+        batch_size: int,
+        task: str,
+        test_only: bool = False,
+        description: str = "",
+    ) -> ModelTest:
+        """Test a custom PyTorch package by training it one epoch locally, then upload it.
+
+        The test runs in a child process on this machine (README "Custom model packages");
+        a package that fails it is not uploaded. Sessions then train it by
+        ``package_name``, on clients whose operators approved it.
+
+        Parameters
+        ----------
+        package_path : str
+            The package folder: ``model.py`` (one ``torch.nn.Module``), ``<classname>.json``
+            (its default inputs), optionally ``dataset.py`` and its JSON.
+        dataset_path : str
+            Data for the test: a folder ``dataset.py`` reads, or a CSV/parquet table.
+        package_name : str
+            Unique: lowercase letters, digits and underscores.
+        sample_model_config_path, sample_data_config_path : str
+            JSON files: a session's model_config and data_config for this package.
+        batch_size : int
+        task : {"classification", "regression"}
+        test_only : bool, default False
+            Only test; upload nothing.
+        description : str
+            At most 1024 characters, shown in ``fedsilo package list``.
+
+        Returns
+        -------
+        ModelTest
+            ``metrics`` of the test epoch, and the uploaded ``package`` (with its
+            ``digest``, what clients approve), None with ``test_only``.
+
+        Raises
+        ------
+        ConfigError
+            The package failed its test (the reason is in the message), or an argument is
+            invalid.
+        ConflictError
+            A package of that name exists.
+        """
+        from fedsilo.packages.custom.upload import upload_model
+
+        return upload_model(
+            self._api,
+            package_path,
+            dataset_path,
+            package_name,
+            sample_model_config_path,
+            sample_data_config_path,
+            batch_size,
+            task,
+            test_only,
+            description,
+        )
 
     def health(self) -> dict[str, Any]:
         """The server's ``/healthz`` answer, e.g. ``{"status": "ok", "version": "0.1.0"}``."""

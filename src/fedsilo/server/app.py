@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fedsilo import __version__
 from fedsilo.errors import ConfigError
+from fedsilo.federation import PACKAGE_SOURCES
+from fedsilo.packages.custom.source import StoredPackages
 from fedsilo.server import portal
 from fedsilo.server.access import public
 from fedsilo.server.api import (
@@ -88,6 +90,9 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.auth_limiter = CountingLimiter(engine.metrics)
             app.state.participant_cache = ParticipantCache()
             app.state.relay = MessageRelay()  # fast exchange: memory only, lost on restart
+            # Before resuming: a session of an uploaded package needs get_package to find it.
+            uploaded = StoredPackages(artifacts)
+            PACKAGE_SOURCES.append(uploaded)
             resumed = engine.resume_all()
             if resumed:
                 logger.warning("resumed %d active session(s): %s", len(resumed), ", ".join(resumed))
@@ -96,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
             finally:
                 engine.stop()
                 store.close()
+                PACKAGE_SOURCES.remove(uploaded)
         finally:
             if state_lock is not None:
                 state_lock.release()

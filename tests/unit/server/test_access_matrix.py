@@ -108,6 +108,8 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("GET", f"{PARTICIPANT}/relay"): AS_PARTICIPANT,
     ("GET", f"{API}/packages"): Expect(anyone=True),
     ("GET", f"{API}/packages/{{name}}/schema"): Expect(anyone=True),
+    ("POST", f"{API}/packages"): needs(Scope.custom_model),  # upload a custom package
+    ("GET", f"{API}/packages/{{name}}/archive"): needs(Scope.client, Scope.custom_model),
     # The web portal (fedsilo.server.portal): a browser's session cookie stands for its token,
     # and each page declares the requirement of the API route whose function it calls, so a
     # bearer token gets exactly the API's answer (the cookie path: tests/unit/server/
