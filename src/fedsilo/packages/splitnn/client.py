@@ -26,6 +26,7 @@ problem at once. Then, task kinds (:data:`KINDS`) in the order the workflow send
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,12 +219,21 @@ class SplitnnExecutor:
         party.restore(store, server_round - 1)
         positions = {t: self._positions(arrays, t) for t in ("train", "test")}
         attempt, batch_size = int(meta["attempt"]), int(meta["batch_size"])
+        started = time.perf_counter()
         metrics = party.train_round(
             server_round, attempt, positions["train"], batch_size, self.context.abort
         )
+        trained = time.perf_counter()
         metrics.update(party.evaluate(attempt, positions["test"], batch_size))
+        evaluated = time.perf_counter()
         store.save(server_round, party.state())
         store.note(self.context.state_dir)
+        # Wall times of the round's phases at the active party, for the session log.
+        metrics |= {
+            "train_s": trained - started,
+            "evaluate_s": evaluated - trained,
+            "save_s": time.perf_counter() - evaluated,
+        }
         return {"metrics": metrics} if party.is_label else {}
 
     def _predict(self, meta: dict[str, Any], arrays: Arrays) -> dict[str, Any]:
