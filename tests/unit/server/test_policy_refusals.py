@@ -5,12 +5,15 @@ A client whose policy requires secure aggregation refuses a plain session before
 which rule); one whose table is below the default ``min_rows`` (attributes + 5) refuses
 likewise (the policy from ``$FEDSILO_CLIENT_POLICY``); and mid-session, an ffnet client
 balancing its classes down to fewer rows than ``min_rows`` fails its fit naming the rule,
-while the session goes on with the other client. Nothing the server stored holds the
-refusing silo's path or a value of its table.
+while the session goes on with the other client -- also under secure aggregation, where the
+release check sits inside the masking. An eda column with fewer non-null values than
+``min_rows`` is refused before joining. Nothing the server stored holds the refusing silo's
+path or a value of its table.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -283,3 +286,74 @@ def test_min_rows_holds_each_column_an_eda_session_reads(
         assert session.participants() == []
         _cancel(thread_server, session.id)
     _assert_nothing_of_the_silo_stored(thread_server, tmp_path)
+
+
+def test_under_secure_aggregation_the_release_check_sees_the_unmasked_counts(
+    thread_server: ThreadServer,
+    tokens: dict[str, str],
+    scoped_tokens: ScopedTokens,
+    tmp_path: Path,
+    state_dir: Path,
+) -> None:
+    """The release check sits inside the masking: silo-c's fit, balanced down to 6 rows,
+    is refused by min_rows before it is masked; the round completes with the other two
+    (the threshold of 3 is 2) and the policy requiring secure aggregation admits it all."""
+    config = {
+        "strategy": {"name": "FedAvg", "params": {}},
+        "model": {"params": {"input_size": 2, "hidden_layer_sizes": [2], "output_size": 2}},
+        "ml_task": {"type": "classification", "params": {"loss_weights": None}},
+        "optimizer": {"name": "SGD", "params": {"learning_rate": 0.1, "momentum": 0.0}},
+        "balance_train_datasets": True,
+        "seed": 3,
+        "secure_aggregation": {"enabled": True},
+    }
+    tokens["silo-c"] = scoped_tokens.client(thread_server.url, thread_server.token, "silo-c")
+    frames = {"silo-a": _frame(20), "silo-b": _frame(15), "silo-c": _frame(3)}
+    results: dict[str, Any] = {}
+    policy = DataOwnerPolicy(min_rows=10, require_secure_aggregation=True)
+
+    def run(name: str, session_id: str) -> None:
+        path = tmp_path / f"{name}.parquet"
+        frames[name].to_parquet(path)
+        with ApiClient(thread_server.url, tokens[name]) as api:
+            runtime = ClientRuntime(
+                api,
+                session_id,
+                name,
+                str(path),
+                batch_size=16,
+                poll_wait=1.0,
+                state_dir=state_dir,
+                on_event=lambda _: None,
+                policy=policy,
+            )
+            results[name] = runtime.run()
+
+    with fedsilo.connect(thread_server.url, tokens["analyst"]) as analyst:
+        session = analyst.create_fl_session(
+            name="policy secure",
+            min_num_clients=3,
+            num_rounds=1,
+            package_name="ffnet",
+            model_config=config,
+            data_config={"predictors": ["x0", "x1"], "target": "y"},
+        ).start()
+        threads = [threading.Thread(target=run, args=(n, session.id)) for n in frames]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert results == dict.fromkeys(frames, SessionStatus.completed)
+        assert session.status == "Completed"
+        why = (
+            "the data owner's policy refuses the release: rule 'min_rows': a release over "
+            "6 row(s) of the train table; at least 10 are required"
+        )
+        logged = [line.message for line in session.logs() if "min_rows" in line.message]
+        assert len(logged) == 1 and "silo-c" in logged[0] and why in logged[0], logged
+    # silo-b's fit released its 2 * 15 balanced rows: a count only the unmasked reply has
+    # (the masked one carries no num_examples); silo-c's refused 6 rows are not recorded
+    history = json.loads((state_dir / "policy" / "released_rows.json").read_text())
+    assert history[str(tmp_path / "silo-b.parquet")] in ([30], [30, 40])  # 40: its init
+    assert history[str(tmp_path / "silo-a.parquet")] == [40]
+    assert history.get(str(tmp_path / "silo-c.parquet"), [40]) == [40]
