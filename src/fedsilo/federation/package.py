@@ -165,6 +165,7 @@ def _parse(model: type[_Parsed], raw: Mapping[str, Any], what: str) -> _Parsed:
 
 #: package name -> module that defines ``PACKAGE: ModelPackage``
 REGISTRY: dict[str, str] = {
+    "arrays": "fedsilo.packages.arrays",
     "echo": "fedsilo.packages.echo",
     "eda": "fedsilo.packages.eda",
     "ffnet": "fedsilo.packages.ffnet",

@@ -14,6 +14,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from fedsilo.errors import FedsiloError, WireError
 from fedsilo.wire import Arrays, ModelMeta, decode_frame, encode_frame, parse_header
 
@@ -23,7 +25,15 @@ if TYPE_CHECKING:
 
     from fedsilo.federation import ExportedModel
 
-__all__ = ["Model"]
+__all__ = ["Model", "NamedArrays"]
+
+
+class NamedArrays(dict[str, "np.ndarray"]):
+    """A model's arrays by name: a dict that is also callable (``arrays()`` returns a plain
+    dict copy), so ``model.arrays["w"]`` and ``model.arrays()`` both read them."""
+
+    def __call__(self) -> Arrays:
+        return dict(self)
 
 
 class Model:
@@ -106,9 +116,21 @@ class Model:
         return self._meta
 
     @property
-    def arrays(self) -> Arrays:
-        """The named weight arrays (the model's own; copy before mutating)."""
-        return self._arrays
+    def arrays(self) -> NamedArrays:
+        """The named weight arrays (the model's own; copy before mutating).
+
+        Also callable, as the bring-your-own-client docs write it: ``model.arrays()`` is a
+        plain dict copy of the same arrays.
+        """
+        return NamedArrays(self._arrays)
+
+    def parameters(self) -> list[np.ndarray] | dict[str, np.ndarray]:
+        """The arrays as a client's ``fit`` takes them (package ``arrays``): a list when the
+        names are ``"0"``, ``"1"``, ... (a list of arrays was sent), else the dict."""
+        names = list(self._arrays)
+        if names and all(name.isdecimal() for name in names):
+            return [self._arrays[name] for name in sorted(names, key=int)]
+        return dict(self._arrays)
 
     @property
     def session_id(self) -> str:

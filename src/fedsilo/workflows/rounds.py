@@ -78,6 +78,9 @@ EVALUATE_SPEC = ReplySpec(
     counts={"test_num_examples": Count("evaluation_rows", minimum=0, required=False)},
 )
 
+#: fit reply meta keys recorded as the client's own per-round metrics, besides train_loss
+FIT_METRIC_PREFIX = "fit_"
+
 _GLOBAL = "global/"
 _BEST = "best/"
 _STRATEGY = "strategy/"
@@ -389,6 +392,12 @@ class _FitLog:
         loss = finite_number(meta, "train_loss")
         if loss is not None:
             metrics["train_loss"] = loss
+        # A client's own fit metrics (the arrays package's ``fit_<name>``) are its own.
+        for key in meta:
+            if key.startswith(FIT_METRIC_PREFIX):
+                value = finite_number(meta, key)
+                if value is not None:
+                    metrics[key] = value
         if self.private:
             epsilon = finite_number(meta, "epsilon_spent")
             if epsilon is None:

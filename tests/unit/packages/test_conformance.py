@@ -140,6 +140,14 @@ GBM: dict[str, Any] = {
 #: one or more tiny sessions per registered package
 EXAMPLES: list[Example] = [
     Example(
+        "arrays",
+        {"strategy": {"name": "FedAvg", "params": {}}, "local_epochs": 5},
+        PREDICTORS,
+        bad_model=({"local_epochs": 0}, "local_epochs"),
+        bad_data=({"predictors": "a", "target": "y"}, "predictors"),
+        predicts=False,
+    ),
+    Example(
         "echo",
         {"payload_size": 4},
         {"columns": ["a"]},
