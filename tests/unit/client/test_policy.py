@@ -157,10 +157,17 @@ def test_a_file_that_is_not_toml_or_missing_says_so(tmp_path: Path) -> None:
         load_policy(tmp_path / "absent.toml")
 
 
-def test_the_cli_reads_the_same_environment_variable() -> None:
-    from fedsilo.cli import client
+def test_every_client_command_that_joins_takes_the_policy() -> None:
+    import typer
 
-    assert POLICY_ENV in Path(client.__file__).read_text()
+    from fedsilo.cli.client import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    joining = {name for name in commands if name not in ("version", "log")}
+    assert joining == {"train", "eda", "join", "prl", "vfl-train", "vfl-predict"}
+    for name in joining:
+        (option,) = [p for p in commands[name].params if p.name == "policy"]
+        assert (option.opts, option.envvar) == (["--policy"], POLICY_ENV), name
 
 
 # --------------------------------------------------------------- before joining
