@@ -11,7 +11,8 @@ why, instead of failing in round 1 or -- worse -- silently sending individual up
 
 Supported today: ffnet and glm's ``sgd`` solver, under the strategies of
 :data:`SECURE_STRATEGIES` (the server optimizers step from the securely summed mean), and
-glm's ``newton`` solver, whose gradient, Fisher matrix and deviance sums are secure sums.
+glm's ``newton`` solver and linear_inference, whose gradient, Fisher matrix and deviance
+sums are secure sums.
 Differential privacy is allowed: DP-SGD clips and noises each client's update locally, so
 masking the noised update loses nothing of its guarantee (and hides the noised update too).
 """
@@ -40,7 +41,7 @@ __all__ = [
 SECURE_KEY = "secure_aggregation"
 
 #: packages whose server combines client contributions by a weighted mean on the round loop
-SECURE_PACKAGES = frozenset({"ffnet", "glm"})
+SECURE_PACKAGES = frozenset({"ffnet", "glm", "linear_inference"})
 
 #: strategies that need only the weighted mean of the round's models (the server optimizers
 #: take their pseudo-gradient from it)
@@ -57,10 +58,6 @@ _PACKAGE_REASONS: dict[str, str] = {
     "eda": (
         "eda's moments and histograms are not yet securely summed, and its per-client "
         "results need each silo's statistics"
-    ),
-    "linear_inference": (
-        "linear_inference's server combines each silo's gradient, Fisher matrix and "
-        "deviance, which are not yet securely summed"
     ),
     "echo": "echo's server returns each client's arrays, which is what the sum hides",
 }
@@ -112,7 +109,7 @@ def check_secure_aggregation(package_name: str, model_raw: Mapping[str, Any]) ->
     spec = secure_spec(model_raw)
     if spec is None:
         return
-    allowed = "ffnet and glm"
+    allowed = "ffnet, glm and linear_inference"
     if package_name not in SECURE_PACKAGES:
         reason = _PACKAGE_REASONS.get(
             package_name, f"package {package_name!r} does not combine updates by a weighted mean"

@@ -84,9 +84,10 @@ MASKED_ARRAY = "secagg.masked"
 SHARE_PREFIX = "secagg.share/"
 #: the unmask reply: the revealed shares as UTF-8 JSON bytes (uint8)
 UNMASK_ARRAY = "secagg.unmask"
-#: fit reply meta a client still sends in clear: its privacy spending (which the session's
-#: DP bookkeeping needs and the config already implies), and how many values it clipped
-CLEAR_META = ("epsilon_spent", "secagg_clipped")
+#: reply meta a client still sends in clear: its privacy spending (which the session's DP
+#: bookkeeping needs and the config already implies), how many values it clipped, and for
+#: statistics its row count (declared on joining anyway) and the column names it resolved
+CLEAR_META = ("epsilon_spent", "secagg_clipped", "num_rows", "columns")
 
 #: how a client's update is weighted: by its ``num_examples`` (FedAvg and the server
 #: optimizers) or once each (``iter_avg``)

@@ -399,7 +399,6 @@ def test_glm_sgd_secure_equals_plain_within_the_quantization_error() -> None:
         ),
         ("gbm", {}, "gradient histograms"),
         ("eda", {}, "eda's moments and histograms"),
-        ("linear_inference", {}, "Fisher matrix"),
     ],
 )
 def test_the_flag_is_refused_at_parse_time_naming_why(
@@ -568,3 +567,48 @@ def test_glm_newton_secure_sums_equal_statsmodels() -> None:
     coarse = newton_run(frames, {"enabled": True})
     assert coarse.saved is not None
     np.testing.assert_allclose(coarse.saved[0]["beta"], reference.params, rtol=0, atol=1e-4)
+
+
+def test_linear_inference_secure_sums_equal_the_plain_fit() -> None:
+    rng = np.random.default_rng(5)
+    frames = []
+    for n, shift in ((300, -0.4), (900, 0.0), (1500, 0.4)):
+        shared = rng.normal(shift, 1.0, size=(n, 2))
+        chunked = rng.normal(-shift, 1.0, size=(n, 3))
+        chunked[:, 2] = rng.binomial(2, 0.3, size=n)
+        eta = 0.2 + shared @ [0.5, -0.3] + 0.4 * chunked[:, 0]
+        y = rng.binomial(1, 1.0 / (1.0 + np.exp(-eta))).astype(float)
+        frame = pd.DataFrame(
+            np.column_stack([shared, chunked]), columns=["s0", "s1", "c0", "c1", "c2"]
+        )
+        frame["y"] = y
+        frames.append(frame)
+    package = get_package("linear_inference")
+    data = {
+        "target": "y",
+        "shared_predictors": ["s0", "s1"],
+        "chunked_predictors": ["c0", "c1", "c2"],
+    }
+    saved = {}
+    for secure in (None, {"enabled": True, "quantization_bits": 40}):
+        raw: dict[str, Any] = {"strategy": {"name": "LogitRegInference", "params": {}}}
+        if secure is not None:
+            raw["secure_aggregation"] = secure
+        mc, dc = package.parse_configs(raw, data)
+        executors = {
+            f"silo{i}": package.executor(mc, dc, LocalDataset(f, None, 64))
+            for i, f in enumerate(frames)
+        }
+        summaries = {
+            f"silo{i}": DatasetSummary(train_rows=len(f), test_rows=0, columns=[])
+            for i, f in enumerate(frames)
+        }
+        ctx = InProcessContext(executors, 30, model_config=raw, datasets=summaries)
+        package.workflow(ctx, mc, dc)
+        assert ctx.saved is not None
+        saved[secure is not None] = ctx.saved[0]
+        if secure is not None:
+            assert "bundle_stats" in {kind for kind, _, _ in ctx.asked}
+            assert KEYS in {kind for kind, _, _ in ctx.asked}
+    for name, value in saved[False].items():
+        np.testing.assert_allclose(saved[True][name], value, rtol=1e-6, atol=1e-9, err_msg=name)

@@ -35,6 +35,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fedsilo.config import COLUMN_NAME_PATTERN, Strict
 from fedsilo.federation import DataConfigBase
+from fedsilo.privacy.secagg import SecAggSpec
 
 __all__ = [
     "STRATEGY_NAMES",
@@ -111,6 +112,10 @@ class LinearInferenceModelConfig(BaseModel):
         ``tol * (1 + max |beta|)``.
     eval_metrics : list of str, optional
         Metrics to report besides ``loss`` (default: all of the strategy's).
+    secure_aggregation : SecAggSpec, optional
+        ``{"enabled": true, ...}``: the server learns only the sums of the silos' gradients,
+        Fisher matrices and deviances (:mod:`fedsilo.workflows.secure`; set
+        ``quantization_bits`` to 40 for the exact pooled fit).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -121,6 +126,7 @@ class LinearInferenceModelConfig(BaseModel):
     seed: int = Field(default=23, ge=0)
     tol: float = Field(default=1e-10, gt=0.0, lt=1.0)
     eval_metrics: list[str] | None = Field(default=None, min_length=1)
+    secure_aggregation: SecAggSpec = Field(default_factory=SecAggSpec)
 
     @model_validator(mode="after")
     def _known_metrics(self) -> Self:

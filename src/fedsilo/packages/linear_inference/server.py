@@ -44,11 +44,12 @@ from typing import Any
 import numpy as np
 
 from fedsilo.errors import ConfigError, TaskError
-from fedsilo.federation import Checkpoint, Reply, SessionContext
+from fedsilo.federation import Checkpoint, Participant, Reply, SessionContext
 from fedsilo.packages.linear_inference.config import (
     LinearInferenceDataConfig,
     LinearInferenceModelConfig,
 )
+from fedsilo.privacy.secagg import SecAggSpec
 from fedsilo.regression.families import make_family
 from fedsilo.regression.newton import (
     ACCEPT_SLACK,
@@ -58,6 +59,7 @@ from fedsilo.regression.newton import (
 )
 from fedsilo.regression.start import batched_discriminant_start
 from fedsilo.workflows.metrics import PooledMetrics, client_metrics
+from fedsilo.workflows.secure import secure_sum
 
 __all__ = ["run"]
 
@@ -225,6 +227,7 @@ def run(ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInference
         )
     family = make_family(mc.task)
     participants = ctx.wait_for_clients(ctx.session.min_num_clients)
+    secure = mc.secure_aggregation if mc.secure_aggregation.enabled else None
     m = len(dc.chunked_predictors)
     k = 2 + len(dc.shared_predictors)
     state = _Bundle.zeros(m, k)
@@ -241,15 +244,20 @@ def run(ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInference
     for server_round in range(last_round + 1, ctx.session.num_rounds + 1):
         stopped = state.stopped
         trial = np.where(stopped[:, None], 0.0, state.beta + state.scale[:, None] * state.direction)
-        replies = ctx.ask(
-            participants,
-            "bundle_stats",
-            arrays={"betas": trial, "active": (~stopped).astype(np.float64)},
-            meta={"round": server_round, "evaluate": True},
-            round=server_round,
-            accept_failures=False,
-            min_replies=len(participants),
-        )
+        arrays = {"betas": trial, "active": (~stopped).astype(np.float64)}
+        meta = {"round": server_round, "evaluate": True}
+        if secure is None:
+            replies = ctx.ask(
+                participants,
+                "bundle_stats",
+                arrays=arrays,
+                meta=meta,
+                round=server_round,
+                accept_failures=False,
+                min_replies=len(participants),
+            )
+        else:
+            replies = _secure_replies(ctx, participants, arrays, meta, m, k, secure)
         gradient, trial_fisher, deviance, num_rows, columns = _sum(replies, m, k)
         metrics = federated_metrics(replies, family.loss_factor() * deviance[~stopped] / num_rows)
         ctx.record_round(server_round, federated=metrics, per_client=client_metrics(replies))
@@ -267,6 +275,35 @@ def run(ctx: SessionContext, mc: LinearInferenceModelConfig, dc: LinearInference
         if state.done and server_round >= 2:
             break
     _save(ctx, mc, state, columns, num_rows, metrics, last_round)
+
+
+def _secure_replies(
+    ctx: SessionContext,
+    participants: Sequence[Participant],
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    m: int,
+    k: int,
+    spec: SecAggSpec,
+) -> list[Reply]:
+    """The round's statistics as ONE reply holding their secure sum (each silo's own never
+    reaches the server), then one array-less reply per client with its clear meta (row
+    count, resolved columns, test metrics), so :func:`_sum` reads both as it reads plain
+    replies. Values are scaled by one over the declared rows to fit ``clip_range``."""
+    like = {"gradient": np.zeros((m, k)), "fisher": np.zeros((m, k, k)), "deviance": np.zeros(m)}
+    rows = max(1, sum(p.dataset.train_rows for p in participants))
+    round_ = int(meta["round"])
+    summed = secure_sum(
+        ctx, participants, "bundle_stats", meta, arrays, like, spec, scale=1.0 / rows, round=round_
+    )
+    zeros = {name: np.zeros_like(value) for name, value in like.items()}
+    replies = [
+        Reply(p, summed.clear.get(p.client_name, {}), zeros, kind="bundle_stats", round=round_)
+        for p in summed.contributors
+    ]
+    first = replies[0]
+    replies[0] = Reply(first.participant, first.meta, summed.arrays, kind=first.kind, round=round_)
+    return replies
 
 
 def _sum(
