@@ -203,6 +203,12 @@ def run_demo(
             data_config=DATA_CONFIG,
         ).start()
         console.print(f"  session  {session.id} (ffnet, {len(SILOS)} clients, {rounds} rounds)")
+        # The token rides in the fragment, which a browser never sends to the server (nor to
+        # its logs); the portal's sign-in page reads it from there and signs in.
+        console.print(
+            f"  portal   {server.url}/signin?next=/sessions/{session.id}#token={analyst_token} "
+            f"(signed in as {ANALYST}; open it while the demo runs)"
+        )
         clients: list[ClientProcess] = []
         for silo in SILOS:
             proc = start_client(
