@@ -378,3 +378,71 @@ def test_the_client_chain_checks_releases_and_never_replays_a_refusal(tmp_path: 
     assert handle(task).replayed
     store.close()
     assert client_mods(store)[1:] != [guard.gate]  # no policy, no policy mods
+
+
+@pytest.mark.parametrize(
+    ("package_name", "model_config", "data_config", "first_kind"),
+    [
+        (
+            "glm",
+            GLM | {"model": {"params": {"input_size": 2}}},
+            {"predictors": ["x0", "x1"], "target": "y"},
+            "target_summary",
+        ),
+        (
+            "linear_inference",
+            {"strategy": {"name": "LogitRegInference", "params": {}}, "seed": 23},
+            {"target": "y", "shared_predictors": ["x0"], "chunked_predictors": ["x1"]},
+            None,
+        ),
+    ],
+)
+def test_the_exact_statistics_of_real_packages_are_held_to_min_rows(
+    tmp_path: Path,
+    package_name: str,
+    model_config: dict[str, Any],
+    data_config: dict[str, Any],
+    first_kind: str | None,
+) -> None:
+    """glm newton's and linear_inference's sums, through their real executors and workflows
+    in process: a silo of 30 rows is refused at min_rows 40 and admitted at 30."""
+    import pandas as pd
+
+    from fedsilo.data.dataset import LocalDataset
+    from fedsilo.errors import TaskError
+    from fedsilo.runners.inprocess import InProcessContext
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for n in (30, 60):
+        x = rng.normal(size=(n, 2))
+        eta = x @ [0.5, -0.3]
+        frame = pd.DataFrame(x, columns=["x0", "x1"])
+        frame["y"] = rng.binomial(1, 1 / (1 + np.exp(-eta))).astype(float)
+        frames.append(frame)
+    package = get_package(package_name)
+    mc, dc = package.parse_configs(model_config, data_config)
+
+    def run(min_rows: int) -> InProcessContext:
+        # No table: the delta rule has no source here (several silos share the guard).
+        guard = DataOwnerPolicy(min_rows=min_rows).guard(None, {}, 0, {}, tmp_path)
+        executors = {
+            f"silo{i}": package.executor(mc, dc, LocalDataset(f, None, 64), None)
+            for i, f in enumerate(frames)
+        }
+        ctx = InProcessContext(executors, 10, mods=[guard.gate, guard.check_release])
+        package.workflow(ctx, mc, dc)
+        return ctx
+
+    with pytest.raises(TaskError) as caught:
+        run(40)
+    message = str(caught.value)
+    assert "silo0: client reported an error: task" in message
+    assert (
+        f"{RELEASE} 'min_rows': a release over 30 row(s) of the train table; at least 40 are "
+        "required"
+    ) in message
+    if first_kind is not None:
+        assert f"({first_kind}, round 0)" in message
+    assert "silo1" not in message
+    assert run(30).saved is not None
