@@ -8,7 +8,9 @@ parse) a body of any size. :class:`RequestGuard` is an ASGI middleware in front 
 1. it authenticates the request (:func:`fedsilo.server.auth.authenticate`, the same function
    the routes' requirements call; a valid token is then a cache hit there) and answers 401 /
    429 itself, before the body is read;
-2. it refuses at once (413) a body whose ``Content-Length`` exceeds the route's limit, and
+2. it refuses (422) a query parameter the operation does not declare in the OpenAPI, as a
+   body refuses an unknown key: ``?usr=bob`` is a typo to name, not a filter to ignore;
+3. it refuses at once (413) a body whose ``Content-Length`` exceeds the route's limit, and
    counts a chunked body as the route reads it, refusing it (413) at the first byte past the
    limit, so the server never holds more than the limit of one request.
 
@@ -81,12 +83,55 @@ class RequestGuard:
         except HTTPException as exc:
             await _answer(exc, scope, receive, send)
             return
+        unknown = _unknown_query(request)
+        if unknown is not None:
+            await _answer(unknown, scope, receive, send)
+            return
         limit = body_limit(self.settings, scope["method"], scope["path"])
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit.bytes:
             await _answer(limit.refusal(int(declared), counted=False), scope, receive, send)
             return
         await self.app(scope, _counting(receive, limit), send)
+
+
+def _declared_query(app: FastAPI, method: str, path: str) -> set[str] | None:
+    """The query parameters the OpenAPI declares for ``method path``; None when no operation
+    serves it (the router then answers 404 or 405)."""
+    index: list[tuple[re.Pattern[str], dict[str, set[str]]]] | None = getattr(
+        app.state, "query_index", None
+    )
+    if index is None:
+        index = []
+        paths: dict[str, Any] = app.openapi()["paths"]
+        # a path written out (/tokens/info) before a template it also fits (/tokens/{id})
+        for template in sorted(paths, key=lambda t: "{" in t):
+            source = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+            names = {
+                verb.upper(): {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+                for verb, op in paths[template].items()
+            }
+            index.append((re.compile(source), names))
+        app.state.query_index = index
+    for pattern, operations in index:
+        if pattern.fullmatch(path) and method in operations:
+            return operations[method]
+    return None
+
+
+def _unknown_query(request: Request) -> HTTPException | None:
+    """422 naming the query parameters the operation does not take, else None."""
+    given = set(request.query_params.keys())
+    if not given:
+        return None
+    declared = _declared_query(request.app, request.method, request.url.path)
+    if declared is None or given <= declared:
+        return None
+    takes = ", ".join(sorted(declared)) or "none"
+    return HTTPException(
+        status_code=422,
+        detail=f"Unknown query parameter(s) {sorted(given - declared)}; this call takes: {takes}.",
+    )
 
 
 def _counting(receive: Receive, limit: BodyLimit) -> Receive:

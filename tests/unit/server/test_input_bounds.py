@@ -321,6 +321,12 @@ def test_every_error_is_declared_with_the_one_error_schema(openapi: dict[str, An
                 assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, code)
 
 
+def test_an_unknown_query_parameter_is_named_not_ignored(api: httpx.Client) -> None:
+    detail = refused(api.get("/audit", params={"usr": "bob"}), "'usr'", "user", "action")
+    assert "Unknown query parameter" in detail
+    assert api.get("/audit", params={"user": "bob"}).status_code == 200
+
+
 def test_a_validation_error_is_a_string_as_documented(api: httpx.Client) -> None:
     detail = refused(api.post("/sessions", json={"name": "x"}), "package_name", "min_num_clients")
     assert "Field required" in detail
