@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from fedsilo.cli import admin, audit, client, data, demo, server, token, user
+from fedsilo.cli import admin, audit, client, data, demo, package, server, token, user
 from fedsilo.cli import config as config_cli
 from fedsilo.cli.errors import FedsiloGroup
 
@@ -37,6 +37,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(server.app, name="server")
 app.add_typer(config_cli.app, name="config")
 app.add_typer(admin.app, name="admin")
+app.add_typer(package.app, name="package")
 
 # `fedsilo demo`: the whole tutorial (server, sample data, two clients, a session) in one go.
 app.command("demo")(demo.demo)

@@ -87,6 +87,24 @@ PolicyOption = Annotated[
         show_default=False,
     ),
 ]
+ApproveCustomOption = Annotated[
+    bool,
+    typer.Option(
+        "--approve-custom-package",
+        help="Run the session's uploaded custom package, whatever its digest (it is logged). "
+        "Its code runs in this process with this client's permissions on the silo.",
+    ),
+]
+ApprovePackageOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--approve-package",
+        metavar="NAME@SHA256",
+        help="Run the uploaded package NAME only if its archive has this SHA-256 digest "
+        "(`fedsilo package list` shows it); repeatable.",
+        show_default=False,
+    ),
+]
 
 __all__ = ["app", "eda", "join", "log", "prl", "train", "version", "vfl_predict", "vfl_train"]
 
@@ -137,6 +155,8 @@ def train(
     log_interval: LogIntervalOption = 0.0,
     remove_after_complete: RemoveAfterCompleteOption = False,
     policy: PolicyOption = None,
+    approve_custom_package: ApproveCustomOption = False,
+    approve_package: ApprovePackageOption = None,
 ) -> None:
     """Join a session with this silo's data, work on its tasks, exit when it ends.
 
@@ -144,6 +164,10 @@ def train(
     refused with every problem listed, and the server is told only that this client refused
     and why, in one line (no paths, no values). Exits 0 when the session completes, 6 with
     the server's reason when it fails or is canceled.
+
+    A session of an uploaded custom package runs that package's code here only with
+    `--approve-custom-package` or `--approve-package NAME@SHA256`; without approval the client
+    refuses before joining and prints the package's name and digest to review.
     """
     _set_threads(threads)
     _run(
@@ -159,6 +183,8 @@ def train(
         log_interval=log_interval,
         remove_after_complete=remove_after_complete,
         policy=policy,
+        approve_custom_package=approve_custom_package,
+        approve_package=approve_package or [],
     )
 
 
@@ -574,11 +600,15 @@ def _run(url: str | None, token: str | None, quiet: bool, **options: Any) -> Non
     from fedsilo.client.policy import load_policy
     from fedsilo.client.runtime import ClientRuntime
     from fedsilo.errors import SessionError
+    from fedsilo.packages.custom.source import ApprovedPackages, PackageApproval, package_source
     from fedsilo.wire import SessionStatus
 
     # Read before connecting: a policy file in error stops the client before anything.
     policy_path = options.pop("policy", None)
     policy = load_policy(policy_path) if policy_path else None
+    approval = PackageApproval.parse(
+        options.pop("approve_custom_package", False), options.pop("approve_package", [])
+    )
 
     def progress(line: str) -> None:
         if not quiet:
@@ -586,7 +616,10 @@ def _run(url: str | None, token: str | None, quiet: bool, **options: Any) -> Non
 
     with open_api(url, token) as api:
         runtime = ClientRuntime(api, on_event=progress, policy=policy, **options)
-        status = runtime.run()
+        # An uploaded package is found (and run only when approved) through this source.
+        uploaded = ApprovedPackages(api, runtime.state_dir, approval, progress)
+        with package_source(uploaded):
+            status = runtime.run()
     if status is not SessionStatus.completed:
         reason = runtime.ended.reason if runtime.ended is not None else None
         raise SessionError(runtime.session_id, str(status), reason)
