@@ -22,7 +22,7 @@ from fedsilo.errors import TaskError, WaitTimeout
 from fedsilo.federation import ExecutorContext, Sealed
 from fedsilo.wire import Arrays, decode_frame, encode_frame
 
-__all__ = ["RECEIVE_TIMEOUT_S", "PeerChannel"]
+__all__ = ["RECEIVE_TIMEOUT_S", "PeerChannel", "RoundAbandoned"]
 
 #: seconds a party waits for a peer's message before the round fails: covers a peer's
 #: slowest batch (a wide embedding on a busy CPU) with a wide margin, yet shows a dead peer
@@ -31,6 +31,11 @@ RECEIVE_TIMEOUT_S = 600.0
 _POLL_S = 2.0
 
 Key = tuple[str, str, int, int]  # (sender, kind, attempt, batch)
+
+
+class RoundAbandoned(TaskError):
+    """This party's attempt of a round cannot finish: a peer restarted it or moved on to a
+    resent one. The task fails; the workflow resends the round to every party."""
 
 
 class PeerChannel:
@@ -48,6 +53,9 @@ class PeerChannel:
         self._context = context
         self.timeout = timeout
         self._held: dict[Key, Arrays] = {}
+        #: the attempt being served and the messages of it received so far
+        self._attempt = -1
+        self._seen: set[Key] = set()
         #: bytes sent and received (sealed payloads), for the bench and the logs
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -66,10 +74,17 @@ class PeerChannel:
 
         Raises
         ------
+        RoundAbandoned
+            A peer is on a later attempt (the round was resent: this task is stale), or sent
+            a message of this attempt a second time (it restarted the attempt): this party's
+            task fails, and the workflow resends the round to everyone.
         TaskError
-            When one does not come within :attr:`timeout` seconds, the session is aborted,
-            or a message cannot be opened (not sealed to this party by that sender).
+            When a message does not come within :attr:`timeout` seconds, the session is
+            aborted, or a message cannot be opened (not sealed to this party by that sender).
         """
+        if attempt != self._attempt:
+            self._attempt, self._seen = attempt, set()
+            self._held = {k: v for k, v in self._held.items() if k[2] >= attempt}
         wanted = {(s, kind, attempt, batch) for s in senders}
         found = {key[0]: self._held.pop(key) for key in list(wanted) if key in self._held}
         deadline = time.monotonic() + self.timeout
@@ -90,13 +105,23 @@ class PeerChannel:
             self.bytes_received += len(payload)
             arrays, header = self._open(sender, payload)
             key = (sender, str(header["kind"]), int(header["attempt"]), int(header["batch"]))
+            if key[2] < attempt:
+                continue  # of an earlier attempt (a task since resent): dropped
+            if key[2] > attempt:
+                self._held[key] = arrays  # for the task of that attempt, next
+                raise RoundAbandoned(
+                    f"participant {sender} is on a later attempt of the round: this one was resent"
+                )
+            if key in self._seen:
+                raise RoundAbandoned(
+                    f"participant {sender} sent {key[1]!r} of batch {key[3]} again: it "
+                    "restarted the round"
+                )
+            self._seen.add(key)
             if key in wanted:
                 found[sender] = arrays
-            elif key[2] >= attempt:
+            else:
                 self._held[key] = arrays
-            # else: a message of an earlier attempt (a task since resent): dropped
-        for key in [k for k in self._held if k[2] < attempt]:
-            del self._held[key]
         return found
 
     def _open(self, sender: str, payload: bytes) -> tuple[Arrays, dict[str, Any]]:

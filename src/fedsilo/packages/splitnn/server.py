@@ -24,7 +24,7 @@ embedding or a gradient (they travel sealed over the fast exchange, in memory).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,8 @@ from fedsilo.vfl.alignment import Alignment
 __all__ = ["PREDICTIONS_ARTIFACT", "TRAINING_ARTIFACT", "run"]
 
 TRAINING_ARTIFACT = "splitnn_training"
+#: attempts of one round (or of a prediction) before the session fails
+MAX_ATTEMPTS = 3
 PREDICTIONS_ARTIFACT = "splitnn_predictions"
 
 
@@ -175,6 +177,37 @@ def _label_reply(replies: list[Reply], label: str) -> Mapping[str, Any]:
     raise TaskError(f"no reply from the label client {label!r}")
 
 
+def _attempts(
+    ctx: SessionContext, tasks: Callable[[int], list[Task]], what: str, n_clients: int
+) -> list[Reply]:
+    """Every party's reply to one attempt of ``what``; when a party fails (its client
+    died, restarted, or was offline), the others' tasks are withdrawn and the whole round
+    is resent to everyone with a new attempt stamp, up to :data:`MAX_ATTEMPTS` times.
+
+    The stamp (nanoseconds of the server's clock) keeps an attempt's peer messages apart
+    from another's; a party still serving a withdrawn attempt abandons it when a peer's
+    message of the new one reaches it (:mod:`~fedsilo.packages.splitnn.channel`).
+    """
+    for number in range(1, MAX_ATTEMPTS + 1):
+        group = ctx.send(tasks(time.time_ns()))
+        replies: list[Reply] = []
+        failed = None
+        for outcome in group.outcomes():
+            if isinstance(outcome, Reply):
+                replies.append(outcome)
+            else:
+                failed = outcome
+                break
+        if failed is None:
+            return replies
+        group.cancel(f"{what} is resent after a party failed")
+        if number == MAX_ATTEMPTS:
+            raise TaskError(f"{what} failed {MAX_ATTEMPTS} times; the last time: {failed}")
+        ctx.log(f"{what}: attempt {number} failed ({failed}); resending it to every party")
+        ctx.wait_for_clients(n_clients)
+    raise AssertionError("unreachable")
+
+
 def _train(
     ctx: SessionContext,
     model_config: SplitnnModelConfig,
@@ -189,18 +222,20 @@ def _train(
         p.client_name: _positions(alignment, p.client_name, ["train", "test"]) for p in clients
     }
     for server_round in range(start, ctx.session.num_rounds + 1):
-        attempt = time.time_ns()  # stamps this round's messages apart from a resent round's
-        tasks = [
-            Task(
-                to=p,
-                kind=TRAIN,
-                meta={**base, "round": server_round, "attempt": attempt},
-                arrays=positions[p.client_name],
-                round=server_round,
-            )
-            for p in clients
-        ]
-        replies = ctx.send(tasks).wait()
+
+        def tasks(attempt: int, server_round: int = server_round) -> list[Task]:
+            return [
+                Task(
+                    to=p,
+                    kind=TRAIN,
+                    meta={**base, "round": server_round, "attempt": attempt},
+                    arrays=positions[p.client_name],
+                    round=server_round,
+                )
+                for p in clients
+            ]
+
+        replies = _attempts(ctx, tasks, f"round {server_round}", len(clients))
         metrics = {
             k: float(v) for k, v in dict(_label_reply(replies, label).get("metrics", {})).items()
         }
@@ -232,23 +267,25 @@ def _predict(
     base: dict[str, Any],
 ) -> None:
     label = str(base["label_client"])
-    attempt = time.time_ns()
-    tasks = [
-        Task(
-            to=p,
-            kind=PREDICT,
-            meta={
-                **base,
-                "training_session_id": model_config.training_session_id,
-                "id_columns": alignment.clients[p.client_name].id_columns,
-                "attempt": attempt,
-            },
-            arrays=_positions(alignment, p.client_name, ["test"]),
-            round=1,
-        )
-        for p in clients
-    ]
-    replies = ctx.send(tasks).wait()
+
+    def tasks(attempt: int) -> list[Task]:
+        return [
+            Task(
+                to=p,
+                kind=PREDICT,
+                meta={
+                    **base,
+                    "training_session_id": model_config.training_session_id,
+                    "id_columns": alignment.clients[p.client_name].id_columns,
+                    "attempt": attempt,
+                },
+                arrays=_positions(alignment, p.client_name, ["test"]),
+                round=1,
+            )
+            for p in clients
+        ]
+
+    replies = _attempts(ctx, tasks, "prediction", len(clients))
     count = float(_label_reply(replies, label).get("n_predictions", 0))
     ctx.record_round(1, federated={}, per_client={label: {"n_predictions": count}})
     meta = {

@@ -48,6 +48,7 @@ EMBEDDING = "embedding"
 GRADIENT = "gradient"
 TEST_EMBEDDING = "test_embedding"
 PREDICT_EMBEDDING = "predict_embedding"
+START = "start"
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ class Party:
         :mod:`~.channel`); the active party returns the mean training loss
         (``train_loss``)."""
         self.round = None  # the parts change from here on: a failure leaves them unknown
+        self.announce(attempt)
         inputs = self.inputs["train"]
         losses: list[float] = []
         for b, idx in enumerate(
@@ -186,6 +188,13 @@ class Party:
         if not self.is_label:
             return {}
         return {"train_loss": float(np.mean(losses)) if losses else 0.0}
+
+    def announce(self, attempt: int) -> None:
+        """At the active party: tell every passive party that ``attempt`` began (a passive
+        party still serving an older attempt abandons it; see :mod:`~.channel`)."""
+        if self.is_label:
+            for name in self.passives:
+                self.channel.send(self.peers.ids[name], START, attempt, -1, {})
 
     def _passive_step(self, attempt: int, b: int, x: np.ndarray) -> None:
         assert self.feature_model is not None
@@ -275,7 +284,8 @@ class Party:
         return task_metrics(self.task, outputs, self.test_labels[positions])
 
     def predict(self, attempt: int, positions: np.ndarray, batch_size: int) -> np.ndarray | None:
-        """The label model's outputs on the aligned rows (active party); None elsewhere."""
+        """The label model's outputs on the aligned rows (active party); None elsewhere.
+        (No ``start`` poke: a passive party only sends here, it never waits.)"""
         return self._forward_rows(PREDICT_EMBEDDING, attempt, "test", positions, batch_size)
 
 
