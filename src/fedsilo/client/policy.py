@@ -259,7 +259,10 @@ def _problem(error: Any) -> str:
 
 
 def _training_table(tables: Mapping[str, str | None]) -> str | None:
-    for role in ("train", "dataset"):
-        if tables.get(role):
-            return tables[role]
-    return next((path for path in tables.values() if path), None)
+    """The training table's location, the key of its released rows (a local path absolute,
+    so the same table given from another working directory is the same table)."""
+    given = [tables.get("train"), tables.get("dataset"), *tables.values()]
+    path = next((p for p in given if p), None)
+    if path is None or "://" in path:
+        return path
+    return os.path.abspath(path)

@@ -446,3 +446,15 @@ def test_the_exact_statistics_of_real_packages_are_held_to_min_rows(
         assert f"({first_kind}, round 0)" in message
     assert "silo1" not in message
     assert run(30).saved is not None
+
+
+def test_a_relative_path_is_the_same_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = DataOwnerPolicy(min_rows=10)
+    monkeypatch.chdir(tmp_path)
+    guard = policy.guard(None, {"train": 50}, 2, {"train": "silo.csv"}, tmp_path / "state")
+    assert guard.source == str(tmp_path / "silo.csv")
+    assert _release(guard, {"num_rows": 50})[0].ok
+    with pytest.raises(PolicyRefusal, match="the train table has 52 row"):
+        _guard(tmp_path, policy, rows=52)  # the same table, by its absolute path
+    url = policy.guard(None, {"train": 52}, 2, {"dataset": "s3://b/silo.csv"}, tmp_path)
+    assert url.source == "s3://b/silo.csv"
