@@ -295,3 +295,144 @@ def test_the_seed_vfl_walkthrough(
         ).numpy()
     np.testing.assert_allclose(written[["output_0", "output_1"]], logits, atol=1e-5)
     np.testing.assert_array_equal(written["prediction"], logits.argmax(axis=1))
+
+
+def central_losses(
+    paths: dict[str, dict[str, Path]],
+    alignment: Any,
+    model_config: dict[str, Any],
+    rounds: int,
+    batch: int,
+) -> list[float]:
+    """Test losses of the same split network trained in one process on the aligned rows."""
+    from fedsilo.packages.splitnn.model import batches, label_loss, task_metrics
+    from fedsilo.training.optimizers import build_optimizer
+
+    data_config = {
+        "passive_client": {"label_client": False, "predictors": PASSIVE_COLUMNS, "target": None},
+        "active_client": {"label_client": True, "predictors": ACTIVE_COLUMNS, "target": "y"},
+    }
+    mc = SplitnnModelConfig.model_validate({**model_config, "prl_session_id": "0" * 10})
+    network = SplitNetwork(mc, SplitnnDataConfig.model_validate(data_config))
+    assert mc.optimizer is not None
+    optimizer = build_optimizer(mc.optimizer, network.parameters())
+    rows = {}
+    for table in ("train", "test"):
+        frames = {n: pd.read_csv(paths[n][table]) for n in NAMES}
+        aligned = {n: frames[n].iloc[alignment.positions(n, table)] for n in NAMES}
+        rows[table] = {
+            "passive_client": torch.tensor(
+                aligned["passive_client"][PASSIVE_COLUMNS].to_numpy(np.float32)
+            ),
+            "active_client": torch.tensor(
+                aligned["active_client"][ACTIVE_COLUMNS].to_numpy(np.float32)
+            ),
+            "y": aligned["active_client"]["y"].to_numpy(np.int64).copy(),
+        }
+    losses = []
+    for server_round in range(1, rounds + 1):
+        for idx in batches(len(rows["train"]["y"]), batch, mc.seed, server_round):
+            index = torch.from_numpy(idx)
+            outputs = network({n: rows["train"][n][index] for n in NAMES})
+            loss = label_loss(mc.task)(outputs, torch.from_numpy(rows["train"]["y"][idx]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            outputs = network({n: rows["test"][n] for n in NAMES}).numpy()
+        losses.append(task_metrics(mc.task, outputs, rows["test"]["y"])["test_loss"])
+    return losses
+
+
+def test_a_passive_client_killed_mid_training_and_restarted_resumes_the_session(
+    tmp_path: Path, request: pytest.FixtureRequest, scoped_tokens: Any
+) -> None:
+    paths = silos(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    rounds, batch = 12, 64
+    model_config: dict[str, Any] = {
+        "strategy": {"name": "SplitNN", "params": {}},
+        "model": {
+            "feature_models": {
+                "passive_client": {
+                    "params": {"input_size": 7, "hidden_layer_sizes": [6], "output_size": 5}
+                },
+                "active_client": {
+                    "params": {"input_size": 8, "hidden_layer_sizes": [6], "output_size": 5}
+                },
+            },
+            "label_model": {"params": {"hidden_layer_sizes": [5], "output_size": 2}},
+        },
+        "ml_task": {"type": "classification", "params": {}},
+        "optimizer": {"name": "SGD", "params": {"learning_rate": 0.1, "momentum": 0.5}},
+        "seed": 23,
+    }
+    data_config = {
+        "passive_client": {"label_client": False, "predictors": PASSIVE_COLUMNS, "target": None},
+        "active_client": {"label_client": True, "predictors": ACTIVE_COLUMNS, "target": "y"},
+    }
+    with start_server(tmp_path / "server", log_path=tmp_path / "server.log") as server:
+        analyst = scoped_tokens.analyst(server.url, server.admin_token)
+        tokens = {n: scoped_tokens.client(server.url, server.admin_token, n) for n in NAMES}
+        api = fedsilo.connect(server.url, analyst)
+        request.addfinalizer(api.close)
+        prl = api.create_prl_session(
+            name="PRL", data_config={"clients": {n: {"id_columns": ["id"]} for n in NAMES}}
+        ).start()
+        logs = [tmp_path / f"prl-{n}.log" for n in NAMES]
+        procs = [
+            client(
+                [
+                    "prl",
+                    "--session",
+                    prl.id,
+                    "--train-path",
+                    str(paths[n]["train"]),
+                    "--test-path",
+                    str(paths[n]["test"]),
+                    "--client-name",
+                    n,
+                    "--url",
+                    server.url,
+                ],
+                tokens[n],
+                log,
+                work,
+            )
+            for n, log in zip(NAMES, logs, strict=True)
+        ]
+        run_all(procs, prl, logs)
+        vfl = api.create_vfl_session(
+            name="VFL", prl_session_id=prl.id, num_rounds=rounds, data_config=data_config,
+            model_config=model_config,
+        ).start()  # fmt: skip
+
+        def train(name: str, log: Path) -> subprocess.Popen[bytes]:
+            return client(
+                ["vfl-train", "--session", vfl.id, "--train-path", str(paths[name]["train"]),
+                 "--test-path", str(paths[name]["test"]), "--batch-size", str(batch),
+                 "--storage-path", str(tmp_path / f"storage-{name}"), "--client-name", name,
+                 "--url", server.url],
+                tokens[name], log, work,
+            )  # fmt: skip
+
+        active = train("active_client", tmp_path / "train-active.log")
+        passive = train("passive_client", tmp_path / "train-passive-1.log")
+        deadline = time.monotonic() + 120
+        while vfl.refresh().round < 3:
+            assert time.monotonic() < deadline and passive.poll() is None, vfl.refresh()
+            time.sleep(0.02)
+        time.sleep(0.1)  # into round 4
+        os.kill(passive.pid, 9)
+        passive.wait()
+        again = train("passive_client", tmp_path / "train-passive-2.log")
+        logs = [tmp_path / "train-active.log", tmp_path / "train-passive-2.log"]
+        run_all([active, again], vfl, logs)
+        losses = [m["loss"] for m in vfl.metrics().as_dict()["federated_metrics"]]
+        events = " | ".join(line.message for line in vfl.logs())
+        alignment = prl.alignment()
+    assert "resending it to every party" in events, events
+    assert len(losses) == rounds
+    expected = central_losses(paths, alignment, model_config, rounds, batch)
+    np.testing.assert_allclose(losses, expected, atol=1e-4)
