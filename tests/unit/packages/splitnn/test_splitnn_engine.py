@@ -26,6 +26,7 @@ from sklearn.datasets import load_breast_cancer
 
 import fedsilo
 from fedsilo.client.runtime import ClientRuntime
+from fedsilo.errors import SessionError
 from fedsilo.http import ApiClient
 from fedsilo.packages.splitnn.config import SplitnnDataConfig, SplitnnModelConfig
 from fedsilo.packages.splitnn.model import SplitNetwork, batches, label_loss, task_metrics
@@ -362,3 +363,39 @@ def test_a_server_restart_mid_training_resumes_from_the_last_completed_round(
         np.testing.assert_allclose(losses, expected, atol=1e-4)
     finally:
         stop_thread_server(restarted)
+
+
+@pytest.mark.parametrize("server_settings", ["sqlite"], indirect=True)
+def test_a_party_bringing_another_table_than_it_linked_fails_the_session_naming_it(
+    thread_server: ThreadServer, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    frames = silo_tables(tmp_path)
+    state = tmp_path / "state"
+    table = {n: {t: str(tmp_path / f"{n}-{t}.csv") for t in ("train", "test")} for n in NAMES}
+    url = thread_server.url
+    with fedsilo.connect(url, tokens["analyst"]) as analyst:
+        prl = analyst.create_prl_session(
+            name="PRL", data_config={"clients": {n: {"id_columns": ["id"]} for n in NAMES}}
+        ).start()
+        run_clients(url, tokens, prl.id, {n: {"tables": table[n]} for n in NAMES}, state)
+        reordered = tmp_path / "active-train-reordered.csv"
+        frames[ACTIVE]["train"].iloc[::-1].to_csv(reordered, index=False)
+        vfl = analyst.create_vfl_session(
+            name="VFL", prl_session_id=prl.id, data_config=DATA_CONFIG, model_config=MODEL_CONFIG
+        ).start()
+        jobs = {
+            PASSIVE: {"tables": table[PASSIVE]},
+            ACTIVE: {"tables": {"train": str(reordered), "test": table[ACTIVE]["test"]}},
+        }
+        results = run_clients(url, tokens, vfl.id, jobs, state)
+        assert results == dict.fromkeys(NAMES, SessionStatus.failed)
+        reason = vfl.refresh().failure_reason or ""
+        assert "client 'active_client' refused" in reason
+        assert "differ from those linked in the PRL session" in reason
+        # A session naming a PRL session that does not exist fails saying so.
+        missing = analyst.create_vfl_session(
+            name="VFL", prl_session_id="0123456789", data_config=DATA_CONFIG,
+            model_config=MODEL_CONFIG,
+        ).start()  # fmt: skip
+        with pytest.raises(SessionError, match="PRL session 0123456789 saved no alignment"):
+            missing.wait(timeout=30, progress=False)
