@@ -606,9 +606,12 @@ def _run(url: str | None, token: str | None, quiet: bool, **options: Any) -> Non
     # Read before connecting: a policy file in error stops the client before anything.
     policy_path = options.pop("policy", None)
     policy = load_policy(policy_path) if policy_path else None
-    approval = PackageApproval.parse(
-        options.pop("approve_custom_package", False), options.pop("approve_package", [])
-    )
+    # The policy's approved digests are approvals too (checked on the downloaded archive).
+    pins = [
+        *options.pop("approve_package", []),
+        *(policy.approved_package_digests if policy else []),
+    ]
+    approval = PackageApproval.parse(options.pop("approve_custom_package", False), pins)
 
     def progress(line: str) -> None:
         if not quiet:

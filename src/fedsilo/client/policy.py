@@ -18,14 +18,17 @@ boolean.
 Where each rule is enforced
 ---------------------------
 Before joining (:meth:`DataOwnerPolicy.check_session`, on the session as fetched, before the
-package's code is loaded): ``allowed_packages``, ``approved_package_digests``,
-``require_secure_aggregation``. After the data is loaded, still before joining
-(:meth:`DataOwnerPolicy.guard`): ``max_epsilon`` and ``require_dp`` on the package's parsed
-privacy budget, ``min_rows`` on every table's row count and the delta rule on the training
-table. Then on every release, in the client's mods (:class:`PolicyGuard`): ``min_rows`` and
-the delta rule on the rows the reply says it was computed over, ``max_epsilon`` on the
-epsilon it reports spent, and ``require_secure_aggregation`` on every ``fit`` task (a server
-that announced secure aggregation and then asks for a plain update is refused).
+package's code is loaded): ``allowed_packages``, ``require_secure_aggregation``; an uploaded
+package runs only if ``approved_package_digests`` (or the command line's
+``--approve-package``) lists its ``NAME@SHA256`` (:mod:`fedsilo.packages.custom.source` checks the
+downloaded archive's digest before loading its code). After the data is loaded, still before
+joining (:meth:`DataOwnerPolicy.guard`): ``max_epsilon`` and ``require_dp`` on the package's
+parsed privacy budget, ``min_rows`` on every table's row count and column's values, and the
+delta rule on the training table. Then on every release, in the client's mods
+(:class:`PolicyGuard`): ``min_rows`` and the delta rule on the rows the reply says it was
+computed over, ``max_epsilon`` on the epsilon it reports spent, and
+``require_secure_aggregation`` on every ``fit`` task (a server that announced secure
+aggregation and then asks for a plain update is refused).
 
 ``min_rows`` -- seed 004's rule
 -------------------------------
@@ -50,9 +53,8 @@ A refusal names its rule and why, in one line without data: before joining it is
 :class:`PolicyRefusal` (the runtime tells the server, ``POST /sessions/{sid}/refusals``,
 and stops); during the session the task's reply fails with it as its error.
 
-``approved_package_digests`` is parsed and enforced against a session's
-``package_digest`` when the session carries one; built-in packages carry none, and
-uploading custom packages is a later issue, so for now the key is reserved.
+``approved_package_digests`` joins ``fedsilo client``'s ``--approve-package`` pins (the CLI
+builds the client's package approval from both); built-in packages carry no digest.
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ class DataOwnerPolicy(BaseModel):
     allowed_packages : list of str, optional
         The packages a session may use. Default: every package.
     approved_package_digests : list of str, default []
-        ``NAME@SHA256`` (64 lowercase hex) of the custom packages this silo runs.
+        ``NAME@SHA256`` (64 lowercase hex) of the uploaded packages this silo runs, as
+        ``--approve-package`` (the CLI adds them to its approval).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -129,12 +132,6 @@ class DataOwnerPolicy(BaseModel):
             raise PolicyRefusal(
                 "allowed_packages",
                 f"package {package!r} is not among the allowed {self.allowed_packages}",
-            )
-        digest = getattr(session, "package_digest", None)
-        if digest is not None and f"{package}@{digest}" not in self.approved_package_digests:
-            raise PolicyRefusal(
-                "approved_package_digests",
-                f"package {package!r} with digest {digest} is not approved",
             )
         if self.require_secure_aggregation:
             try:

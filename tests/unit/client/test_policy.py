@@ -184,19 +184,6 @@ def test_allowed_packages() -> None:
     )
 
 
-def test_approved_package_digests_hold_a_session_that_carries_one() -> None:
-    class CustomSession(SessionPublic):  # the shape a custom package's session will have
-        package_digest: str
-
-    base = _session("mypkg").model_dump(by_alias=True)
-    policy = DataOwnerPolicy(approved_package_digests=[f"mypkg@{DIGEST}"])
-    policy.check_session(CustomSession(**base, package_digest=DIGEST))
-    with pytest.raises(PolicyRefusal, match="rule 'approved_package_digests': package 'mypkg'"):
-        policy.check_session(CustomSession(**base, package_digest="cd" * 32))
-    # built-in packages carry no digest
-    policy.check_session(_session("echo"))
-
-
 def test_require_secure_aggregation() -> None:
     policy = DataOwnerPolicy(require_secure_aggregation=True)
     policy.check_session(_session("glm", {"secure_aggregation": {"enabled": True}}))

@@ -13,6 +13,7 @@ path or a value of its table.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -357,3 +358,48 @@ def test_under_secure_aggregation_the_release_check_sees_the_unmasked_counts(
     assert history[str(tmp_path / "silo-b.parquet")] in ([30], [30, 40])  # 40: its init
     assert history[str(tmp_path / "silo-a.parquet")] == [40]
     assert history.get(str(tmp_path / "silo-c.parquet"), [40]) == [40]
+
+
+def test_approved_package_digests_approve_an_uploaded_package(
+    thread_server: ThreadServer, scoped_tokens: ScopedTokens, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    """The policy's NAME@SHA256 pins are the client's approvals of uploaded packages: without
+    the package's digest the client refuses before loading its code, with it the code runs."""
+    from fedsilo.packages.custom.archive import pack_folder
+
+    example = Path(__file__).parents[3] / "examples" / "custom_packages" / "digitscnn"
+    archive = pack_folder(example)
+    digest = hashlib.sha256(archive).hexdigest()
+    uploader = scoped_tokens(thread_server.url, thread_server.token, ["custom_model"], "modeller")
+    uploaded = httpx.post(
+        f"{thread_server.url}{API_PREFIX}/packages",
+        content=archive,
+        params={"name": "digitscnn", "task": "classification"},
+        headers={"Authorization": f"Bearer {uploader}", "Content-Type": "application/octet-stream"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    with fedsilo.connect(thread_server.url, thread_server.token) as admin:
+        session = admin.create_fl_session(
+            name="policy custom",
+            min_num_clients=1,
+            num_rounds=1,
+            package_name="digitscnn",
+            model_config=json.loads((example / "model_config.json").read_text()),
+            data_config={},
+        ).start()
+    images = tmp_path / "images"
+    images.mkdir()
+    policy = tmp_path / "policy.toml"
+
+    table = tmp_path / "table.csv"
+    pd.DataFrame({"a": np.arange(9.0)}).to_csv(table, index=False)
+    policy.write_text(f'approved_package_digests = ["digitscnn@{"0" * 64}"]\n')
+    refused = _train(thread_server, tokens["silo-b"], session.id, table, "--policy", str(policy))
+    assert refused.exit_code == 2, refused.output
+    assert "--approve-package" in refused.stderr  # the code was not loaded
+    assert "running uploaded package" not in refused.stdout
+
+    policy.write_text(f'approved_package_digests = ["digitscnn@{digest}"]\n')
+    approved = _train(thread_server, tokens["silo-b"], session.id, images, "--policy", str(policy))
+    assert f"running uploaded package digitscnn sha256 {digest} (approved)" in approved.stdout
+    _cancel(thread_server, session.id)
