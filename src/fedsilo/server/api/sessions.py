@@ -8,9 +8,11 @@ A session is owned by the user whose token created it (``owner_id``, the user's 
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from fedsilo.errors import ConfigError
 from fedsilo.federation import ModelPackage, get_package
@@ -42,6 +44,7 @@ from fedsilo.wire import (
     SessionMetricsPublic,
     SessionPublic,
     SessionStatus,
+    decode_frame,
 )
 
 router = APIRouter(prefix="/sessions", tags=["sessions"], responses=ACCESS_RESPONSES)
@@ -216,12 +219,55 @@ def session_metrics(session_id: str, store: StoreDep, _: SessionRead) -> Session
     )
 
 
+#: most numbers ``GET .../model?format=json`` writes out (about 20 bytes each as JSON text);
+#: a larger model is fetched as the binary frame
+MAX_JSON_MODEL_VALUES = 5_000_000
+
+
+class ModelWeights(BaseModel):
+    """``GET /sessions/{sid}/model?format=json``: the global model's weights as JSON (seed
+    002's ``global_model``), for clients without a safetensors reader."""
+
+    session_id: str
+    package_name: str
+    round: int
+    global_model: dict[str, Any] = Field(description="array name -> nested list of numbers")
+    shapes: dict[str, list[int]]
+    dtypes: dict[str, str]
+    meta: dict[str, Any] = Field(description="the frame's header: configs, round, metrics")
+
+
+def _model_weights(session_id: str, data: bytes) -> ModelWeights:
+    arrays, header = decode_frame(data)
+    values = sum(int(a.size) for a in arrays.values())
+    if values > MAX_JSON_MODEL_VALUES:
+        raise HTTPException(
+            status_code=422,
+            detail=f"The model of session {session_id} holds {values} numbers, more than "
+            f"format=json writes ({MAX_JSON_MODEL_VALUES}); fetch the binary frame "
+            "(format=frame) instead.",
+        )
+    meta = header if isinstance(header, dict) else {}
+    return ModelWeights(
+        session_id=session_id,
+        package_name=str(meta.get("package_name", "")),
+        round=int(meta.get("round", 0)),
+        global_model={name: a.tolist() for name, a in arrays.items()},
+        shapes={name: list(a.shape) for name, a in arrays.items()},
+        dtypes={name: str(a.dtype) for name, a in arrays.items()},
+        meta=meta,
+    )
+
+
 @router.get(
     "/{session_id}/model",
     response_class=Response,
     responses={
-        200: {"content": {OCTET_STREAM: {}}, "description": "model frame"},
-        **errors(404, notes={404: "no such session, or it has no model yet"}),
+        200: {
+            "content": {OCTET_STREAM: {}, "application/json": {}},
+            "description": "model frame; with format=json the weights as JSON (ModelWeights)",
+        },
+        **errors(404, 422, notes={404: "no such session, or it has no model yet"}),
     },
 )
 def session_model(
@@ -230,6 +276,10 @@ def session_model(
     store: StoreDep,
     artifacts: ArtifactsDep,
     grant: ModelDownload,
+    format: Annotated[
+        Literal["frame", "json"],
+        Query(description="frame: the safetensors frame; json: the weights as nested lists"),
+    ] = "frame",
 ) -> Response:
     record = grant.session
     model = store.get_model(session_id)
@@ -239,6 +289,10 @@ def session_model(
             status_code=404,
             detail=f"Session {session_id} has no model yet (it is {record.status}).",
         )
+    if format == "json":
+        weights = _model_weights(session_id, data)
+        audit.record(request, grant.principal, "model.download", session_id)
+        return JSONResponse(content=weights.model_dump(mode="json"))
     audit.record(request, grant.principal, "model.download", session_id)
     return Response(content=data, media_type=OCTET_STREAM)
 

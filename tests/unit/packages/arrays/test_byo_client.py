@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -118,6 +119,17 @@ def test_seed_001_sklearn_clients_match_the_central_model(
         assert sorted(arrays) == ["0", "1"]
         assert arrays["0"].shape == (10, 64) and arrays["1"].shape == (10,)
         coef, intercept = model.parameters()
+        headers = {"Authorization": f"Bearer {analyst}"}
+        with httpx.Client(base_url=thread_server.url + "/api/v1", headers=headers) as http:
+            as_json = http.get(f"/sessions/{session.id}/model", params={"format": "json"})
+            unknown = http.get(f"/sessions/{session.id}/model", params={"format": "xml"})
+        assert as_json.status_code == 200, as_json.text
+        body = as_json.json()
+        assert body["dtypes"] == {"0": "float64", "1": "float64"}
+        assert body["shapes"] == {"0": [10, 64], "1": [10]}
+        np.testing.assert_array_equal(np.asarray(body["global_model"]["0"]), coef)
+        assert body["round"] == model.round and body["package_name"] == "arrays"
+        assert unknown.status_code == 422
         trained = example.new_model()
         example.set_parameters(trained, [coef, intercept])
         _, (x_test, y_test) = example.split_digits(2)
