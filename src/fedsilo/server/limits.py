@@ -74,6 +74,10 @@ class RequestGuard:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            # Built at start: the OpenAPI takes a second to build, which must not stall the
+            # event loop under the first request (a long-poll, a task timeout counting).
+            _declared_query(scope["app"], "GET", "/")
         if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX + "/"):
             await self.app(scope, receive, send)
             return
