@@ -25,15 +25,16 @@ import pytest
 
 import fedsilo
 from fedsilo.data.synth import write_sample_data
-from fedsilo.runners.local import ServerProcess, start_client, start_server
+from fedsilo.runners.local import ServerProcess, start_client, start_eda_client, start_server
 
 pytestmark = pytest.mark.e2e
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 CHROMIUM = os.environ.get("FEDSILO_CHROMIUM") or shutil.which("chromium")
 ROUNDS = 4
-#: small batches: a round takes long enough (about a second) for the page to show it
-BATCH_SIZE = 32
+#: small batches: a round takes long enough (seconds) for the page, polling every 0.5 s, to
+#: show the round counter moving
+BATCH_SIZE = 128
 MODEL_CONFIG: dict[str, Any] = {
     "experiment_name": "portal",
     "experiment_description": "two silos in the browser",
@@ -204,13 +205,31 @@ def test_the_portal_in_chromium(
             )
             for i in range(2)
         ]
+        # an EDA session beside it, on the same silos (results: describe table, histograms)
+        eda = fedsilo.connect(url, analyst)
+        request.addfinalizer(eda.close)
+        eda_session = eda.create_eda_session(
+            name="portal eda",
+            data_config={"dataset_one": ["x0", "x1"], "dataset_two": ["x0", "x1"]},
+        ).start()
+        clients += [
+            start_eda_client(
+                eda_session.id,
+                files[f"train_silo{i}.parquet"],
+                f"dataset_{name}",
+                url,
+                silos[i],
+                log_path=tmp_path / f"eda{i}.log",
+            )
+            for i, name in enumerate(("one", "two"))
+        ]
         for proc in clients:
             request.addfinalizer(proc.stop)
         seen = _watch(page, timeout=120)
         assert seen[0] == ("pending", 0) and seen[-1] == ("completed", ROUNDS), seen
         rounds = [r for _, r in seen]
         assert rounds == sorted(rounds) and len(set(rounds)) >= 3, seen  # it moved, in steps
-        assert [c.wait(timeout=60) for c in clients] == [0, 0]
+        assert [c.wait(timeout=60) for c in clients] == [0, 0, 0, 0]
 
         # its metrics plot, tables and participants (shapes and dtypes, never values)
         page.reload()
@@ -233,6 +252,14 @@ def test_the_portal_in_chromium(
             headers={"Authorization": f"Bearer {analyst}"},
         )
         assert saved.read_bytes() == api_model.content and len(api_model.content) > 100
+
+        eda_session.wait(timeout=60, progress=False)
+        page.goto(f"{url}/sessions/{eda_session.id}")
+        results = page.locator("section.eda")
+        assert results.count() == 3  # dataset_one, dataset_two, pooled
+        assert "mean" in results.first.locator("table").inner_text()
+        assert results.first.locator("svg.plot").count() == 2  # x0, x1
+        _shot(page, "eda-results")
 
         page.goto(f"{url}/sessions")
         assert "completed" in page.locator(f'tr[data-session-id="{session.id}"]').inner_text()

@@ -22,10 +22,11 @@ from fedsilo.server.api.deps import (
     SessionRead,
     StoreDep,
 )
+from fedsilo.server.portal.eda import eda_results
 from fedsilo.server.portal.plots import line_plot
 from fedsilo.server.portal.web import PortalForm, admits, render, see_other
 from fedsilo.server.state import ACTIVE_STATUSES, StateStore
-from fedsilo.wire import SessionMetricsPublic, SessionPublic, SessionStatus
+from fedsilo.wire import SessionKind, SessionMetricsPublic, SessionPublic, SessionStatus
 
 __all__ = ["router"]
 
@@ -120,7 +121,8 @@ def _detail(request: Request, store: StoreDep, grant: SessionGrant) -> dict[str,
         "participants": participants.list_participants(sid, store, grant),
         "metrics": metrics,
         "federated_keys": federated_keys,
-        "plots": _plots(metrics),
+        # an EDA session's rounds count columns and datasets: its results are the picture
+        "plots": _plots(metrics) if record.kind != SessionKind.eda else [],
         "client_columns": client_columns,
         "client_rows": client_rows,
         "logs": sessions.session_logs(sid, store, grant)[-LOG_LINES:],
@@ -134,20 +136,31 @@ def _detail(request: Request, store: StoreDep, grant: SessionGrant) -> dict[str,
 
 
 @router.get("/{session_id}", response_class=HTMLResponse)
-def session_detail(request: Request, store: StoreDep, grant: SessionRead) -> HTMLResponse:
+def session_detail(
+    request: Request, store: StoreDep, artifacts: ArtifactsDep, grant: SessionRead
+) -> HTMLResponse:
     context = _detail(request, store, grant)
+    # An EDA session's results are its "model": shown to a token that may download them.
+    context["eda"] = (
+        eda_results(request, store, artifacts, grant)
+        if grant.session.kind == SessionKind.eda and context["can_download"]
+        else []
+    )
     configs = {
         "model_config": json.dumps(context["session"].model_config_, indent=2, sort_keys=True),
         "data_config": json.dumps(context["session"].data_config, indent=2, sort_keys=True),
     }
-    return render(request, "session.html", grant.principal, configs=configs, **context)
+    return render(
+        request, "session.html", grant.principal, configs=configs, fragment=False, **context
+    )
 
 
 @router.get("/{session_id}/live", response_class=HTMLResponse)
 def session_live(request: Request, store: StoreDep, grant: SessionRead) -> HTMLResponse:
     """The detail page's changing part alone (status, round, plots, tables, logs, actions):
     what the page polls until the session ends."""
-    return render(request, "session_live.html", grant.principal, **_detail(request, store, grant))
+    context = _detail(request, store, grant)
+    return render(request, "session_live.html", grant.principal, fragment=True, **context)
 
 
 @router.get("/{session_id}/model")

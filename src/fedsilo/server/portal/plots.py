@@ -17,7 +17,7 @@ from markupsafe import Markup
 __all__ = ["histogram", "line_plot"]
 
 WIDTH, HEIGHT = 640, 300
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 150, 20, 44
+_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 150, 34, 44
 #: a colour-blind-safe palette (Okabe-Ito)
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 
@@ -53,6 +53,8 @@ def _frame(title: str, desc: str) -> list[str]:
         f'class="plot" role="img" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title><desc>{escape(desc)}</desc>",
         f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
+        f'<text x="{_LEFT}" y="20" font-size="14" font-weight="600" fill="#1d232b">'
+        f"{escape(title)}</text>",
     ]
 
 
