@@ -65,13 +65,20 @@ def server_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
         db_url=MEMORY_URL if request.param == "memory" else None,
         port=port,
         admin_token=ADMIN_TOKEN,
-        task_timeout=4,
+        task_timeout=8,
     )
 
 
 @pytest.fixture(scope="module")
 def frames() -> dict[str, pd.DataFrame]:
-    return make_frames(seed=0)
+    made = make_frames(seed=0)
+    # Warm torch up once (its first fit pays for lazy initialisation), so the clients' fits
+    # stay well inside the short task timeout on a loaded machine.
+    mc, dc = get_package("ffnet").parse_configs(CONFIG, DATA)
+    executor = FFNetExecutor(mc, dc, LocalDataset(made["train_silo0"].iloc[:100], None, BATCH))
+    _, init = executor.handle("init", {}, {})
+    executor.handle("fit", {"round": 1}, init)
+    return made
 
 
 class Silo:
