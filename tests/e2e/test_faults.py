@@ -24,6 +24,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ import sqlalchemy
 from fedsilo import connect
 from fedsilo.data.synth import write_sample_data
 from fedsilo.runners.local import ServerProcess, free_port, start_client, start_server
+from fedsilo.wire import PARTICIPANT_HEADER
 
 pytestmark = pytest.mark.e2e
 
@@ -413,4 +415,57 @@ def test_a_full_disk_makes_the_server_exit_non_zero_and_a_restart_with_space_res
     finally:
         for client in clients:
             client.stop()
+        server.stop()
+
+
+def test_a_stopping_server_answers_open_long_polls_503_for_their_clients_to_retry(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM: a poll held open is answered 503 (retried by the client, which then finds
+    the restarted server), not cut off by the shutdown with a 500 on which a client stops."""
+    server = start_server(tmp_path / "server", log_path=tmp_path / "server.log")
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    try:
+        with httpx.Client(base_url=f"{server.url}/api/v1", headers=headers, timeout=60) as api:
+            body = {
+                "name": "drain",
+                "package_name": "echo",
+                "min_num_clients": 2,  # stays pending with one: no task ever comes
+                "num_rounds": 1,
+                "model_config": {},
+                "data_config": {"columns": ["a"]},
+            }
+            sid = api.post("/sessions", json=body).json()["id"]
+            assert api.post(f"/sessions/{sid}/start").status_code == 200
+            join = {
+                "client_name": "poller",
+                "dataset": {
+                    "train_rows": 3,
+                    "test_rows": 0,
+                    "columns": [{"name": "a", "dtype": "float64"}],
+                },
+                "public_key": "A" * 43,
+            }
+            joined = api.post(f"/sessions/{sid}/participants", json=join).json()
+            answers: list[httpx.Response] = []
+            poll = threading.Thread(
+                target=lambda: answers.append(
+                    api.get(
+                        f"/sessions/{sid}/participants/{joined['id']}/tasks/next",
+                        params={"wait": 30},
+                        headers={PARTICIPANT_HEADER: joined["credential"]},
+                    )
+                )
+            )
+            poll.start()
+            time.sleep(1.0)  # the poll is open
+            stopped = time.monotonic()
+            server.stop()  # SIGTERM (uvicorn re-raises it once shut down: status -15)
+            poll.join(timeout=30)
+        assert time.monotonic() - stopped < 10
+        (answer,) = answers
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["detail"].startswith("The server is stopping; retry")
+        assert "Exception in ASGI application" not in (tmp_path / "server.log").read_text()
+    finally:
         server.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import sys
@@ -9,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -230,7 +233,7 @@ def serve(settings: Settings) -> None:
         ssl_keyfile=str(settings.tls_key) if settings.tls_key is not None else None,
         **log_config,
     )
-    server = uvicorn.Server(config)
+    server = _draining_server(config, app)
     threading.Thread(target=_exit_on_fatal, args=(app, server), daemon=True).start()
     server.run()
     if not server.started:
@@ -239,6 +242,26 @@ def serve(settings: Settings) -> None:
     if engine is not None and engine.health.fatal.is_set():
         # Sessions stay active in the store: a restarted server resumes them.
         raise SystemExit(EXIT_STORE_UNWRITABLE)
+
+
+def _draining_server(config: Any, app: FastAPI) -> Any:
+    """A uvicorn server whose SIGINT/SIGTERM first drains the engine: open long-polls answer
+    503 at once (their clients retry, and find the restarted server), where the shutdown
+    would cut them off after ``timeout_graceful_shutdown`` with uvicorn's 500, on which a
+    client stops."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            engine: SessionEngine | None = getattr(app.state, "engine", None)
+            if engine is not None:
+                # A signal handler must not take the hub's lock (the loop may hold it): the
+                # drain runs on the event loop, next iteration.
+                with contextlib.suppress(RuntimeError):
+                    asyncio.get_running_loop().call_soon_threadsafe(engine.drain)
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(config)
 
 
 def _exit_on_fatal(app: FastAPI, server: Any) -> None:
