@@ -160,3 +160,30 @@ def test_parts_built_apart_equal_the_central_network() -> None:
     passive = network.feature_models["passive_client"].state_dict()["layer0.weight"]
     active = network.feature_models["active_client"].state_dict()["layer0.weight"]
     assert not torch.equal(passive[:, :7], active[:, :7])  # no two parts start alike
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"vfl_mode": "fit"}, "'vfl_mode' parameter must be 'train' or 'predict'. Got 'fit'"),
+        ({"package_name": "glm"}, "'package_name' parameter of a VFL session must be 'ffnet'"),
+        ({"data_config": {}}, "'data_config' parameter must name each client's predictors"),
+    ],
+)
+def test_create_vfl_session_refuses_bad_arguments_before_any_request(
+    change: dict[str, Any], message: str
+) -> None:
+    import fedsilo
+
+    arguments: dict[str, Any] = {
+        "name": "VFL",
+        "prl_session_id": "07d0f8358d",
+        "data_config": SEED_DATA,
+        "model_config": SEED_MODEL,
+        **change,
+    }
+    with (
+        fedsilo.connect("http://127.0.0.1:9", "fs_unused") as client,  # nothing listens
+        pytest.raises(ValueError, match=message),
+    ):
+        client.create_vfl_session(**arguments)
