@@ -32,7 +32,7 @@ from fedsilo.server.settings import Settings
 
 ADMIN_TOKEN = "fs_fuzz-admin-token"
 #: generated requests per operation (and per generation mode)
-EXAMPLES = 25
+EXAMPLES = 15
 
 
 @dataclass
