@@ -144,21 +144,18 @@ def test_a_custom_cnn_trains_on_approving_clients_only(
             name="digits cnn",
             description="",
             min_num_clients=2,
-            num_rounds=4,
+            num_rounds=3,
             package_name="digitscnn",
             model_config=MODEL_CONFIG,
             data_config={},
         ).start()
 
-        # A client whose operator did not approve the package refuses before joining.
+        # A client whose operator did not approve the package refuses before joining, while
+        # two that did train it.
         unapproved = start_client(
             session.id, str(data["silo0"]), str(data["test"]), 32, "unapproved", server.url,
             silo_tokens[2], log_path=tmp_path / "unapproved.log",
         )  # fmt: skip
-        assert unapproved.wait(timeout=120) != 0
-        refused = (tmp_path / "unapproved.log").read_text()
-        assert f"--approve-package digitscnn@{digest}" in refused, refused[-2000:]
-
         approvals = [["--approve-custom-package"], ["--approve-package", f"digitscnn@{digest}"]]
         clients = [
             start_client(
@@ -175,11 +172,14 @@ def test_a_custom_cnn_trains_on_approving_clients_only(
             for i in range(2)
         ]
         try:
+            assert unapproved.wait(timeout=120) != 0
             session.wait(timeout=300, progress=False)
             codes = [c.wait(timeout=60) for c in clients]
         finally:
-            for c in clients:
+            for c in [*clients, unapproved]:
                 c.stop()
+        refused = (tmp_path / "unapproved.log").read_text()
+        assert f"--approve-package digitscnn@{digest}" in refused, refused[-2000:]
         logs = [(tmp_path / f"client{i}.log").read_text() for i in range(2)]
         assert codes == [0, 0], [log[-2000:] for log in logs]
         for log in logs:

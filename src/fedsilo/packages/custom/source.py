@@ -92,8 +92,9 @@ class StoredPackages:
 
 @contextmanager
 def package_source(source: Callable[[str], ModelPackage[Any, Any] | None]) -> Iterator[None]:
-    """``source`` consulted by ``get_package`` while the block runs."""
-    PACKAGE_SOURCES.append(source)
+    """``source`` consulted by ``get_package`` while the block runs, before the others (a
+    client's approving source goes before a server's in the same process, as in tests)."""
+    PACKAGE_SOURCES.insert(0, source)
     try:
         yield
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsilo.errors import ConfigError, DataError, FedsiloError, TaskError
-from fedsilo.packages.custom.config import TASKS, CustomDataConfig, CustomModelConfig
+from fedsilo.packages.custom.config import CustomDataConfig, CustomModelConfig, unsupported_task
 
 __all__ = ["trial_run"]
 
@@ -45,11 +45,13 @@ def trial_run(
     from fedsilo.data.dataset import LocalDataset
     from fedsilo.packages.custom.source import approved_package
 
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {', '.join(TASKS)}. Got {task!r}.")
+    if (problem := unsupported_task(task)) is not None:
+        raise ConfigError(f"task: {problem}.")
     raw = dict(model_config)
     given = raw.get("ml_task")
     given_type = given.get("type") if isinstance(given, dict) else given
+    if isinstance(given_type, str) and (problem := unsupported_task(given_type)) is not None:
+        raise ConfigError(f"model_config ml_task: {problem}.")
     if given_type is None:
         raw["ml_task"] = {"type": task}
     elif given_type != task:

@@ -25,7 +25,7 @@ from fedsilo.packages.custom.archive import (
     check_package_name,
     digest_of,
 )
-from fedsilo.packages.custom.config import TASKS
+from fedsilo.packages.custom.config import unsupported_task
 from fedsilo.packages.custom.source import archive_key, list_stored, meta_key, read_meta
 from fedsilo.scopes import Scope
 from fedsilo.server import audit
@@ -73,10 +73,8 @@ async def upload_package(
         files = archive_files(data)
     except ConfigError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
-    if task not in TASKS:
-        raise HTTPException(
-            status_code=422, detail=f"task must be one of {', '.join(TASKS)}. Got {task!r}."
-        )
+    if (problem := unsupported_task(task)) is not None:
+        raise HTTPException(status_code=422, detail=f"task: {problem}.")
     digest = digest_of(data)
     if sha256 is not None and sha256.lower() != digest:
         raise HTTPException(
