@@ -120,7 +120,8 @@ class StrategyParams(BaseModel):
         reordered or missing array is an error naming it, not a silent mix-up.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: ``min_fit_clients: true`` or ``"2"`` is an error naming the field, not 1 or 2.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     fraction_fit: float = Field(default=1.0, ge=0.0, le=1.0)
     fraction_eval: float = Field(

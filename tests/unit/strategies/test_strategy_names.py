@@ -125,3 +125,23 @@ def test_the_config_error_names_the_strategy_path() -> None:
     assert "strategy.params: fraction_eval and fraction_evaluate are the same parameter" in str(
         info.value
     )
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"min_fit_clients": True}, "min_fit_clients"),
+        ({"min_eval_clients": "2"}, "min_eval_clients"),
+        ({"min_available_clients": 2.0}, "min_available_clients"),
+        ({"accept_failures": "yes"}, "accept_failures"),
+        ({"fraction_fit": "0.5"}, "fraction_fit"),
+    ],
+)
+def test_strategy_params_refuse_values_of_another_type(params: dict[str, Any], field: str) -> None:
+    # Issue 11: `min_fit_clients: true` was taken as 1; a bool or a string is no count.
+    with pytest.raises((ConfigError, ValueError), match=field):
+        get_strategy("FedAvg", params)
+
+
+def test_strategy_params_take_an_int_for_a_fraction() -> None:
+    assert get_strategy("FedAvg", {"fraction_fit": 1}).params.fraction_fit == 1.0
