@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from fedsilo.errors import (
+    ConfigError,
     FedsiloError,
     NotFoundError,
     ServerUnavailable,
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 
     from fedsilo.analytics.results import EdaResults
     from fedsilo.http import ApiClient
+    from fedsilo.sdk.driver import DriverHistory
+    from fedsilo.strategies import Strategy
 
 __all__ = ["SdkSessionStatus", "Session"]
 
@@ -352,6 +355,40 @@ class Session:
                 "call session.wait() before session.model().",
             ) from exc
         return Model.from_frame(response.content)
+
+    def run(
+        self, strategy: Strategy, num_rounds: int, *, seed: int = 23, timeout: float = 600.0
+    ) -> DriverHistory:
+        """Drive this session from this process with ``strategy`` (its hooks run here).
+
+        The session must be of package ``arrays`` created with ``model_config={"driver":
+        True}`` and started; this waits for its ``min_num_clients`` clients, runs
+        ``num_rounds`` rounds (sampling, aggregation, ``evaluate_fn`` on data only this process
+        holds), records each round's metrics on the server and saves the final arrays as the
+        session's model (:mod:`fedsilo.sdk.driver`).
+
+        Returns
+        -------
+        DriverHistory
+            The final arrays and each round's federated and per-client metrics.
+        """
+        from fedsilo.sdk.driver import run_driver
+
+        if self.package_name != "arrays" or self.model_config.get("driver") is not True:
+            raise ConfigError(
+                f"Session {self.id} is not driven: Session.run drives a session of package "
+                "'arrays' created with model_config={'driver': True}. Got package "
+                f"{self.package_name!r}, driver {self.model_config.get('driver')!r}."
+            )
+        return run_driver(
+            self._api,
+            self.id,
+            strategy,
+            num_rounds,
+            min_num_clients=self.min_num_clients,
+            seed=seed,
+            timeout=timeout,
+        )
 
     def results(self) -> EdaResults:
         """Download the results of an EDA session.

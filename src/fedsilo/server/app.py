@@ -29,6 +29,7 @@ from fedsilo.server import portal
 from fedsilo.server.access import public
 from fedsilo.server.api import (
     audit,
+    driver,
     packages,
     participants,
     refusals,
@@ -161,7 +162,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def _config_error(_: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
-    for module in (sessions, participants, refusals, relay, tokens, users, audit, packages):
+    for module in (sessions, participants, refusals, relay, tokens, users, audit, packages, driver):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(metrics_router(settings))
     portal.install(app, settings)  # the web portal at /

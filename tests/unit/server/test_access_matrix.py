@@ -99,6 +99,13 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("POST", f"{SESSION}/cancel"): needs(Scope.admin, own=Scope.cancel_user_session),
     ("DELETE", SESSION): needs(Scope.admin, own=Scope.delete_user_session),
     ("GET", f"{SESSION}/model"): needs(Scope.model_download, own=Scope.user_model_download),
+    # the driver (Session.run): its owner's start_session, or admin on any session
+    ("POST", f"{SESSION}/driver/tasks"): needs(Scope.admin, own=Scope.start_session),
+    ("GET", f"{SESSION}/driver/tasks/{{group}}/replies"): needs(
+        Scope.admin, own=Scope.start_session
+    ),
+    ("POST", f"{SESSION}/driver/rounds"): needs(Scope.admin, own=Scope.start_session),
+    ("POST", f"{SESSION}/driver/finish"): needs(Scope.admin, own=Scope.start_session),
     ("POST", f"{SESSION}/participants"): needs(Scope.client),
     ("POST", f"{SESSION}/refusals"): needs(Scope.client),  # a client declining to join
     ("GET", f"{PARTICIPANT}/tasks/next"): AS_PARTICIPANT,
@@ -367,6 +374,7 @@ def _request(
         "participant_id": p1,
         "to": p2,
         "task_id": "no-such-task",
+        "group": "no-such-group",
         "token_id": world.victim_token_id,
         "name": world.victim_user if route.path.startswith(f"{API}/users") else "echo",
     }

@@ -38,6 +38,9 @@ class ArraysModelConfig(Strict):
         an epoch is.
     seed : int >= 0, default 23
         Seeds the server's client sampling (``fraction_fit`` below 1).
+    driver : bool, default False
+        The session's owner drives it from their own process (``Session.run``): the server
+        relays the driver's tasks and runs no rounds (:mod:`fedsilo.packages.arrays.driver`).
     """
 
     experiment_name: str = ""
@@ -45,6 +48,7 @@ class ArraysModelConfig(Strict):
     strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(name="FedAvg"))
     local_epochs: PositiveInt = 1
     seed: int = Field(default=23, ge=0)
+    driver: bool = False
 
 
 class ArraysDataConfig(DataConfigBase):

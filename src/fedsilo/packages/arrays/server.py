@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from fedsilo.federation import Participant, Reply, SessionContext
 from fedsilo.packages.arrays.config import ArraysDataConfig, ArraysModelConfig
+from fedsilo.packages.arrays.driver import serve_driver
 from fedsilo.strategies import get_strategy
 from fedsilo.workflows import RoundPlan, Start, ask_initial_arrays, run_rounds
 from fedsilo.workflows.metrics import STATISTIC_KEYS, WeightedMean
@@ -58,6 +59,9 @@ def run(
     ConfigError
         When ``initial_parameters`` names arrays the clients' model does not have.
     """
+    if model_config.driver:
+        serve_driver(ctx)
+        return
     strategy = get_strategy(
         model_config.strategy.name,
         model_config.strategy.params,
