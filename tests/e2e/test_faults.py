@@ -12,6 +12,10 @@ Liveness and the store (items 2 and 3): a ``fedsilo client train`` process kille
 SIGKILL mid-session is noticed within the grace period and the other clients finish the
 session without waiting on it; a server whose disk fills up (a real tmpfs, filled) exits with
 status 75 without failing the session, and restarted with the space back resumes it.
+
+Bounded input (item 5): a JSON body announced or streamed past its limit is refused while it
+is read, and offering 256 MiB leaves the server's resident memory where it was. (Poisoned and
+malformed replies, item 4, are in ``test_reply_faults.py``.)
 """
 
 from __future__ import annotations
@@ -469,3 +473,68 @@ def test_a_stopping_server_answers_open_long_polls_503_for_their_clients_to_retr
         assert "Exception in ASGI application" not in (tmp_path / "server.log").read_text()
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------- bounded input
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (Linux: /proc/<pid>/status, VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def test_oversize_bodies_are_refused_without_the_server_s_memory_growing(tmp_path: Path) -> None:
+    # Item 5: a JSON body over its limit (4 MiB by default) is refused while it is read --
+    # at once when Content-Length says so, and when it streams chunked, as soon as the count
+    # passes the limit -- so sending 256 MiB never puts 256 MiB in the server.
+    total = 256 * 1024 * 1024
+    with start_server(tmp_path / "server", log_path=tmp_path / "server.log") as server:
+        headers = {
+            "Authorization": f"Bearer {server.admin_token}",
+            "Content-Type": "application/json",
+        }
+        url = f"{server.url}/api/v1/sessions"
+        with httpx.Client(timeout=60) as http:
+            assert http.get(f"{server.url}/healthz").status_code == 200
+            before = rss_bytes(server.pid)
+
+            # Announced: headers only, then wait -- the answer must come before any body.
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw:
+                raw.sendall(
+                    (
+                        f"POST /api/v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        f"Authorization: Bearer {server.admin_token}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {total}\r\n\r\n"
+                    ).encode()
+                )
+                answer = b""
+                while b'"detail"' not in answer and len(answer) < 8192:
+                    piece = raw.recv(4096)
+                    if not piece:
+                        break
+                    answer += piece
+            assert answer.startswith(b"HTTP/1.1 413"), answer
+            assert b'"detail"' in answer
+
+            sent = 0
+
+            def chunks() -> Iterator[bytes]:
+                nonlocal sent
+                piece = b" " * (1024 * 1024)
+                while sent < total:
+                    sent += len(piece)
+                    yield piece
+
+            try:
+                streamed = http.post(url, headers=headers, content=chunks())
+                status = streamed.status_code
+            except httpx.HTTPError:
+                status = 413  # the server may close the connection while we still send
+            assert status == 413
+            after = rss_bytes(server.pid)
+        # The server read at most about one limit's worth of each body; what it holds now
+        # grew by far less than the 256 MiB offered (allocator slack and caches aside).
+        assert after - before < 64 * 1024 * 1024, (before, after)
