@@ -210,5 +210,6 @@ class ArraysExecutor:
             "test_num_examples": _count(num_examples, "evaluate's num_examples"),
         }
         for name, value in _metrics(metrics, "evaluate's metrics").items():
-            reply[f"test_{name}"] = value if math.isfinite(value) else None
+            # a metric named "loss" or "num_examples" does not replace the returned ones
+            reply.setdefault(f"test_{name}", value if math.isfinite(value) else None)
         return reply, {}
