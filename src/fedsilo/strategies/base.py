@@ -161,8 +161,9 @@ class Strategy(ABC):
 
     Parameters
     ----------
-    params : StrategyParams
-        Validated parameters (an instance of the subclass's :attr:`params_type`).
+    params : StrategyParams, optional
+        Validated parameters (an instance of the subclass's :attr:`params_type`); its
+        defaults when omitted, so ``FedAvg(evaluate_fn=...)`` reads as in Flower.
     on_fit_config_fn : callable(server_round) -> dict, optional
         Extra meta for every fit task of a round (Flower's hook of the same name).
     on_evaluate_config_fn : callable(server_round) -> dict, optional
@@ -186,13 +187,16 @@ class Strategy(ABC):
 
     def __init__(
         self,
-        params: StrategyParams,
+        params: StrategyParams | None = None,
         *,
         on_fit_config_fn: ConfigFn | None = None,
         on_evaluate_config_fn: ConfigFn | None = None,
         evaluate_fn: EvaluateFn | None = None,
         evaluate_metrics_aggregation_fn: MetricsAggregationFn | None = None,
     ) -> None:
+        if params is None:
+            # Flower's spelling: FedAvg(evaluate_fn=...) takes the defaults of every param.
+            params = self.params_type()
         if not isinstance(params, self.params_type):
             raise TypeError(
                 f"{type(self).__name__} takes {self.params_type.__name__}, "

@@ -145,3 +145,13 @@ def test_strategy_params_refuse_values_of_another_type(params: dict[str, Any], f
 
 def test_strategy_params_take_an_int_for_a_fraction() -> None:
     assert get_strategy("FedAvg", {"fraction_fit": 1}).params.fraction_fit == 1.0
+
+
+def test_a_strategy_built_without_params_takes_their_defaults() -> None:
+    # Seed 001's driver shape: FedAvg(evaluate_fn=..., on_fit_config_fn=...), no params.
+    def fit_config(server_round: int) -> dict[str, Any]:
+        return {"server_round": server_round}
+
+    strategy = FedAvg(on_fit_config_fn=fit_config)
+    assert strategy.params == FedAvg.params_type()
+    assert strategy.on_fit_config_fn is fit_config
