@@ -10,10 +10,13 @@ incremental deltas (see :mod:`fedsilo.client.policy`).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +63,17 @@ def _one_line(text: str) -> str:
     return text if len(text) <= REFUSAL_REASON_MAX else text[: REFUSAL_REASON_MAX - 3] + "..."
 
 
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created 0600) for the block."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 class ReleasedRows:
     """The row counts this client released from each table, across sessions (on its disk).
 
@@ -76,15 +90,18 @@ class ReleasedRows:
         return self._read().get(source, [])
 
     def record(self, source: str, rows: int) -> None:
-        with self._lock:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Read, add, rewrite under an exclusive lock on a file beside it: several
+        # participants (threads of one client, or client processes sharing the state dir)
+        # record into the same history, and an unlocked read-modify-write loses entries.
+        with self._lock, _exclusive(self.path.with_suffix(".lock")):
             released = self._read()
             counts = released.setdefault(source, [])
             if rows in counts:
                 return
             counts.append(rows)
             counts.sort()
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            partial = self.path.with_suffix(".partial")
+            partial = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
             partial.write_text(json.dumps(released, sort_keys=True), encoding="utf-8")
             partial.replace(self.path)
 

@@ -7,6 +7,7 @@ for the executor (a function returning the reply a package would).
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -445,3 +446,20 @@ def test_a_relative_path_is_the_same_table(tmp_path: Path, monkeypatch: pytest.M
         _guard(tmp_path, policy, rows=52)  # the same table, by its absolute path
     url = policy.guard(None, {"train": 52}, 2, {"dataset": "s3://b/silo.csv"}, tmp_path)
     assert url.source == "s3://b/silo.csv"
+
+
+def test_released_rows_lose_no_entry_when_many_writers_record_at_once(tmp_path: Path) -> None:
+    # Three participants of one client (threads, each with its own history object) share
+    # the state dir: an unlocked read-modify-write lost a table's entry (seen in CI).
+    from fedsilo.client.release_guard import ReleasedRows
+
+    def record(index: int) -> None:
+        ReleasedRows(tmp_path).record(f"/data/table-{index}.parquet", 10 + index)
+
+    threads = [threading.Thread(target=record, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    history = ReleasedRows(tmp_path)
+    assert all(history.counts(f"/data/table-{i}.parquet") == [10 + i] for i in range(24))
