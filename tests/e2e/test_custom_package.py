@@ -62,6 +62,7 @@ def broken_copy(tmp: Path, name: str, edit: dict[str, str | None]) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_custom_cnn_trains_on_approving_clients_only(
     tmp_path: Path, request: pytest.FixtureRequest, scoped_tokens: Any
 ) -> None:

@@ -284,6 +284,7 @@ def ffnet_session(server: ServerProcess, token: str, clients: int, rounds: int) 
         return str(session.start().id)
 
 
+@pytest.mark.slow
 def test_a_killed_client_is_noticed_within_the_grace_period_and_skipped(
     tmp_path: Path, scoped_tokens: Any
 ) -> None:
@@ -367,6 +368,7 @@ def fill_disk(mount: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_a_full_disk_makes_the_server_exit_non_zero_and_a_restart_with_space_resumes(
     tmp_path: Path, small_disk: Path, scoped_tokens: Any
 ) -> None:

@@ -101,6 +101,7 @@ def run_fusion(
     return script, sid, clients
 
 
+@pytest.mark.slow
 def test_model_fusion_over_rest_with_real_processes(tmp_path: Path, scoped_tokens: Any) -> None:
     state = initial_model(tmp_path / "initial.safetensors")
     with start_server(tmp_path / "server", log_path=tmp_path / "server.log") as server:

@@ -121,6 +121,7 @@ def _session(
     ).start()
 
 
+@pytest.mark.slow
 def test_the_portal_in_chromium(
     tmp_path: Path, browser: Any, scoped_tokens: Any, request: pytest.FixtureRequest
 ) -> None:

@@ -203,6 +203,7 @@ def accuracy(session: Any, test: pd.DataFrame) -> tuple[float, float]:
     return float(np.mean(predicted == test["y"].to_numpy())), float(majority)
 
 
+@pytest.mark.slow
 def test_malformed_and_poisoned_replies_are_contained(
     request: pytest.FixtureRequest, tmp_path: Path, scoped_tokens: Any
 ) -> None:

@@ -26,6 +26,7 @@ MODEL_CONFIG: dict[str, Any] = {
 DATA_CONFIG = {"predictors": [f"x{i}" for i in range(15)], "target": "y"}
 
 
+@pytest.mark.slow
 def test_session_survives_a_server_sigkill(tmp_path: Path, scoped_tokens: Any) -> None:
     files = write_sample_data(tmp_path / "data")
     data_dir = tmp_path / "server"

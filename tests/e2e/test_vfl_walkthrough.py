@@ -85,6 +85,7 @@ def run_all(procs: list[subprocess.Popen[bytes]], session: Any, logs: list[Path]
     assert codes == [0] * len(procs), [log.read_text()[-2000:] for log in logs]
 
 
+@pytest.mark.slow
 def test_the_seed_vfl_walkthrough(
     tmp_path: Path, request: pytest.FixtureRequest, scoped_tokens: Any
 ) -> None:
@@ -344,6 +345,7 @@ def central_losses(
     return losses
 
 
+@pytest.mark.slow
 def test_a_passive_client_killed_mid_training_and_restarted_resumes_the_session(
     tmp_path: Path, request: pytest.FixtureRequest, scoped_tokens: Any
 ) -> None:

@@ -240,6 +240,7 @@ def test_the_server_stores_and_logs_no_unmasked_update(thread_server: Any, feder
     assert any(model.arrays["output.bias"].tobytes() in content for content in stored.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server_settings", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(("n", "killed"), [(3, 1), (10, 3)])
 def test_clients_killed_after_their_masked_input_and_the_session_completes(
@@ -257,6 +258,7 @@ def test_clients_killed_after_their_masked_input_and_the_session_completes(
     assert np.all(np.isfinite(model.arrays["output.weight"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server_settings", ["sqlite"], indirect=True)
 def test_a_client_killed_before_its_masked_input_is_left_out(federation: Any) -> None:
     session, silos = federation(3, 1, {"silo2": "fit"})
