@@ -20,6 +20,7 @@ REST surface (all under ``/api/v1`` and behind ``Authorization: Bearer <token>``
     GET    /sessions/{sid}/metrics                     -> SessionMetricsPublic
     GET    /sessions/{sid}/model                       -> frame(model arrays, ModelMeta)
     GET    /sessions/{sid}/logs                        -> list[SessionLogLine]
+    PUT    /sessions/{sid}/initial-model               frame(state dict) -> InitialModelPublic
     GET    /sessions/{sid}/participants                -> list[ParticipantPublic]
     POST   /sessions/{sid}/participants                ParticipantJoin -> 201 ParticipantJoined
     GET    /sessions/{sid}/participants/{pid}/tasks/next?wait=S
@@ -506,6 +507,18 @@ class ModelMeta(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True, serialize_by_alias=True, protected_namespaces=()
     )
+
+
+class InitialModelPublic(BaseModel):
+    """``PUT /sessions/{sid}/initial-model``: the uploaded initial model as the server
+    stored it. ``sha256`` is the digest of the uploaded bytes (also in the audit entry)."""
+
+    session_id: str
+    sha256: str
+    size: int = Field(description="bytes of the safetensors frame")
+    parameters: int = Field(description="numbers it holds, over all tensors")
+    shapes: dict[str, list[int]]
+    dtypes: dict[str, str]
 
 
 class PackagePublic(BaseModel):

@@ -37,6 +37,7 @@ __all__ = [
     "ArtifactsDep",
     "ClientToken",
     "EngineDep",
+    "InitialModelUpload",
     "ModelDownload",
     "ParticipantAuth",
     "ParticipantCache",
@@ -150,6 +151,11 @@ SessionDelete = Annotated[
 ModelDownload = Annotated[
     SessionGrant,
     Depends(session_access(Scope.model_download, Scope.user_model_download, "model.download")),
+]
+#: upload a session's initial model: its owner's create_session, or admin on any session
+InitialModelUpload = Annotated[
+    SessionGrant,
+    Depends(session_access(Scope.admin, Scope.create_session, "session.initial_model")),
 ]
 
 

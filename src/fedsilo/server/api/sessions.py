@@ -1,28 +1,38 @@
-"""Sessions: create, list, get, start, cancel, delete; metrics, model, logs.
+"""Sessions: create, list, get, start, cancel, delete; initial model, metrics, model, logs.
 
 A session is owned by the user whose token created it (``owner_id``, the user's id); the
 ``*_user_*`` scopes act only on the owner's sessions (the requirements in
 :mod:`fedsilo.server.api.deps`). Every change, and a model download, is audited.
+
+A session that names another one in its model config (a VFL session's ``prl_session_id``,
+a prediction's ``training_session_id``) may do so only when its creator may read that
+session: its owner, or a token with ``read_all_session`` (``admin``). Otherwise the answer
+is 404 with the same detail as for a session that does not exist, so a creator learns
+nothing about other users' session ids.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from fedsilo.errors import ConfigError
 from fedsilo.federation import ModelPackage, get_package
 from fedsilo.scopes import Scope
-from fedsilo.server import audit
+from fedsilo.server import audit, initial_model
+from fedsilo.server.access import Principal, SessionGrant
 from fedsilo.server.api.deps import (
     ACCESS_RESPONSES,
     BODY_RESPONSES,
     ArtifactsDep,
     EngineDep,
+    InitialModelUpload,
     ModelDownload,
     SessionCancel,
     SessionCreator,
@@ -36,9 +46,10 @@ from fedsilo.server.api.deps import (
     get_session_record,
 )
 from fedsilo.server.settings import Settings
-from fedsilo.server.state import ACTIVE_STATUSES, SessionRecord, utcnow
+from fedsilo.server.state import ACTIVE_STATUSES, ArtifactStore, SessionRecord, StateStore, utcnow
 from fedsilo.wire import (
     OCTET_STREAM,
+    InitialModelPublic,
     SessionCreate,
     SessionLogLine,
     SessionMetricsPublic,
@@ -48,6 +59,12 @@ from fedsilo.wire import (
 )
 
 router = APIRouter(prefix="/sessions", tags=["sessions"], responses=ACCESS_RESPONSES)
+
+#: held while a session leaves ``created`` and while an initial model is stored, so an upload
+#: lands either before the start (the workflow uses it) or not at all (409)
+_STARTING = threading.Lock()
+#: model_config fields that name another session the creator must be allowed to read
+REFERENCED_SESSIONS = ("prl_session_id", "training_session_id")
 
 
 def session_public(record: SessionRecord) -> SessionPublic:
@@ -84,6 +101,7 @@ def create_session(
     except ConfigError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
     _check_model_size(package, model_config, request.app.state.settings)
+    _check_references(store, principal, model_config)
     if package.kind != body.kind:
         raise HTTPException(
             status_code=422,
@@ -131,6 +149,26 @@ def _check_model_size(
         )
 
 
+def _check_references(store: StateStore, principal: Principal, model_config: Any) -> None:
+    """404 when the config names a session the creator may not read (or that does not
+    exist: the same answer, so it reveals no other user's session ids)."""
+    for field in REFERENCED_SESSIONS:
+        ref = getattr(model_config, field, None)
+        if not isinstance(ref, str):
+            continue
+        record = store.get_session(ref)
+        readable = record is not None and (
+            principal.has(Scope.read_all_session)
+            or (record.owner_id is not None and record.owner_id == principal.user_id)
+        )
+        if not readable:
+            raise HTTPException(
+                status_code=404,
+                detail=f"model_config.{field}: session {ref} not found among the sessions "
+                "this token may read (its user's own; any user's needs 'read_all_session').",
+            )
+
+
 @router.get("")
 def list_sessions(store: StoreDep, principal: SessionLister) -> list[SessionPublic]:
     """Every session for a ``read_all_session`` token; a ``read_user_session`` one sees only
@@ -151,9 +189,11 @@ def start_session(
     session_id: str, request: Request, store: StoreDep, engine: EngineDep, grant: SessionStart
 ) -> SessionPublic:
     record = grant.session
-    if not store.set_session_status(
-        session_id, SessionStatus.pending, expected={SessionStatus.created}
-    ):
+    with _STARTING:
+        started = store.set_session_status(
+            session_id, SessionStatus.pending, expected={SessionStatus.created}
+        )
+    if not started:
         raise HTTPException(
             status_code=409,
             detail=f"Cannot start session {session_id}: it is {record.status}, not created.",
@@ -203,6 +243,95 @@ def delete_session(
     request.app.state.participant_cache.forget_session(session_id)
     audit.record(request, grant.principal, "session.delete", session_id)
     return Response(status_code=204)
+
+
+@router.put(
+    "/{session_id}/initial-model",
+    responses={
+        **BODY_RESPONSES,
+        **errors(
+            404,
+            409,
+            notes={
+                409: "the session has started, or its model_config already "
+                "gives strategy.params.initial_parameters"
+            },
+        ),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def put_initial_model(
+    session_id: str,
+    request: Request,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    grant: InitialModelUpload,
+) -> InitialModelPublic:
+    """Give a created session its initial model: the body is a safetensors state dict
+    (``application/octet-stream``; e.g. ``safetensors.torch.save_file(module.state_dict())``
+    or ``safetensors.numpy.save(arrays)``), never a pickled module. The workflow starts from
+    it as from ``strategy.params.initial_parameters`` (checked against the package's model
+    when the session starts). A second upload before the start replaces the first."""
+    data = await request.body()
+    return await run_in_threadpool(
+        _store_initial_model, session_id, request, store, artifacts, grant, data
+    )
+
+
+def _store_initial_model(
+    session_id: str,
+    request: Request,
+    store: StateStore,
+    artifacts: ArtifactStore,
+    grant: SessionGrant,
+    data: bytes,
+) -> InitialModelPublic:
+    record = grant.session
+    settings: Settings = request.app.state.settings
+    try:
+        package = get_package(record.package_name)
+        strategy = initial_model.strategy_of(package, record.model_config, record.data_config)
+    except ConfigError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
+    if strategy is None:
+        raise HTTPException(
+            status_code=422,
+            detail=f"Session {session_id} runs package {record.package_name!r}, which takes "
+            "no initial model (its model_config has no strategy.params.initial_parameters).",
+        )
+    if strategy.params.get("initial_parameters") is not None:
+        raise HTTPException(
+            status_code=409,
+            detail=f"Session {session_id}: {initial_model.BOTH_GIVEN}; this one's "
+            "model_config already gives strategy.params.initial_parameters.",
+        )
+    try:
+        _, summary = initial_model.parse_initial_model(data, settings.max_model_parameters)
+    except ConfigError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
+    with _STARTING:
+        current = get_session_record(store, session_id)
+        if current.status != SessionStatus.created:
+            raise HTTPException(
+                status_code=409,
+                detail=f"Cannot set the initial model of session {session_id}: it is "
+                f"{current.status}; an initial model is given before the session starts.",
+            )
+        public = initial_model.store_initial_model(artifacts, session_id, data, summary)
+    store.append_log(
+        session_id,
+        f"initial model uploaded by user {grant.principal.user_name!r}: "
+        f"{len(public.shapes)} tensors, {public.parameters} numbers, sha256 {public.sha256}",
+    )
+    audit.record(
+        request, grant.principal, "session.initial_model", session_id, detail=public.sha256
+    )
+    return public
 
 
 @router.get("/{session_id}/metrics", responses=errors(404))
