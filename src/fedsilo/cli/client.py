@@ -8,85 +8,12 @@ definition), ``--log-interval``, ``--remove-after-complete``, ``fedsilo client v
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from fedsilo.cli import TokenOption, UrlOption, open_api
+from fedsilo.cli.client_options import RunOptions, SessionOption, client_command
 
-# Options the client commands share (one definition, so their help and limits agree).
-SessionOption = Annotated[
-    str,
-    typer.Option(
-        "--session",
-        "--session-id",
-        help="Id of the session (10 hex characters).",
-    ),
-]
-PollWaitOption = Annotated[
-    float,
-    typer.Option(
-        "--poll-wait",
-        "--instruction-polling-time",
-        min=0.1,
-        help="Seconds each long-poll for the next task (instruction) waits on the server; "
-        "tasks arrive as soon as they are sent, so this is the longest wait per request.",
-    ),
-]
-LogIntervalOption = Annotated[
-    float,
-    typer.Option(
-        "--log-interval",
-        min=0.0,
-        help="Seconds between the per-task progress lines printed (task received, reply "
-        "sent); 0 prints each. Other lines always print; the client's log keeps every line "
-        "(`fedsilo client log`).",
-    ),
-]
-RemoveAfterCompleteOption = Annotated[
-    bool,
-    typer.Option(
-        "--remove-after-complete",
-        help="Once the session completes, remove this client's local state for it (key "
-        "pair, credential, released replies). Its log stays for `fedsilo client log`; a "
-        "failed or canceled session keeps its state.",
-    ),
-]
-ReconnectTimeoutOption = Annotated[
-    float,
-    typer.Option(
-        "--reconnect-timeout",
-        min=0.0,
-        help="Seconds to keep retrying while the server is unreachable (e.g. restarting).",
-    ),
-]
-ThreadsOption = Annotated[
-    int,
-    typer.Option(
-        "--threads",
-        min=1,
-        help="CPU threads for local computation (torch). Keep it low when several clients "
-        "share a machine.",
-    ),
-]
-QuietOption = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Print no progress lines, only errors.")
-]
-PolicyOption = Annotated[
-    str | None,
-    typer.Option(
-        "--policy",
-        # fedsilo.client.policy.POLICY_ENV (not imported: the CLI starts without pydantic)
-        envvar="FEDSILO_CLIENT_POLICY",
-        help="The data owner's policy file (TOML: min_rows, max_epsilon, require_dp, "
-        "require_secure_aggregation, allowed_packages, approved_package_digests), enforced "
-        "before joining and on every release; a refusal names its rule.",
-        show_default=False,
-    ),
-]
 ApproveCustomOption = Annotated[
     bool,
     typer.Option(
@@ -116,6 +43,7 @@ app = typer.Typer(
 
 
 @app.command()
+@client_command()
 def train(
     session: SessionOption,
     train_path: Annotated[
@@ -146,15 +74,8 @@ def train(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Mini-batch size for local work.")
     ] = 1024,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    poll_wait: PollWaitOption = 30.0,
-    reconnect_timeout: ReconnectTimeoutOption = 300.0,
-    threads: ThreadsOption = 1,
-    quiet: QuietOption = False,
-    log_interval: LogIntervalOption = 0.0,
-    remove_after_complete: RemoveAfterCompleteOption = False,
-    policy: PolicyOption = None,
+    *,
+    options: RunOptions,
     approve_custom_package: ApproveCustomOption = False,
     approve_package: ApprovePackageOption = None,
 ) -> None:
@@ -169,26 +90,18 @@ def train(
     `--approve-custom-package` or `--approve-package NAME@SHA256`; without approval the client
     refuses before joining and prints the package's name and digest to review.
     """
-    _set_threads(threads)
-    _run(
-        url,
-        token,
-        quiet,
+    options.run(
         session_id=session,
         client_name=client_name,
         tables={"train": train_path, "test": test_path},
         batch_size=batch_size,
-        poll_wait=poll_wait,
-        reconnect_timeout=reconnect_timeout,
-        log_interval=log_interval,
-        remove_after_complete=remove_after_complete,
-        policy=policy,
         approve_custom_package=approve_custom_package,
         approve_package=approve_package or [],
     )
 
 
 @app.command()
+@client_command(threads=False)
 def eda(
     session: SessionOption,
     dataset_path: Annotated[
@@ -215,14 +128,8 @@ def eda(
             show_default=False,
         ),
     ] = None,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    poll_wait: PollWaitOption = 30.0,
-    reconnect_timeout: ReconnectTimeoutOption = 300.0,
-    quiet: QuietOption = False,
-    log_interval: LogIntervalOption = 0.0,
-    remove_after_complete: RemoveAfterCompleteOption = False,
-    policy: PolicyOption = None,
+    *,
+    options: RunOptions,
 ) -> None:
     """Join an EDA session with one dataset: send its per-column aggregates, never rows.
 
@@ -233,24 +140,17 @@ def eda(
     added here, before anything leaves. Exits 0 when the session completes, 6 with the
     server's reason when it fails or is canceled.
     """
-    _run(
-        url,
-        token,
-        quiet,
+    options.run(
         session_id=session,
         client_name=client_name if client_name is not None else dataset_name,
         tables={"dataset": dataset_path},
         dataset_name=dataset_name,
         batch_size=1,  # no mini-batches in analytics
-        poll_wait=poll_wait,
-        reconnect_timeout=reconnect_timeout,
-        log_interval=log_interval,
-        remove_after_complete=remove_after_complete,
-        policy=policy,
     )
 
 
 @app.command()
+@client_command(threads=False)
 def prl(
     session: SessionOption,
     train_path: Annotated[
@@ -278,14 +178,8 @@ def prl(
             show_default=False,
         ),
     ] = None,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    poll_wait: PollWaitOption = 30.0,
-    reconnect_timeout: ReconnectTimeoutOption = 300.0,
-    quiet: QuietOption = False,
-    log_interval: LogIntervalOption = 0.0,
-    remove_after_complete: RemoveAfterCompleteOption = False,
-    policy: PolicyOption = None,
+    *,
+    options: RunOptions,
 ) -> None:
     """Join a private record linkage session: find the records this silo shares with the
     others without sending an id.
@@ -299,23 +193,16 @@ def prl(
     Exits 0 when the session completes, 6 with the server's reason when it fails or is
     canceled.
     """
-    _run(
-        url,
-        token,
-        quiet,
+    options.run(
         session_id=session,
         client_name=client_name,
         tables={"train": train_path, "test": test_path},
         batch_size=1,  # no mini-batches in linkage
-        poll_wait=poll_wait,
-        reconnect_timeout=reconnect_timeout,
-        log_interval=log_interval,
-        remove_after_complete=remove_after_complete,
-        policy=policy,
     )
 
 
 @app.command("vfl-train")
+@client_command()
 def vfl_train(
     session: SessionOption,
     train_path: Annotated[
@@ -358,15 +245,8 @@ def vfl_train(
             help="Mini-batch size; the label client's is used by every party.",
         ),
     ] = 1024,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    poll_wait: PollWaitOption = 30.0,
-    reconnect_timeout: ReconnectTimeoutOption = 300.0,
-    threads: ThreadsOption = 1,
-    quiet: QuietOption = False,
-    log_interval: LogIntervalOption = 0.0,
-    remove_after_complete: RemoveAfterCompleteOption = False,
-    policy: PolicyOption = None,
+    *,
+    options: RunOptions,
 ) -> None:
     """Join a VFL training session (SplitNN) as one party.
 
@@ -375,25 +255,17 @@ def vfl_train(
     (active party) leave the silo, sealed to the other party. Exits 0 when the session
     completes, 6 with the server's reason when it fails or is canceled.
     """
-    _set_threads(threads)
-    _run(
-        url,
-        token,
-        quiet,
+    options.run(
         session_id=session,
         client_name=client_name,
         tables={"train": train_path, "test": test_path},
         batch_size=batch_size,
-        poll_wait=poll_wait,
-        reconnect_timeout=reconnect_timeout,
-        log_interval=log_interval,
-        remove_after_complete=remove_after_complete,
-        policy=policy,
         package_options={"storage_path": storage_path},
     )
 
 
 @app.command("vfl-predict")
+@client_command()
 def vfl_predict(
     session: SessionOption,
     dataset_path: Annotated[
@@ -429,15 +301,8 @@ def vfl_predict(
             help="Write the label model's raw outputs (logits) instead of class probabilities.",
         ),
     ] = False,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    poll_wait: PollWaitOption = 30.0,
-    reconnect_timeout: ReconnectTimeoutOption = 300.0,
-    threads: ThreadsOption = 1,
-    quiet: QuietOption = False,
-    log_interval: LogIntervalOption = 0.0,
-    remove_after_complete: RemoveAfterCompleteOption = False,
-    policy: PolicyOption = None,
+    *,
+    options: RunOptions,
 ) -> None:
     """Join a VFL prediction session as one party: the active party writes one CSV row per
     aligned record (its id columns, then the predictions) at --storage-path.
@@ -445,25 +310,17 @@ def vfl_predict(
     Exits 0 when the session completes, 6 with the server's reason when it fails or is
     canceled.
     """
-    _set_threads(threads)
-    _run(
-        url,
-        token,
-        quiet,
+    options.run(
         session_id=session,
         client_name=client_name,
         tables={"test": dataset_path},
         batch_size=batch_size,
-        poll_wait=poll_wait,
-        reconnect_timeout=reconnect_timeout,
-        log_interval=log_interval,
-        remove_after_complete=remove_after_complete,
-        policy=policy,
         package_options={"storage_path": storage_path, "raw_output": raw_output},
     )
 
 
 @app.command()
+@client_command()
 def join(
     session: SessionOption,
     table: Annotated[
@@ -494,15 +351,8 @@ def join(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Mini-batch size for local work.")
     ] = 1024,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    poll_wait: PollWaitOption = 30.0,
-    reconnect_timeout: ReconnectTimeoutOption = 300.0,
-    threads: ThreadsOption = 1,
-    quiet: QuietOption = False,
-    log_interval: LogIntervalOption = 0.0,
-    remove_after_complete: RemoveAfterCompleteOption = False,
-    policy: PolicyOption = None,
+    *,
+    options: RunOptions,
 ) -> None:
     """Join any session with the tables its package reads, given by role.
 
@@ -521,21 +371,12 @@ def join(
         if role in tables:
             raise typer.BadParameter(f"role {role!r} given twice.", param_hint="--table")
         tables[role] = path
-    _set_threads(threads)
-    _run(
-        url,
-        token,
-        quiet,
+    options.run(
         session_id=session,
         client_name=client_name,
         tables=tables,
         dataset_name=dataset_name,
         batch_size=batch_size,
-        poll_wait=poll_wait,
-        reconnect_timeout=reconnect_timeout,
-        log_interval=log_interval,
-        remove_after_complete=remove_after_complete,
-        policy=policy,
     )
 
 
@@ -592,48 +433,3 @@ def log(
         if len(logs) > 1:
             typer.echo(f"== {name} ({path}) ==")
         typer.echo(path.read_text(encoding="utf-8"), nl=False)
-
-
-def _run(url: str | None, token: str | None, quiet: bool, **options: Any) -> None:
-    """Run one participant to the end of its session; a session that did not complete is
-    a :class:`~fedsilo.errors.SessionError` (exit 6)."""
-    from fedsilo.client.policy import load_policy
-    from fedsilo.client.runtime import ClientRuntime
-    from fedsilo.errors import SessionError
-    from fedsilo.packages.custom.source import ApprovedPackages, PackageApproval, package_source
-    from fedsilo.wire import SessionStatus
-
-    # Read before connecting: a policy file in error stops the client before anything.
-    policy_path = options.pop("policy", None)
-    policy = load_policy(policy_path) if policy_path else None
-    # The policy's approved digests are approvals too (checked on the downloaded archive).
-    pins = [
-        *options.pop("approve_package", []),
-        *(policy.approved_package_digests if policy else []),
-    ]
-    approval = PackageApproval.parse(options.pop("approve_custom_package", False), pins)
-
-    def progress(line: str) -> None:
-        if not quiet:
-            typer.echo(f"[{time.strftime('%H:%M:%S')}] {line}")
-
-    with open_api(url, token) as api:
-        runtime = ClientRuntime(api, on_event=progress, policy=policy, **options)
-        # An uploaded package is found (and run only when approved) through this source.
-        uploaded = ApprovedPackages(api, runtime.state_dir, approval, progress)
-        with package_source(uploaded):
-            status = runtime.run()
-    if status is not SessionStatus.completed:
-        reason = runtime.ended.reason if runtime.ended is not None else None
-        raise SessionError(runtime.session_id, str(status), reason)
-
-
-def _set_threads(threads: int) -> None:
-    # Two clients and a server often share a small machine; torch's default of one thread
-    # per core makes them fight over the cores and run slower than with one thread each.
-    # torch reads OMP_NUM_THREADS when it is first imported, so a package that never needs
-    # torch (echo, eda) does not pay ~200 MB and a second of import for this setting.
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ def state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     path = tmp_path / "client-state"
     monkeypatch.setenv("FEDSILO_CLIENT_STATE_DIR", str(path))
     # torch.set_num_threads would change the thread count of the whole test process
-    monkeypatch.setattr("fedsilo.cli.client._set_threads", lambda threads: None)
+    monkeypatch.setattr("fedsilo.cli.client_options._set_threads", lambda threads: None)
     return path
 
 

@@ -48,12 +48,12 @@ class Recorder:
 
 
 def use_fake_server(monkeypatch: pytest.MonkeyPatch, module: str, handler: Handler) -> None:
-    def open_api(url: str | None, token: str | None) -> ApiClient:
+    def open_api(url: str | None, token: str | None, ca_cert: str | None = None) -> ApiClient:
         return ApiClient("http://fake", token or "tok", transport=httpx.MockTransport(handler))
 
     monkeypatch.setattr(f"fedsilo.cli.{module}.open_api", open_api)
     # torch.set_num_threads would change the thread count of the whole test process
-    monkeypatch.setattr("fedsilo.cli.client._set_threads", lambda threads: None)
+    monkeypatch.setattr("fedsilo.cli.client_options._set_threads", lambda threads: None)
 
 
 @pytest.fixture(autouse=True)
@@ -149,7 +149,7 @@ def test_client_train_refuses_bad_data_listing_every_problem(
     test = tmp_path / "test.txt"
     test.write_text("x1,y\n1,2\n")
     server = client_server([])
-    use_fake_server(monkeypatch, "client", server)
+    use_fake_server(monkeypatch, "client_options", server)
 
     result = runner.invoke(app, train_args(train, test))
 
@@ -193,7 +193,7 @@ def test_client_train_exits_0_when_the_session_completes(
         httpx.Response(410, json={"detail": "over", "status": "completed"}),
     ]
     server = client_server(polls)
-    use_fake_server(monkeypatch, "client", server)
+    use_fake_server(monkeypatch, "client_options", server)
 
     result = runner.invoke(app, train_args(sample_data(tmp_path)))
 
@@ -207,7 +207,7 @@ def test_client_train_exits_0_when_the_session_completes(
 def test_client_join_takes_tables_by_role(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     polls = [task_frame(), httpx.Response(410, json={"detail": "over", "status": "completed"})]
     server = client_server(polls)
-    use_fake_server(monkeypatch, "client", server)
+    use_fake_server(monkeypatch, "client_options", server)
     train = sample_data(tmp_path)
     args = ["client", "join", "--session", SID, "--table", f"train={train}"]
     args += ["--client-name", "client-1", "--token", "t"]
@@ -233,7 +233,7 @@ def test_client_train_reports_a_failed_session(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     polls = [httpx.Response(410, json={"detail": "over", "status": "failed", "reason": "boom"})]
-    use_fake_server(monkeypatch, "client", client_server(polls))
+    use_fake_server(monkeypatch, "client_options", client_server(polls))
 
     result = runner.invoke(app, [*train_args(sample_data(tmp_path)), "--quiet"])
 

@@ -47,7 +47,7 @@ def state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("FEDSILO_CLIENT_STATE_DIR", str(path))
     monkeypatch.delenv("FEDSILO_CLIENT_POLICY", raising=False)
     # torch.set_num_threads would change the thread count of the whole test process
-    monkeypatch.setattr("fedsilo.cli.client._set_threads", lambda threads: None)
+    monkeypatch.setattr("fedsilo.cli.client_options._set_threads", lambda threads: None)
     return path
 
 
