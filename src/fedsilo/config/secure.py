@@ -12,9 +12,11 @@ why, instead of failing in round 1 or -- worse -- silently sending individual up
 Supported today: ffnet and glm's ``sgd`` solver, under the strategies of
 :data:`SECURE_STRATEGIES` (the server optimizers step from the securely summed mean), and
 glm's ``newton`` solver and linear_inference, whose gradient, Fisher matrix and deviance
-sums are secure sums.
-Differential privacy is allowed: DP-SGD clips and noises each client's update locally, so
-masking the noised update loses nothing of its guarantee (and hides the noised update too).
+sums are secure sums, and eda without differential privacy, whose counts, sums, sketch
+buckets and histograms are secure sums (its results are then the pooled dataset only).
+Differential privacy is allowed for the model packages: DP-SGD clips and noises each
+client's update locally, so masking the noised update loses nothing of its guarantee (and
+hides the noised update too).
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ from fedsilo.strategies import canonical_strategy_name
 from fedsilo.wire import format_validation_error
 
 __all__ = [
+    "EDA_DP_REASON",
     "SECURE_KEY",
     "SECURE_PACKAGES",
     "SECURE_STRATEGIES",
     "check_secure_aggregation",
+    "check_threshold",
+    "safe_minimum_threshold",
     "secure_spec",
 ]
 
@@ -41,7 +46,15 @@ __all__ = [
 SECURE_KEY = "secure_aggregation"
 
 #: packages whose server combines client contributions by a weighted mean on the round loop
-SECURE_PACKAGES = frozenset({"ffnet", "glm", "linear_inference"})
+SECURE_PACKAGES = frozenset({"eda", "ffnet", "glm", "linear_inference"})
+
+#: why eda refuses secure aggregation together with differential privacy
+EDA_DP_REASON = (
+    "eda's private statistics need each dataset's noisy sketch buckets above a noisy "
+    "threshold -- a data-dependent set of buckets that cannot be masked into the "
+    "fixed-length vector a secure sum adds up -- so eda under secure aggregation runs "
+    "without differential privacy (the server still learns only the pooled sums)"
+)
 
 #: strategies that need only the weighted mean of the round's models (the server optimizers
 #: take their pseudo-gradient from it)
@@ -54,10 +67,6 @@ _PACKAGE_REASONS: dict[str, str] = {
     "gbm": (
         "gbm's server picks each split from the silos' gradient histograms, which are not "
         "yet securely summed"
-    ),
-    "eda": (
-        "eda's moments and histograms are not yet securely summed, and its per-client "
-        "results need each silo's statistics"
     ),
     "echo": "echo's server returns each client's arrays, which is what the sum hides",
 }
@@ -109,7 +118,16 @@ def check_secure_aggregation(package_name: str, model_raw: Mapping[str, Any]) ->
     spec = secure_spec(model_raw)
     if spec is None:
         return
-    allowed = "ffnet, glm and linear_inference"
+    allowed = "eda (without DP), ffnet, glm and linear_inference"
+    if package_name == "eda":
+        epsilon = model_raw.get("epsilon", 1.0)  # eda's default budget is 1.0
+        if epsilon is not None:
+            raise ConfigError(
+                f"model_config {SECURE_KEY}.enabled cannot be combined with epsilon "
+                f"{epsilon!r} in package 'eda': {EDA_DP_REASON}. Set epsilon to null, or "
+                f"remove {SECURE_KEY}."
+            )
+        return
     if package_name not in SECURE_PACKAGES:
         reason = _PACKAGE_REASONS.get(
             package_name, f"package {package_name!r} does not combine updates by a weighted mean"
@@ -134,3 +152,54 @@ def check_secure_aggregation(package_name: str, model_raw: Mapping[str, Any]) ->
         f"{reason}, and under secure aggregation the server sees only the weighted sum of "
         f"the clients' models. Use one of {', '.join(sorted(SECURE_STRATEGIES))}."
     )
+
+
+def safe_minimum_threshold(num_clients: int) -> int:
+    """The smallest threshold safe for a round of ``num_clients``: a strict majority, and 2.
+
+    With ``t <= n / 2`` the server could ask one half of the clients for a client's
+    self-mask seed and the other half for its mask key -- both seeds, so its input in clear
+    (SecAgg+, Bell et al. 2020: the threshold must exceed half the round's clients).
+    """
+    return max(2, num_clients // 2 + 1)
+
+
+def check_threshold(model_raw: Mapping[str, Any], min_num_clients: int) -> None:
+    """Hold an explicit ``secure_aggregation.threshold`` to the session's ``min_num_clients``.
+
+    At session creation (the rounds' sizes are not known yet, but a session starts with at
+    least ``min_num_clients``): the threshold must be at most ``min_num_clients`` -- a round
+    of that many clients could never recover its sum otherwise -- and at least
+    :func:`safe_minimum_threshold` of it. Secure aggregation also needs
+    ``min_num_clients >= 2`` (the sum of one client is its input). Each round checks again
+    against the clients it really has (:meth:`fedsilo.privacy.secagg.SecAggSpec.resolve_threshold`).
+
+    Raises
+    ------
+    ConfigError
+        Naming the field, what is expected and the value given.
+    """
+    spec = secure_spec(model_raw)
+    if spec is None:
+        return
+    if min_num_clients < 2:
+        raise ConfigError(
+            f"min_num_clients must be at least 2 with model_config {SECURE_KEY}.enabled (the "
+            f"sum of one client is that client's input). Got {min_num_clients}."
+        )
+    if spec.threshold is None:
+        return
+    low = safe_minimum_threshold(min_num_clients)
+    if spec.threshold > min_num_clients:
+        raise ConfigError(
+            f"model_config {SECURE_KEY}.threshold must be at most min_num_clients "
+            f"({min_num_clients}): a round of {min_num_clients} clients could never recover "
+            f"its sum. Expected {low} <= threshold <= {min_num_clients}; got {spec.threshold}."
+        )
+    if spec.threshold < low:
+        raise ConfigError(
+            f"model_config {SECURE_KEY}.threshold must be a strict majority of "
+            f"min_num_clients ({min_num_clients}) and at least 2, so the server cannot collect "
+            f"both seeds of a client. Expected {low} <= threshold <= {min_num_clients}; got "
+            f"{spec.threshold}."
+        )

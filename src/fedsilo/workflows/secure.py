@@ -134,12 +134,20 @@ class SecureSum:
 def clear_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a masked reply's meta that stays in clear: :data:`CLEAR_META`, and the
     evaluation of the *global* model a task may carry (``test_*``, ``evaluated_on``), which
-    reaches the server in clear without secure aggregation too."""
-    return {
+    reaches the server in clear without secure aggregation too.
+
+    ``columns`` keeps the column names only: an eda reply lists each column with its count
+    there (for the data owner's policy, which reads it before masking), and one silo's
+    count is what the secure sum hides."""
+    kept = {
         k: v
         for k, v in meta.items()
         if k in CLEAR_META or k.startswith("test_") or k == "evaluated_on"
     }
+    columns = kept.get("columns")
+    if isinstance(columns, list):
+        kept["columns"] = [c.get("name") if isinstance(c, Mapping) else c for c in columns]
+    return kept
 
 
 def secure_mean(

@@ -24,6 +24,11 @@ from. Without it, histogram bins and categories below the policy's ``min_count``
 withheld, sketch buckets below it are merged with their neighbours (their rows kept), and
 everything else is exact.
 
+Under ``secure_aggregation`` (:mod:`fedsilo.packages.eda.secure_client`) round 1's
+``eda_profile`` carries the schema only (dtype, numeric, declared), the statistics travel in
+``eda_sketch_sum`` and ``eda_summary_sum`` replies that the client masks, and a plain
+``eda_summarize`` -- one silo's statistics in clear -- is refused.
+
 A task asked again with the same meta (a round re-run after a server restart) is answered
 from the first answer, so it costs no further privacy; asked with other meta it is refused.
 """
@@ -66,6 +71,13 @@ from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import ConfigError, DataError, TaskError
 from fedsilo.federation import ExecutorContext
 from fedsilo.packages.eda.config import EdaDataConfig, EdaModelConfig
+from fedsilo.packages.eda.secure_client import (
+    SECURE_KINDS,
+    SKETCH_SUM,
+    SecureColumn,
+    sketch_sum,
+    summary_sum,
+)
 from fedsilo.wire import Arrays
 
 __all__ = ["KINDS", "PROFILE", "SUMMARIZE", "EdaExecutor"]
@@ -73,7 +85,7 @@ __all__ = ["KINDS", "PROFILE", "SUMMARIZE", "EdaExecutor"]
 PROFILE = "eda_profile"
 SUMMARIZE = "eda_summarize"
 #: the task kinds the executor handles
-KINDS = (PROFILE, SUMMARIZE)
+KINDS = (PROFILE, SUMMARIZE, *SECURE_KINDS)
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,7 @@ class EdaExecutor:
         self.epsilon = (model_config.epsilon or 0.0) / count
         self.delta = model_config.delta / count
         self._answers: dict[str, tuple[str, tuple[dict[str, Any], Arrays]]] = {}
+        self._rows = len(frame)
 
     # ------------------------------------------------------------------- tasks
 
@@ -189,9 +202,38 @@ class EdaExecutor:
                     "parameters; answering again would spend its privacy budget twice."
                 )
             return previous[1]
-        answer = self.profile() if kind == PROFILE else self.summarize(meta)
+        answer = self._answer(kind, meta)
         self._answers[kind] = (signature, answer)
         return answer
+
+    def _answer(self, kind: str, meta: dict[str, Any]) -> tuple[dict[str, Any], Arrays]:
+        mc = self.model_config
+        if kind == PROFILE:
+            return self.profile()
+        if mc.secure != (kind in SECURE_KINDS):
+            why = (
+                "this session is under secure aggregation, so this client releases its "
+                "statistics only into a secure sum"
+                if mc.secure
+                else "this session is not under secure aggregation"
+            )
+            raise TaskError(f"The eda client refuses task kind {kind!r}: {why}.")
+        if kind == SUMMARIZE:
+            return self.summarize(meta)
+        secure = sketch_sum if kind == SKETCH_SUM else summary_sum
+        return secure(mc, self._secure_columns(), self._rows, meta)
+
+    def _secure_columns(self) -> dict[str, SecureColumn]:
+        columns: dict[str, SecureColumn] = {}
+        for column in self.columns:
+            if column.numeric:
+                values, nulls = self._numeric(column.name)
+                columns[column.name] = SecureColumn(values, int(values.size), nulls)
+            else:
+                series = self._series[column.name]
+                nulls = int(series.isna().sum())
+                columns[column.name] = SecureColumn(None, len(series) - nulls, nulls)
+        return columns
 
     def profile(self) -> tuple[dict[str, Any], Arrays]:
         """Round 1: dtypes, and for possibly continuous columns distinct counts and sketches."""
@@ -212,7 +254,8 @@ class EdaExecutor:
                 "sketch": None,
             }
             described.append(entry)
-            if not column.profiled:
+            # Under secure aggregation the schema only: the statistics go into secure sums.
+            if not column.profiled or mc.secure:
                 continue
             values, _ = self._numeric(column.name)
             if mc.detects_categoricals():

@@ -19,8 +19,13 @@ The model_config (built by ``client.create_eda_session``)::
       "categorical": null,      # column names; null detects them (non-numeric, or at most
       "max_categories": 20,     #   max_categories distinct values)
       "relative_accuracy": null,  # quantile sketch; null: 0.01 without DP, 0.2 with DP
-      "policy": {"min_rows": 10, "min_count": 5}
+      "policy": {"min_rows": 10, "min_count": 5},
+      "secure_aggregation": {"enabled": false}  # see fedsilo.packages.eda.secure_server
     }
+
+Under ``secure_aggregation.enabled`` the server learns only the sums over every dataset and
+the results hold the pooled dataset alone (:mod:`fedsilo.packages.eda.secure_server`);
+``epsilon`` must then be null (:mod:`fedsilo.config.secure` says why).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from pydantic_core import PydanticCustomError
 
 from fedsilo.errors import ConfigError, DataError
 from fedsilo.federation import DataConfigBase
+from fedsilo.privacy.secagg import SecAggSpec
 from fedsilo.wire import CLIENT_NAME_PATTERN
 
 __all__ = [
@@ -125,6 +131,12 @@ class EdaModelConfig(_Strict):
     max_categories: int = Field(default=20, ge=1, le=100_000)
     relative_accuracy: float | None = Field(default=None, gt=0, lt=1)
     policy: EdaPolicy = Field(default_factory=EdaPolicy)
+    secure_aggregation: SecAggSpec = Field(default_factory=SecAggSpec)
+
+    @property
+    def secure(self) -> bool:
+        """Whether the session's statistics are securely summed (pooled results only)."""
+        return self.secure_aggregation.enabled
 
     @property
     def private(self) -> bool:

@@ -14,6 +14,9 @@ round-1 sketches into :class:`~fedsilo.analytics.results.EdaResults` and saves t
 ``session.results()`` reads them. Pooled statistics are not stored: the results merge the
 datasets exactly on demand (``results.pooled()``).
 
+Under ``secure_aggregation`` the session runs :mod:`fedsilo.packages.eda.secure_server`
+instead: the server learns only sums over every dataset, and the results are pooled only.
+
 The round-1 profiles are checkpointed, so a server restart re-asks round 2 only; clients
 answer a repeated task from their first answer, so no budget is spent twice.
 """
@@ -72,6 +75,12 @@ def run(ctx: SessionContext, mc: EdaModelConfig, dc: EdaDataConfig) -> None:
     check_consistency(mc, dc)
     needed = max(ctx.session.min_num_clients, resolved_num_datasets(mc, dc))
     participants = ctx.wait_for_clients(needed)
+    if mc.secure:
+        # Imported here: the secure workflow builds on this module's parsing.
+        from fedsilo.packages.eda.secure_server import run_secure
+
+        run_secure(ctx, mc, dc, participants)
+        return
 
     checkpoint = ctx.restore()
     if checkpoint is not None and checkpoint.round >= 1:
