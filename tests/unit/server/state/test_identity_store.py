@@ -4,9 +4,7 @@ database (every test then starts empty), as in ``test_state_store.py``."""
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,34 +19,12 @@ from fedsilo.server.state import (
     StateStore,
     TokenRecord,
     UserRecord,
-    open_store,
     utcnow,
 )
 from fedsilo.server.state.tables import Base
 from fedsilo.wire import SessionStatus
 
-POSTGRES_URL = os.environ.get("FEDSILO_TEST_POSTGRES_URL")
-BACKENDS = ["memory", "sqlite", *(["postgresql"] if POSTGRES_URL else [])]
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=utcnow().tzinfo)
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    opened: StateStore
-    if request.param == "memory":
-        opened = open_store("memory://")
-    elif request.param == "sqlite":
-        opened = open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    else:
-        assert POSTGRES_URL is not None
-        engine = sqlalchemy.create_engine(POSTGRES_URL)
-        Base.metadata.drop_all(engine)
-        engine.dispose()
-        opened = open_store(POSTGRES_URL)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def user(name: str, *, minutes: int = 0, **fields: object) -> UserRecord:

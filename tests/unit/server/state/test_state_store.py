@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 
 from fedsilo.server.state import (
     ACTIVE_STATUSES,
@@ -29,32 +26,10 @@ from fedsilo.server.state import (
     open_store,
     utcnow,
 )
-from fedsilo.server.state.tables import Base
 from fedsilo.wire import SessionStatus
 
-POSTGRES_URL = os.environ.get("FEDSILO_TEST_POSTGRES_URL")
-BACKENDS = ["memory", "sqlite", *(["postgresql"] if POSTGRES_URL else [])]
 DATASET = {"train_rows": 5, "test_rows": 1, "columns": [{"name": "a", "dtype": "float64"}]}
 KEY = "A" * 43  # a well-formed public key
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    opened: StateStore
-    if request.param == "memory":
-        opened = open_store("memory://")
-    elif request.param == "sqlite":
-        opened = open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    else:
-        assert POSTGRES_URL is not None
-        engine = sqlalchemy.create_engine(POSTGRES_URL)
-        Base.metadata.drop_all(engine)
-        engine.dispose()
-        opened = open_store(POSTGRES_URL)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def new_session(store: StateStore, session_id: str = "0123456789", **fields: object) -> str:

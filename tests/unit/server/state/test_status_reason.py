@@ -4,39 +4,10 @@ throwaway database, as in ``test_state_store.py``."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-import sqlalchemy
-
-from fedsilo.server.state import SessionRecord, StateStore, open_store, utcnow
-from fedsilo.server.state.tables import Base
+from fedsilo.server.state import SessionRecord, StateStore, utcnow
 from fedsilo.wire import SessionStatus
 
-POSTGRES_URL = os.environ.get("FEDSILO_TEST_POSTGRES_URL")
-BACKENDS = ["memory", "sqlite", *(["postgresql"] if POSTGRES_URL else [])]
 WAITING = {SessionStatus.created, SessionStatus.pending}
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    opened: StateStore
-    if request.param == "memory":
-        opened = open_store("memory://")
-    elif request.param == "sqlite":
-        opened = open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    else:
-        assert POSTGRES_URL is not None
-        engine = sqlalchemy.create_engine(POSTGRES_URL)
-        Base.metadata.drop_all(engine)
-        engine.dispose()
-        opened = open_store(POSTGRES_URL)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def new_session(store: StateStore, status: SessionStatus = SessionStatus.created) -> str:
