@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from fedsilo.http import ApiClient, resolve_token, resolve_url
+from fedsilo.sdk.initial_model import InitialModelSource
 from fedsilo.sdk.prl import PrlSession
 from fedsilo.sdk.session import Session
 from fedsilo.wire import PackagePublic, SessionKind, SessionPublic
@@ -75,6 +76,7 @@ class Client:
         package_name: str,
         model_config: Mapping[str, Any],
         data_config: Mapping[str, Any],
+        initial_model: InitialModelSource | None = None,
     ) -> Session:
         """Create a horizontal federated learning session (status ``created``).
 
@@ -93,6 +95,10 @@ class Client:
             A registered model package, e.g. ``"ffnet"`` (see :meth:`packages`).
         model_config, data_config : mapping
             JSON-able configs validated by the package on the server.
+        initial_model : path, bytes or mapping of str to array, optional
+            The model of round 1 as a safetensors state dict (seed 002's ``model_file``):
+            uploaded right after the creation with :meth:`Session.upload_initial_model`,
+            instead of JSON ``strategy.params.initial_parameters`` (not both).
 
         Returns
         -------
@@ -102,6 +108,9 @@ class Client:
         ------
         ValidationError
             When the server rejects a field; ``detail`` names its path and value.
+        ConflictError
+            When ``initial_model`` is given and the model_config has initial_parameters
+            (the session is then created without an initial model).
         """
         # Sent as given: the server validates (SessionCreate, then the package's configs) and
         # answers 422 naming the field, so the rules live in one place.
@@ -115,7 +124,10 @@ class Client:
             "model_config": dict(model_config),
             "data_config": dict(data_config),
         }
-        return self._session(self._api.post_json("/sessions", body))
+        session = self._session(self._api.post_json("/sessions", body))
+        if initial_model is not None:
+            session.upload_initial_model(initial_model)
+        return session
 
     def create_eda_session(
         self,

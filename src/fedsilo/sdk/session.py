@@ -27,9 +27,11 @@ from fedsilo.errors import (
     SessionError,
     WaitTimeout,
 )
+from fedsilo.sdk.initial_model import InitialModelSource, initial_model_bytes
 from fedsilo.sdk.metrics import MetricsAccessor, SessionMetrics
 from fedsilo.sdk.model import Model
 from fedsilo.wire import (
+    InitialModelPublic,
     ParticipantPublic,
     SessionKind,
     SessionLogLine,
@@ -216,6 +218,37 @@ class Session:
         """
         self._public = SessionPublic.model_validate(self._api.post_json(f"{self._path}/start"))
         return self
+
+    def upload_initial_model(self, source: InitialModelSource) -> InitialModelPublic:
+        """Give the session (still ``created``) its initial model: a safetensors state dict.
+
+        The workflow starts from it as from ``strategy.params.initial_parameters``; the
+        server checks it against the package's model when the session starts (a tensor that
+        does not fit fails the session naming it). A second upload replaces the first.
+
+        Parameters
+        ----------
+        source : path, bytes or mapping of str to array
+            A ``.safetensors`` file (e.g. ``safetensors.torch.save_file(module.state_dict(),
+            path)``), its bytes, or the named arrays (a ``state_dict()``, numpy arrays).
+
+        Returns
+        -------
+        InitialModelPublic
+            What the server stored: ``sha256`` of the bytes, ``shapes``, ``dtypes``.
+
+        Raises
+        ------
+        ConflictError
+            When the session has started, or its model_config gives ``initial_parameters``.
+        ValidationError
+            When the bytes are not a numeric safetensors state dict (``detail`` says why) or
+            the package takes no initial model.
+        """
+        response = self._api.request(
+            "PUT", f"{self._path}/initial-model", content=initial_model_bytes(source)
+        )
+        return InitialModelPublic.model_validate(response.json())
 
     def cancel(self) -> Session:
         """Cancel the session; its clients are told it is over. Returns this handle."""

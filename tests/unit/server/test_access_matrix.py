@@ -99,6 +99,9 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("POST", f"{SESSION}/cancel"): needs(Scope.admin, own=Scope.cancel_user_session),
     ("DELETE", SESSION): needs(Scope.admin, own=Scope.delete_user_session),
     ("GET", f"{SESSION}/model"): needs(Scope.model_download, own=Scope.user_model_download),
+    # the initial model (a safetensors state dict) of a session not started: its creator's
+    # create_session, or admin on any session
+    ("PUT", f"{SESSION}/initial-model"): needs(Scope.admin, own=Scope.create_session),
     # the driver (Session.run): its owner's start_session, or admin on any session
     ("POST", f"{SESSION}/driver/tasks"): needs(Scope.admin, own=Scope.start_session),
     ("GET", f"{SESSION}/driver/tasks/{{group}}/replies"): needs(
@@ -395,7 +398,7 @@ def _request(
         kwargs["json"] = _join_body(world.unique("joiner"))
     elif route.key == ("POST", f"{SESSION}/refusals"):
         kwargs["json"] = {"client_name": world.unique("refuser"), "reason": "no column 'y'"}
-    elif route.path.endswith("/reply") or "/relay/" in route.path:
+    elif route.path.endswith("/reply") or "/relay/" in route.path or route.method == "PUT":
         # no tag and not a frame: an admitted call gets 404/409/422, and queues nothing
         kwargs["content"] = b"\x00" * 16
         headers["Content-Type"] = OCTET_STREAM
