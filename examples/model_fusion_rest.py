@@ -2,7 +2,8 @@
 
 The seed's aggregator calls map onto fedsilo's session API (prefix ``/api/v1``)::
 
-    start-aggregator   POST /sessions          package + fusion + an initial model
+    start-aggregator   POST /sessions          package + fusion
+                       PUT  /sessions/{id}/initial-model   the initial model (safetensors)
                        POST /sessions/{id}/start
     start-party        parties join: ``fedsilo client train --session-id {id} ...`` on
                        each silo (or fedsilo.client.start_client with your own code)
@@ -12,8 +13,10 @@ The seed's aggregator calls map onto fedsilo's session API (prefix ``/api/v1``):
 
 The initial model is a safetensors state dict (``--model-file``; e.g. written with
 ``safetensors.torch.save_file(module.state_dict(), path)``) of the package's model
-(``--package``, default ffnet): it travels as the strategy's ``initial_parameters``, checked by
-the server against the package's names and shapes. No pickled module is read or sent.
+(``--package``, default ffnet). It is uploaded as the binary frame
+(``application/octet-stream``) to the created session; the session starts from it, and the
+server checks it against the package's names and shapes when the session starts (a tensor
+that does not fit fails the session, naming it). No pickled module is read or sent.
 
 Fusion is ``fedavg`` (example-weighted mean) or ``iter_avg`` (plain mean); ``--fraction-fit``
 below 1 trains a random subset of the parties each round. Example::
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save
 
 ENDED = {"completed", "failed", "canceled"}
 
@@ -79,15 +82,12 @@ def start_aggregator(
     predictors: list[str],
     target: str,
 ) -> str:
-    """Create and start the session (the seed's ``start-aggregator``); its id."""
-    state_dict = load_file(str(model_file))
-    initial = {name: array.tolist() for name, array in state_dict.items()}
+    """Create the session, upload its initial model and start it (the seed's
+    ``start-aggregator``); its id."""
+    state_dict = load_file(str(model_file))  # read as arrays: a safetensors file, not a pickle
     input_size, *hidden, output_size = model_params
     model_config = {
-        "strategy": {
-            "name": fusion,
-            "params": {"fraction_fit": fraction_fit, "initial_parameters": initial},
-        },
+        "strategy": {"name": fusion, "params": {"fraction_fit": fraction_fit}},
         "model": {
             "params": {
                 "input_size": input_size,
@@ -108,9 +108,17 @@ def start_aggregator(
         "model_config": model_config,
         "data_config": {"predictors": predictors, "target": target},
     }
-    session = checked(http.post("/sessions", json=body))
-    checked(http.post(f"/sessions/{session['id']}/start"))
-    return str(session["id"])
+    sid = str(checked(http.post("/sessions", json=body))["id"])
+    stored = checked(
+        http.put(
+            f"/sessions/{sid}/initial-model",
+            content=save(state_dict),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    )
+    print(f"initial model {model_file.name}: sha256 {stored['sha256']}", flush=True)
+    checked(http.post(f"/sessions/{sid}/start"))
+    return sid
 
 
 def wait_for_parties(http: httpx.Client, sid: str, num_parties: int, timeout: float) -> list[str]:

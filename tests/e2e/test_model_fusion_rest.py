@@ -1,13 +1,16 @@
 """End to end, seed 002: fedsilo as a model-fusion service over plain REST.
 
-A real server process; examples/model_fusion_rest.py (httpx only) creates a session from a
-safetensors initial model, waits for three real ``fedsilo client train`` parties, trains with
-fedavg on a random two of the three per round (``fraction_fit``), and fetches the global model
-as JSON and as the frame; a second run fuses with iter_avg and is stopped after round 1.
+A real server process; examples/model_fusion_rest.py (httpx only) creates a session, uploads
+its safetensors initial model (``PUT .../initial-model``), waits for three real ``fedsilo
+client train`` parties, trains with fedavg on a random two of the three per round
+(``fraction_fit``), and fetches the global model as JSON and as the frame; a second run fuses
+with iter_avg and is stopped after round 1. A third trains one round at learning rate 0, so
+the reference for its global model is the upload itself: the session started from it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -20,7 +23,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save, save_file
 
 from fedsilo.data.synth import write_sample_data
 from fedsilo.runners.local import ClientProcess, start_client, start_server
@@ -145,6 +148,29 @@ def test_model_fusion_over_rest_with_real_processes(tmp_path: Path, scoped_token
         ]
         assert [len(f) for f in fitted] == [2, 2, 2], fitted  # floor(0.67 * 3) per round
         assert len({tuple(f) for f in fitted}) > 1 or len(fitted) == 3
+
+        # the upload's digest, as the server computed it (the example prints it)
+        sent = save(load_file(str(tmp_path / "initial.safetensors")))
+        assert f"sha256 {hashlib.sha256(sent).hexdigest()}" in (tmp_path / "fedavg.log").read_text()
+
+        # one round at learning rate 0: each party returns the weights it got, so the
+        # global model is the round-1 model the session started from -- the upload
+        script, sid, clients = run_fusion(
+            tmp_path, server, tokens, "frozen",
+            ["--fusion", "iter_avg", "--rounds", "1", "--learning-rate", "0"],
+        )  # fmt: skip
+        try:
+            assert script.wait(timeout=300) == 0, (tmp_path / "frozen.log").read_text()
+            assert [c.wait(timeout=60) for c in clients] == [0, 0, 0]
+        finally:
+            for c in clients:
+                c.stop()
+            if script.poll() is None:
+                script.kill()
+        frozen, _ = decode_frame((tmp_path / "frozen.frame").read_bytes())
+        assert frozen.keys() == state.keys()
+        for name, array in frozen.items():
+            np.testing.assert_allclose(array, state[name], rtol=1e-6, atol=1e-7)
 
         # iter_avg, stopped (canceled) once round 1 is recorded
         script, sid, clients = run_fusion(

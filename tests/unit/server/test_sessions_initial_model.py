@@ -13,6 +13,7 @@ round-1 model exactly the upload, or fails naming the tensors that do not fit.
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,25 @@ def test_both_an_upload_and_initial_parameters_fail_the_start(tmp_path: Path) ->
 def test_an_upload_over_the_parameter_limit_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"holds 128 numbers; this server takes at most 100"):
         parse_initial_model(save({"w": np.zeros((8, 16), np.float32)}), 100)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the engine to hand the workflow with_initial_model's config "
+    "(src/fedsilo/server/engine/runner.py, _conclude; diff in helper H's report)",
+)
+def test_the_engine_fails_a_session_whose_upload_does_not_fit_naming_the_tensor(
+    thread_server: Any, http: httpx.Client
+) -> None:
+    admin = thread_server.token
+    sid = create(http, admin)
+    wrong = {**SHAPES, "hidden0.weight": (6, 14)}
+    assert upload(http, admin, sid, save(state_dict(wrong))).status_code == 200
+    assert http.post(f"{API}/sessions/{sid}/start", headers=bearer(admin)).is_success
+    deadline = time.monotonic() + 5  # ffnet checks its initial model before waiting for clients
+    session = http.get(f"{API}/sessions/{sid}", headers=bearer(admin)).json()
+    while session["status"] != "failed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        session = http.get(f"{API}/sessions/{sid}", headers=bearer(admin)).json()
+    assert session["status"] == "failed", session
+    assert "'hidden0.weight' has shape (6, 14), expected (6, 15)" in session["failure_reason"]
