@@ -21,7 +21,11 @@ d. ffnet on tiny data: N = 10 real client processes on 200-row shards
 e. fast exchange: the relay's round trip client -> server -> client
    (``bench/relay_latency.py``);
 f. streaming aggregation memory: the server's peak RSS during FedAvg of a 25M-float32 model
-   at N = 2, 10 and 50 (``bench/streaming_memory.py``).
+   at N = 2, 10 and 50 (``bench/streaming_memory.py``);
+g. secure aggregation overhead (issue 14; not in the default ``--only``, ~25-40 min on 2
+   loaded cores): ``bench/secagg_overhead.py`` on a 1M-parameter model at N = 3, 10, 30,
+   fedsilo's secure aggregation beside Flower's SecAgg+ workflow and plain FedAvg
+   (deployment runtime up to N = 10, simulation at 30); ``--only g``.
 
 Every run row carries the peak RSS of the server and per client (both systems), the cold
 start and the machine's cores and load average: on a shared machine compare the
@@ -89,6 +93,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "agg_updates": 3,
         "tiny_clients": 2,
         "tiny_rounds": 3,
+        "secagg_params": 10_000,
+        "secagg_clients": [3],
+        "secagg_rounds": 2,
     },
 }
 #: rows per client shard of workload d (issue 9, item 10)
@@ -461,11 +468,27 @@ def run_all(profile: dict[str, Any], rec: Recorder, work: Path, only: set[str]) 
             work,
         )
 
+    if "g" in only:
+        g_args = ["--params", str(profile.get("secagg_params", 1_000_000)), "--clients"]
+        g_args += [str(n) for n in profile.get("secagg_clients", [3, 10, 30])]
+        if flwr:
+            g_args += ["--flower", "--flower-workflow", "--flower-rounds"]
+            g_args += [str(profile.get("secagg_rounds", 3))]
+        rec.attempt_script(
+            {"benchmark": "g_secagg", "system": "fedsilo + flower" if flwr else "fedsilo"},
+            "secagg_overhead.py",
+            g_args,
+            3600,
+            work,
+        )
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
-    parser.add_argument("--only", default="abcdef", help="workload letters to run, e.g. 'ad'")
+    parser.add_argument(
+        "--only", default="abcdef", help="workload letters to run, e.g. 'ad' (g: not by default)"
+    )
     parser.add_argument("--no-flower", action="store_true", help="skip every Flower run")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

@@ -4,7 +4,8 @@ Sections:
 
 1. rounds and training (workloads a, b, d): one line per run, with the server's peak RSS and
    the peak RSS per client beside each other for both systems;
-2. aggregation (c), fast exchange (e) and streaming aggregation memory (f);
+2. aggregation (c), fast exchange (e), streaming aggregation memory (f) and secure
+   aggregation beside Flower's SecAgg+ workflow (g);
 3. fedsilo / Flower ratios where Flower has the same figure;
 4. the targets of issue 9 (items 3, 5 and 10), measured against their bounds.
 
@@ -261,6 +262,35 @@ def _targets(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _secagg_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Workload g (bench/secagg_overhead.py): fedsilo's secure aggregation beside Flower's
+    SecAgg+ workflow, each against its own plain FedAvg, per N (CPU ms, medians)."""
+    lines = [
+        "| N | fedsilo client CPU | fedsilo server CPU (plain) | fedsilo bytes/plain "
+        "| Flower runtime | Flower round ms plain -> secure | Flower server CPU plain -> secure "
+        "| Flower client CPU plain -> secure | Flower bytes/plain | load | error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        wf = r.get("flower_workflow") or {}
+        plain, secure = wf.get("plain") or {}, wf.get("secure") or {}
+
+        def arrow(path: str, p: dict[str, Any] = plain, s: dict[str, Any] = secure) -> str:
+            return f"{_fmt(_get(p, path))} -> {_fmt(_get(s, path))}"
+
+        problem = _problem(r) or str(plain.get("error") or secure.get("error") or "")[-100:]
+        lines.append(
+            f"| {_fmt(r.get('clients'))} | {_fmt(_get(r, 'client_ms.total.cpu'))} "
+            f"| {_fmt(_get(r, 'server_ms.recover.cpu'))} "
+            f"({_fmt(_get(r, 'server_ms.plain_mean.cpu'))}) "
+            f"| {_fmt(_get(r, 'bytes_per_client.ratio'))} | {wf.get('runtime', '-')} "
+            f"| {arrow('round_ms')} | {arrow('server_cpu_ms')} | {arrow('client_ms.cpu')} "
+            f"| {_fmt(_get(wf, 'secure_vs_plain.bytes_per_client'))} "
+            f"| {r.get('load_average')} | {problem.replace('|', '/')} |"
+        )
+    return lines
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """The markdown summary of ``rows`` (see the module docstring)."""
     rounds = [r for r in rows if r["benchmark"] in ("a_round_floor", "b_training", "d_ffnet_tiny")]
@@ -275,5 +305,8 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         chosen = [r for r in rows if r["benchmark"] == benchmark]
         if chosen:
             lines += ["", *_script_table(title, chosen)]
+    secagg = [r for r in rows if r["benchmark"] == "g_secagg"]
+    if secagg:
+        lines += ["", *_secagg_table(secagg)]
     lines += ["", *_ratios(rows), "", *_targets(rows)]
     return "\n".join(lines)

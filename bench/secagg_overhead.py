@@ -36,8 +36,16 @@ With ``--flower`` (and ``bench/.venv-flower`` from ``make bench``), the same ste
 reported under ``"flower"`` (see :func:`flower_side`: its primitives, not its whole
 workflow with a SuperLink).
 
+With ``--flower-workflow``, Flower's whole SecAgg+ workflow also runs for each N, beside
+plain FedAvg on the same model (``bench/flower_apps/secaggplus``: ``SecAggPlusWorkflow`` in
+the ServerApp, ``secaggplus_mod`` in the ClientApp, ``flower_runs.run_secaggplus``): round
+time, ServerApp CPU, ClientApp handler CPU and reply bytes per round, under ``"flower_workflow"``
+with the secure/plain ratios. Deployment runtime (SuperLink + N SuperNodes) up to
+``--deployment-max`` clients, the simulation runtime above (30 SuperNodes, each starting a
+ClientApp process per message, do not fit 2 shared cores in a bounded time).
+
 Usage: ``.venv/bin/python bench/secagg_overhead.py [--params 1000000] [--clients 3 10 30]
-[--flower]``.
+[--flower] [--flower-workflow [--flower-rounds 3] [--deployment-max 10]]``.
 """
 
 from __future__ import annotations
@@ -252,9 +260,57 @@ def measure(n: int, params: int, spec: SecAggSpec, flower: bool) -> dict[str, An
             "max_abs": max(full["max_error"], worst["max_error"]),
             "bound": fixed.error_bound(1),
         },
+        # no transport, clients in parallel: a lower bound of the round time
+        "critical_path_ms": {
+            "secure": round(sum(w for w, _ in stages.values()) + _ms(full["server"].wall), 2),
+            "plain": _ms(plain.wall),
+        },
         **({"flower": flower_primitives(n, params, threshold)} if flower else {}),
         **facts(),
     }
+
+
+def flower_workflow(
+    n: int, params: int, threshold: int, rounds: int, deployment_max: int
+) -> dict[str, Any]:
+    """Flower's SecAgg+ workflow and plain FedAvg, same model, N and threshold (its venv)."""
+    import tempfile
+
+    import flower_runs
+
+    version = flower_runs.available()
+    if version is None:
+        return {"available": False, "reason": f"{FLOWER_PYTHON} not found (make bench makes it)"}
+    runtime = "deployment" if n <= deployment_max else "simulation"
+    out: dict[str, Any] = {"flwr": version, "runtime": runtime, "rounds": rounds}
+    with tempfile.TemporaryDirectory(prefix="secagg-flower-") as tmp:
+        for mode in ("plain", "secure"):
+            try:
+                out[mode] = flower_runs.run_secaggplus(
+                    n,
+                    rounds,
+                    params,
+                    threshold,
+                    mode == "secure",
+                    Path(tmp) / mode,
+                    timeout=300 + 30 * n * rounds,
+                    runtime=runtime,
+                )
+            except Exception as exc:  # recorded, the other N still run
+                out[mode] = {"error": f"{type(exc).__name__}: {str(exc)[-400:]}"}
+    plain, secure = out["plain"], out["secure"]
+    if "error" not in plain and "error" not in secure:
+
+        def ratio(a: float, b: float) -> float | None:
+            return round(a / b, 3) if b else None
+
+        out["secure_vs_plain"] = {
+            "round_ms": ratio(secure["round_ms"], plain["round_ms"]),
+            "server_cpu_ms": ratio(secure["server_cpu_ms"], plain["server_cpu_ms"]),
+            "client_cpu_ms": ratio(secure["client_ms"]["cpu"], plain["client_ms"]["cpu"]),
+            "bytes_per_client": ratio(secure["bytes_per_client"], plain["bytes_per_client"]),
+        }
+    return out
 
 
 def flower_primitives(n: int, params: int, threshold: int) -> dict[str, Any]:
@@ -394,6 +450,15 @@ def main() -> None:
     parser.add_argument(
         "--flower", action="store_true", help="also time Flower's SecAgg+ steps (its venv)"
     )
+    parser.add_argument(
+        "--flower-workflow",
+        action="store_true",
+        help="also run Flower's SecAgg+ workflow and plain FedAvg (SuperLink, SuperNodes)",
+    )
+    parser.add_argument("--flower-rounds", type=int, default=3)
+    parser.add_argument(
+        "--deployment-max", type=int, default=10, help="above this N, Flower's simulation"
+    )
     parser.add_argument("--flower-side", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threshold", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -408,7 +473,13 @@ def main() -> None:
     if args.modulus_bits is not None:
         spec = SecAggSpec(enabled=True, modulus_bits=args.modulus_bits)
     for n in args.clients:
-        print(json.dumps(measure(n, args.params, spec, args.flower)), flush=True)
+        row = measure(n, args.params, spec, args.flower)
+        if args.flower_workflow:
+            row["flower_workflow"] = flower_workflow(
+                n, args.params, row["threshold"], args.flower_rounds, args.deployment_max
+            )
+            row["load_average_after"] = facts()["load_average"]
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
