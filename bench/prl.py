@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,7 @@ def run_fedsilo(
             ).start()
             env = {"FEDSILO_CLIENT_STATE_DIR": str(folder / f"state-{protocol}")}
             started = time.perf_counter()
+            launched = datetime.now(UTC)
             procs = [
                 spawn(
                     f"prl client {name}",
@@ -147,7 +149,9 @@ def run_fedsilo(
                 raise RuntimeError(
                     f"the {protocol} session {public.status}: {public.failure_reason}"
                 )
-            joined = max(p.joined_at for p in prl.participants())
+            joins = [p.joined_at for p in prl.participants()]
+            joined = max(joins)
+            join_s = [round((j - launched).total_seconds(), 3) for j in sorted(joins)]
             assert public.ended_at is not None
             protocol_s = (public.ended_at - joined).total_seconds()
             overlap_stats = prl.metrics().as_dict()["client_metrics"]
@@ -156,7 +160,13 @@ def run_fedsilo(
             phases = {
                 key: round((line.time - joined).total_seconds(), 3)
                 for line in prl.logs()
-                for key, start in (("agreed_s", "linking"), ("intersected_s", "shared records"))
+                for key, start in (
+                    ("agreed_s", "linking"),
+                    ("key_shared_s", "session key shared"),
+                    ("hashes_received_s", "hashes received"),
+                    ("intersected_s", "shared records"),
+                    ("saved_s", "alignment saved"),
+                )
                 if line.message.startswith(start)
             }
     finally:
@@ -172,6 +182,7 @@ def run_fedsilo(
         "shared": expected,
         "end_to_end_s": round(end_to_end, 3),
         "protocol_s": round(protocol_s, 3),
+        "joins_after_launch_s": join_s,
         "phases_after_last_join": phases,
         "client_peak_rss_mb": {
             name: round(peaks.get(proc.pid, float("nan")), 1)

@@ -89,10 +89,14 @@ class CanonicalIds:
         Row ``i``'s canonical record.
     kinds : list of str
         Per id column: ``"integer"``, ``"string"`` or ``"mixed"`` (both in one column).
+    packed : bytes, optional
+        ``b"".join(records)``, kept when numpy laid the records out (integer ids: fixed
+        width), so a digest of them costs no join.
     """
 
     records: list[bytes]
     kinds: list[str]
+    packed: bytes | None = None
 
 
 def _positions(mask: np.ndarray) -> str:
@@ -240,14 +244,28 @@ def canonical_ids(frame: pd.DataFrame, columns: Sequence[str], source: str) -> C
             codes, _ = pd.factorize(raw)
             _repeats(codes, np.flatnonzero(whole), source, problems)
         raise DataError(problems, source="the local data")
-    records = _records(parts, len(frame))
-    _check_unique(records, parts, source, problems)
+    # Repeats first: on one integer column a sort finds them 10x faster than hashing the
+    # records would.
+    if len(parts) == 1 and isinstance(parts[0], np.ndarray):
+        ordered = np.sort(parts[0])
+        if (ordered[1:] == ordered[:-1]).any():
+            codes, _ = pd.factorize(parts[0])
+            _repeats(codes, np.arange(len(frame)), source, problems)
+            raise DataError(problems, source="the local data")
+        records, packed = _records(parts, len(frame))
+    else:
+        records, packed = _records(parts, len(frame))
+        codes, _ = pd.factorize(pd.Series(records, dtype=object))
+        _repeats(codes, np.arange(len(records)), source, problems)
     if problems:
         raise DataError(problems, source="the local data")
-    return CanonicalIds(records=records, kinds=kinds)
+    return CanonicalIds(records=records, kinds=kinds, packed=packed)
 
 
-def _records(parts: Sequence[np.ndarray | list[bytes] | None], rows: int) -> list[bytes]:
+def _records(
+    parts: Sequence[np.ndarray | list[bytes] | None], rows: int
+) -> tuple[list[bytes], bytes | None]:
+    """The records, and their concatenation when numpy laid them out."""
     if all(isinstance(part, np.ndarray) for part in parts):
         # Integer ids: fixed-width fields laid out by numpy, cut into one bytes per row.
         table = np.empty(rows, dtype=[(f"f{j}", _FIELD) for j in range(len(parts))])
@@ -255,27 +273,14 @@ def _records(parts: Sequence[np.ndarray | list[bytes] | None], rows: int) -> lis
             table[f"f{j}"] = _int_field(part)  # type: ignore[arg-type]
         width = table.dtype.itemsize
         records: list[bytes] = table.view(f"V{width}").tolist()
-        return records
+        return records, table.tobytes()
     columns = [
         _int_field(part).view(f"V{_FIELD.itemsize}").tolist()
         if isinstance(part, np.ndarray)
         else part
         for part in parts
     ]
-    return [b"".join(fields) for fields in zip(*columns, strict=True)]
-
-
-def _check_unique(
-    records: list[bytes],
-    parts: Sequence[np.ndarray | list[bytes] | None],
-    source: str,
-    problems: list[str],
-) -> None:
-    if len(parts) == 1 and isinstance(parts[0], np.ndarray):
-        codes, _ = pd.factorize(parts[0])  # int64 ids: much faster than hashing bytes
-    else:
-        codes, _ = pd.factorize(pd.Series(records, dtype=object))
-    _repeats(codes, np.arange(len(records)), source, problems)
+    return [b"".join(fields) for fields in zip(*columns, strict=True)], None
 
 
 def _repeats(codes: np.ndarray, rows: np.ndarray, source: str, problems: list[str]) -> None:
@@ -310,23 +315,38 @@ def keyed_hashes(records: Sequence[bytes], key: bytes) -> np.ndarray:
     -------
     ndarray of shape (n, HASH_BYTES), dtype uint8
     """
-    blake2b = hashlib.blake2b
-    # One call per record is all hashlib offers; the list comprehension is the fastest loop
-    # over it (about 0.5 us per short record on one core).
-    joined = b"".join([blake2b(r, key=key, digest_size=HASH_BYTES).digest() for r in records])
+    # Keyed BLAKE2b compresses the key as a first block; copying a state that has already
+    # absorbed it costs one compression per record instead of two, and the bound-method
+    # loop is the tightest hashlib allows (one call per record is all it offers): about
+    # 40 % faster than ``blake2b(r, key=key, ...)`` per record.
+    keyed = hashlib.blake2b(key=key, digest_size=HASH_BYTES).copy
+    digests: list[bytes] = []
+    append = digests.append
+    for record in records:
+        state = keyed()
+        state.update(record)
+        append(state.digest())
+    joined = b"".join(digests)
     return np.frombuffer(joined, dtype=np.uint8).reshape(len(records), HASH_BYTES)
 
 
-def records_digest(records: Sequence[bytes], key: bytes) -> str:
+def records_digest(records: Sequence[bytes] | CanonicalIds, key: bytes) -> str:
     """A keyed digest (BLAKE2b-256, hex) of a table's id records in row order.
 
     Records are self-delimiting (typed, length-prefixed fields) and every record of a
     session has the same number of fields, so the concatenation identifies the sequence.
     Keyed, so a server holding the digest cannot confirm a guessed id list (ids 0..n-1).
+    Given the :class:`CanonicalIds` themselves, it reuses their packed records (same digest).
     """
+    if isinstance(records, CanonicalIds):
+        count = len(records.records)
+        joined = records.packed if records.packed is not None else b"".join(records.records)
+    else:
+        count = len(records)
+        joined = b"".join(records)
     digest = hashlib.blake2b(key=key, digest_size=32, person=b"fedsilo-prl-ids")
-    digest.update(len(records).to_bytes(8, "big"))
-    digest.update(b"".join(records))
+    digest.update(count.to_bytes(8, "big"))
+    digest.update(joined)
     return digest.hexdigest()
 
 
@@ -351,30 +371,31 @@ def intersect(hashes: Sequence[np.ndarray]) -> list[np.ndarray]:
         its ids collide.
     """
     keys = [np.ascontiguousarray(h[:, :HASH_BYTES]).view("<u8") for h in hashes]
-    # Fast path: sort the first 8 bytes only (a plain sort of uint64 is ~8x faster than a
-    # lexsort of 16 bytes). Exact whenever no two different records share those 8 bytes
-    # (probability ~n**2 / 2**65); when two do, the exact path below decides.
+    # Fast path: each party's first 8 bytes sorted once (an argsort of uint64, ~4x faster
+    # than one over every party's together), then matched by binary search, party after
+    # party. Exact whenever no two different records share those 8 bytes (probability
+    # ~n**2 / 2**65); when two do, within a party or across, the exact path decides.
+    orders = []
     for k in keys:
-        first = np.sort(k[:, 0])
-        if (first[1:] == first[:-1]).any():
+        order = np.argsort(k[:, 0])
+        ordered = k[order, 0]
+        if (ordered[1:] == ordered[:-1]).any():
             return _intersect_exact(keys)
-    high = np.concatenate([k[:, 0] for k in keys])
-    low = np.concatenate([k[:, 1] for k in keys])
-    party = np.concatenate([np.full(len(k), j, dtype=np.int32) for j, k in enumerate(keys)])
-    position = np.concatenate([np.arange(len(k), dtype=np.int64) for k in keys])
-    order = np.argsort(high)
-    ordered = high[order]
-    parties = len(keys)
-    # Each party's first 8 bytes are distinct, so a group of equal ones holds at most one
-    # entry per party; the shared records are the groups of size ``parties``.
-    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
-    sizes = np.diff(np.append(starts, len(ordered)))
-    full = starts[sizes == parties]
-    members = order[full[:, None] + np.arange(parties)]
-    members = np.take_along_axis(members, np.argsort(party[members], axis=1), axis=1)
-    if not (low[members] == low[members[:, :1]]).all():
+        orders.append((order, ordered))
+    # Candidates: party 0's rows in ascending order of their first 8 bytes, narrowed to
+    # those every later party holds; members[j] are party j's rows of the candidates.
+    first_order, high = orders[0]
+    members = [first_order]
+    for order, ordered in orders[1:]:
+        at = np.minimum(np.searchsorted(ordered, high), len(ordered) - 1)
+        found = ordered[at] == high if len(ordered) else np.zeros(len(high), dtype=bool)
+        high = high[found]
+        members = [m[found] for m in members]
+        members.append(order[at[found]])
+    low = keys[0][members[0], 1]
+    if any((k[m, 1] != low).any() for k, m in zip(keys[1:], members[1:], strict=True)):
         return _intersect_exact(keys)
-    return [position[members[:, j]] for j in range(parties)]
+    return [m.astype(np.int64, copy=False) for m in members]
 
 
 def _intersect_exact(keys: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -257,7 +257,7 @@ class PrlExecutor:
             table: {
                 "n_records": len(ids.records),
                 "kinds": ids.kinds,
-                "digest": records_digest(ids.records, key),
+                "digest": records_digest(ids, key),
             }
             for table, ids in self.ids.items()
         }

@@ -110,6 +110,7 @@ def run(ctx: SessionContext, mc: PrlModelConfig, dc: PrlDataConfig) -> None:
     ctx.log(f"shared records: {shared}")
     meta, arrays = alignment.to_payload()
     ctx.save_model(arrays, meta, ROUND)
+    ctx.log("alignment saved")
 
 
 def _in_config_order(joined: Sequence[Participant], names: list[str]) -> list[Participant]:
@@ -183,10 +184,12 @@ def _keyed_hash(
             for peer, s in sealed
         ]
     ).wait()
+    ctx.log(f"session key shared with {len(others)} client(s); hashing")
     replies = {
         r.participant.client_name: r
         for r in ctx.ask(clients, HASH, meta={}, round=ROUND, accept_failures=False)
     }
+    ctx.log(f"hashes received from {len(replies)} clients; intersecting")
     positions: dict[str, dict[str, np.ndarray]] = {p.client_name: {} for p in clients}
     for table in tables:
         hashes = []

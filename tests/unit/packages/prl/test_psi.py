@@ -106,6 +106,35 @@ def test_keyed_hashes_depend_on_the_key_only() -> None:
     assert records_digest(records, key) != records_digest(records[::-1], key)
 
 
+def test_the_digest_of_packed_records_is_the_digest_of_the_records() -> None:
+    key = os.urandom(32)
+    ints = canonical_ids(
+        pd.DataFrame({"a": np.arange(30), "b": np.arange(30) * 7}), ["a", "b"], "t"
+    )
+    assert ints.packed == b"".join(ints.records)
+    assert records_digest(ints, key) == records_digest(ints.records, key)
+    strings = canonical_ids(pd.DataFrame({"id": [f"p{i}" for i in range(30)]}), ["id"], "t")
+    assert strings.packed is None
+    assert records_digest(strings, key) == records_digest(strings.records, key)
+
+
+def test_repeated_integer_ids_are_refused_with_positions() -> None:
+    frame = pd.DataFrame({"id": np.array([9, 3, 9, 4, 3, 9], dtype=np.int32)})
+    with pytest.raises(DataError, match=r"3 row\(s\) repeat .*row 2 repeats row 0; row 4 repeats"):
+        canonical_ids(frame, ["id"], "t")
+
+
+def test_intersect_with_an_empty_party_or_no_overlap() -> None:
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (40, HASH_BYTES), dtype=np.uint8)
+    b = rng.integers(0, 256, (30, HASH_BYTES), dtype=np.uint8)
+    empty = np.zeros((0, HASH_BYTES), dtype=np.uint8)
+    for parties in ([a, empty], [empty, a], [a, b], [a, a[:10], empty]):
+        found = intersect(parties)
+        assert [len(p) for p in found] == [0] * len(parties)
+        assert all(p.dtype == np.int64 for p in found)
+
+
 def _merge_reference(frames: list[pd.DataFrame], on: list[str]) -> pd.DataFrame:
     merged = frames[0].reset_index(names="row0")
     for j, frame in enumerate(frames[1:], start=1):
