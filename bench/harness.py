@@ -471,9 +471,9 @@ def run_all(profile: dict[str, Any], rec: Recorder, work: Path, only: set[str]) 
     if "g" in only:
         g_args = ["--params", str(profile.get("secagg_params", 1_000_000)), "--clients"]
         g_args += [str(n) for n in profile.get("secagg_clients", [3, 10, 30])]
+        g_args += ["--fedsilo-session", "--rounds", str(profile.get("secagg_rounds", 3))]
         if flwr:
-            g_args += ["--flower", "--flower-workflow", "--flower-rounds"]
-            g_args += [str(profile.get("secagg_rounds", 3))]
+            g_args += ["--flower", "--flower-workflow"]
         rec.attempt_script(
             {"benchmark": "g_secagg", "system": "fedsilo + flower" if flwr else "fedsilo"},
             "secagg_overhead.py",

@@ -267,13 +267,15 @@ def _secagg_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     SecAgg+ workflow, each against its own plain FedAvg, per N (CPU ms, medians)."""
     lines = [
         "| N | fedsilo client CPU | fedsilo server CPU (plain) | fedsilo bytes/plain "
+        "| fedsilo critical path ms plain -> secure | fedsilo session ms/round plain -> secure "
         "| Flower runtime | Flower round ms plain -> secure | Flower server CPU plain -> secure "
         "| Flower client CPU plain -> secure | Flower bytes/plain | load | error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         wf = r.get("flower_workflow") or {}
         plain, secure = wf.get("plain") or {}, wf.get("secure") or {}
+        fs = r.get("fedsilo_session") or {}
 
         def arrow(path: str, p: dict[str, Any] = plain, s: dict[str, Any] = secure) -> str:
             return f"{_fmt(_get(p, path))} -> {_fmt(_get(s, path))}"
@@ -283,11 +285,23 @@ def _secagg_table(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"| {_fmt(r.get('clients'))} | {_fmt(_get(r, 'client_ms.total.cpu'))} "
             f"| {_fmt(_get(r, 'server_ms.recover.cpu'))} "
             f"({_fmt(_get(r, 'server_ms.plain_mean.cpu'))}) "
-            f"| {_fmt(_get(r, 'bytes_per_client.ratio'))} | {wf.get('runtime', '-')} "
+            f"| {_fmt(_get(r, 'bytes_per_client.ratio'))} "
+            f"| {_fmt(_get(r, 'critical_path_ms.plain'))} -> "
+            f"{_fmt(_get(r, 'critical_path_ms.secure'))} "
+            f"| {arrow('wall_ms_per_round', fs.get('plain') or {}, fs.get('secure') or {})} "
+            f"| {wf.get('runtime', '-')} "
             f"| {arrow('round_ms')} | {arrow('server_cpu_ms')} | {arrow('client_ms.cpu')} "
             f"| {_fmt(_get(wf, 'secure_vs_plain.bytes_per_client'))} "
             f"| {r.get('load_average')} | {problem.replace('|', '/')} |"
         )
+    # issue 14's goal: bytes sent per client at most 2x plain for 1M parameters at N = 10
+    for r in rows:
+        ratio = _get(r, "bytes_per_client.ratio")
+        if r.get("clients") == 10 and r.get("params") == 1_000_000:
+            lines.append(
+                f"\nissue 14 target, bytes per client <= 2x plain (1M parameters, N=10): "
+                f"fedsilo {_fmt(ratio)}x, {_verdict(ratio, 2.0)}"
+            )
     return lines
 
 

@@ -44,8 +44,13 @@ with the secure/plain ratios. Deployment runtime (SuperLink + N SuperNodes) up t
 ``--deployment-max`` clients, the simulation runtime above (30 SuperNodes, each starting a
 ClientApp process per message, do not fit 2 shared cores in a bounded time).
 
+With ``--fedsilo-session``, fedsilo's round time in a real session, plain and secure, up to
+``--session-max`` clients (``bench/secagg_session.py``: ffnet of 999,992 parameters, one
+client process each), under ``"fedsilo_session"``.
+
 Usage: ``.venv/bin/python bench/secagg_overhead.py [--params 1000000] [--clients 3 10 30]
-[--flower] [--flower-workflow [--flower-rounds 3] [--deployment-max 10]]``.
+[--flower] [--flower-workflow [--deployment-max 10]] [--fedsilo-session [--session-max 10]]
+[--rounds 3]``.
 """
 
 from __future__ import annotations
@@ -442,6 +447,27 @@ def flower_side(n: int, params: int, threshold: int) -> dict[str, Any]:
     }
 
 
+def fedsilo_session(n: int, rounds: int, most: int) -> dict[str, Any]:
+    """fedsilo's wall ms per round in a real session, plain and secure (secagg_session.py)."""
+    if n > most:
+        reason = f"N={n} > --session-max {most}: N torch client processes on 2 cores"
+        return {"available": False, "reason": reason}
+    import tempfile
+
+    from secagg_session import params_of, session
+
+    out: dict[str, Any] = {"params": params_of(55_555), "rounds": rounds}
+    with tempfile.TemporaryDirectory(prefix="secagg-session-") as tmp:
+        for mode in ("plain", "secure"):
+            try:
+                out[mode] = session(n, rounds, 55_555, mode == "secure", Path(tmp) / mode)
+            except Exception as exc:  # recorded, the other runs go on
+                out[mode] = {"error": f"{type(exc).__name__}: {str(exc)[-400:]}"}
+    plain, secure = out["plain"].get("wall_ms_per_round"), out["secure"].get("wall_ms_per_round")
+    out["secure_vs_plain"] = round(secure / plain, 3) if plain and secure else None
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=int, default=1_000_000)
@@ -455,10 +481,21 @@ def main() -> None:
         action="store_true",
         help="also run Flower's SecAgg+ workflow and plain FedAvg (SuperLink, SuperNodes)",
     )
-    parser.add_argument("--flower-rounds", type=int, default=3)
+    parser.add_argument(
+        "--rounds",
+        "--flower-rounds",
+        dest="rounds",
+        type=int,
+        default=3,
+        help="rounds of each real run (Flower's workflow, fedsilo's session)",
+    )
     parser.add_argument(
         "--deployment-max", type=int, default=10, help="above this N, Flower's simulation"
     )
+    parser.add_argument(
+        "--fedsilo-session", action="store_true", help="also a real fedsilo session's round time"
+    )
+    parser.add_argument("--session-max", type=int, default=10)
     parser.add_argument("--flower-side", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threshold", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -476,8 +513,11 @@ def main() -> None:
         row = measure(n, args.params, spec, args.flower)
         if args.flower_workflow:
             row["flower_workflow"] = flower_workflow(
-                n, args.params, row["threshold"], args.flower_rounds, args.deployment_max
+                n, args.params, row["threshold"], args.rounds, args.deployment_max
             )
+        if args.fedsilo_session:
+            row["fedsilo_session"] = fedsilo_session(n, args.rounds, args.session_max)
+        if args.flower_workflow or args.fedsilo_session:
             row["load_average_after"] = facts()["load_average"]
         print(json.dumps(row), flush=True)
 
