@@ -168,9 +168,10 @@ def run_deployment(
         cli.wait(120)
         if cli.returncode != 0:
             raise RuntimeError(f"flwr run failed ({cli.returncode}):\n{cli.log_tail()}")
-        cpu_before = [tree_cpu_s(p.pid) for p in procs]
+        # only when asked: the other workloads' timings stay as they were
+        cpu_before = [tree_cpu_s(p.pid) for p in procs] if detail else []
         result = _wait_file(out, timeout, procs)
-        cpu_after = [tree_cpu_s(p.pid) for p in procs]
+        cpu_after = [tree_cpu_s(p.pid) for p in procs] if detail else []
         memory = sampler.finish()
     finally:
         sampler.finish()

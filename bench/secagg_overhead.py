@@ -298,7 +298,7 @@ def flower_workflow(
                     threshold,
                     mode == "secure",
                     Path(tmp) / mode,
-                    timeout=300 + 30 * n * rounds,
+                    timeout=300 + (30 if runtime == "deployment" else 10) * n * rounds,
                     runtime=runtime,
                 )
             except Exception as exc:  # recorded, the other N still run
