@@ -48,6 +48,7 @@ from fedsilo.runners.artifacts import MemoryArtifacts
 from fedsilo.runners.peer import LocalPeer
 from fedsilo.runners.screening import DeclaredTaskGroup
 from fedsilo.runners.store import LocalStore
+from fedsilo.runners.writer import LocalWriter
 from fedsilo.server.engine.context import EngineContext, checkpoint_key, model_key
 from fedsilo.server.engine.frames import encode_into
 from fedsilo.server.engine.hub import PendingTask
@@ -154,6 +155,8 @@ class InProcessContext(EngineContext):
         for session_id, (arrays, model_header) in (models or {}).items():
             self.artifacts.preload(model_key(session_id), encode_into(arrays, model_header))
         super().__init__(engine, info)
+        self.writes.close()  # the engine's writer, replaced before its first job
+        self.writes = LocalWriter(self.store, _SESSION_ID)
         engine.attach(self)
         # Only a summary given here bounds a participant's counts (fedsilo.federation.expect):
         # the empty default is no declaration, unlike a client that declared no rows.
