@@ -69,7 +69,8 @@ def strategy_of(
     package: ModelPackage[Any, Any], model_config: Mapping[str, Any], data_config: Mapping[str, Any]
 ) -> StrategyConfig | None:
     """The session's parsed ``strategy`` section, or None when the package has none that
-    takes ``initial_parameters`` (gbm, linear inference, splitnn, eda ...).
+    takes ``initial_parameters`` (gbm, linear inference, splitnn, eda ...) or the session is
+    an ``arrays`` driver session (``session.run``: the driver holds the strategy).
 
     Raises
     ------
@@ -77,6 +78,8 @@ def strategy_of(
         When the configs do not parse (they did at creation, so only after a package change).
     """
     parsed, _ = package.parse_configs(model_config, data_config)
+    if getattr(parsed, "driver", False) is True:
+        return None  # a driver session's strategy (and initial model) live in the driver
     strategy = getattr(parsed, "strategy", None)
     return strategy if isinstance(strategy, StrategyConfig) else None
 

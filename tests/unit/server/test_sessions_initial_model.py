@@ -162,21 +162,37 @@ def test_the_conflicts_are_409_naming_both_ways_and_the_state(
     assert "before the session starts" in late.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("kind", "package", "model_config", "data_config"),
+    [
+        ("eda", "eda", {}, {"columns": ["a"]}),
+        ("hfl", "arrays", {"driver": True}, {}),  # the driver holds the strategy
+        ("hfl", "arrays", {}, {}),
+    ],
+)
 def test_a_package_without_initial_parameters_refuses_an_upload(
-    thread_server: Any, http: httpx.Client
+    thread_server: Any,
+    http: httpx.Client,
+    kind: str,
+    package: str,
+    model_config: dict[str, Any],
+    data_config: dict[str, Any],
 ) -> None:
     body = {
-        "name": "eda",
-        "kind": "eda",
-        "package_name": "eda",
+        "name": "none",
+        "kind": kind,
+        "package_name": package,
         "min_num_clients": 1,
         "num_rounds": 1,
-        "model_config": {},
-        "data_config": {"columns": ["a"]},
+        "model_config": model_config,
+        "data_config": data_config,
     }
     created = http.post(f"{API}/sessions", json=body, headers=bearer(thread_server.token))
-    if created.status_code != 201:  # the eda package's config shape is its own
-        pytest.skip(f"eda session body not accepted: {created.text}")
+    assert created.status_code == 201, created.text
+    if package == "arrays" and not model_config:  # arrays without a driver takes one
+        sid = created.json()["id"]
+        assert upload(http, thread_server.token, sid, save(state_dict())).status_code == 200
+        return
     response = upload(http, thread_server.token, created.json()["id"], save(state_dict()))
     assert response.status_code == 422, response.text
     assert "takes no initial model" in response.json()["detail"]
@@ -280,3 +296,30 @@ def test_the_engine_fails_a_session_whose_upload_does_not_fit_naming_the_tensor(
         session = http.get(f"{API}/sessions/{sid}", headers=bearer(admin)).json()
     assert session["status"] == "failed", session
     assert "'hidden0.weight' has shape (6, 14), expected (6, 15)" in session["failure_reason"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the request guard to bound PUT .../initial-model by max_frame_body_bytes "
+    "(src/fedsilo/server/limits.py, body_limit; diff in helper H's report)",
+)
+def test_an_upload_larger_than_a_json_body_is_bounded_by_the_frame_limit(
+    thread_server: Any, http: httpx.Client
+) -> None:
+    """A model's frame easily passes the 4 MiB JSON limit; it is a frame, not JSON."""
+    admin = thread_server.token
+    wide = {"input_size": 15, "hidden_layer_sizes": [2048, 512], "output_size": 2}
+    body = {
+        "name": "wide",
+        "package_name": "ffnet",
+        "min_num_clients": 2,
+        "num_rounds": 1,
+        "model_config": {**ffnet_config(), "model": {"params": wide}},
+        "data_config": DATA_CONFIG,
+    }
+    created = http.post(f"{API}/sessions", json=body, headers=bearer(admin))
+    assert created.status_code == 201, created.text
+    data = save({"hidden1.weight": np.zeros((512, 2048), np.float32)})
+    assert len(data) > thread_server.settings.max_json_body_bytes
+    response = upload(http, admin, created.json()["id"], data)
+    assert response.status_code == 200, response.text

@@ -302,7 +302,8 @@ def _store_initial_model(
         raise HTTPException(
             status_code=422,
             detail=f"Session {session_id} runs package {record.package_name!r}, which takes "
-            "no initial model (its model_config has no strategy.params.initial_parameters).",
+            "no initial model (its model_config has no strategy.params.initial_parameters, "
+            "or it is a driver session: give the driver's strategy initial_parameters).",
         )
     if strategy.params.get("initial_parameters") is not None:
         raise HTTPException(
