@@ -12,8 +12,9 @@ why, instead of failing in round 1 or -- worse -- silently sending individual up
 Supported today: ffnet and glm's ``sgd`` solver, under the strategies of
 :data:`SECURE_STRATEGIES` (the server optimizers step from the securely summed mean), and
 glm's ``newton`` solver and linear_inference, whose gradient, Fisher matrix and deviance
-sums are secure sums, and eda without differential privacy, whose counts, sums, sketch
-buckets and histograms are secure sums (its results are then the pooled dataset only).
+sums are secure sums, and eda, whose counts, sums, sketch buckets and histograms are secure
+sums (its results are then the pooled dataset only; with differential privacy it needs its
+categorical columns declared, :data:`EDA_DP_REASON`).
 Differential privacy is allowed for the model packages: DP-SGD clips and noises each
 client's update locally, so masking the noised update loses nothing of its guarantee (and
 hides the noised update too).
@@ -48,12 +49,12 @@ SECURE_KEY = "secure_aggregation"
 #: packages whose server combines client contributions by a weighted mean on the round loop
 SECURE_PACKAGES = frozenset({"eda", "ffnet", "glm", "linear_inference"})
 
-#: why eda refuses secure aggregation together with differential privacy
+#: why eda under secure aggregation and differential privacy needs its categorical columns
 EDA_DP_REASON = (
-    "eda's private statistics need each dataset's noisy sketch buckets above a noisy "
-    "threshold -- a data-dependent set of buckets that cannot be masked into the "
-    "fixed-length vector a secure sum adds up -- so eda under secure aggregation runs "
-    "without differential privacy (the server still learns only the pooled sums)"
+    "with differential privacy eda detects categorical columns from each dataset's noisy "
+    "distinct count, which does not add up across datasets and so cannot be securely "
+    "summed; declare them (categorical: [...], [] for none) and every statistic is noised "
+    "on the client before it is masked"
 )
 
 #: strategies that need only the weighted mean of the round's models (the server optimizers
@@ -118,14 +119,15 @@ def check_secure_aggregation(package_name: str, model_raw: Mapping[str, Any]) ->
     spec = secure_spec(model_raw)
     if spec is None:
         return
-    allowed = "eda (without DP), ffnet, glm and linear_inference"
+    allowed = "eda, ffnet, glm and linear_inference"
     if package_name == "eda":
         epsilon = model_raw.get("epsilon", 1.0)  # eda's default budget is 1.0
-        if epsilon is not None:
+        if epsilon is not None and model_raw.get("categorical") is None:
             raise ConfigError(
-                f"model_config {SECURE_KEY}.enabled cannot be combined with epsilon "
-                f"{epsilon!r} in package 'eda': {EDA_DP_REASON}. Set epsilon to null, or "
-                f"remove {SECURE_KEY}."
+                f"model_config {SECURE_KEY}.enabled with epsilon {epsilon!r} in package "
+                f"'eda' needs model_config categorical: {EDA_DP_REASON}. Set categorical, "
+                "set epsilon to null, or remove "
+                f"{SECURE_KEY}."
             )
         return
     if package_name not in SECURE_PACKAGES:

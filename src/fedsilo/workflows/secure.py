@@ -86,8 +86,9 @@ SHARE_PREFIX = "secagg.share/"
 UNMASK_ARRAY = "secagg.unmask"
 #: reply meta a client still sends in clear: its privacy spending (which the session's DP
 #: bookkeeping needs and the config already implies), how many values it clipped, and for
-#: statistics its row count (declared on joining anyway) and the column names it resolved
-CLEAR_META = ("epsilon_spent", "secagg_clipped", "num_rows", "columns")
+#: statistics its row count (declared on joining anyway), the column names it resolved and
+#: the scales of the DP noise it added (a public function of the budget and its columns)
+CLEAR_META = ("epsilon_spent", "secagg_clipped", "num_rows", "columns", "noise_scales")
 
 #: how a client's update is weighted: by its ``num_examples`` (FedAvg and the server
 #: optimizers) or once each (``iter_avg``)

@@ -127,13 +127,14 @@ def test_a_declared_categorical_and_per_dataset_columns_line_up(
     assert got["x10"].kind == "categorical" and got["x10"].count() == 400
 
 
-def test_secure_aggregation_with_dp_is_refused_naming_why() -> None:
+def test_secure_aggregation_with_dp_needs_declared_categoricals() -> None:
     package = get_package("eda")
     for config in ({"secure_aggregation": {"enabled": True}}, {**SECURE, "epsilon": 2.0}):
-        with pytest.raises(ConfigError, match="cannot be combined with epsilon") as caught:
+        with pytest.raises(ConfigError, match="needs model_config categorical") as caught:
             package.parse_model_config(config)
-        assert "data-dependent set of buckets" in str(caught.value)
+        assert "noisy distinct count, which does not add up" in str(caught.value)
     assert package.parse_model_config(SECURE).secure
+    assert package.parse_model_config({**SECURE, "epsilon": 2.0, "categorical": []}).private
 
 
 def test_the_threshold_is_checked_against_min_num_clients() -> None:
@@ -193,3 +194,35 @@ def test_the_policy_reads_counts_the_server_does_not_get(frames: dict[str, pd.Da
         "columns": ["x1"],
         "secagg_clipped": 0,
     }
+
+
+def test_with_dp_every_dataset_noises_before_masking_and_spends_its_epsilon(
+    run_eda: Any,
+) -> None:
+    """epsilon 8 over 6 columns, 3 x 3000 rows: the noisy pooled statistics against pandas
+    within tolerances ~5x the noise's standard deviation (stated below), and the ledger."""
+    frames = {
+        "dataset_one": make_frame(21, 3000),
+        "dataset_two": make_frame(22, 3000, shift=1.0),
+        "dataset_three": make_frame(23, 3000, shift=-1.0),
+    }
+    config = {**SECURE, "epsilon": 8.0, "categorical": ["x10", "x11"]}
+    run = run_eda(config, DATA, frames)
+    results = run.results()
+    assert results.datasets == [POOLED] and results.epsilon == 8.0
+    assert results.privacy[POOLED].epsilon == pytest.approx(8.0, rel=1e-6)
+    assert any("noised each count" in w for w in results.warnings)
+    # The plain statistics kinds were never asked; each secure reply carried its ledger.
+    assert "eda_summarize" not in run.asked
+    pooled = pd.concat(frames.values(), ignore_index=True)
+    got = results.pooled()
+    for column in ("x0", "x1", "x5", "x7"):
+        series = pooled[column]
+        assert abs(got[column].count() - series.count()) <= 150  # 3 discrete Laplace(7.5)
+        assert abs(got[column].mean() - series.mean()) <= 0.1 * series.std()
+        if column != "x5":  # lognormal: its sparse tail is clamped into the private range
+            assert got[column].std() == pytest.approx(series.std(), rel=0.1)
+        low, high = got[column].quantile_interval(0.5, alpha=0.001)
+        assert low <= float(np.quantile(series.dropna(), 0.5, method="lower")) <= high
+    for column in ("x10", "x11"):
+        assert abs(got[column].count() - pooled[column].count()) <= 50  # Laplace(0.75) x 3

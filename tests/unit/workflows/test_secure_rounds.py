@@ -398,7 +398,7 @@ def test_glm_sgd_secure_equals_plain_within_the_quantization_error() -> None:
             "clips each client's update",
         ),
         ("gbm", {}, "gradient histograms"),
-        ("eda", {"epsilon": 1.0}, "cannot be combined with epsilon 1.0"),
+        ("eda", {"epsilon": 1.0}, "needs model_config categorical"),
     ],
 )
 def test_the_flag_is_refused_at_parse_time_naming_why(

@@ -221,7 +221,7 @@ class EdaExecutor:
         if kind == SUMMARIZE:
             return self.summarize(meta)
         secure = sketch_sum if kind == SKETCH_SUM else summary_sum
-        return secure(mc, self._secure_columns(), self._rows, meta)
+        return secure(mc, self._secure_columns(), self._rows, meta, self.epsilon)
 
     def _secure_columns(self) -> dict[str, SecureColumn]:
         columns: dict[str, SecureColumn] = {}

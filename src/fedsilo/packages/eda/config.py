@@ -25,7 +25,8 @@ The model_config (built by ``client.create_eda_session``)::
 
 Under ``secure_aggregation.enabled`` the server learns only the sums over every dataset and
 the results hold the pooled dataset alone (:mod:`fedsilo.packages.eda.secure_server`);
-``epsilon`` must then be null (:mod:`fedsilo.config.secure` says why).
+with ``epsilon`` set, ``categorical`` must then be declared (:mod:`fedsilo.config.secure`
+says why).
 """
 
 from __future__ import annotations

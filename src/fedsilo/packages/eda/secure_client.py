@@ -24,6 +24,16 @@ one level, so counts up to ``L`` a silo are summed without error. ``sum y`` is a
 silo's count, hence at most the pooled count ``norm``, so ``sum y * L / norm`` is within
 ``L`` levels and rounds by at most half a level.
 
+With ``epsilon`` set (and ``categorical`` declared, see :mod:`fedsilo.config.secure`) every
+count, bucket, bin and sum is noised on the client *before* it is masked, with the
+mechanisms and budget shares of :mod:`fedsilo.analytics.privacy`: the sketch window by the
+discrete Laplace mechanism on every bucket (a fixed grid, so no threshold and no delta; share
+``PROFILE_SHARES``), round 2 as without secure aggregation (``CONTINUOUS_SHARES``; the
+quantile grid ``c{j}/grid`` on ``quantile_bins`` bins), a categorical column's counts with the
+column's whole share (its value counts are omitted). The noise scales, a public function of
+the budget, go in clear (``noise_scales``) with ``epsilon_spent``; the profile reports no
+distinct or out-of-window count. The sums' ``norm`` then leaves room for the noise.
+
 Both replies' meta is ``{"num_rows", "columns": [{"name", "moments": {"count"}}]}``: the
 data owner's policy (:mod:`fedsilo.client.release_guard`, inside the masking) holds each
 column's count to ``min_rows`` and the rows to the delta rule before anything is masked;
@@ -41,7 +51,15 @@ from typing import Any
 import numpy as np
 
 from fedsilo.analytics.grid import SketchGrid
-from fedsilo.analytics.histograms import histogram
+from fedsilo.analytics.histograms import agreed_edges, histogram
+from fedsilo.analytics.privacy import (
+    CONTINUOUS_NO_RANGE_SHARES,
+    CONTINUOUS_SHARES,
+    PROFILE_SHARES,
+    Release,
+    noisy_counts,
+    noisy_sum,
+)
 from fedsilo.errors import TaskError
 from fedsilo.packages.eda.config import EdaModelConfig
 from fedsilo.wire import Arrays
@@ -65,29 +83,44 @@ class SecureColumn:
 
 
 def sketch_sum(
-    mc: EdaModelConfig, columns: Mapping[str, SecureColumn], rows: int, meta: Mapping[str, Any]
+    mc: EdaModelConfig,
+    columns: Mapping[str, SecureColumn],
+    rows: int,
+    meta: Mapping[str, Any],
+    epsilon: float = 0.0,
 ) -> tuple[dict[str, Any], Arrays]:
-    """Round 1's vector: the dense sketch and the profile counts of each listed column."""
+    """Round 1's vector: the dense sketch and the profile counts of each listed column
+    (``epsilon``: each column's budget under DP)."""
     names = _names(meta.get("columns"), SKETCH_SUM)
     grid = SketchGrid(mc.sketch_accuracy())
     arrays: Arrays = {}
+    ledger = _Ledger()
     for j, name in enumerate(names):
         column = columns.get(name)
         dense = np.zeros(grid.size)
         profile = np.zeros(3)
         if column is not None and column.values is not None:
             dense, outside = grid.counts(column.values)
-            few = int(np.unique(column.values).size <= mc.max_categories)
-            profile = np.array([1.0, float(few), float(outside)])
+            if mc.private:
+                dense = ledger.counts(dense, epsilon * PROFILE_SHARES["sketch"], name, "sketch")
+                profile = np.array([1.0, 0.0, 0.0])  # the schema only: no data-dependent bit
+            else:
+                few = int(np.unique(column.values).size <= mc.max_categories)
+                profile = np.array([1.0, float(few), float(outside)])
         arrays[f"c{j}/sketch"] = dense
         arrays[f"c{j}/profile"] = profile
-    return _counts_meta(columns, names, rows), arrays
+    return {**_counts_meta(columns, names, rows), **ledger.meta()}, arrays
 
 
 def summary_sum(
-    mc: EdaModelConfig, columns: Mapping[str, SecureColumn], rows: int, meta: Mapping[str, Any]
+    mc: EdaModelConfig,
+    columns: Mapping[str, SecureColumn],
+    rows: int,
+    meta: Mapping[str, Any],
+    epsilon: float = 0.0,
 ) -> tuple[dict[str, Any], Arrays]:
-    """Round 2's vector: counts, histograms and scaled sums of each planned column."""
+    """Round 2's vector: counts, histograms and scaled sums of each planned column
+    (``epsilon``: each column's budget under DP)."""
     plan = meta.get("columns")
     if not isinstance(plan, list) or not all(isinstance(c, Mapping) for c in plan):
         raise TaskError(f"Task {SUMMARY_SUM!r} needs meta 'columns' as a list of objects.")
@@ -100,16 +133,27 @@ def summary_sum(
         )
     arrays: Arrays = {}
     names: list[str] = []
+    ledger = _Ledger()
     for j, spec in enumerate(plan):
         name = str(spec.get("name"))
         names.append(name)
         column = columns.get(name)
         counts = np.zeros(2)
+        edges = spec.get("edges")
+        continuous = spec.get("kind") == "continuous"
         if column is not None:
             counts = np.array([float(column.count), float(column.nulls)])
+            if mc.private:
+                share = (
+                    1.0  # a categorical column releases its counts only
+                    if not continuous
+                    else CONTINUOUS_SHARES["counts"]
+                    if edges is not None
+                    else CONTINUOUS_NO_RANGE_SHARES["counts"]
+                )
+                counts = ledger.counts(counts, epsilon * share, name, "counts")
         arrays[f"c{j}/counts"] = counts
-        edges = spec.get("edges")
-        if spec.get("kind") != "continuous" or edges is None:
+        if not continuous or edges is None:
             continue
         bins = np.asarray(edges, dtype=np.float64)
         if bins.ndim != 1 or bins.size < 2 or bool(np.any(np.diff(bins) <= 0)):
@@ -120,17 +164,83 @@ def summary_sum(
         norm = norms.get(name)
         if not isinstance(norm, int | float) or not math.isfinite(norm) or norm <= 0:
             raise TaskError(f"Column {name!r}: meta 'norms' needs a count > 0. Got {norm!r}.")
+        low, high = float(bins[0]), float(bins[-1])
         hist = np.zeros(bins.size - 1)
         sums = np.zeros(2)
-        if column is not None and column.values is not None and column.values.size:
-            hist = histogram(column.values, bins).astype(np.float64)
-            low, high = float(bins[0]), float(bins[-1])
+        grid_edges = agreed_edges(low, high, mc.quantile_bins) if mc.private else None
+        grid = np.zeros(0 if grid_edges is None else grid_edges.size - 1)
+        if column is not None and column.values is not None:
+            values = column.values
+            hist = histogram(values, bins).astype(np.float64)
             center, half = (low + high) / 2.0, (high - low) / 2.0
-            y = (np.clip(column.values, low, high) - center) / half
-            sums = np.array([y.sum(), np.square(y).sum()]) * (levels / float(norm))
+            shifted = np.clip(values, low, high) - center
+            if mc.private:
+                assert grid_edges is not None  # a finite range, as the edges' ends are
+                hist = ledger.counts(
+                    hist, epsilon * CONTINUOUS_SHARES["histogram"], name, "histogram"
+                )
+                grid = ledger.counts(
+                    histogram(values, grid_edges).astype(np.float64),
+                    epsilon * CONTINUOUS_SHARES["quantiles"],
+                    name,
+                    "quantiles",
+                )
+                total = ledger.sum(shifted, (low - center, high - center), epsilon, name, "sum")
+                squares = ledger.sum(
+                    np.square(shifted), (0.0, half * half), epsilon, name, "sum_squares"
+                )
+                sums = np.array([total / half, squares / (half * half)])
+            else:
+                y = shifted / half
+                sums = np.array([y.sum(), np.square(y).sum()])
+            sums = sums * (levels / float(norm))
         arrays[f"c{j}/histogram"] = hist
         arrays[f"c{j}/sums"] = sums
-    return _counts_meta(columns, names, rows), arrays
+        if grid_edges is not None:
+            arrays[f"c{j}/grid"] = grid
+    return {**_counts_meta(columns, names, rows), **ledger.meta()}, arrays
+
+
+class _Ledger:
+    """The DP releases of one reply: noised values, and what they cost (clear meta)."""
+
+    def __init__(self) -> None:
+        self.releases: list[Release] = []
+
+    def counts(self, counts: np.ndarray, epsilon: float, column: str, statistic: str) -> np.ndarray:
+        # Negative noisy counts are kept: the pooled count's error is then a sum of noises.
+        noisy, release = noisy_counts(
+            np.rint(counts).astype(np.int64), epsilon, column, statistic, nonnegative=False
+        )
+        self.releases.append(release)
+        return noisy.astype(np.float64)
+
+    def sum(
+        self,
+        values: np.ndarray,
+        bounds: tuple[float, float],
+        column_epsilon: float,
+        column: str,
+        statistic: str,
+    ) -> float:
+        epsilon = column_epsilon * CONTINUOUS_SHARES[statistic]
+        total, release = noisy_sum(values, bounds, epsilon, column, statistic)
+        self.releases.append(release)
+        return total
+
+    def meta(self) -> dict[str, Any]:
+        """``releases`` (the ledger: the owner's policy does not hold noised counts to
+        min_rows), ``epsilon_spent`` and ``noise_scales`` (both in clear); empty without DP."""
+        if not self.releases:
+            return {}
+        scales: dict[str, dict[str, float]] = {}
+        for release in self.releases:
+            scales.setdefault(release.column, {})[release.statistic] = release.scale
+        return {
+            "releases": [r.to_json() for r in self.releases],
+            "epsilon_spent": math.fsum(r.epsilon for r in self.releases),
+            "noise_scales": scales,
+        }
 
 
 def _counts_meta(

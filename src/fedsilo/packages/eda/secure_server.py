@@ -1,9 +1,8 @@
 """The server half of eda under secure aggregation: pooled statistics from two secure sums.
 
-With ``model_config["secure_aggregation"]["enabled"]`` (and ``epsilon`` null, see
-:data:`fedsilo.config.secure.EDA_DP_REASON`) the server never sees one dataset's statistics,
-only their sums over every dataset (:func:`fedsilo.workflows.secure.secure_sum`; the client
-side is :mod:`fedsilo.packages.eda.secure_client`):
+With ``model_config["secure_aggregation"]["enabled"]`` the server never sees one dataset's
+statistics, only their sums over every dataset (:func:`fedsilo.workflows.secure.secure_sum`;
+the client side is :mod:`fedsilo.packages.eda.secure_client`):
 
 1. ``eda_profile`` -- the schema only, in clear: each column's dtype, whether it is numeric,
    whether the session declares it categorical;
@@ -34,13 +33,22 @@ is approximate, what is omitted:
   (they need the categories each dataset holds, a data-dependent set a fixed-length secure
   sum cannot carry); distinct counts.
 
-Histogram bins below ``policy.min_count`` are withheld from the pooled histogram (the
+With differential privacy (``epsilon`` set; ``categorical`` must then be declared,
+:data:`fedsilo.config.secure.EDA_DP_REASON`) every dataset noises what it sends before
+masking (:mod:`fedsilo.packages.eda.secure_client`) and the pooled results are noisy as the
+sum of the datasets' noises: the range comes from the pooled sketch buckets above a noise
+threshold (:func:`_released_buckets`), the quantiles from the pooled noisy grid (with the
+intervals of :mod:`fedsilo.analytics.quantiles`), the privacy report gives the most any
+dataset spent (each dataset's ledger stays on its client), and delta is 0 (fixed grids only).
+
+Without DP, histogram bins below ``policy.min_count`` are withheld from the pooled histogram (the
 server process holds the pooled sums in memory while it assembles the results; nothing of
 one dataset reaches it). The session is not checkpointed: a restarted server starts over.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +57,7 @@ import numpy as np
 from fedsilo.analytics.describe import Moments
 from fedsilo.analytics.grid import LARGEST, SketchGrid
 from fedsilo.analytics.histograms import agreed_edges, withhold_small
+from fedsilo.analytics.privacy import CONTINUOUS_SHARES
 from fedsilo.analytics.results import POOLED, DatasetPrivacy, EdaResults
 from fedsilo.analytics.sketch import QuantileSketch
 from fedsilo.analytics.stats import ColumnStats
@@ -57,7 +66,12 @@ from fedsilo.federation import Participant, SessionContext
 from fedsilo.packages.eda.client import PROFILE
 from fedsilo.packages.eda.config import EdaDataConfig, EdaModelConfig
 from fedsilo.packages.eda.secure_client import SKETCH_SUM, SUMMARY_SUM
-from fedsilo.packages.eda.server import Profile, _check_unique, _parse_profile
+from fedsilo.packages.eda.server import (
+    Profile,
+    _check_unique,
+    _coverage_warnings,
+    _parse_profile,
+)
 from fedsilo.privacy.secagg import SecAggSpec
 from fedsilo.privacy.secagg.encoding import FixedPoint
 from fedsilo.workflows.secure import SecureSum, secure_sum
@@ -117,7 +131,10 @@ def run_secure(
                 kinds[name] = "categorical"
                 continue
             kinds[name] = "continuous"
-            sketches[name] = grid.sketch(summed.arrays[f"c{j}/sketch"])
+            dense = summed.arrays[f"c{j}/sketch"]
+            if mc.private:
+                dense = _released_buckets(dense, _scales(summed, name, "sketch"), grid.size)
+            sketches[name] = grid.sketch(dense)
             if outside:
                 warnings.append(
                     f"column {name!r}: {outside} value(s) beyond +-{LARGEST:g} were counted at "
@@ -142,8 +159,18 @@ def run_secure(
         if column["kind"] == "continuous" and column["edges"] is not None:
             like[f"c{j}/histogram"] = np.zeros(len(column["edges"]) - 1)
             like[f"c{j}/sums"] = np.zeros(2)
-            norms[column["name"]] = sketches[column["name"]].count
+            if mc.private:
+                like[f"c{j}/grid"] = np.zeros(mc.quantile_bins)
+            norms[column["name"]] = _norm(mc, profiles, sketches[column["name"]].count)
+        elif column["kind"] == "continuous" and mc.private:
+            warnings.append(
+                f"column {column['name']!r}: no sketch bucket passed the privacy threshold, "
+                "so no range could be agreed and its histogram, mean, std, min, max and "
+                "quantiles are unavailable; raise epsilon, analyse fewer columns or pool "
+                "more rows"
+            )
     meta = {"columns": plan, "norms": norms, "levels": levels}
+    first = summed.clear if candidates else {}
     summed = secure_sum(ctx, asked, SUMMARY_SUM, meta, {}, like, spec, scale=scale, round=2)
     _check_clipped(summed, spec, SUMMARY_SUM)
 
@@ -153,12 +180,26 @@ def run_secure(
     }
     absent = [name for name in dc.datasets if name not in {p.dataset for p in profiles}]
     notes = [POOLED_ONLY]
+    if mc.private:
+        notes.append(
+            "differential privacy: every dataset noised each count, bucket, bin and sum before "
+            "masking; quantiles come from the pooled noisy grid, the range from the pooled "
+            "sketch buckets above a noise threshold"
+        )
+        notes += _coverage_warnings({POOLED: columns})
     if absent:
         notes.append(f"dataset(s) named in data_config did not take part: {absent}")
+    spent = [
+        float(first.get(p.client_name, {}).get("epsilon_spent", 0.0))
+        + float(summed.clear.get(p.client_name, {}).get("epsilon_spent", 0.0))
+        for p in profiles
+    ]
     results = EdaResults(
         {POOLED: columns},
-        epsilon=None,
-        privacy={POOLED: DatasetPrivacy()},
+        epsilon=mc.epsilon,
+        delta=0.0 if mc.private else None,
+        # The most any dataset spent (each dataset's ledger stays on its client).
+        privacy={POOLED: DatasetPrivacy(epsilon=max(spent, default=0.0))},
         warnings=[*notes, *warnings],
         client_names={POOLED: "secure sum of " + ", ".join(p.client_name for p in profiles)},
     )
@@ -229,6 +270,21 @@ def _pooled_column(
         count, nulls, float(sum_y * half), float(sum_y2 * half * half), center, (low, high)
     )
     counts = np.rint(summed.arrays[f"c{j}/histogram"]).astype(np.int64)
+    if mc.private:
+        grid_edges = agreed_edges(low, high, mc.quantile_bins)
+        return ColumnStats(
+            name,
+            "continuous",
+            dtype,
+            moments,
+            sketch=sketches[name],
+            edges=edges,
+            # Negative noisy bins raised to 0: post-processing, as a silo's own release.
+            histogram=np.maximum(counts, 0).astype(np.float64),
+            quantile_edges=grid_edges,
+            quantile_counts=np.rint(summed.arrays[f"c{j}/grid"]),
+            quantile_scales=tuple(_scales(summed, name, "quantiles")),
+        )
     released, withheld = withhold_small(counts, mc.policy.min_count)
     return ColumnStats(
         name,
@@ -239,6 +295,49 @@ def _pooled_column(
         edges=edges,
         histogram=released,
         withheld=withheld,
+    )
+
+
+#: the chance that some empty bucket of the pooled noisy sketch passes the threshold
+SKETCH_FAILURE = 1e-3
+
+
+def _scales(summed: SecureSum, column: str, statistic: str) -> list[float]:
+    """Each contributor's noise scale of ``statistic`` of ``column`` (clear meta)."""
+    scales = []
+    for meta in summed.clear.values():
+        entry = meta.get("noise_scales", {}).get(column, {})
+        if statistic in entry:
+            scales.append(float(entry[statistic]))
+    return scales
+
+
+def _released_buckets(dense: np.ndarray, scales: Sequence[float], size: int) -> np.ndarray:
+    """The pooled noisy sketch with every bucket below the threshold set to 0.
+
+    The threshold ``sum_u (b_u ln(2 n size / beta) + 1)`` bounds the sum of the datasets'
+    discrete Laplace noises (scales ``b_u``) on every bucket at once with probability
+    ``1 - beta`` (a union bound over the ``n`` datasets and ``size`` buckets; beta =
+    :data:`SKETCH_FAILURE`): an empty bucket then does not pass, so the range comes from
+    buckets that hold rows. Post-processing of the noisy sums: no further privacy cost.
+    """
+    n = max(len(scales), 1)
+    threshold = sum(b * math.log(2 * n * size / SKETCH_FAILURE) + 1.0 for b in scales)
+    kept: np.ndarray = np.where(dense >= threshold, np.rint(dense), 0.0)
+    return kept
+
+
+def _norm(mc: EdaModelConfig, profiles: Sequence[Profile], count: int) -> int:
+    """The bound of a dataset's sum of range-scaled values (see secure_client): the pooled
+    count, and under DP twice the noisy one plus room for 40 noise scales of the sums."""
+    if not mc.private:
+        return count
+    assert mc.epsilon is not None
+    smallest = min(mc.epsilon / max(len(p.columns), 1) for p in profiles)
+    # A sum of values scaled to [-1, 1] has sensitivity 1, so its noise scale is 1 / epsilon.
+    return int(
+        2 * max(count, 1)
+        + 40 / (smallest * min(CONTINUOUS_SHARES["sum"], CONTINUOUS_SHARES["sum_squares"]))
     )
 
 
