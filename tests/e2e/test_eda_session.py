@@ -141,3 +141,67 @@ def test_the_seed_eda_walkthrough(
         assert pooled["x1"].count() == pytest.approx(
             results["dataset_one"]["x1"].count() + results["dataset_two"]["x1"].count()
         )
+
+
+@pytest.mark.slow
+def test_a_secure_eda_session_gives_the_pooled_statistics_and_stores_no_dataset_s(
+    tmp_path: Path, request: pytest.FixtureRequest, scoped_tokens: Any
+) -> None:
+    """Under secure aggregation, real processes: the results are the pooled dataset only,
+    equal to pandas on the pooled data (counts exact, mean within the stated quantization
+    bound), and no file of the server (database, WAL, artifacts, its log) holds a dataset's
+    own mean."""
+    frames = {"dataset_one": silo(4, 5_000), "dataset_two": silo(5, 4_000)}
+    for name, frame in frames.items():
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+    with start_server(tmp_path / "server", log_path=tmp_path / "server.log") as server:
+        analyst = scoped_tokens.analyst(server.url, server.admin_token)
+        client = fedsilo.connect(server.url, analyst)
+        request.addfinalizer(client.close)
+        body = {
+            "name": "secure EDA",
+            "description": "",
+            "kind": "eda",
+            "package_name": "eda",
+            "min_num_clients": 2,
+            "num_rounds": 2,
+            "model_config": {"epsilon": None, "secure_aggregation": {"enabled": True}},
+            "data_config": {name: [] for name in frames},
+        }
+        session = client.fl_session(client.api.post_json("/sessions", body)["id"]).start()
+        clients = [
+            start_eda_client(
+                session.id,
+                tmp_path / f"{name}.parquet",
+                name,
+                server.url,
+                scoped_tokens.client(server.url, server.admin_token, name),
+                log_path=tmp_path / f"{name}.log",
+            )
+            for name in frames
+        ]
+        try:
+            session.wait(timeout=180, progress=False)
+            codes = [c.wait(timeout=60) for c in clients]
+        finally:
+            for c in clients:
+                c.stop()
+        assert codes == [0, 0], [c.log_tail() for c in clients]
+        results = session.results()
+    assert results.datasets == ["pooled"]
+    pooled = pd.concat(frames.values(), ignore_index=True)
+    got = results.pooled()
+    for column in ("x0", "x1", "x5", "x7"):
+        edges = got[column].stats.edges
+        values = pooled[column].dropna().to_numpy()
+        assert got[column].count() == values.size
+        np.testing.assert_array_equal(got[column].stats.histogram, histogram(values, edges))
+        bound = 2 * (edges[-1] - edges[0]) / 2 / (2 * (2**23 - 1))  # n h / (2 L)
+        assert abs(got[column].mean() - values.mean()) <= bound + 1e-12
+    assert got["x10"].stats.value_counts is None  # omitted under secure aggregation
+    everything = [p.read_bytes() for p in (tmp_path / "server").rglob("*") if p.is_file()]
+    everything.append((tmp_path / "server.log").read_bytes())
+    for frame in frames.values():
+        for column in ("x1", "x7"):
+            own = repr(float(frame[column].mean()))[:12].encode()
+            assert not any(own in content for content in everything), column
