@@ -12,9 +12,9 @@ throughout; its VmHWM at the end is the exact peak. One JSON line per (workflow,
 
 Workflows:
 
-* ``stream``: echo folded as replies arrive (``send`` + ``as_completed`` into a float64 running
-  sum), registered in the server process by this script (``--serve``), as a streaming
-  package would be written;
+* ``stream``: echo through FedAvg, replies folded as they arrive (``send`` + ``as_completed``
+  into the strategy's float64 running sum, strategies/aggregation.py), registered in the
+  server process by this script (``--serve``), as a streaming package would be written;
 * ``echo``: the shipped ``echo`` package (its ``ask()`` collects every reply before summing,
   so it holds N updates by construction; a guard stops the server past ``--guard-mb``).
 
@@ -66,10 +66,18 @@ THREADS_PER_PROCESS = 10
 
 
 def stream_workflow(ctx: Any, model_config: Any, data_config: Any) -> None:
-    """echo, folding each reply into the running sum as it arrives."""
+    """echo through FedAvg: each reply folded into the strategy's float64 running sum as it
+    arrives (``send`` + ``as_completed``), the next state that mean plus one."""
     from fedsilo.federation import Task
+    from fedsilo.strategies import FedAvg
 
+    if os.environ.get("BENCH_TRACE"):
+        _trace_peaks(Path(os.environ["BENCH_TRACE"]))
     participants = ctx.wait_for_clients(ctx.session.min_num_clients)
+    strategy = FedAvg()
+    # FedAvg reads only the names, shapes and dtypes of the global model: a zero-stride
+    # stand-in, so the workflow keeps no copy of the model beside the broadcast frame
+    template = {"x": np.broadcast_to(np.float32(0.0), (model_config.payload_size,))}
     state = np.zeros(model_config.payload_size, dtype=np.float32)
     for server_round in range(1, ctx.session.num_rounds + 1):
         began = time.perf_counter()
@@ -78,24 +86,25 @@ def stream_workflow(ctx: Any, model_config: Any, data_config: Any) -> None:
             [Task(to=p, kind="echo", arrays=arrays, round=server_round) for p in participants]
         )
         del arrays, state  # the broadcast frame is the round's copy of the model
-        total = np.zeros(model_config.payload_size, dtype=np.float64)
-        count = 0
-        per_client = {}
-        for reply in group.as_completed():
-            total += reply.arrays["x"]
-            count += 1
-            per_client[reply.participant.client_name] = {"num_examples": 1.0}
-            del reply
-        total /= count
-        total += 1.0
-        state = total.astype(np.float32)
-        del total
+        per_client: dict[str, dict[str, float]] = {}
+        state = strategy.aggregate_fit(server_round, template, _noted(group, per_client))["x"]
+        state += 1.0
         elapsed_ms = (time.perf_counter() - began) * 1000.0
         ctx.record_round(
-            server_round, {"loss": 0.0, "round_ms": elapsed_ms, "replies": float(count)}, per_client
+            server_round,
+            {"loss": 0.0, "round_ms": elapsed_ms, "replies": float(len(per_client))},
+            per_client,
         )
         ctx.checkpoint(server_round, {"x": state}, {})
     ctx.save_model({"x": state}, {"rounds": ctx.session.num_rounds}, ctx.session.num_rounds)
+
+
+def _noted(group: Any, per_client: dict[str, dict[str, float]]) -> Iterator[Any]:
+    """The group's replies, each noted in ``per_client`` and let go before the next."""
+    for reply in group.as_completed():
+        per_client[reply.participant.client_name] = {"num_examples": 1.0}
+        yield reply
+        del reply
 
 
 def serve(port: int, data_dir: str, gate: int) -> None:
@@ -123,6 +132,35 @@ def serve(port: int, data_dir: str, gate: int) -> None:
     REGISTRY["echo_stream"] = STREAM_MODULE
     runner.REPLIES_IN_FLIGHT = gate
     serve_app(Settings(host="127.0.0.1", port=port, data_dir=Path(data_dir), admin_token=TOKEN))
+
+
+def _trace_peaks(out: Path) -> None:
+    """Diagnostics (``BENCH_TRACE=file``): a new high of Python-traced memory past
+    ``BENCH_TRACE_FLOOR`` updates (default 3.5) is written to ``file`` with the allocations
+    alive at that moment, by origin (at most one every 2 s: a snapshot holds the GIL)."""
+    import tracemalloc
+
+    tracemalloc.start(10)
+    floor = float(os.environ.get("BENCH_TRACE_FLOOR", "3.5")) * PAYLOAD * 4
+
+    def watch() -> None:
+        best = floor
+        while True:
+            current, _ = tracemalloc.get_traced_memory()
+            if current > best:
+                best = current
+                stats = tracemalloc.take_snapshot().statistics("traceback")
+                with out.open("a") as log:
+                    print(f"== traced {current / 2**20:.0f} MiB", file=log)
+                    for stat in stats[:6]:
+                        if stat.size < 2**20:
+                            break
+                        print(f"-- {stat.size / 2**20:.0f} MiB", file=log)
+                        print("\n".join(stat.traceback.format()[-20:]), file=log)
+                time.sleep(2.0)
+            time.sleep(0.002)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 # ------------------------------------------------------------------------ clients
@@ -297,7 +335,10 @@ def run_one(
             if sampler.tripped:
                 status = "guard"
                 break
-            status = api.get(f"/sessions/{sid}").json()["status"]
+            try:
+                status = api.get(f"/sessions/{sid}").json()["status"]
+            except httpx.TimeoutException:
+                continue  # a loaded server: ask again
             if status in ("completed", "failed", "canceled"):
                 break
             time.sleep(0.1)

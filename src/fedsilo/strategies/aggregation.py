@@ -2,11 +2,16 @@
 
 A round's replies are consumed one at a time into one float64 accumulator per array, so the
 server holds about two copies of the model however many clients reply, never N of them.
+A large accumulator is an anonymous mapping (zero pages on demand, as ``np.zeros``), so
+:func:`weighted_average`, which owns its sums, gives each range back to the kernel as soon as
+it has been narrowed to the model's dtype: the round's end costs the float64 sums, not the
+sums plus the narrowed model.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -82,7 +87,7 @@ def streamed_mean(
     TaskError
         On no replies, a total weight of 0, or arrays that do not match ``current``.
     """
-    sums = {name: np.zeros(np.shape(ref), dtype=np.float64) for name, ref in current.items()}
+    sums = {name: _zeros64(np.shape(ref)) for name, ref in current.items()}
     scratch = np.empty(_CHUNK, dtype=np.float64)
     total = 0.0
     count = 0
@@ -125,6 +130,60 @@ def _add_scaled(acc: np.ndarray, values: np.ndarray, w: float, scratch: np.ndarr
         acc[start:stop] += part
 
 
+#: accumulators at least this large are anonymous mappings whose pages can be given back
+_MAPPED_BYTES = 1 << 20
+
+
+def _zeros64(shape: tuple[int, ...]) -> np.ndarray:
+    """float64 zeros; a large one in its own anonymous mapping (see the module notes)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * 8
+    if nbytes < _MAPPED_BYTES:
+        return np.zeros(shape, dtype=np.float64)
+    # private: a page given back is freed, not kept by a shared memory object
+    mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
+    return np.frombuffer(mapping, dtype=np.float64).reshape(shape)
+
+
+def _mapping_of(array: np.ndarray) -> mmap.mmap | None:
+    """The anonymous mapping :func:`_zeros64` put under ``array``, if any."""
+    base: Any = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap):
+        return base.obj
+    return None
+
+
+def _narrow_consuming(ref: Any, value: np.ndarray) -> np.ndarray:
+    """``value`` as :func:`cast_like` casts it, range by range, each range of a mapped
+    ``value`` given back once narrowed (its contents are then zeros: ``value`` is spent)."""
+    dtype = np.asarray(ref).dtype
+    mapping = _mapping_of(value)
+    if mapping is None or not value.flags.c_contiguous:
+        return cast_like({"v": ref}, {"v": value})["v"]
+    trainable = is_trainable(ref)
+    out = np.empty(value.shape, dtype=dtype)
+    source, target = value.reshape(-1), out.reshape(-1)
+    step = _NARROW_STEP // value.itemsize
+    released = 0
+    for start in range(0, source.size, step):
+        stop = min(start + step, source.size)
+        part = source[start:stop]
+        target[start:stop] = part if trainable else np.rint(part)
+        # whole pages only, up to where this range ends
+        end = (stop * value.itemsize) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > released:
+            mapping.madvise(mmap.MADV_DONTNEED, released, end - released)
+            released = end
+    return out
+
+
+# Bytes of float64 narrowed (and given back) per step: large enough that the madvise calls
+# cost nothing beside the copy, small enough that the narrowed and the spent ranges barely
+# overlap in the resident set.
+_NARROW_STEP = 8 << 20
+
+
 def cast_like(current: Arrays, arrays: Mapping[str, np.ndarray]) -> Arrays:
     """``arrays`` in the dtypes of ``current``; integer and bool arrays are rounded first."""
     result: Arrays = {}
@@ -154,7 +213,9 @@ def weighted_average(
         Same names, shapes and dtypes as ``current`` (integer arrays rounded to the nearest
         integer).
     """
-    return cast_like(current, streamed_mean(current, replies, weight))
+    sums = streamed_mean(current, replies, weight)
+    # The sums are this function's own: each is narrowed and given back range by range.
+    return {name: _narrow_consuming(ref, sums.pop(name)) for name, ref in current.items()}
 
 
 def is_trainable(array: np.ndarray) -> bool:

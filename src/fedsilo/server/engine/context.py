@@ -131,6 +131,9 @@ class EngineContext(AskMixin):
         self._slots: dict[int, Slot] = {}
         #: the session's writes, in order, off the round's critical path
         self.writes = Persister(engine.state, info.id)
+        #: where large frames held for delivery or writing live out of the resident set
+        #: (:func:`~fedsilo.server.engine.frames.encode_into`); the files have no names
+        self.spill = engine.settings.resolved_data_dir() / "spill"
 
     @property
     def session(self) -> SessionInfo:
@@ -195,14 +198,14 @@ class EngineContext(AskMixin):
                 header = TaskPayload(
                     kind=task.kind, round=task.round, meta=meta, sealed_from=task.sealed.sender
                 )
-                frame = encode_into(sealed_arrays(task.sealed), header)
+                frame = encode_into(sealed_arrays(task.sealed), header, self.spill)
             else:
                 # Same arrays object, kind, round and meta: same bytes, encoded and held once.
                 key = (id(task.arrays), task.kind, task.round, json.dumps(meta, sort_keys=True))
                 found = frames.get(key)
                 if found is None:
                     header = TaskPayload(kind=task.kind, round=task.round, meta=meta)
-                    found = frames[key] = encode_into(task.arrays, header)
+                    found = frames[key] = encode_into(task.arrays, header, self.spill)
                 frame = found
             task_id = secrets.token_hex(8)
             # The engine keeps the frame, not the workflow's arrays: a workflow that lets go
@@ -318,7 +321,7 @@ class EngineContext(AskMixin):
     def checkpoint(self, round: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         # Encoded now (the workflow may change its arrays once this returns), written behind:
         # the file, then the round's records, in one job of the session's writer.
-        frame = encode_into(arrays, {"round": round, "meta": dict(meta)})
+        frame = encode_into(arrays, {"round": round, "meta": dict(meta)}, self.spill)
         artifacts, key = self._engine.artifacts, checkpoint_key(self._info.id)
 
         def write_checkpoint(state: StateStore) -> None:
@@ -348,7 +351,7 @@ class EngineContext(AskMixin):
             meta=dict(meta),
         )
         key = model_key(self._info.id)
-        frame = encode_into(arrays, header)
+        frame = encode_into(arrays, header, self.spill)
         artifacts, session_id = self._engine.artifacts, self._info.id
 
         def write_model(state: StateStore) -> None:
