@@ -1,6 +1,8 @@
 """Federated analytics: statistics that silos compute locally and the server merges exactly.
 
 * :mod:`~fedsilo.analytics.sketch` -- a mergeable relative-error quantile sketch (DDSketch);
+* :mod:`~fedsilo.analytics.grid` -- that sketch as a dense vector on a fixed window of
+  buckets, which silos can sum securely;
 * :mod:`~fedsilo.analytics.quantiles` -- quantiles from counts on intervals (merged sketch
   buckets, or a noisy public grid under DP), with the interval that holds the true value;
 * :mod:`~fedsilo.analytics.describe` -- count, nulls, extremes, mean, variance (Chan merges);

@@ -6,9 +6,13 @@ differential privacy applied on the client when the session sets ``epsilon``. Th
 agrees column kinds and bin edges across datasets and saves the results, which the SDK reads
 as :class:`~fedsilo.analytics.results.EdaResults` (``session.results()``).
 
+Under ``secure_aggregation`` the server learns only sums over every dataset and the results
+hold the pooled dataset alone (``secure_server.py``, ``secure_client.py``).
+
 Parts: ``config.py`` (model_config / data_config), ``client.py`` (the executor),
-``server.py`` (the workflow), ``export.py`` (the saved artifact). The statistics themselves
-live in :mod:`fedsilo.analytics`.
+``server.py`` (the workflow), ``secure_client.py`` / ``secure_server.py`` (the same under
+secure aggregation), ``export.py`` (the saved artifact). The statistics themselves live in
+:mod:`fedsilo.analytics`.
 """
 
 from __future__ import annotations
