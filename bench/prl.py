@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -64,11 +65,26 @@ def tables(rows: int, overlap: float, folder: Path, seed: int = 13) -> tuple[lis
     return paths, len(np.intersect1d(ids[0], ids[1]))
 
 
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds the process has used; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime are fields 14 and 15 of stat(5); the split starts at field 3
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class PeakSampler:
-    """The last VmHWM seen of each pid, sampled every 50 ms until stopped."""
+    """The last VmHWM and CPU time seen of each pid, sampled every 50 ms until stopped.
+
+    CPU seconds do not depend on how loaded the shared machine is the way wall time does
+    (beyond cache and frequency effects), so the lines carry them beside the wall times.
+    """
 
     def __init__(self, pids: list[int]) -> None:
         self.peaks: dict[int, float] = {}
+        self.cpu: dict[int, float] = {}
         self._pids = pids
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -80,6 +96,9 @@ class PeakSampler:
                 peak = peak_rss_mb(pid)
                 if peak is not None:
                     self.peaks[pid] = peak
+                used = cpu_s(pid)
+                if used is not None:
+                    self.cpu[pid] = used
             self._stop.wait(0.05)
 
     def stop(self) -> dict[int, float]:
@@ -104,6 +123,7 @@ def run_fedsilo(
                 },
             ).start()
             env = {"FEDSILO_CLIENT_STATE_DIR": str(folder / f"state-{protocol}")}
+            server_cpu = cpu_s(server.pid) or 0.0
             started = time.perf_counter()
             launched = datetime.now(UTC)
             procs = [
@@ -141,6 +161,7 @@ def run_fedsilo(
                     raise TimeoutError(f"the {protocol} session did not end in {timeout:g} s")
                 time.sleep(0.02)
             end_to_end = time.perf_counter() - started
+            server_cpu = (cpu_s(server.pid) or 0.0) - server_cpu
             for proc in procs:
                 proc.wait(timeout=60)
             peaks = sampler.stop()
@@ -163,6 +184,8 @@ def run_fedsilo(
                 for key, start in (
                     ("agreed_s", "linking"),
                     ("key_shared_s", "session key shared"),
+                    ("blinded_s", "ids blinded at both"),
+                    ("blinded_twice_s", "ids blinded twice"),
                     ("hashes_received_s", "hashes received"),
                     ("intersected_s", "shared records"),
                     ("saved_s", "alignment saved"),
@@ -188,6 +211,11 @@ def run_fedsilo(
             name: round(peaks.get(proc.pid, float("nan")), 1)
             for name, proc in zip(NAMES, procs, strict=True)
         },
+        "client_cpu_s": {
+            name: round(sampler.cpu.get(proc.pid, float("nan")), 2)
+            for name, proc in zip(NAMES, procs, strict=True)
+        },
+        "server_cpu_s": round(server_cpu, 2),
         "goal_s": GOALS[protocol],
     }
     if rows < 1_000_000:

@@ -228,6 +228,7 @@ def _ecdh(
             ]
         ).wait()
     }
+    ctx.log("ids blinded at both clients; blinding the peer's")
     doubled = {
         r.participant.id: r
         for r in ctx.send(
@@ -243,6 +244,7 @@ def _ecdh(
             ]
         ).wait()
     }
+    ctx.log("ids blinded twice; intersecting")
     finished = _one(
         ctx,
         Task(
