@@ -8,12 +8,17 @@ peer's long-poll ``GET .../relay`` answered 200), so one hop is half the round t
 are random bytes of the size of a sealed payload (what the wire carries: the relay never
 opens them).
 
+With ``--lock-step`` both sides use ``HttpExchange.send_and_receive`` instead (the send
+and the wait for the answer in one request, as SplitNN's parties do): a hop is then one
+``POST .../relay/{to}?wait=W`` whose queued message answers the peer's pending one.
+
 Prints one JSON line per payload size::
 
-    {"bench": "relay_latency", "payload_bytes": 1024, "messages": 2000,
+    {"bench": "relay_latency", "mode": "send+poll", "payload_bytes": 1024, "messages": 2000,
      "hop_ms": {"median": ..., "p90": ..., "p99": ...}, "round_trip_ms": {...}, ...}
 
-Usage: ``.venv/bin/python bench/relay_latency.py [--messages 2000] [--sizes 1024 65536]``.
+Usage: ``.venv/bin/python bench/relay_latency.py [--messages 2000] [--sizes 1024 65536]
+[--lock-step]``.
 Everything is bounded by ``--timeout`` seconds; both processes are stopped by PID at the end.
 """
 
@@ -39,6 +44,7 @@ from fedsilo.http import ApiClient
 from fedsilo.runners.local import start_server
 
 _STOP_TAG = "stop"
+_LOCK_STEP = "lock-step"
 #: round trips run before the measured ones (connections, caches, first imports)
 _WARMUP = 100
 
@@ -68,21 +74,27 @@ def join(api: ApiClient, sid: str, name: str) -> tuple[str, str]:
     return joined["id"], joined["credential"]
 
 
-def run_peer(url: str, token: str, sid: str, pid: str, credential: str) -> None:
+def run_peer(url: str, token: str, sid: str, pid: str, credential: str, mode: str) -> None:
     """Bob: send every message back to its sender until the stop tag (or the session ends)."""
     with ApiClient(url, token) as api:
         exchange = HttpExchange(api, sid, pid, credential)
+        got: tuple[str, str, bytes] | None = None
         while True:
             try:
-                sender, tag, payload = exchange.receive()
+                sender, tag, payload = got if got is not None else exchange.receive()
+                if tag == _STOP_TAG:
+                    return
+                if mode == _LOCK_STEP:
+                    got = exchange.send_and_receive(sender, payload, tag=tag)
+                else:
+                    exchange.send(sender, payload, tag=tag)
             except SessionError:
                 return
-            if tag == _STOP_TAG:
-                return
-            exchange.send(sender, payload, tag=tag)
 
 
-def measure(alice: HttpExchange, bob_id: str, size: int, count: int, deadline: float) -> Any:
+def measure(
+    alice: HttpExchange, bob_id: str, size: int, count: int, deadline: float, mode: str
+) -> Any:
     payload = os.urandom(size)
     round_trips: list[float] = []
     sends: list[float] = []
@@ -91,20 +103,28 @@ def measure(alice: HttpExchange, bob_id: str, size: int, count: int, deadline: f
         if remaining <= 0:
             raise TimeoutError(f"relay_latency ran out of time after {i} round trips")
         started = time.perf_counter()
-        alice.send(bob_id, payload, tag="ping")
+        got = None
+        if mode == _LOCK_STEP:
+            got = alice.send_and_receive(bob_id, payload, tag="ping", wait=min(10.0, remaining))
+        else:
+            alice.send(bob_id, payload, tag="ping")
         sent = time.perf_counter()
-        _, _, echoed = alice.receive(timeout=min(10.0, remaining))
+        if got is None:
+            got = alice.receive(timeout=min(10.0, remaining))
+        echoed = got[2]
         ended = time.perf_counter()
         if len(echoed) != size:
             raise AssertionError(f"bob sent back {len(echoed)} bytes; expected {size}")
         if i >= _WARMUP:
             round_trips.append((ended - started) * 1000)
             sends.append((sent - started) * 1000)
-    return {
+    result = {
         "hop_ms": percentiles([v / 2 for v in round_trips]),
         "round_trip_ms": percentiles(round_trips),
-        "send_ms": percentiles(sends),
     }
+    if mode != _LOCK_STEP:  # in lock step the send is the whole round trip
+        result["send_ms"] = percentiles(sends)
+    return result
 
 
 def main() -> None:
@@ -112,10 +132,14 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000, help="measured round trips per size")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 65536])
     parser.add_argument("--timeout", type=float, default=300.0, help="bound of the whole run")
+    parser.add_argument(
+        "--lock-step", action="store_true", help="send and await the answer in one request"
+    )
     parser.add_argument("--peer", nargs=5, metavar=("URL", "TOKEN", "SID", "PID", "CRED"))
     args = parser.parse_args()
+    mode = _LOCK_STEP if args.lock_step else "send+poll"
     if args.peer:
-        run_peer(*args.peer)
+        run_peer(*args.peer, mode)
         return
     install_signal_handlers()
     deadline = time.monotonic() + args.timeout
@@ -142,14 +166,15 @@ def main() -> None:
                 peer = spawn(
                     "relay peer bob",
                     [sys.executable, __file__, "--peer", server.url, token, sid, bob_id,
-                     bob_credential],
+                     bob_credential, *(["--lock-step"] if args.lock_step else [])],
                     Path(tmp) / "bob.log",
                 )  # fmt: skip
                 alice = HttpExchange(api, sid, alice_id, alice_credential)
                 for size in args.sizes:
-                    result = measure(alice, bob_id, size, args.messages, deadline)
+                    result = measure(alice, bob_id, size, args.messages, deadline, mode)
                     line = {
                         "bench": "relay_latency",
+                        "mode": mode,
                         "payload_bytes": size,
                         "messages": args.messages,
                         **result,

@@ -11,6 +11,11 @@ is what makes a message cost about a millisecond. ``httpx.Client`` is not meant 
 from two threads at once, so a protocol that long-polls ``receive`` in one thread while it
 sends from another gives each thread its own ``HttpExchange`` over its own ``ApiClient`` (the
 same participant and credential); one thread alternating ``send`` and ``receive`` shares one.
+
+Lock step: :meth:`HttpExchange.send_and_receive` sends a message and waits for this
+participant's next one in the same request (``POST .../relay/{to}?wait=W``), for a protocol
+that always awaits an answer to what it sent (SplitNN's embedding and its gradient): one
+request per message instead of two.
 """
 
 from __future__ import annotations
@@ -99,6 +104,31 @@ class HttpExchange:
         ServerUnavailable
             The server could not be reached (messages in flight are lost with it).
         """
+        self._post(to, payload, tag, 0.0)
+
+    def send_and_receive(
+        self, to: str, payload: bytes, tag: str = "", wait: float = 2.0
+    ) -> tuple[str, str, bytes] | None:
+        """:meth:`send`, then this participant's next message if one comes within ``wait``
+        seconds -- in one request.
+
+        Returns
+        -------
+        tuple of (sender, tag, payload), or None
+            As :meth:`receive` returns it; None when no message came in time (the payload
+            was delivered all the same; :meth:`receive` waits on).
+
+        Raises
+        ------
+        As :meth:`send`.
+        """
+        if wait <= 0:
+            raise ValueError(f"The 'wait' parameter must be > 0. Got {wait}.")
+        return self._post(to, payload, tag, wait)
+
+    def _post(
+        self, to: str, payload: bytes, tag: str, wait: float
+    ) -> tuple[str, str, bytes] | None:
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise TypeError(f"The 'payload' parameter must be bytes. Got {type(payload).__name__}.")
         if not tag.isascii():
@@ -106,6 +136,7 @@ class HttpExchange:
                 f"The 'tag' parameter must be ASCII (it travels as a header). Got {tag!r}."
             )
         headers = {**self._headers, TAG_HEADER: tag} if tag else self._headers
+        params = {"wait": f"{wait:g}"} if wait > 0 else None
         started = time.monotonic()
         delay = _FULL_BACKOFF_START
         while True:
@@ -114,10 +145,15 @@ class HttpExchange:
                 f"{self._base}/{to}",
                 content=bytes(payload),
                 headers=headers,
-                ok=(204, 410, 429),
+                params=params,
+                timeout=wait + _POLL_GRACE if wait > 0 else None,
+                ok=(200, 204, 410, 429),
             )
+            if response.status_code == 200:
+                sender = response.headers.get(SENDER_HEADER, "")
+                return sender, response.headers.get(TAG_HEADER, ""), response.content
             if response.status_code == 204:
-                return
+                return None
             if response.status_code == 410:
                 raise self._ended(response.json())
             waited = time.monotonic() - started

@@ -202,3 +202,40 @@ def test_parameters_are_checked() -> None:
             HttpExchange(client, "s", "p", "c", poll_wait=0)
         with pytest.raises(ValueError, match="'timeout' parameter must be >= 0"):
             HttpExchange(client, "s", "p", "c").receive(timeout=-1)
+
+
+def test_send_and_receive_answers_with_the_peers_reply_in_one_request(peers: Peers) -> None:
+    # Lock step (SplitNN): alice's embedding out and its gradient back, one request each way.
+    alice, bob = peers.exchange("alice"), peers.exchange("bob")
+    ids = peers.ids
+    answered: list[tuple[str, str, bytes] | None] = []
+    thread = threading.Thread(
+        target=lambda: answered.append(
+            alice.send_and_receive(ids["bob"], b"embedding 0", tag="embedding:0", wait=10)
+        )
+    )
+    thread.start()
+    assert bob.receive(timeout=5) == (ids["alice"], "embedding:0", b"embedding 0")
+    # bob's answer reaches alice's pending request; bob's own wait then ends with nothing
+    assert bob.send_and_receive(ids["alice"], b"gradient 0", tag="gradient:0", wait=0.3) is None
+    thread.join(timeout=5)
+    assert answered == [(ids["bob"], "gradient:0", b"gradient 0")]
+
+
+def test_send_and_receive_without_an_answer_delivers_and_returns_none(peers: Peers) -> None:
+    alice, bob = peers.exchange("alice"), peers.exchange("bob")
+    started = time.monotonic()
+    assert alice.send_and_receive(peers.ids["bob"], b"x", wait=0.3) is None
+    assert 0.25 < time.monotonic() - started < 3
+    assert bob.receive(timeout=5) == (peers.ids["alice"], "", b"x")
+    with pytest.raises(ValueError, match="'wait'"):
+        alice.send_and_receive(peers.ids["bob"], b"x", wait=0)
+
+
+def test_send_and_receive_on_an_ended_session_is_session_error(
+    peers: Peers, api: ApiClient
+) -> None:
+    alice = peers.exchange("alice")
+    api.post_json(f"/sessions/{peers.sid}/cancel")
+    with pytest.raises(SessionError):
+        alice.send_and_receive(peers.ids["bob"], b"x", wait=5)

@@ -129,6 +129,28 @@ def test_a_waiting_long_poll_answers_as_soon_as_the_message_arrives(
     assert got["at"] - sent_at < 0.2
 
 
+def test_a_send_with_wait_answers_with_the_callers_next_message(
+    api: httpx.Client, pair: Any
+) -> None:
+    # Lock step in one request: queue for bob, then wait for alice's own oldest message.
+    sid, alice, bob = pair
+    assert post(api, sid, bob, alice[0], b"gradient 0", tag="gradient:1:0").status_code == 204
+    headers = {PARTICIPANT_HEADER: alice[1], "Content-Type": OCTET_STREAM}
+    path = f"/sessions/{sid}/participants/{alice[0]}/relay/{bob[0]}"
+    answered = api.post(path, content=b"embedding 1", headers=headers, params={"wait": 5})
+    assert answered.status_code == 200
+    assert answered.content == b"gradient 0"
+    assert answered.headers[SENDER_HEADER] == bob[0]
+    assert answered.headers[TAG_HEADER] == "gradient:1:0"
+    started = time.monotonic()
+    nothing = api.post(path, content=b"embedding 2", headers=headers, params={"wait": 0.3})
+    assert nothing.status_code == 204 and 0.25 < time.monotonic() - started < 3
+    # both sends were queued, whatever came back
+    assert [get(api, sid, bob).content for _ in range(2)] == [b"embedding 1", b"embedding 2"]
+    refused = api.post(path, content=b"x", headers=headers, params={"wait": -1})
+    assert refused.status_code == 422
+
+
 def test_no_message_within_wait_is_204(api: httpx.Client, pair: Any) -> None:
     sid, _, bob = pair
     started = time.monotonic()

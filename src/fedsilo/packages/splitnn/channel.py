@@ -10,19 +10,26 @@ for logs, and is never trusted.
 
 A message of an earlier round (left over from a round the server resent after a failure)
 is dropped; one of a later step than awaited is kept until it is awaited.
+
+Lock step in one request: a send that is always answered (an embedding by its gradient, a
+batch's last gradient by the next embedding) asks the exchange for this party's next message
+in the same request when the exchange offers it (:class:`RoundTrip`, the HTTP one does);
+the message that comes back waits in the channel for :meth:`PeerChannel.receive`. Nothing
+about what is sent, or in which order it is used, changes.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from fedsilo.errors import TaskError, WaitTimeout
 from fedsilo.federation import ExecutorContext, Sealed
 from fedsilo.wire import Arrays, decode_frame, encode_frame
 
-__all__ = ["RECEIVE_TIMEOUT_S", "PeerChannel", "RoundAbandoned"]
+__all__ = ["RECEIVE_TIMEOUT_S", "PeerChannel", "RoundAbandoned", "RoundTrip"]
 
 #: seconds a party waits for a peer's message before the round fails: covers a peer's
 #: slowest batch (a wide embedding on a busy CPU) with a wide margin, yet shows a dead peer
@@ -31,6 +38,16 @@ RECEIVE_TIMEOUT_S = 600.0
 _POLL_S = 2.0
 
 Key = tuple[str, str, int, int]  # (sender, kind, attempt, batch)
+
+
+@runtime_checkable
+class RoundTrip(Protocol):
+    """A fast exchange that sends and waits for the sender's next message in one call
+    (:meth:`fedsilo.client.exchange.HttpExchange.send_and_receive`)."""
+
+    def send_and_receive(
+        self, to: str, payload: bytes, tag: str = "", wait: float = 2.0
+    ) -> tuple[str, str, bytes] | None: ...
 
 
 class RoundAbandoned(TaskError):
@@ -56,15 +73,38 @@ class PeerChannel:
         #: the attempt being served and the messages of it received so far
         self._attempt = -1
         self._seen: set[Key] = set()
+        #: messages (sender, payload) a send brought back, not yet opened by `receive`
+        self._inbox: deque[tuple[str, bytes]] = deque()
         #: bytes sent and received (sealed payloads), for the bench and the logs
         self.bytes_sent = 0
         self.bytes_received = 0
 
-    def send(self, to: str, kind: str, attempt: int, batch: int, arrays: Mapping[str, Any]) -> None:
-        """Seal ``arrays`` to participant ``to`` and send them."""
+    def send(
+        self,
+        to: str,
+        kind: str,
+        attempt: int,
+        batch: int,
+        arrays: Mapping[str, Any],
+        *,
+        answered: bool = False,
+    ) -> None:
+        """Seal ``arrays`` to participant ``to`` and send them.
+
+        With ``answered`` (this party's next step is :meth:`receive`, and the message it
+        awaits comes in answer to this one), the same request waits a moment for this
+        party's next message, kept for :meth:`receive`.
+        """
         frame = encode_frame(dict(arrays), {"kind": kind, "attempt": attempt, "batch": batch})
         sealed = self._context.seal(to, frame)
-        self._context.exchange.send(to, sealed.ciphertext, tag=f"{kind}:{attempt}:{batch}")
+        exchange = self._context.exchange
+        tag = f"{kind}:{attempt}:{batch}"
+        if answered and isinstance(exchange, RoundTrip):
+            got = exchange.send_and_receive(to, sealed.ciphertext, tag=tag, wait=_POLL_S)
+            if got is not None:
+                self._inbox.append((got[0], got[2]))
+        else:
+            exchange.send(to, sealed.ciphertext, tag=tag)
         self.bytes_sent += len(sealed.ciphertext)
 
     def receive(
@@ -98,10 +138,14 @@ class PeerChannel:
                     f"no {kind!r} message of batch {batch} (attempt {attempt}) from "
                     f"participant(s) {missing} within {self.timeout:g} s"
                 )
-            try:
-                sender, _, payload = self._context.exchange.receive(timeout=min(_POLL_S, left))
-            except WaitTimeout:
-                continue
+            if self._inbox:
+                sender, payload = self._inbox.popleft()
+            else:
+                try:
+                    exchange = self._context.exchange
+                    sender, _, payload = exchange.receive(timeout=min(_POLL_S, left))
+                except WaitTimeout:
+                    continue
             self.bytes_received += len(payload)
             arrays, header = self._open(sender, payload)
             key = (sender, str(header["kind"]), int(header["attempt"]), int(header["batch"]))

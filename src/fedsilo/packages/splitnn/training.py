@@ -193,14 +193,20 @@ class Party:
         """At the active party: tell every passive party that ``attempt`` began (a passive
         party still serving an older attempt abandons it; see :mod:`~.channel`)."""
         if self.is_label:
-            for name in self.passives:
-                self.channel.send(self.peers.ids[name], START, attempt, -1, {})
+            for i, name in enumerate(self.passives):
+                last = i == len(self.passives) - 1  # then the first embeddings are awaited
+                self.channel.send(self.peers.ids[name], START, attempt, -1, {}, answered=last)
 
     def _passive_step(self, attempt: int, b: int, x: np.ndarray) -> None:
         assert self.feature_model is not None
         embedding = self.feature_model(torch.from_numpy(x))
         self.channel.send(
-            self.peers.label_id, EMBEDDING, attempt, b, {"e": embedding.detach().numpy()}
+            self.peers.label_id,
+            EMBEDDING,
+            attempt,
+            b,
+            {"e": embedding.detach().numpy()},
+            answered=True,
         )
         got = self.channel.receive([self.peers.label_id], GRADIENT, attempt, b)
         gradient = _tensor(got[self.peers.label_id], "g", embedding.shape)
@@ -224,10 +230,17 @@ class Party:
         for optimizer in self.optimizers.values():
             optimizer.zero_grad()
         loss.backward()
-        for name, tensor in passive.items():
+        for i, (name, tensor) in enumerate(passive.items()):
             assert tensor.grad is not None
+            # Only the last send waits for an answer (the next batch's embeddings, or the
+            # test embeddings): an earlier one would hold back the later parties' gradients.
             self.channel.send(
-                self.peers.ids[name], GRADIENT, attempt, b, {"g": tensor.grad.numpy()}
+                self.peers.ids[name],
+                GRADIENT,
+                attempt,
+                b,
+                {"g": tensor.grad.numpy()},
+                answered=i == len(passive) - 1,
             )
         for optimizer in self.optimizers.values():
             optimizer.step()

@@ -3,6 +3,11 @@
 Both calls are async end to end: on the hot path (a running session, a sender and recipient
 already seen) they read no table and take no thread hop; the relay itself lives in memory
 (:mod:`fedsilo.server.engine.relay`).
+
+A send may also wait for the caller's own next message (``POST .../relay/{to}?wait=W``):
+a lock-step protocol (SplitNN: an embedding out, its gradient back) then makes one request
+per message instead of a send and a long-poll, which halves the requests and the process
+wake-ups of every batch -- what its latency is made of on a busy machine.
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ def _relay(request: Request) -> MessageRelay:
     status_code=204,
     response_class=Response,
     responses={
+        200: {
+            "content": {OCTET_STREAM: {}},
+            "description": "with `wait` > 0: queued, and the caller's oldest message",
+        },
+        204: {"description": "queued (with `wait` > 0: and no message for the caller in time)"},
         **BODY_RESPONSES,
         **errors(
             404,
@@ -75,9 +85,20 @@ def _relay(request: Request) -> MessageRelay:
     },
 )
 async def relay_message(
-    session_id: str, to: str, request: Request, _: ClientToken, caller: ParticipantDep
+    session_id: str,
+    to: str,
+    request: Request,
+    _: ClientToken,
+    caller: ParticipantDep,
+    wait: float = Query(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds to then wait for the caller's own next message (0: do not)",
+    ),
 ) -> Response:
-    """Queue the request body (raw bytes, normally sealed to ``to``) in ``to``'s mailbox."""
+    """Queue the request body (raw bytes, normally sealed to ``to``) in ``to``'s mailbox;
+    with ``wait`` > 0, then answer the caller's oldest message as ``GET .../relay`` does."""
     relay = _relay(request)
     tag = request.headers.get(TAG_HEADER, "")
     if not TAG_PATTERN.match(tag):
@@ -101,7 +122,9 @@ async def relay_message(
             return ended
         raise HTTPException(status_code=429, detail=_FULL_DETAIL, headers={"Retry-After": "1"})
     await _sweep(request)
-    return Response(status_code=204)
+    if wait <= 0:
+        return Response(status_code=204)
+    return await _next_for(request, session_id, caller.participant_id, wait)
 
 
 @router.get(
@@ -124,25 +147,36 @@ async def next_message(
     ),
 ) -> Response:
     """The caller's oldest message: body = payload, sender and tag in response headers."""
+    return await _next_for(request, session_id, caller.participant_id, wait)
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+async def _next_for(
+    request: Request, session_id: str, participant_id: str, wait: float
+) -> Response:
+    """``participant_id``'s oldest message (200), none within ``wait`` seconds (204), or
+    410 when the session ends meanwhile."""
     relay = _relay(request)
     engine: SessionEngine = request.app.state.engine
     held = min(wait, engine.settings.max_long_poll)
     deadline = time.monotonic() + held
     # A relay poll is a heartbeat too (a client in a chatty exchange polls here, not tasks).
-    engine.liveness.seen(caller.participant_id, session_id, held)
+    engine.liveness.seen(participant_id, session_id, held)
     while True:
         ended = await _ended_response(request, session_id)
         if ended is not None:
             return ended
         remaining = deadline - time.monotonic()
         message = await relay.take(
-            session_id, caller.participant_id, wait=max(0.0, min(remaining, _END_CHECK_S))
+            session_id, participant_id, wait=max(0.0, min(remaining, _END_CHECK_S))
         )
         if message is not None:
             if await request.is_disconnected():
                 # The poller gave up (a client timeout, a restart) while it waited: keep the
                 # message for its next poll rather than write it to a closed connection.
-                relay.put_back(session_id, caller.participant_id, message)
+                relay.put_back(session_id, participant_id, message)
                 return Response(status_code=204)
             return Response(
                 content=message.payload,
@@ -151,9 +185,6 @@ async def next_message(
             )
         if deadline - time.monotonic() <= 0 or await request.is_disconnected():
             return Response(status_code=204)
-
-
-# ------------------------------------------------------------------------ helpers
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
