@@ -11,15 +11,19 @@ Three measurements in one run, one JSON line each::
   ids, ``--overlap`` of them shared. ``end_to_end_s`` runs from launching the clients to the
   session completed (their start-up, loading and checking the ids, joining, the protocol, the
   alignment saved); ``protocol_s`` from the last join to the session's end. ``client_peak_rss_mb``
-  is each client process's high-water resident set (VmHWM, sampled until it exits). The
-  overlap found is checked against numpy's ``intersect1d``.
-* ECDH costs one libsodium scalar multiplication per id per blinding (no batch call), four
-  per shared pair of tables; it runs at ``--ecdh-rows`` and ``extrapolated_1m_s`` scales its
-  protocol time linearly to 1M x 1M (every step is per id; the sort is negligible), which the
-  line says (``"extrapolated": true``).
+  is each client process's high-water resident set (VmHWM, sampled until it exits);
+  ``client_cpu_s`` and ``server_cpu_s`` the CPU seconds each process used (user + system,
+  from /proc), which a loaded machine inflates far less than the wall times. The overlap
+  found is checked against numpy's ``intersect1d``.
+* ECDH costs, per id and party, one hash to the curve (Elligator 2) and two X25519
+  multiplications (its own ids, the peer's), four multiplications per shared pair; it runs
+  at ``--ecdh-rows`` and ``extrapolated_1m_s`` scales its protocol time linearly to
+  1M x 1M (every step is per id; the sort is negligible), which the line says
+  (``"extrapolated": true``); ``--ecdh-rows 1000000`` measures it.
 * ``openmined-psi`` (2.0.6, the library NVFlare's PSI uses; P-256, ``reveal_intersection``)
   runs both roles in this process, no network: server setup, client request, server
-  response, intersection. At ``--ecdh-rows`` too, so the ECDH lines compare like for like.
+  response, intersection. At ``--ecdh-rows`` too, so the ECDH lines compare like for like;
+  ``cpu_s`` is this process's CPU time over those steps.
 
 Usage: ``.venv/bin/python bench/prl.py [--rows 1000000] [--ecdh-rows 100000] [--overlap 0.5]``
 (``--skip-openmined`` when it is not installed: ``pip install 'fedsilo[bench]'``). Goals
@@ -235,6 +239,7 @@ def run_openmined(rows: int, overlap: float) -> dict[str, Any]:
     client_items = [str(v) for v in population[:rows]]
     server_items = [str(v) for v in population[rows - shared :]]
     timings = {}
+    cpu = time.process_time()
     started = time.perf_counter()
     server = psi.server.CreateWithNewKey(True)
     client = psi.client.CreateWithNewKey(True)
@@ -250,6 +255,7 @@ def run_openmined(rows: int, overlap: float) -> dict[str, Any]:
     intersection = client.GetIntersection(setup, response)
     timings["intersection_s"] = time.perf_counter() - mark
     total = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     if len(intersection) != shared:
         raise AssertionError(f"openmined-psi found {len(intersection)}; expected {shared}")
     return {
@@ -258,6 +264,7 @@ def run_openmined(rows: int, overlap: float) -> dict[str, Any]:
         "rows_per_client": rows,
         "shared": shared,
         "total_s": round(total, 3),
+        "cpu_s": round(cpu, 2),
         **{k: round(v, 3) for k, v in timings.items()},
         "extrapolated": rows < 1_000_000,
         "extrapolated_1m_s": round(total * 1_000_000 / rows, 1),
