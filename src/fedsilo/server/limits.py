@@ -16,7 +16,8 @@ parse) a body of any size. :class:`RequestGuard` is an ASGI middleware in front 
 
 The limits (:class:`~fedsilo.server.settings.Settings`): ``max_frame_body_bytes`` for a task
 reply (a frame of arrays) and a fast-exchange message (the relay then applies its own,
-smaller message limit), ``max_json_body_bytes`` for every other route.
+smaller message limit) and a session's initial model (``PUT .../initial-model``),
+``max_json_body_bytes`` for every other route.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ _FRAME_ROUTES = re.compile(
     rf"^{re.escape(API_PREFIX)}/sessions/[^/]+/participants/[^/]+/"
     r"(tasks/[^/]+/reply|relay/[^/]+)$"
 )
+#: a session's initial model (PUT): a frame of the model's arrays
+_MODEL_UPLOAD = re.compile(rf"^{re.escape(API_PREFIX)}/sessions/[^/]+/initial-model$")
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,9 @@ class BodyLimit:
 
 def body_limit(settings: Settings, method: str, path: str) -> BodyLimit:
     """The body limit of the route at ``path``."""
-    if method == "POST" and _FRAME_ROUTES.match(path):
+    if (method == "POST" and _FRAME_ROUTES.match(path)) or (
+        method == "PUT" and _MODEL_UPLOAD.match(path)
+    ):
         return BodyLimit(settings.max_frame_body_bytes, "max_frame_body_bytes")
     return BodyLimit(settings.max_json_body_bytes, "max_json_body_bytes")
 

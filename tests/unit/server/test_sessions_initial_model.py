@@ -276,11 +276,6 @@ def test_an_upload_over_the_parameter_limit_is_refused() -> None:
         parse_initial_model(save({"w": np.zeros((8, 16), np.float32)}), 100)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the engine to hand the workflow with_initial_model's config "
-    "(src/fedsilo/server/engine/runner.py, _conclude; diff in helper H's report)",
-)
 def test_the_engine_fails_a_session_whose_upload_does_not_fit_naming_the_tensor(
     thread_server: Any, http: httpx.Client
 ) -> None:
@@ -298,11 +293,6 @@ def test_the_engine_fails_a_session_whose_upload_does_not_fit_naming_the_tensor(
     assert "'hidden0.weight' has shape (6, 14), expected (6, 15)" in session["failure_reason"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the request guard to bound PUT .../initial-model by max_frame_body_bytes "
-    "(src/fedsilo/server/limits.py, body_limit; diff in helper H's report)",
-)
 def test_an_upload_larger_than_a_json_body_is_bounded_by_the_frame_limit(
     thread_server: Any, http: httpx.Client
 ) -> None:

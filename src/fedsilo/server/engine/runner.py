@@ -15,6 +15,7 @@ from fedsilo.server.engine.gate import ReplyGate, Slot
 from fedsilo.server.engine.health import Backoff, StoreHealth, describe_store_error, is_store_error
 from fedsilo.server.engine.hub import TaskHub
 from fedsilo.server.engine.liveness import Liveness, LivenessSweep
+from fedsilo.server.initial_model import with_initial_model
 from fedsilo.server.metrics import ServerMetrics
 from fedsilo.server.settings import Settings
 from fedsilo.server.state import ACTIVE_STATUSES, ArtifactStore, StateStore, utcnow
@@ -210,7 +211,12 @@ class SessionEngine:
         store_error: BaseException | None = None
         try:
             package = get_package(info.package_name)
-            model_config, data_config = package.parse_configs(info.model_config, info.data_config)
+            # An uploaded initial model becomes strategy.params.initial_parameters here, so
+            # every workflow starts from it as from JSON ones (no package reads the artifact).
+            model_raw = with_initial_model(
+                self.artifacts, info.id, package, info.model_config, info.data_config
+            )
+            model_config, data_config = package.parse_configs(model_raw, info.data_config)
             package.workflow(context, model_config, data_config)
         except SessionCanceled:
             logger.info("session %s canceled", info.id)
