@@ -124,6 +124,20 @@ def test_repeated_integer_ids_are_refused_with_positions() -> None:
         canonical_ids(frame, ["id"], "t")
 
 
+def test_string_columns_take_the_fast_path_to_the_same_records() -> None:
+    from fedsilo.privacy.psi import _typed
+
+    values = ["e\u0301t\u00e9", "\u00e9t\u00e9x", "A12 ", "a12", "", "\U0001f600"]
+    for column in (pd.Series(values, dtype=object), pd.Series(values, dtype="string")):
+        ids = canonical_ids(pd.DataFrame({"id": column}), ["id"], "t")
+        assert ids.records == [_typed(v) for v in values]
+        assert ids.kinds == ["string"]
+    # NFD and NFC spellings of one name are one id: refused as a repeat
+    frame = pd.DataFrame({"id": ["x", "\u00e9", "y", "e\u0301"]})
+    with pytest.raises(DataError, match=r"1 row\(s\) repeat .*row 3 repeats row 1"):
+        canonical_ids(frame, ["id"], "t")
+
+
 def test_intersect_with_an_empty_party_or_no_overlap() -> None:
     rng = np.random.default_rng(5)
     a = rng.integers(0, 256, (40, HASH_BYTES), dtype=np.uint8)
