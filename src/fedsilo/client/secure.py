@@ -60,7 +60,11 @@ from fedsilo.workflows.secure import (
     clear_meta,
 )
 
-__all__ = ["SealingPeer", "secure_aggregation"]
+__all__ = ["MASKED_ONLY", "SealingPeer", "secure_aggregation"]
+
+#: task kinds whose replies exist only to be masked into a secure sum (eda's statistics under
+#: secure aggregation): asked without meta["secagg"], a server would get one silo's in clear
+MASKED_ONLY = frozenset({"eda_sketch_sum", "eda_summary_sum"})
 
 
 class SealingPeer(Protocol):
@@ -113,6 +117,12 @@ def secure_aggregation(peer: SealingPeer | None) -> Mod:
         if task.kind not in (KEYS, SHARES, DELIVER, UNMASK) and not (
             isinstance(secagg, Mapping) and "survivors" in secagg
         ):
+            if task.kind in MASKED_ONLY:
+                return TaskReply.failed(
+                    f"{task.label}: secure aggregation refused: task kind {task.kind!r} is "
+                    "answered only masked, into a secure sum, and this one carries no "
+                    f"{SECAGG_META!r} survivors"
+                )
             return call_next(task)
         if peer is None:
             return TaskReply.failed(

@@ -144,6 +144,7 @@ class Client:
         categorical: Sequence[str] | None = None,
         policy: Mapping[str, int] | None = None,
         relative_accuracy: float | None = None,
+        secure_aggregation: Mapping[str, Any] | None = None,
     ) -> Session:
         """Create an exploratory data analysis session (status ``created``).
 
@@ -175,6 +176,10 @@ class Client:
         relative_accuracy : float, optional
             Of the quantile sketch (default 0.01 without DP, 0.05 with it); coarser buckets
             hold more rows each, so more of them pass the DP threshold on small datasets.
+        secure_aggregation : mapping, optional
+            E.g. ``{"enabled": True}``: the server learns only sums over every dataset and
+            the results hold the pooled dataset only (with ``epsilon`` set, ``categorical``
+            must be given; see :mod:`fedsilo.packages.eda.secure_server`).
 
         Returns
         -------
@@ -208,6 +213,8 @@ class Client:
             model_config["policy"] = dict(policy)
         if relative_accuracy is not None:
             model_config["relative_accuracy"] = relative_accuracy
+        if secure_aggregation is not None:
+            model_config["secure_aggregation"] = dict(secure_aggregation)
         body = {
             "name": name,
             "description": description,

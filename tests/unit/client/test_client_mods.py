@@ -80,3 +80,24 @@ def test_errors_are_neither_stored_nor_counted(tmp_path: Path) -> None:
     reply = chain(mods, lambda task: TaskReply.failed("boom"))(request())
     assert reply.status == "error" and released == []
     assert not store.folder.exists()
+
+
+def test_the_secure_mod_answers_eda_sums_only_masked() -> None:
+    """A server that asks an eda secure-sum kind without the round's survivors would get one
+    silo's statistics in clear: the mod refuses before the executor runs."""
+    from fedsilo.client.secure import MASKED_ONLY, secure_aggregation
+
+    ran: list[str] = []
+
+    def executor(task: TaskRequest) -> TaskReply:
+        ran.append(task.kind)
+        return TaskReply(status="ok", arrays={"sketch": np.ones(3)})
+
+    handle = chain([secure_aggregation(None)], executor)
+    for kind in sorted(MASKED_ONLY):
+        task = TaskRequest(id="t1", kind=kind, round=1, meta={"columns": ["x"]}, arrays={})
+        reply = handle(task)
+        assert reply.status == "error" and "answered only masked" in (reply.error or "")
+    assert ran == []
+    # Any other kind passes through as before (a plain session's fit).
+    assert handle(request()).status == "ok" and ran == ["fit"]

@@ -299,4 +299,9 @@ def test_session_creation_refuses_the_flag_naming_why(api: Any) -> None:
     gbm = create("gbm", {"secure_aggregation": {"enabled": True}})
     assert gbm.status_code == 422
     assert "gradient histograms" in gbm.json()["detail"]
+    # A threshold above min_num_clients (3) could never be met: refused at creation.
+    secure = CONFIG["secure_aggregation"]
+    over = create("ffnet", {**CONFIG, "secure_aggregation": {**secure, "threshold": 4}})
+    assert over.status_code == 422
+    assert "threshold" in over.json()["detail"] and "4" in over.json()["detail"]
     assert create("ffnet", CONFIG).status_code == 201

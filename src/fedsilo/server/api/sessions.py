@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from fedsilo.config.secure import check_threshold
 from fedsilo.errors import ConfigError
 from fedsilo.federation import ModelPackage, get_package
 from fedsilo.scopes import Scope
@@ -98,6 +99,8 @@ def create_session(
     try:
         package = get_package(body.package_name)
         model_config, _ = package.parse_configs(body.model_config_, body.data_config)
+        # secure_aggregation.threshold against min_num_clients (fedsilo.config.secure)
+        check_threshold(body.model_config_, body.min_num_clients)
     except ConfigError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
     _check_model_size(package, model_config, request.app.state.settings)
