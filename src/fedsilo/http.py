@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import ssl
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -30,6 +32,7 @@ from fedsilo.errors import (
     ServerUnavailable,
     ValidationError,
 )
+from fedsilo.keepalive import KeepAlive, KeepAliveResponse
 from fedsilo.wire import API_PREFIX, OCTET_STREAM
 
 __all__ = ["CA_BUNDLE_ENV", "ApiClient", "resolve_token", "resolve_url", "resolve_verify"]
@@ -123,9 +126,25 @@ class ApiClient:
             # only an https URL reads the bundle (a given transport brings its own TLS)
             verify=resolve_verify(ca_cert) if _is_https(self.url, transport) else True,
         )
+        parts = urlsplit(self.url)
+        self._keepalive: KeepAlive | None = None
+        if (
+            transport is None
+            and parts.scheme.lower() == "http"
+            and parts.hostname
+            and not _proxied(parts.hostname)
+        ):
+            self._keepalive = KeepAlive(
+                parts.hostname,
+                parts.port or 80,
+                parts.path.rstrip("/"),
+                {"Authorization": f"Bearer {token}"},
+            )
 
     def close(self) -> None:
         self._http.close()
+        if self._keepalive is not None:
+            self._keepalive.close()
 
     def __enter__(self) -> ApiClient:
         return self
@@ -173,6 +192,48 @@ class ApiClient:
             return response
         raise error_from_response(response)
 
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response | KeepAliveResponse:
+        """:meth:`request` for a participant's per-task calls: over the keep-alive
+        connection on a plain ``http://`` server (see the module docstring), else httpx.
+
+        The answer has ``status_code``, ``headers.get``, ``content``, ``text`` and
+        ``json()`` either way; errors are raised as by :meth:`request`.
+        """
+        if self._keepalive is None:
+            return self.request(
+                method,
+                path,
+                content=content,
+                params=params,
+                timeout=timeout,
+                ok=ok,
+                headers=headers,
+            )
+        merged = dict(headers or {})
+        if content is not None:
+            merged["Content-Type"] = OCTET_STREAM
+        target = API_PREFIX + path + (f"?{urlencode(params)}" if params else "")
+        wait = timeout if timeout is not None else self._timeout
+        try:
+            response = self._keepalive.request(method, target, content, merged, wait)
+        except TimeoutError as exc:
+            raise ServerUnavailable(f"fedsilo server at {self.url} timed out: {exc}") from exc
+        except OSError as exc:  # refused, reset, closed mid-answer
+            raise ServerUnavailable(f"cannot reach fedsilo server at {self.url}: {exc}") from exc
+        if response.status_code in ok:
+            return response
+        raise error_from_response(response)
+
     def get_json(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
 
@@ -187,6 +248,13 @@ class ApiClient:
             raise _connection_error(self.url, exc) from exc
         result: dict[str, Any] = response.json()
         return result
+
+
+def _proxied(host: str) -> bool:
+    """Whether httpx would send plain-http calls to ``host`` through an ``HTTP_PROXY`` from
+    the environment (the keep-alive path then stays off: it talks to the server directly)."""
+    proxy = urllib.request.getproxies().get("http")
+    return bool(proxy) and not urllib.request.proxy_bypass(host)
 
 
 def _is_https(url: str, transport: httpx.BaseTransport | None) -> bool:
@@ -209,7 +277,7 @@ def _connection_error(url: str, exc: httpx.HTTPError) -> ConfigError | ServerUna
     return ServerUnavailable(f"cannot reach fedsilo server at {url}: {exc}")
 
 
-def error_from_response(response: httpx.Response) -> APIError:
+def error_from_response(response: httpx.Response | KeepAliveResponse) -> APIError:
     """The :class:`APIError` subclass for ``response``'s status, carrying its ``detail``."""
     try:
         detail = response.json().get("detail", response.text)

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     import httpx
 
     from fedsilo.http import ApiClient
+    from fedsilo.keepalive import KeepAliveResponse
+
+    Answer = httpx.Response | KeepAliveResponse
 
 __all__ = ["Connection", "CredentialFile", "Delivery", "TaskFrame"]
 
@@ -222,7 +225,7 @@ class Connection:
         """Long-poll ``tasks/next``: a task, None (nothing within ``poll_wait``), or the end."""
         path = f"{self._tasks}/next"
         response = self.call(
-            lambda: self.api.request(
+            lambda: self.api.exchange(
                 "GET",
                 path,
                 # `:g` sends 30 rather than 30.0, which an integer query parameter accepts.
@@ -242,7 +245,7 @@ class Connection:
         """
         path = f"{self._tasks}/{task_id}/reply"
         response = self.call(
-            lambda: self.api.request(
+            lambda: self.api.exchange(
                 "POST",
                 path,
                 content=frame,
@@ -281,7 +284,7 @@ class Connection:
         if self.participant_id is None:
             return
         try:
-            self.api.request(
+            self.api.exchange(
                 "POST",
                 f"/sessions/{self.session_id}/participants/{self.participant_id}/heartbeat",
                 ok=(204, 410),
@@ -294,7 +297,7 @@ class Connection:
     def _participant_headers(self) -> dict[str, str] | None:
         return {PARTICIPANT_HEADER: self.credential} if self.credential else None
 
-    def _delivery(self, response: httpx.Response) -> Delivery:
+    def _delivery(self, response: Answer) -> Delivery:
         if response.status_code == 204:
             return None
         if response.status_code == 410:
@@ -416,12 +419,12 @@ def _interval(value: str | None) -> float | None:
     return seconds if 0 < seconds < float("inf") else None
 
 
-def _is_frame(response: httpx.Response) -> bool:
+def _is_frame(response: Answer) -> bool:
     content_type: str = response.headers.get("content-type", "")
     return content_type.startswith(OCTET_STREAM)
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: Answer) -> str:
     try:
         body: Any = response.json()
         return str(body.get("detail", response.text))
