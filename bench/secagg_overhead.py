@@ -510,7 +510,9 @@ def main() -> None:
     if args.modulus_bits is not None:
         spec = SecAggSpec(enabled=True, modulus_bits=args.modulus_bits)
     for n in args.clients:
-        row = measure(n, args.params, spec, args.flower)
+        # bench/harness.py stamps its own load_average over a row's: keep this N's start
+        started = facts()["load_average"]
+        row = {**measure(n, args.params, spec, args.flower), "load_average_start": started}
         if args.flower_workflow:
             row["flower_workflow"] = flower_workflow(
                 n, args.params, row["threshold"], args.rounds, args.deployment_max
