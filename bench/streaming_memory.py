@@ -73,6 +73,8 @@ def stream_workflow(ctx: Any, model_config: Any, data_config: Any) -> None:
 
     if os.environ.get("BENCH_TRACE"):
         _trace_peaks(Path(os.environ["BENCH_TRACE"]))
+    if os.environ.get("BENCH_HOLDERS"):
+        _report_holders(Path(os.environ["BENCH_HOLDERS"]))
     participants = ctx.wait_for_clients(ctx.session.min_num_clients)
     strategy = FedAvg()
     # FedAvg reads only the names, shapes and dtypes of the global model: a zero-stride
@@ -159,6 +161,51 @@ def _trace_peaks(out: Path) -> None:
                         print("\n".join(stat.traceback.format()[-20:]), file=log)
                 time.sleep(2.0)
             time.sleep(0.002)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _report_holders(out: Path) -> None:
+    """Diagnostics (``BENCH_HOLDERS=file``): once the server's resident set passes 6 updates
+    over its level now, which objects keep reply bodies alive (live ``Reply`` objects and
+    large buffers, with what refers to them)."""
+    import gc
+
+    me = psutil.Process()
+    limit = me.memory_info().rss + 4.6 * PAYLOAD * 4
+
+    def describe(thing: Any) -> str:
+        kind = type(thing).__name__
+        if type(thing).__name__ == "frame":
+            return f"frame {thing.f_code.co_filename}:{thing.f_lineno} {thing.f_code.co_name}"
+        if isinstance(thing, dict):
+            return f"dict keys={list(thing)[:6]}"
+        if isinstance(thing, BaseException):
+            return f"exception {kind}: {str(thing)[:80]}"
+        if isinstance(thing, list | tuple):
+            return f"{kind} len={len(thing)}"
+        return kind
+
+    def watch() -> None:
+        while me.memory_info().rss < limit:
+            time.sleep(0.01)
+        before = me.memory_info().rss
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        found = gc.collect()
+        garbage = list(gc.garbage)
+        gc.set_debug(0)
+        gc.garbage.clear()
+        counts: dict[str, int] = {}
+        for thing in garbage:
+            counts[describe(thing)] = counts.get(describe(thing), 0) + 1
+        with out.open("a") as log:
+            print(f"rss {before / 2**20:.0f} MiB, {found} unreachable", file=log)
+            for line, n in sorted(counts.items(), key=lambda kv: -kv[1])[:60]:
+                print(f"  {n:5d} {line}", file=log)
+            big = [g for g in garbage if isinstance(g, memoryview) and g.nbytes >= 2**20]
+            print(f"{len(big)} large memoryviews among them", file=log)
+        del garbage
+        gc.collect()
 
     threading.Thread(target=watch, daemon=True).start()
 
@@ -331,14 +378,16 @@ def run_one(
             )  # fmt: skip
         began = time.monotonic()
         status = "running"
+        session: dict[str, Any] = {}
         while time.monotonic() - began < RUN_TIMEOUT_S:
             if sampler.tripped:
                 status = "guard"
                 break
             try:
-                status = api.get(f"/sessions/{sid}").json()["status"]
+                session = api.get(f"/sessions/{sid}").json()
             except httpx.TimeoutException:
                 continue  # a loaded server: ask again
+            status = session["status"]
             if status in ("completed", "failed", "canceled"):
                 break
             time.sleep(0.1)
@@ -365,6 +414,7 @@ def run_one(
         "clients": n_clients,
         "rounds": rounds,
         "status": status,
+        **({} if status == "completed" else {"reason": session.get("failure_reason")}),
         "update_mb": round(update_mb, 1),
         "baseline_rss_mb": round(baseline, 1),
         "peak_rss_mb": round(peak_mb, 1),
