@@ -198,7 +198,8 @@ class EngineContext(AskMixin):
                 header = TaskPayload(
                     kind=task.kind, round=task.round, meta=meta, sealed_from=task.sealed.sender
                 )
-                frame = encode_into(sealed_arrays(task.sealed), header, self.spill)
+                # never spilled: the server writes a sealed payload nowhere, not even a file
+                frame = encode_into(sealed_arrays(task.sealed), header)
             else:
                 # Same arrays object, kind, round and meta: same bytes, encoded and held once.
                 key = (id(task.arrays), task.kind, task.round, json.dumps(meta, sort_keys=True))
