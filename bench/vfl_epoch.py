@@ -16,8 +16,17 @@ One JSON line::
   between the session log's consecutive ``round N`` lines (round 1 is left out: it includes
   the start).
 * central: :class:`fedsilo.packages.splitnn.model.SplitNetwork` in this process (one torch
-  thread), the same batches, the same epoch plus the test evaluation; the median of
-  ``--rounds`` epochs.
+  thread, as each party), the same batches, the same epoch plus the test evaluation; run
+  ``--rounds`` epochs before the federated run and as many after it, alone on the machine
+  (the server and clients stopped), and take the median of all: the machine is shared, and
+  its load drifts during a run.
+* Beside the wall-time ratio (``ratio``): ``work_ratio``, the active party's own
+  ``train_s + evaluate_s`` (the same work as the central epoch: no task hand-out, reply or
+  checkpoint) over the central epoch; and ``cpu_ratio``, the CPU seconds of the server and
+  both clients per round (sampled from ``/proc`` while rounds 1 .. N-1 ran, so about one
+  round's edge either way) over the central epoch's CPU seconds, which a loaded machine
+  changes much less than wall times. The bench polls the session four times a second only,
+  so its own requests do not compete with the relay.
 
 Usage: ``.venv/bin/python bench/vfl_epoch.py [--rounds 4]``.
 """
@@ -25,8 +34,10 @@ Usage: ``.venv/bin/python bench/vfl_epoch.py [--rounds 4]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import os
 import secrets
 import statistics
 import sys
@@ -114,15 +125,40 @@ def client(
     )  # fmt: skip
 
 
-def wait(session: Any, timeout: float) -> None:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of processes ``pids`` so far (Linux ``/proc``)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait(
+    session: Any, timeout: float, pids: list[int] | None = None, rounds: int = 0
+) -> float | None:
+    """Wait for ``session`` to complete; with ``pids``, the CPU seconds those processes used
+    per round between the first completed round and the last one seen before the end."""
     deadline = time.monotonic() + timeout
-    while not session.status.ended:
+    first: tuple[int, float] | None = None
+    last: tuple[int, float] | None = None
+    while True:
+        public = session.refresh()
+        if public.status.ended:
+            break
         if time.monotonic() > deadline:
             raise TimeoutError(f"session {session.id} did not end in {timeout:g} s")
-        time.sleep(0.05)
-    public = session.refresh()
+        if pids and 1 <= public.round < rounds:
+            with contextlib.suppress(OSError, IndexError):
+                sample = (public.round, cpu_seconds(pids))
+                first = first or sample
+                last = sample
+        time.sleep(0.25)
     if str(public.status) != "completed":
         raise RuntimeError(f"session {session.id} {public.status}: {public.failure_reason}")
+    if first is None or last is None or last[0] == first[0]:
+        return None
+    return (last[1] - first[1]) / (last[0] - first[0])
 
 
 def run_fedsilo(folder: Path, paths: dict[str, Any], rounds: int, batch: int) -> dict[str, Any]:
@@ -152,14 +188,16 @@ def run_fedsilo(folder: Path, paths: dict[str, Any], rounds: int, batch: int) ->
                 data_config=DATA_CONFIG,
                 model_config=MODEL_CONFIG,
             ).start()
+            pids = [server.pid]  # whose CPU time is sampled
             for name in NAMES:
-                client(
+                trainer = client(
                     ["vfl-train", "--session", vfl.id, "--train-path", str(paths[name]["train"]),
                      "--test-path", str(paths[name]["test"]), "--batch-size", str(batch),
                      "--storage-path", str(folder / f"storage-{name}"), "--threads", "1"],
                     name, server.url, token, folder, env,
                 )  # fmt: skip
-            wait(vfl, 600)
+                pids.append(trainer.pid)
+            cpu = wait(vfl, 600, pids, rounds)
             lines = [line for line in vfl.logs() if line.message.startswith("round ")]
             times = [line.time for line in lines]
             # The active party's phases (train_s, evaluate_s, save_s) from the round lines.
@@ -184,6 +222,10 @@ def run_fedsilo(folder: Path, paths: dict[str, Any], rounds: int, batch: int) ->
         "vfl_epochs_s": [round(e, 3) for e in epochs],
         "vfl_test_loss": [round(v, 6) for v in losses],
         "vfl_active_phases_s": phases,
+        "vfl_work_s": round(
+            statistics.median(p["train_s"] + p["evaluate_s"] for p in phases[1:]), 3
+        ),
+        "vfl_cpu_s_per_round": None if cpu is None else round(cpu, 3),
     }
 
 
@@ -210,9 +252,9 @@ def run_central(paths: dict[str, Any], rounds: int, batch: int) -> dict[str, Any
     loss_fn = label_loss(mc.task)
     train, test = merged["train"], merged["test"]
     labels = torch.tensor(train["y"])
-    epochs = []
+    epochs, cpus = [], []
     for server_round in range(1, rounds + 1):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for idx in batches(len(labels), batch, mc.seed, server_round):
             index = torch.from_numpy(idx)
             outputs = network({name: train[name][index] for name in NAMES})
@@ -224,7 +266,8 @@ def run_central(paths: dict[str, Any], rounds: int, batch: int) -> dict[str, Any
             outputs = network({name: test[name] for name in NAMES}).numpy()
         task_metrics(mc.task, outputs, test["y"])
         epochs.append(time.perf_counter() - started)
-    return {"central_epoch_s": round(statistics.median(epochs), 4)}
+        cpus.append(time.process_time() - cpu_started)
+    return {"epochs": epochs, "cpus": cpus}
 
 
 def main() -> None:
@@ -237,9 +280,19 @@ def main() -> None:
         folder = Path(tmp)
         paths = tables(folder, shared=14_400, own=1_600, test_shared=3_600, test_own=400)
         line: dict[str, Any] = {"bench": "vfl_epoch", "batch_size": args.batch_size}
+        before = run_central(paths, args.rounds, args.batch_size)
         line |= run_fedsilo(folder, paths, args.rounds, args.batch_size)
-        line |= run_central(paths, args.rounds, args.batch_size)
+        after = run_central(paths, args.rounds, args.batch_size)
+    # the first epoch of each run warms torch up: left out, as the VFL's round 1 is
+    epochs = before["epochs"][1:] + after["epochs"][1:]
+    line["central_epoch_s"] = round(statistics.median(epochs), 4)
+    line["central_epochs_s"] = [round(e, 4) for e in epochs]
+    central_cpu = statistics.median(before["cpus"][1:] + after["cpus"][1:])
+    line["central_cpu_s"] = round(central_cpu, 4)
     line["ratio"] = round(line["vfl_epoch_s"] / line["central_epoch_s"], 1)
+    line["work_ratio"] = round(line["vfl_work_s"] / line["central_epoch_s"], 1)
+    if line["vfl_cpu_s_per_round"] is not None:
+        line["cpu_ratio"] = round(line["vfl_cpu_s_per_round"] / central_cpu, 1)
     line["goal_ratio"] = GOAL_RATIO
     line |= facts()
     print(json.dumps(line))
