@@ -103,6 +103,8 @@ class LocalParticipant:
                 "a local participant joins once"
             )
         self.record: ParticipantRecord = record
+        #: the credential hash as stored, once read
+        self._stored: str | None = None
         engine.log(session_id, f"client {client_name!r} joined ({dataset.train_rows} rows)")
         self.poll()
         engine.notify_join()
@@ -112,13 +114,16 @@ class LocalParticipant:
         return self.record.id
 
     def _authorize(self) -> None:
-        """The credential check of every ``tasks/next`` and reply call."""
-        record = self._engine.state.get_participant(self.id)
-        if record is None or record.session_id != self.session_id:
-            raise ParticipantRefused(
-                f"Participant {self.id} not found in session {self.session_id}."
-            )
-        if not hmac.compare_digest(hash_token(self._credential), record.credential_hash):
+        """The credential check of every ``tasks/next`` and reply call, against the stored
+        hash read once (as the route's participant cache does)."""
+        if self._stored is None:
+            record = self._engine.state.get_participant(self.id)
+            if record is None or record.session_id != self.session_id:
+                raise ParticipantRefused(
+                    f"Participant {self.id} not found in session {self.session_id}."
+                )
+            self._stored = record.credential_hash
+        if not hmac.compare_digest(hash_token(self._credential), self._stored):
             raise ParticipantRefused(f"participant credential: not the one of {self.id}")
 
     def poll(self) -> None:
