@@ -26,7 +26,7 @@ from sklearn.datasets import load_breast_cancer
 
 import fedsilo
 from fedsilo.client.runtime import ClientRuntime
-from fedsilo.errors import SessionError
+from fedsilo.errors import NotFoundError
 from fedsilo.http import ApiClient
 from fedsilo.packages.splitnn.config import SplitnnDataConfig, SplitnnModelConfig
 from fedsilo.packages.splitnn.model import SplitNetwork, batches, label_loss, task_metrics
@@ -392,10 +392,10 @@ def test_a_party_bringing_another_table_than_it_linked_fails_the_session_naming_
         reason = vfl.refresh().failure_reason or ""
         assert "client 'active_client' refused" in reason
         assert "differ from those linked in the PRL session" in reason
-        # A session naming a PRL session that does not exist fails saying so.
-        missing = analyst.create_vfl_session(
-            name="VFL", prl_session_id="0123456789", data_config=DATA_CONFIG,
-            model_config=MODEL_CONFIG,
-        ).start()  # fmt: skip
-        with pytest.raises(SessionError, match="PRL session 0123456789 saved no alignment"):
-            missing.wait(timeout=30, progress=False)
+        # A session naming a PRL session that does not exist (or that its creator may not
+        # read) is refused when it is created, naming the field.
+        with pytest.raises(NotFoundError, match="prl_session_id: session 0123456789 not found"):
+            analyst.create_vfl_session(
+                name="VFL", prl_session_id="0123456789", data_config=DATA_CONFIG,
+                model_config=MODEL_CONFIG,
+            )  # fmt: skip
