@@ -172,7 +172,7 @@ def _report_holders(out: Path) -> None:
     import gc
 
     me = psutil.Process()
-    limit = me.memory_info().rss + 4.6 * PAYLOAD * 4
+    limit = me.memory_info().rss + float(os.environ.get("BENCH_HOLDERS_AT", "4.6")) * PAYLOAD * 4
 
     def describe(thing: Any) -> str:
         kind = type(thing).__name__
@@ -204,6 +204,20 @@ def _report_holders(out: Path) -> None:
                 print(f"  {n:5d} {line}", file=log)
             big = [g for g in garbage if isinstance(g, memoryview) and g.nbytes >= 2**20]
             print(f"{len(big)} large memoryviews among them", file=log)
+            live = [o for o in gc.get_objects() if isinstance(o, memoryview) and o.nbytes >= 2**25]
+            for view in live:
+                print(
+                    f"live memoryview {view.nbytes >> 20} MiB of {type(view.obj).__name__}",
+                    file=log,
+                )
+                for holder in gc.get_referrers(view):
+                    if holder is live:
+                        continue
+                    print("  held by", describe(holder), file=log)
+                    for outer in gc.get_referrers(holder)[:5]:
+                        if outer is not live:
+                            print("    held by", describe(outer), file=log)
+            del live
         del garbage
         gc.collect()
 
