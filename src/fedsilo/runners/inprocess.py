@@ -46,9 +46,7 @@ from fedsilo.federation import (
 )
 from fedsilo.runners.artifacts import MemoryArtifacts
 from fedsilo.runners.peer import LocalPeer
-from fedsilo.runners.screening import DeclaredTaskGroup
-from fedsilo.runners.store import LocalStore
-from fedsilo.runners.writer import LocalWriter
+from fedsilo.runners.store import participant_id
 from fedsilo.server.engine.context import EngineContext, checkpoint_key, model_key
 from fedsilo.server.engine.frames import encode_into
 from fedsilo.server.engine.hub import PendingTask
@@ -57,6 +55,7 @@ from fedsilo.server.engine.persister import Persister
 from fedsilo.server.engine.runner import ReplyRejected
 from fedsilo.server.settings import Settings
 from fedsilo.server.state import SessionRecord, utcnow
+from fedsilo.server.state.memory import MemoryStore
 from fedsilo.wire import DatasetSummary, SessionStatus, TaskPayload, decode_frame, parse_header
 
 __all__ = ["InProcessContext", "SimulationStopped"]
@@ -143,7 +142,7 @@ class InProcessContext(EngineContext):
             dict(model_config or {}),
             dict(data_config or {}),
         )
-        self.store = LocalStore()
+        self.store = MemoryStore(participant_ids=participant_id)
         self.artifacts = MemoryArtifacts()
         engine = LocalEngine(self.store, self.artifacts, Settings())
         self.store.create_session(_session_record(info))
@@ -155,12 +154,10 @@ class InProcessContext(EngineContext):
         for session_id, (arrays, model_header) in (models or {}).items():
             self.artifacts.preload(model_key(session_id), encode_into(arrays, model_header))
         super().__init__(engine, info)
-        self.writes.close()  # the engine's writer, replaced before its first job
-        self.writes = LocalWriter(self.store, _SESSION_ID)
         engine.attach(self)
         # Only a summary given here bounds a participant's counts (fedsilo.federation.expect):
         # the empty default is no declaration, unlike a client that declared no rows.
-        self.declared: dict[str, DatasetSummary] = dict(datasets or {})
+        self._declarations: dict[str, DatasetSummary] = dict(datasets or {})
         empty = DatasetSummary(train_rows=0, test_rows=0, columns=[])
         # Each participant's join key pair, as a real client makes one: peers seal to it
         # (secure aggregation's shares), the workflow sees only the public half.
@@ -170,7 +167,7 @@ class InProcessContext(EngineContext):
                 engine,
                 _SESSION_ID,
                 name,
-                self.declared.get(name, empty),
+                self._declarations.get(name, empty),
                 self.keys[name].public_text,
             )
             for name in executors
@@ -225,6 +222,10 @@ class InProcessContext(EngineContext):
         with self._engine_speaking():
             return super().wait_for_clients(n, timeout)
 
+    def declared(self, participant: Participant) -> DatasetSummary | None:
+        """Only a summary given to the context bounds a participant's counts."""
+        return self._declarations.get(participant.client_name)
+
     def send(self, tasks: Sequence[Task], *, timeout: float | None = None) -> TaskGroup:
         """Send as the engine does, then have each addressed executor take its task from the
         hub and post its reply, in the order of ``tasks``."""
@@ -232,7 +233,6 @@ class InProcessContext(EngineContext):
         if tasks:
             self.asked.append((tasks[0].kind, tasks[0].round, [t.to.client_name for t in tasks]))
         group = super().send(tasks, timeout=timeout)
-        DeclaredTaskGroup.adopt(group, self.declared)
         for task in tasks:
             client = self._by_id.get(task.to.id)
             pending = client.next_task() if client is not None else None

@@ -288,6 +288,11 @@ class EngineContext(AskMixin):
         self._engine.metrics.reply_rejected(rejection_reason(failure.reason))
         self.record_failure(task_id, failure.reason, dict(reply_meta))
 
+    def declared(self, participant: Participant) -> DatasetSummary | None:
+        """What bounds ``participant``'s counts when its replies are screened
+        (:mod:`fedsilo.federation.expect`): the dataset it declared on joining."""
+        return participant.dataset
+
     def take_slot(self, reply: Reply) -> Slot | None:
         """The gate slot of a reply being handed to the workflow (while it is alive, so its
         ``id()`` is its own: a freed reply's id is soon another's)."""

@@ -83,7 +83,7 @@ class EngineTaskGroup(TaskGroup):
         """The reply, or the failure it is when it does not meet its task's ``expect``
         (recorded on the task, logged, its gate slot freed)."""
         task = self.tasks[index]
-        outcome = screen(task, reply, task.to.dataset)
+        outcome = screen(task, reply, self._context.declared(task.to))
         if isinstance(outcome, Failure):
             slot = self._context.take_slot(reply)
             self._context.reject(self._task_ids[index], outcome, reply.meta)

@@ -93,3 +93,6 @@ class Persister:
                 done.set_exception(exc)
             else:
                 done.set_result(None)
+            # A job is a closure over its context: held while this thread waits for the next
+            # one, it would keep a dropped context (and what it references) alive.
+            del job, write, done

@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import secrets
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -47,7 +47,11 @@ class MemoryStore:
 
     url = "memory://"
 
-    def __init__(self) -> None:
+    def __init__(self, participant_ids: Callable[[str, str], str] | None = None) -> None:
+        """``participant_ids(session_id, client_name)`` gives a new participant's id (random
+        16 hex digits by default): a run that has no database to keep between two processes
+        finds its participants again under the same ids (the in-process runner)."""
+        self._participant_ids = participant_ids
         self._lock = threading.Lock()
         self._sessions: dict[str, SessionRecord] = {}
         self._participants: dict[str, ParticipantRecord] = {}
@@ -174,7 +178,11 @@ class MemoryStore:
                 )
             seq = sum(1 for p in self._participants.values() if p.session_id == session_id)
             participant = ParticipantRecord(
-                id=secrets.token_hex(8),
+                id=(
+                    self._participant_ids(session_id, client_name)
+                    if self._participant_ids is not None
+                    else secrets.token_hex(8)
+                ),
                 session_id=session_id,
                 client_name=client_name,
                 dataset=copy.deepcopy(dict(dataset)),
