@@ -33,7 +33,7 @@ from fedsilo.server.api.deps import (
     errors,
     get_session_record,
 )
-from fedsilo.server.auth import hash_token, new_secret
+from fedsilo.server.auth import hash_token
 from fedsilo.server.engine.frames import receive_buffer
 from fedsilo.server.engine.gate import Slot
 from fedsilo.server.engine.hub import PendingTask
@@ -153,26 +153,17 @@ def join_session(
             detail=f"Cannot join session {session_id}: it is already running with its "
             f"clients; new clients can join while it is created or pending.",
         )
-    credential = new_secret()
     try:
-        record, created = store.join_participant(
-            session_id,
-            body.client_name,
-            body.dataset.model_dump(),
-            credential_hash=hash_token(credential),
-            public_key=body.public_key,
-        )
+        joined = engine.first_join(session_id, body.client_name, body.dataset, body.public_key)
     except ValueError as exc:  # the session was deleted since it was read above
         raise HTTPException(status_code=404, detail=f"Session {session_id} not found.") from exc
-    if not created:  # two first joins under one name raced; the other one won
+    if joined is None:  # two first joins under one name raced; the other one won
         raise HTTPException(
             status_code=409,
             detail=f"Client name {body.client_name!r} joined session {session_id} at the same "
             "time from elsewhere; rejoin with that participant's credential.",
         )
-    engine.log(session_id, f"client {body.client_name!r} joined ({body.dataset.train_rows} rows)")
-    engine.liveness.seen(record.id, session_id)
-    engine.notify_join()
+    record, credential = joined
     audit.record(request, principal, "participant.join", session_id, detail=_joined(record))
     return ParticipantJoined(**participant_public(record).model_dump(), credential=credential)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from fedsilo.errors import FedsiloError
 from fedsilo.federation import Failure
-from fedsilo.server.auth import hash_token, new_secret
+from fedsilo.server.auth import hash_token
 from fedsilo.server.engine.gate import Slot
 from fedsilo.server.engine.hub import PendingTask
 from fedsilo.server.engine.runner import Accepted, ReplyRejected, SessionEngine
@@ -89,25 +89,17 @@ class LocalParticipant:
         self._engine = engine
         self.session_id = session_id
         # The join route's first join: a fresh credential, stored hashed, logged, live.
-        self._credential = new_secret()
-        record, created = engine.state.join_participant(
-            session_id,
-            client_name,
-            dataset.model_dump(),
-            credential_hash=hash_token(self._credential),
-            public_key=public_key,
-        )
-        if not created:
+        joined = engine.first_join(session_id, client_name, dataset, public_key)
+        if joined is None:
             raise ParticipantRefused(
                 f"client_name: {client_name!r} already joined session {session_id}; "
                 "a local participant joins once"
             )
-        self.record: ParticipantRecord = record
+        self.record: ParticipantRecord
+        self.record, self._credential = joined
         #: the credential hash as stored, once read
         self._stored: str | None = None
-        engine.log(session_id, f"client {client_name!r} joined ({dataset.train_rows} rows)")
         self.poll()
-        engine.notify_join()
 
     @property
     def id(self) -> str:

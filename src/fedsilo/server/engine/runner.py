@@ -9,6 +9,7 @@ from typing import Any
 
 from fedsilo.errors import FedsiloError, WireError
 from fedsilo.federation import Failure, Outcome, Reply, SessionInfo, get_package, split_sealed
+from fedsilo.server.auth import hash_token, new_secret
 from fedsilo.server.engine.context import EngineContext, Interrupted, SessionCanceled
 from fedsilo.server.engine.frames import decode_views
 from fedsilo.server.engine.gate import ReplyGate, Slot
@@ -18,8 +19,14 @@ from fedsilo.server.engine.liveness import Liveness, LivenessSweep
 from fedsilo.server.initial_model import with_initial_model
 from fedsilo.server.metrics import ServerMetrics
 from fedsilo.server.settings import Settings
-from fedsilo.server.state import ACTIVE_STATUSES, ArtifactStore, StateStore, utcnow
-from fedsilo.wire import ReplyEnvelope, SessionStatus, parse_header
+from fedsilo.server.state import (
+    ACTIVE_STATUSES,
+    ArtifactStore,
+    ParticipantRecord,
+    StateStore,
+    utcnow,
+)
+from fedsilo.wire import DatasetSummary, ReplyEnvelope, SessionStatus, parse_header
 
 __all__ = ["Accepted", "ReplyRejected", "SessionEngine"]
 
@@ -155,6 +162,31 @@ class SessionEngine:
     def notify_join(self) -> None:
         with self.joined:
             self.joined.notify_all()
+
+    def first_join(
+        self, session_id: str, client_name: str, dataset: DatasetSummary, public_key: str
+    ) -> tuple[ParticipantRecord, str] | None:
+        """A participant's first join: a fresh credential (returned once, stored hashed), the
+        join logged, the participant live, the workflow's wait for clients woken.
+
+        Returns None when another first join under ``client_name`` won a race (the caller
+        says so); raises ValueError when the session is gone. The join route and the
+        in-process runner's participants both join through here.
+        """
+        credential = new_secret()
+        record, created = self.state.join_participant(
+            session_id,
+            client_name,
+            dataset.model_dump(),
+            credential_hash=hash_token(credential),
+            public_key=public_key,
+        )
+        if not created:
+            return None
+        self.log(session_id, f"client {client_name!r} joined ({dataset.train_rows} rows)")
+        self.liveness.seen(record.id, session_id)
+        self.notify_join()
+        return record, credential
 
     def stop(self, timeout: float = 5.0) -> None:
         """Interrupt every workflow; their sessions stay active and resume on restart."""
