@@ -8,7 +8,6 @@ reply screening, failures, a restart from a state directory, the context's threa
 from __future__ import annotations
 
 import gc
-import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -141,7 +140,8 @@ def test_a_dropped_context_is_collected_and_stops_its_threads() -> None:
     fit(ctx)
     ctx.checkpoint(1, {"w": np.zeros(2)}, {})
     ctx.flush()  # the writer ran its last job, a closure over ctx, and waits for the next
-    writer = next(t for t in threading.enumerate() if t.name == "writes-0123456789")
+    # this context's writer (the suite's other contexts may still have theirs, same name)
+    writer = ctx.writes._thread
     alive = weakref.ref(ctx)
     del ctx
     gc.collect()
