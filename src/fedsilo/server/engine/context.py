@@ -326,16 +326,19 @@ class EngineContext(AskMixin):
 
     def checkpoint(self, round: int, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         # Encoded now (the workflow may change its arrays once this returns), written behind:
-        # the file, then the round's records, in one job of the session's writer.
+        # the round's records, then the file, in one job of the session's writer. In this
+        # order a crash between the two leaves records of a round the checkpoint does not
+        # hold yet, and the resumed session redoes that round (its records are replaced); in
+        # the other order the resumed session would skip a round whose records were lost.
         frame = encode_into(arrays, {"round": round, "meta": dict(meta)}, self.spill)
         artifacts, key = self._engine.artifacts, checkpoint_key(self._info.id)
 
         def write_checkpoint(state: StateStore) -> None:
-            # write_bytes takes any buffer (a file write or an object put): no copy to bytes.
-            artifacts.write_bytes(key, frame)
             writes = self._take_pending()
             writes.session_round = round
             state.apply(writes)
+            # write_bytes takes any buffer (a file write or an object put): no copy to bytes.
+            artifacts.write_bytes(key, frame)
 
         self.writes.submit(write_checkpoint)
 
