@@ -31,10 +31,10 @@ pytestmark = pytest.mark.e2e
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 CHROMIUM = os.environ.get("FEDSILO_CHROMIUM") or shutil.which("chromium")
-ROUNDS = 4
+ROUNDS = 6
 #: small batches: a round takes long enough (seconds) for the page, polling every 0.5 s, to
 #: show the round counter moving
-BATCH_SIZE = 128
+BATCH_SIZE = 16
 MODEL_CONFIG: dict[str, Any] = {
     "experiment_name": "portal",
     "experiment_description": "two silos in the browser",

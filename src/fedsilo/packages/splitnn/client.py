@@ -36,7 +36,7 @@ import pandas as pd
 from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import ConfigError, DataError, TaskError
 from fedsilo.federation import ExecutorContext
-from fedsilo.packages.splitnn.channel import PeerChannel
+from fedsilo.packages.splitnn.channel import PeerChannel, RoundAbandoned
 from fedsilo.packages.splitnn.config import SplitnnDataConfig, SplitnnModelConfig
 from fedsilo.packages.splitnn.parts import PartStore
 from fedsilo.privacy.psi import canonical_ids, records_digest
@@ -70,6 +70,10 @@ def _numeric_problems(frame: pd.DataFrame, columns: list[str], source: str) -> l
         if nulls:
             problems.append(f"{source}: column {column!r} has {nulls} null value(s)")
     return problems
+
+
+#: in this party's state dir while it trains an attempt of a round: ``<round>:<attempt>``
+IN_PROGRESS_FILE = "vfl-attempt-in-progress"
 
 
 class SplitnnExecutor:
@@ -219,6 +223,19 @@ class SplitnnExecutor:
         party.restore(store, server_round - 1)
         positions = {t: self._positions(arrays, t) for t in ("train", "test")}
         attempt, batch_size = int(meta["attempt"]), int(meta["batch_size"])
+        # A party killed during an attempt and restarted gets the same task again, but its
+        # peers may have finished their part of that attempt and wait for nothing more from
+        # it: it fails the attempt at once, and the workflow resends the round to everyone.
+        marker = self.context.state_dir / IN_PROGRESS_FILE
+        this_attempt = f"{server_round}:{attempt}"
+        if marker.is_file() and marker.read_text(encoding="utf-8") == this_attempt:
+            marker.unlink()
+            raise RoundAbandoned(
+                f"this party restarted during round {server_round} (attempt {attempt}); the "
+                "round is resent to every party"
+            )
+        marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        marker.write_text(this_attempt, encoding="utf-8")
         started = time.perf_counter()
         metrics = party.train_round(
             server_round, attempt, positions["train"], batch_size, self.context.abort
@@ -228,6 +245,7 @@ class SplitnnExecutor:
         evaluated = time.perf_counter()
         store.save(server_round, party.state())
         store.note(self.context.state_dir)
+        marker.unlink(missing_ok=True)
         # Wall times of the round's phases at the active party, for the session log.
         metrics |= {
             "train_s": trained - started,
