@@ -775,5 +775,7 @@ def test_eda_individual_mode_tutorial(
     assert isinstance(saved_dataset_one_hist_plots, Figure) and isinstance(single_hist, Figure)
 
 
-EDA_COUNT_RTOL = 0.01
+#: the released count carries Laplace noise of the count's share of epsilon 1 (a scale of tens
+#: of rows: an error of 181 of 16,000 was seen, past the 1 % this was); 5 % is far in the tail
+EDA_COUNT_RTOL = 0.05
 EDA_ATOL = 0.1

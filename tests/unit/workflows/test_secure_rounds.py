@@ -260,7 +260,9 @@ def test_min_fit_clients_counts_the_masked_inputs() -> None:
 def test_no_stored_reply_and_nothing_the_server_got_holds_an_unmasked_update(
     tmp_path: Path,
 ) -> None:
-    clients = toy(3)
+    # Targets away from 0: a client at 0 sends an all-zero update, whose 12 zero bytes turn
+    # up by chance in any binary file (a length field, padding).
+    clients = {f"c{i}": Client(float(i) + 0.37, 10 * (i + 1)) for i in range(3)}
     ctx = InProcessContext(
         clients, 2, model_config=SECURE, datasets=declared(clients), state_dir=tmp_path
     )
