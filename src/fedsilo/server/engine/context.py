@@ -121,8 +121,8 @@ class EngineContext(AskMixin):
         self.task_timeout = task_timeout or engine.settings.task_timeout
         self.canceled = threading.Event()
         self._lock = threading.Lock()
-        #: successful replies, written with the next write
-        self._answered: list[TaskCompletion] = []
+        #: successful replies by task id (in arrival order), written with the next write
+        self._answered: dict[str, TaskCompletion] = {}
         #: ids of tasks inserted (or in the batch being written) and not yet answered
         self._inserted: set[str] = set()
         #: round -> its record, recorded but not yet written
@@ -265,13 +265,11 @@ class EngineContext(AskMixin):
         """A reply arrived for one of this session's tasks: note its completion, and keep its
         gate slot until the workflow is done with it (or drops it unconsumed)."""
         with self._lock:
-            self._answered.append(
-                TaskCompletion(
-                    id=pending.id,
-                    reply_meta=dict(reply.meta),
-                    delivered_at=pending.delivered_at,
-                    replied_at=pending.replied_at,
-                )
+            self._answered[pending.id] = TaskCompletion(
+                id=pending.id,
+                reply_meta=dict(reply.meta),
+                delivered_at=pending.delivered_at,
+                replied_at=pending.replied_at,
             )
             self._slots[id(reply)] = slot
         # A reply the workflow drops unconsumed (a group it let go of) frees its slot too.
@@ -283,7 +281,7 @@ class EngineContext(AskMixin):
         completed, and the session log says why."""
         with self._lock:
             # Its completion may still wait for a write; it must not land after the failure.
-            self._answered = [a for a in self._answered if a.id != task_id]
+            self._answered.pop(task_id, None)
         self.log(rejection_line(failure))
         self._engine.metrics.reply_rejected(rejection_reason(failure.reason))
         self.record_failure(task_id, failure.reason, dict(reply_meta))
@@ -425,10 +423,11 @@ class EngineContext(AskMixin):
         busy time at 100 clients."""
         with self._lock:
             # Only tasks already inserted (by an earlier job or this very batch); replies to
-            # tasks whose insert is still queued wait for a later write.
-            answered = [a for a in self._answered if a.id in self._inserted]
-            self._answered = [a for a in self._answered if a.id not in self._inserted]
-            self._inserted.difference_update(a.id for a in answered)
+            # tasks whose insert is still queued wait for a later write. Both sides can be
+            # thousands long when the writer runs behind: the intersection walks the smaller.
+            ready = self._inserted & self._answered.keys()
+            answered = [self._answered.pop(task_id) for task_id in sorted(ready)]
+            self._inserted -= ready
             rounds, self._rounds = self._rounds, {}
         return SessionWrites(
             self._info.id,
