@@ -32,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import sqlite3
@@ -229,10 +230,21 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--rows", type=int, default=200, help="rows per ffnet-tiny shard")
     parser.add_argument("--out", type=Path, default=None, help="append the JSON lines here too")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="work in this directory and keep it (the server's and clients' logs, the shards)",
+    )
     args = parser.parse_args()
     default_rounds = {"echo": 50, "ffnet": 5, "ffnet-tiny": 20}
     code = 0
-    with tempfile.TemporaryDirectory(prefix="fedsilo-round-latency-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="fedsilo-round-latency-"))
         for kind in args.workload or ["echo", "ffnet"]:
             rounds = args.rounds or default_rounds[kind]
             result = run_workload(kind, rounds, args.clients, args.rows, Path(tmp) / kind)

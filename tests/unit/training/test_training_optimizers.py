@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,7 @@ from fedsilo.config import OptimizerConfig
 from fedsilo.errors import ConfigError
 from fedsilo.privacy.accounting import DPSGDPlan
 from fedsilo.training import train_local
+from fedsilo.training.optimizers import PlainSGD, plain_sgd
 
 torch.set_num_threads(1)
 
@@ -158,3 +161,67 @@ def test_lbfgs_is_refused_under_dp_sgd() -> None:
             generator=torch.Generator(),
             privacy=plan,
         )
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"lr": 0.1},
+        {"lr": 0.1, "momentum": 0.9},
+        {"lr": 0.05, "momentum": 0.5, "dampening": 0.3, "weight_decay": 0.01},
+        {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.001},
+        {"lr": 0.1, "momentum": 0.2, "maximize": True},
+    ],
+)
+def test_plain_sgd_is_torchs_sgd_bit_for_bit(arguments: dict[str, Any]) -> None:
+    x, y = data()
+    net, reference = network(), network()
+    plain = plain_sgd(arguments, list(net.parameters()))
+    assert isinstance(plain, PlainSGD)
+    optimizer = torch.optim.SGD(reference.parameters(), **arguments)
+    for rows in torch.split(torch.randperm(40, generator=torch.Generator().manual_seed(4)), 8):
+        for module, step in ((net, plain), (reference, optimizer)):
+
+            def closure(module: nn.Module = module, rows: torch.Tensor = rows) -> float:
+                module.zero_grad()
+                loss = nn.CrossEntropyLoss()(module(x[rows]), y[rows])
+                torch.autograd.backward(loss)
+                return float(loss.item())
+
+            step.step(closure)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(net.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"lr": 0.1, "foreach": True},  # another kernel: torch's own SGD runs it
+        {"lr": -0.1},  # refused by torch: build_optimizer reports it
+        {"lr": 0.1, "nesterov": True},  # nesterov without momentum: likewise
+    ],
+)
+def test_plain_sgd_leaves_other_arguments_to_torch(arguments: dict[str, Any]) -> None:
+    assert plain_sgd(arguments, list(network().parameters())) is None
+
+
+def test_sgd_training_never_imports_torch_dynamo() -> None:
+    # torch.optim's first use imports torch._dynamo (1.5 s, 70 MB per client process).
+    script = (
+        "import sys, torch\n"
+        "from torch import nn\n"
+        "from fedsilo.config import OptimizerConfig\n"
+        "from fedsilo.training import train_local\n"
+        "net = nn.Linear(3, 2)\n"
+        "x, y = torch.randn(20, 3), torch.randint(0, 2, (20,))\n"
+        "for section in ({'name': 'SGD', 'params': {'lr': 0.1, 'momentum': 0.5}}, None):\n"
+        "    config = OptimizerConfig.model_validate(section) if section else None\n"
+        "    train_local(net, nn.CrossEntropyLoss(), x, y, epochs=1, batch_size=8,\n"
+        "                generator=torch.Generator(), optimizer=config,\n"
+        "                learning_rate=None if config else 0.1)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "False"
