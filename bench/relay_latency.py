@@ -92,13 +92,29 @@ def run_peer(url: str, token: str, sid: str, pid: str, credential: str, mode: st
                 return
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
-    alice: HttpExchange, bob_id: str, size: int, count: int, deadline: float, mode: str
+    alice: HttpExchange,
+    bob_id: str,
+    size: int,
+    count: int,
+    deadline: float,
+    mode: str,
+    pids: dict[str, int],
 ) -> Any:
     payload = os.urandom(size)
     round_trips: list[float] = []
     sends: list[float] = []
+    cpu: dict[str, float] = {}
     for i in range(_WARMUP + count):
+        if i == _WARMUP:
+            cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            cpu["alice"] = time.process_time()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(f"relay_latency ran out of time after {i} round trips")
@@ -118,9 +134,13 @@ def measure(
         if i >= _WARMUP:
             round_trips.append((ended - started) * 1000)
             sends.append((sent - started) * 1000)
+    spent = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
+    spent["alice"] = time.process_time() - cpu["alice"]
     result = {
         "hop_ms": percentiles([v / 2 for v in round_trips]),
         "round_trip_ms": percentiles(round_trips),
+        # CPU per hop (a hop is one request in lock step, a send and a poll otherwise)
+        "cpu_ms_per_hop": {k: round(v * 1000 / (2 * count), 3) for k, v in spent.items()},
     }
     if mode != _LOCK_STEP:  # in lock step the send is the whole round trip
         result["send_ms"] = percentiles(sends)
@@ -171,7 +191,8 @@ def main() -> None:
                 )  # fmt: skip
                 alice = HttpExchange(api, sid, alice_id, alice_credential)
                 for size in args.sizes:
-                    result = measure(alice, bob_id, size, args.messages, deadline, mode)
+                    pids = {"server": server.pid, "bob": peer.pid}
+                    result = measure(alice, bob_id, size, args.messages, deadline, mode, pids)
                     line = {
                         "bench": "relay_latency",
                         "mode": mode,

@@ -125,23 +125,24 @@ def client(
     )  # fmt: skip
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of processes ``pids`` so far (Linux ``/proc``)."""
-    total = 0
+def cpu_seconds(pids: list[int]) -> list[float]:
+    """User + system CPU seconds of each of processes ``pids`` so far (Linux ``/proc``)."""
+    spent = []
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / os.sysconf("SC_CLK_TCK")
+        spent.append(int(fields[11]) + int(fields[12]))  # utime, stime (fields 14, 15)
+    return [ticks / os.sysconf("SC_CLK_TCK") for ticks in spent]
 
 
 def wait(
     session: Any, timeout: float, pids: list[int] | None = None, rounds: int = 0
-) -> float | None:
-    """Wait for ``session`` to complete; with ``pids``, the CPU seconds those processes used
-    per round between the first completed round and the last one seen before the end."""
+) -> list[float] | None:
+    """Wait for ``session`` to complete; with ``pids``, the CPU seconds each of those
+    processes used per round between the first completed round and the last one seen
+    before the end."""
     deadline = time.monotonic() + timeout
-    first: tuple[int, float] | None = None
-    last: tuple[int, float] | None = None
+    first: tuple[int, list[float]] | None = None
+    last: tuple[int, list[float]] | None = None
     while True:
         public = session.refresh()
         if public.status.ended:
@@ -158,7 +159,8 @@ def wait(
         raise RuntimeError(f"session {session.id} {public.status}: {public.failure_reason}")
     if first is None or last is None or last[0] == first[0]:
         return None
-    return (last[1] - first[1]) / (last[0] - first[0])
+    n = last[0] - first[0]
+    return [(b - a) / n for a, b in zip(first[1], last[1], strict=True)]
 
 
 def run_fedsilo(folder: Path, paths: dict[str, Any], rounds: int, batch: int) -> dict[str, Any]:
@@ -225,7 +227,9 @@ def run_fedsilo(folder: Path, paths: dict[str, Any], rounds: int, batch: int) ->
         "vfl_work_s": round(
             statistics.median(p["train_s"] + p["evaluate_s"] for p in phases[1:]), 3
         ),
-        "vfl_cpu_s_per_round": None if cpu is None else round(cpu, 3),
+        "vfl_cpu_s_per_round": None if cpu is None else round(sum(cpu), 3),
+        # server, passive party, active party
+        "vfl_cpu_s_per_round_each": None if cpu is None else [round(c, 4) for c in cpu],
     }
 
 

@@ -139,6 +139,7 @@ class SplitnnExecutor:
             raise DataError(problems, source="the local data")
         self.batch_size = dataset.batch_size
         self._party: Party | None = None
+        self._noted = False
 
     # ------------------------------------------------------------------ dispatch
 
@@ -244,7 +245,9 @@ class SplitnnExecutor:
         metrics.update(party.evaluate(attempt, positions["test"], batch_size))
         evaluated = time.perf_counter()
         store.save(server_round, party.state())
-        store.note(self.context.state_dir)
+        if not self._noted:  # the folder is the session's: noting it once is enough
+            store.note(self.context.state_dir)
+            self._noted = True
         marker.unlink(missing_ok=True)
         # Wall times of the round's phases at the active party, for the session log.
         metrics |= {

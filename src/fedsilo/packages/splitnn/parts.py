@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,20 @@ class PartStore:
         import torch
 
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for path in (self.round_path(server_round), self.model_path):
-            tmp = path.with_suffix(".tmp")
-            torch.save({"round": server_round, **state}, tmp)
-            os.replace(tmp, path)
+        path = self.round_path(server_round)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"round": server_round, **state}, tmp)
+        os.replace(tmp, path)
+        # model.pt is the same bytes: a hard link (one write per round, not two); a file
+        # system without hard links gets a copy. A round file is only ever replaced, never
+        # written in place, so the link keeps the bytes it was made with.
+        linked = self.model_path.with_suffix(".tmp")
+        linked.unlink(missing_ok=True)
+        try:
+            os.link(path, linked)
+        except OSError:
+            shutil.copyfile(path, linked)
+        os.replace(linked, self.model_path)
 
     def load(self, server_round: int | None = None) -> dict[str, Any]:
         """The state at the end of ``server_round`` (None: the last one, ``model.pt``).

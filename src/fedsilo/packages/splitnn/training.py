@@ -49,6 +49,9 @@ GRADIENT = "gradient"
 TEST_EMBEDDING = "test_embedding"
 PREDICT_EMBEDDING = "predict_embedding"
 START = "start"
+#: the most embedding bytes one evaluation or prediction message carries (the relay takes up
+#: to 16 MiB): the 3,600 test rows of a 5-wide embedding are one message, not four
+EVALUATION_MESSAGE_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,10 @@ class Party:
         if self.is_label and "train" in tables and self.columns.target is not None:
             self.labels = tables["train"][self.columns.target].to_numpy()
             self.test_labels = tables["test"][self.columns.target].to_numpy()
+            # Built once, not per batch: the loss module and the targets as the loss takes
+            # them (a batch indexes them; the values are those label_tensor gives per batch).
+            self._targets = label_tensor(self.task, self.labels)
+        self._loss = label_loss(self.task)
         self.feature_model: torch.nn.Module | None = None
         self.label_model: torch.nn.Module | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -226,7 +233,7 @@ class Party:
             passive[name].requires_grad_(True)
         embeddings = self._side_by_side(passive, x)
         outputs = self.label_model(embeddings)
-        loss = label_loss(self.task)(outputs, label_tensor(self.task, self.labels[rows]))
+        loss = self._loss(outputs, self._targets[torch.from_numpy(rows)])
         for optimizer in self.optimizers.values():
             optimizer.zero_grad()
         loss.backward()
@@ -267,25 +274,37 @@ class Party:
         chunks = [positions[i : i + batch_size] for i in range(0, len(positions), batch_size)]
         with torch.no_grad():
             if not self.is_label:
-                assert self.feature_model is not None
-                for c, rows in enumerate(chunks):
-                    embedding = self.feature_model(torch.from_numpy(inputs[rows]))
-                    self.channel.send(
-                        self.peers.label_id, kind, attempt, c, {"e": embedding.numpy()}
-                    )
+                self._send_embeddings(kind, attempt, [inputs[rows] for rows in chunks])
                 return None
             assert self.label_model is not None
             outputs = []
-            ids = [self.peers.ids[name] for name in self.passives]
-            for c, rows in enumerate(chunks):
-                received = self.channel.receive(ids, kind, attempt, c)
-                passive = {
-                    name: _tensor(received[self.peers.ids[name]], "e", (len(rows), None))
-                    for name in self.passives
-                }
+            rows_of = {name: _Rows(self, name, kind, attempt) for name in self.passives}
+            for rows in chunks:
+                passive = {name: rows_of[name].take(len(rows)) for name in self.passives}
                 outputs.append(self.label_model(self._side_by_side(passive, inputs[rows])).numpy())
+            for taken in rows_of.values():
+                taken.finish()
             width = self.model_config.split.label_model.params.output_size
             return np.concatenate(outputs) if outputs else np.zeros((0, width), np.float32)
+
+    def _send_embeddings(self, kind: str, attempt: int, chunks: list[np.ndarray]) -> None:
+        """At a passive party: the embeddings of ``chunks`` (computed chunk by chunk, as the
+        active party applies the label model), several chunks to a message of at most
+        :data:`EVALUATION_MESSAGE_BYTES`: one request instead of one per chunk."""
+        assert self.feature_model is not None
+        pending: list[np.ndarray] = []
+        size = 0
+        message = 0
+        for c, x in enumerate(chunks):
+            embedding = self.feature_model(torch.from_numpy(x)).numpy()
+            pending.append(embedding)
+            size += embedding.nbytes
+            following = chunks[c + 1] if c + 1 < len(chunks) else None
+            if following is None or size + embedding.nbytes > EVALUATION_MESSAGE_BYTES:
+                self.channel.send(
+                    self.peers.label_id, kind, attempt, message, {"e": np.concatenate(pending)}
+                )
+                message, pending, size = message + 1, [], 0
 
     def evaluate(
         self, server_round: int, positions: np.ndarray, batch_size: int
@@ -300,6 +319,43 @@ class Party:
         """The label model's outputs on the aligned rows (active party); None elsewhere.
         (No ``start`` poke: a passive party only sends here, it never waits.)"""
         return self._forward_rows(PREDICT_EMBEDDING, attempt, "test", positions, batch_size)
+
+
+class _Rows:
+    """At the active party: one passive party's evaluation embeddings, row by row, taking
+    its messages (:meth:`Party._send_embeddings`) as they are needed."""
+
+    def __init__(self, party: Party, name: str, kind: str, attempt: int) -> None:
+        self.party = party
+        self.sender = party.peers.ids[name]
+        self.kind = kind
+        self.attempt = attempt
+        self.messages = 0
+        self.held = torch.zeros((0, 0))
+        self.at = 0
+
+    def take(self, n: int) -> torch.Tensor:
+        """The next ``n`` rows' embeddings."""
+        if self.at == len(self.held):
+            got = self.party.channel.receive([self.sender], self.kind, self.attempt, self.messages)
+            self.held = _tensor(got[self.sender], "e", (None, None))
+            self.messages += 1
+            self.at = 0
+        if len(self.held) - self.at < n:
+            raise TaskError(
+                f"participant {self.sender} sent {len(self.held) - self.at} embedding rows in "
+                f"message {self.messages - 1}; expected a whole chunk of {n}"
+            )
+        rows = self.held[self.at : self.at + n]
+        self.at += n
+        return rows
+
+    def finish(self) -> None:
+        if self.at != len(self.held):
+            raise TaskError(
+                f"participant {self.sender} sent {len(self.held) - self.at} embedding rows "
+                "more than the aligned rows"
+            )
 
 
 def _tensor(
