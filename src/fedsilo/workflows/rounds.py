@@ -18,7 +18,11 @@ One loop serves every package that trains a model by rounds of local training (f
     select, checkpoint   best-model selection (:mod:`fedsilo.workflows.selection`); the global
                          arrays, the best ones, the strategy's state and the package's state
 
-and after the last round ``save_model`` stores the best (``save_best_model``) or the last
+With ``RoundPlan(fit_evaluates=True)`` a round's evaluate step rides on the next round's fit
+tasks when the same clients do both (:mod:`fedsilo.workflows.deferred`): one exchange per
+round, the round recorded and checkpointed once those fit replies are in.
+
+After the last round ``save_model`` stores the best (``save_best_model``) or the last
 model. The strategy's ``evaluate_fn`` (Flower's server-side evaluation) is recorded in the
 round's federated metrics as ``server_loss`` and ``server_<name>``; unlike Flower, the initial
 model is not evaluated, since round 0 is no round of the session's metrics.
@@ -51,6 +55,7 @@ from fedsilo.privacy.dp import DifferentialPrivacyParams
 from fedsilo.privacy.secagg import SecAggSpec
 from fedsilo.strategies import Strategy, UnweightedAverage
 from fedsilo.wire import Arrays, DatasetSummary
+from fedsilo.workflows.deferred import EVALUATE_KEY, DeferredEvaluation
 from fedsilo.workflows.metrics import WeightedMean, client_metrics, finite_number
 from fedsilo.workflows.secure import secure_mean
 from fedsilo.workflows.selection import BestModel
@@ -134,6 +139,11 @@ class RoundPlan:
         spending.
     model_meta : mapping
         Extra entries of the saved model's meta (``solver``, ...).
+    fit_evaluates : bool, default False
+        The package's fit task evaluates the arrays it receives first when its meta carries
+        ``"evaluate"`` (an evaluate task's meta) and replies the metrics under
+        ``"evaluation"``: a round's evaluation then rides on the next round's fit when the
+        same clients do both (:mod:`fedsilo.workflows.deferred`).
     """
 
     strategy: Strategy
@@ -145,6 +155,7 @@ class RoundPlan:
     save_best_mode: Literal["min", "max"] = "min"
     privacy: DifferentialPrivacyParams | None = None
     model_meta: Mapping[str, Any] = field(default_factory=dict)
+    fit_evaluates: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,55 +210,14 @@ def run_rounds(ctx: SessionContext, plan: RoundPlan) -> RoundsResult:
         start = plan.start(participants)
         weights, state, first = start.arrays, dict(start.state), 1
 
-    for server_round in range(first, num_rounds + 1):
-        # Seeded by round, not carried over, so a resumed session samples as it would have.
-        rng = np.random.default_rng([plan.seed, server_round])
-        fit_meta = {
-            "round": server_round,
-            **plan.fit_meta,
-            # Clients under DP plan their budget for the whole session from it.
-            "num_rounds": num_rounds,
-            **strategy.fit_config(server_round),
-        }
-        sampled = strategy.configure_fit(server_round, participants, rng)
-        fit = _FitLog(plan.train_weight_key, private=plan.privacy is not None)
-        if secure is not None:
-            weights = _secure_fit(ctx, strategy, secure, sampled, weights, fit_meta, fit)
-        else:
-            fit_spec = ReplySpec.like(weights, counts=FIT_COUNTS)
-            group = ctx.send(
-                [
-                    Task(
-                        to=p,
-                        kind="fit",
-                        meta=fit_meta,
-                        arrays=weights,
-                        round=server_round,
-                        expect=fit_spec,
-                    )
-                    for p in sampled
-                ]
-            )
-            replies = stream(ctx, group, params.accept_failures, params.min_fit_clients)
-            weights = strategy.aggregate_fit(server_round, weights, fit.watch(replies))
-        _check_finite(server_round, weights)
-        spent.update(fit.spent)
-
-        eval_meta = {"round": server_round, **strategy.evaluate_config(server_round)}
-        group = ctx.send(
-            [
-                Task(
-                    to=p,
-                    kind="evaluate",
-                    meta=eval_meta,
-                    arrays=weights,
-                    round=server_round,
-                    expect=EVALUATE_SPEC,
-                )
-                for p in strategy.configure_evaluate(server_round, participants, rng)
-            ]
-        )
-        evaluations = list(stream(ctx, group, params.accept_failures, params.min_eval_clients))
+    def finish(
+        server_round: int,
+        weights: Arrays,
+        evaluations: list[Reply],
+        fit: _FitLog,
+        strategy_state: Arrays,
+    ) -> None:
+        """aggregate_evaluate, evaluate_fn, record_round, select, checkpoint."""
         if server_round == first:
             _log_evaluated_on(ctx, evaluations)
         federated = strategy.aggregate_evaluate(server_round, evaluations)
@@ -268,10 +238,88 @@ def run_rounds(ctx: SessionContext, plan: RoundPlan) -> RoundsResult:
             arrays={
                 **{_GLOBAL + k: v for k, v in weights.items()},
                 **{_BEST + k: v for k, v in best.arrays.items()},
-                **{_STRATEGY + k: v for k, v in strategy.state_arrays().items()},
+                **{_STRATEGY + k: v for k, v in strategy_state.items()},
             },
             meta={**best.meta(), _SPENT: spent, _STATE: state},
         )
+
+    def prepare(server_round: int) -> tuple[np.random.Generator, dict[str, Any], list[Participant]]:
+        # Seeded by round, not carried over, so a resumed session samples as it would have.
+        rng = np.random.default_rng([plan.seed, server_round])
+        fit_meta = {
+            "round": server_round,
+            **plan.fit_meta,
+            # Clients under DP plan their budget for the whole session from it.
+            "num_rounds": num_rounds,
+            **strategy.fit_config(server_round),
+        }
+        return rng, fit_meta, strategy.configure_fit(server_round, participants, rng)
+
+    # Evaluations ride on the next round's fit (fedsilo.workflows.deferred) when they can.
+    fold = plan.fit_evaluates and secure is None and plan.privacy is None
+    deferred: DeferredEvaluation | None = None
+    upcoming = prepare(first) if first <= num_rounds else None
+    for server_round in range(first, num_rounds + 1):
+        assert upcoming is not None  # prepared by the round before
+        rng, fit_meta, sampled = upcoming
+        fit = _FitLog(plan.train_weight_key, private=plan.privacy is not None)
+        if secure is not None:
+            weights = _secure_fit(ctx, strategy, secure, sampled, weights, fit_meta, fit)
+        else:
+            fit_spec = ReplySpec.like(weights, counts=FIT_COUNTS)
+            if deferred is not None:
+                fit_meta = {**fit_meta, EVALUATE_KEY: deferred.meta}
+            group = ctx.send(
+                [
+                    Task(
+                        to=p,
+                        kind="fit",
+                        meta=fit_meta,
+                        arrays=weights,
+                        round=server_round,
+                        expect=fit_spec,
+                    )
+                    for p in sampled
+                ]
+            )
+            replies: Iterable[Reply] = stream(
+                ctx, group, params.accept_failures, params.min_fit_clients
+            )
+            if deferred is not None:
+                replies = deferred.collect(ctx, replies, EVALUATE_SPEC, params.accept_failures)
+            weights = strategy.aggregate_fit(server_round, weights, fit.watch(replies))
+        if deferred is not None:
+            evaluations = deferred.check(ctx, params.min_eval_clients)
+            finish(
+                deferred.round, deferred.weights, evaluations, deferred.fit, deferred.strategy_state
+            )
+            deferred = None
+        _check_finite(server_round, weights)
+        spent.update(fit.spent)
+
+        eval_meta = {"round": server_round, **strategy.evaluate_config(server_round)}
+        evaluators = strategy.configure_evaluate(server_round, participants, rng)
+        upcoming = prepare(server_round + 1) if server_round < num_rounds else None
+        if fold and evaluators and upcoming is not None and _same(evaluators, upcoming[2]):
+            deferred = DeferredEvaluation(
+                server_round, weights, eval_meta, evaluators, strategy.state_arrays(), fit
+            )
+            continue
+        group = ctx.send(
+            [
+                Task(
+                    to=p,
+                    kind="evaluate",
+                    meta=eval_meta,
+                    arrays=weights,
+                    round=server_round,
+                    expect=EVALUATE_SPEC,
+                )
+                for p in evaluators
+            ]
+        )
+        evaluations = list(stream(ctx, group, params.accept_failures, params.min_eval_clients))
+        finish(server_round, weights, evaluations, fit, strategy.state_arrays())
 
     chosen, metrics, selected_by = best.selected(num_rounds)
     arrays = best.arrays if best.best_round is not None else weights
@@ -461,6 +509,10 @@ def _secure_fit(
         round=server_round,
     )
     return strategy.aggregate_fit(server_round, weights, [aggregate])
+
+
+def _same(a: Sequence[Participant], b: Sequence[Participant]) -> bool:
+    return sorted(p.id for p in a) == sorted(p.id for p in b)
 
 
 def _check_finite(server_round: int, weights: Arrays) -> None:

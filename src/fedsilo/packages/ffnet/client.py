@@ -12,6 +12,10 @@ Task kinds
     meta ``{"round": int, "local_epochs": int (optional), "proximal_mu": float (optional,
     FedProx)}``, arrays = global ``state_dict``. Replies ``{"num_examples", "train_loss",
     "local_epochs"}`` and the trained ``state_dict``.
+    With ``"evaluate": {evaluate meta}`` in the meta (the round loop's
+    ``fit_evaluates``, :mod:`fedsilo.workflows.deferred`) the given weights are evaluated
+    first, as an ``evaluate`` task with that meta would, and the reply adds those metrics
+    under ``"evaluation"``.
 ``evaluate``
     meta ``{"round": int}``, arrays = global ``state_dict``. Replies metrics only:
     classification ``test_loss`` (cross-entropy), ``test_accuracy``, ``test_roc_auc``;
@@ -58,6 +62,7 @@ from fedsilo.privacy import resolve_delta
 from fedsilo.privacy.ledger import ReleaseLedger, privacy_report
 from fedsilo.training import limit_torch_threads, shuffle_seed, train_local
 from fedsilo.wire import Arrays
+from fedsilo.workflows.deferred import EVALUATE_KEY, EVALUATION_KEY
 
 if TYPE_CHECKING:
     from fedsilo.privacy import DPSGDPlan
@@ -193,8 +198,24 @@ class FFNetExecutor:
             The trained ``state_dict``.
         """
         if self._privacy is not None:
+            if EVALUATE_KEY in meta:
+                raise TaskError(
+                    f"Under differential privacy a fit task cannot evaluate as well (meta "
+                    f"{EVALUATE_KEY!r}): each release is planned on its own."
+                )
             return self._fit_private(self._privacy, meta, arrays)
-        self._load(arrays, "fit")
+        evaluation = None
+        if EVALUATE_KEY in meta:
+            # The previous round's evaluation, on the arrays received, before they move.
+            asked = meta[EVALUATE_KEY]
+            if not isinstance(asked, dict):
+                raise TaskError(
+                    f"Task meta {EVALUATE_KEY!r} must be an evaluate task's meta (an object). "
+                    f"Got {asked!r}."
+                )
+            evaluation = self.evaluate(asked, arrays)
+        else:
+            self._load(arrays, "fit")
         server_round = _meta_int(meta, "round", 0, minimum=0)
         epochs = _meta_int(meta, "local_epochs", self.model_config.local_epochs, minimum=1)
         proximal_mu = _meta_float(meta, "proximal_mu", 0.0)
@@ -212,11 +233,13 @@ class FFNetExecutor:
             epoch_rows=self._epoch_rows if self._class_rows else None,
             proximal_mu=proximal_mu,
         )
-        reply = {
+        reply: dict[str, Any] = {
             "num_examples": result.num_examples,
             "train_loss": result.train_loss,
             "local_epochs": epochs,
         }
+        if evaluation is not None:
+            reply[EVALUATION_KEY] = evaluation
         return reply, module_arrays(self.module)
 
     def _fit_private(

@@ -1,15 +1,19 @@
-"""The parts that keep a small ffnet round cheap: the rank AUC (against scikit-learn) and
-torch's thread count on a client."""
+"""The parts that keep a small ffnet round cheap: the rank AUC (against scikit-learn),
+torch's thread count on a client, and a fit that evaluates first (one exchange a round)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from fedsilo.data.dataset import LocalDataset
 from fedsilo.errors import ConfigError
-from fedsilo.packages.ffnet.client import roc_auc
+from fedsilo.packages.ffnet.client import FFNetExecutor, roc_auc
+from fedsilo.packages.ffnet.config import FFNetDataConfig, FFNetModelConfig
+from fedsilo.packages.ffnet.model import build_module, module_arrays
 from fedsilo.training import limit_torch_threads
 from fedsilo.training.threads import SMALL_MODEL_PARAMETERS, TORCH_THREADS_ENV
 
@@ -75,3 +79,30 @@ def test_a_bad_thread_count_names_the_variable(
     torch_threads.setenv(TORCH_THREADS_ENV, value)
     with pytest.raises(ConfigError, match=f"{TORCH_THREADS_ENV} must be an integer >= 1.*{value}"):
         limit_torch_threads(500)
+
+
+def test_a_fit_asked_to_evaluate_first_reports_the_evaluate_tasks_metrics() -> None:
+    # The round loop's fit_evaluates: the previous round's evaluation rides on this fit.
+    mc = FFNetModelConfig.model_validate(
+        {
+            "model": {"params": {"input_size": 2, "hidden_layer_sizes": [4], "output_size": 2}},
+            "ml_task": {"type": "classification"},
+            "optimizer": {"name": "SGD", "params": {"learning_rate": 0.1}},
+            "seed": 3,
+        }
+    )
+    dc = FFNetDataConfig(predictors=["a", "b"], target="y")
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(rng.standard_normal((60, 2)), columns=["a", "b"])
+    frame["y"] = (frame["a"] > 0).astype(np.int64)
+    dataset = LocalDataset(train=frame.iloc[:40], test=frame.iloc[40:], batch_size=16)
+    weights = module_arrays(build_module(mc))
+    alone = FFNetExecutor(mc, dc, dataset)
+    together = FFNetExecutor(mc, dc, dataset)
+    expected = alone.handle("evaluate", {"round": 1}, weights)[0]
+    fitted = alone.handle("fit", {"round": 2}, weights)
+    meta, arrays = together.handle("fit", {"round": 2, "evaluate": {"round": 1}}, weights)
+    assert meta.pop("evaluation") == expected
+    assert meta == fitted[0]
+    for name, value in fitted[1].items():
+        np.testing.assert_array_equal(arrays[name], value)
