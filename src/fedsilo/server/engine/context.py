@@ -39,7 +39,7 @@ from fedsilo.server.engine.frames import encode_into
 from fedsilo.server.engine.gate import Slot
 from fedsilo.server.engine.group import EngineTaskGroup
 from fedsilo.server.engine.hub import PendingTask
-from fedsilo.server.engine.persister import Persister, WriterStopped
+from fedsilo.server.engine.persister import Batch, Persister, WriterStopped
 from fedsilo.server.metrics import rejection_reason
 from fedsilo.server.state import (
     ModelRecord,
@@ -228,16 +228,16 @@ class EngineContext(AskMixin):
             )
         if records:
 
-            def write_tasks(state: StateStore) -> None:
+            def task_writes() -> SessionWrites:
                 # Replies to these very tasks may have arrived by the time this runs: the
                 # batch inserts the tasks before it completes them.
                 with self._lock:
                     self._inserted.update(record.id for record in records)
                 writes = self._take_pending()
                 writes.tasks = records
-                state.apply(writes)
+                return writes
 
-            self.writes.submit(write_tasks)
+            self.writes.submit(Batch(task_writes))
         # A participant that is offline is not asked: its task fails at once (recorded after
         # the insert just queued), instead of waiting out the timeout on a dead client.
         offline = [p for p in pending if engine.liveness.is_offline(p.participant_id)]
@@ -331,14 +331,16 @@ class EngineContext(AskMixin):
         frame = encode_into(arrays, {"round": round, "meta": dict(meta)}, self.spill)
         artifacts, key = self._engine.artifacts, checkpoint_key(self._info.id)
 
-        def write_checkpoint(state: StateStore) -> None:
+        def round_writes() -> SessionWrites:
             writes = self._take_pending()
             writes.session_round = round
-            state.apply(writes)
+            return writes
+
+        def write_file() -> None:
             # write_bytes takes any buffer (a file write or an object put): no copy to bytes.
             artifacts.write_bytes(key, frame)
 
-        self.writes.submit(write_checkpoint)
+        self.writes.submit(Batch(round_writes, after=write_file))
 
     def restore(self) -> Checkpoint | None:
         data = self._engine.artifacts.read_bytes(checkpoint_key(self._info.id))
@@ -361,13 +363,14 @@ class EngineContext(AskMixin):
         frame = encode_into(arrays, header, self.spill)
         artifacts, session_id = self._engine.artifacts, self._info.id
 
-        def write_model(state: StateStore) -> None:
-            artifacts.write_bytes(key, frame)
+        def model_writes() -> SessionWrites:
             writes = self._take_pending()
             writes.model = ModelRecord(session_id, round, key, dict(meta), utcnow())
-            state.apply(writes)
+            return writes
 
-        self.writes.run(write_model)  # GET /model serves it as soon as the workflow moves on
+        self.writes.run(
+            Batch(model_writes, before=lambda: artifacts.write_bytes(key, frame))
+        )  # GET /model serves it as soon as the workflow moves on
 
     def load_model(self, session_id: str) -> tuple[Arrays, dict[str, Any]] | None:
         data = self._engine.artifacts.read_bytes(model_key(session_id))
@@ -377,12 +380,12 @@ class EngineContext(AskMixin):
         return arrays, dict(header)
 
     def log(self, message: str) -> None:
-        def write_log(state: StateStore) -> None:
+        def log_writes() -> SessionWrites:
             writes = self._take_pending()
             writes.logs.append(message)
-            state.apply(writes)
+            return writes
 
-        self.writes.submit(write_log)
+        self.writes.submit(Batch(log_writes))
 
     def record_failure(
         self, task_id: str, reason: str, reply_meta: dict[str, Any] | None = None
@@ -415,7 +418,7 @@ class EngineContext(AskMixin):
     def flush(self) -> None:
         """Write what is recorded in memory only (replies, the last round's metrics) and
         wait for every queued write."""
-        self.writes.run(lambda state: state.apply(self._take_pending()))
+        self.writes.run(Batch(self._take_pending))
 
     def _take_pending(self) -> SessionWrites:
         """What was recorded in memory since the last write, to ride along with the next

@@ -236,3 +236,21 @@ class SessionWrites:
             or self.model is not None
             or self.logs
         )
+
+    def extend(self, later: SessionWrites) -> None:
+        """Add the writes recorded after these, so that one :meth:`StateStore.apply` does
+        both: lists concatenated, the later model record kept, the largest round."""
+        if later.session_id != self.session_id:
+            raise ValueError(
+                f"Cannot merge writes of session {later.session_id!r} into {self.session_id!r}."
+            )
+        self.tasks.extend(later.tasks)
+        self.completions.extend(later.completions)
+        # a round recorded again (redone after a restart) keeps its later record
+        by_round = {r.round: r for r in [*self.rounds, *later.rounds]}
+        self.rounds = [by_round[number] for number in sorted(by_round)]
+        if later.session_round is not None:
+            self.session_round = max(later.session_round, self.session_round or 0)
+        if later.model is not None:
+            self.model = later.model
+        self.logs.extend(later.logs)
