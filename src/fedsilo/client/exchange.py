@@ -23,10 +23,22 @@ request per message instead of two.
 from __future__ import annotations
 
 import time
+import weakref
+from collections.abc import Callable
+from typing import Any
 
-from fedsilo.errors import APIError, SessionError, WaitTimeout
-from fedsilo.http import ApiClient
-from fedsilo.wire import PARTICIPANT_HEADER, SENDER_HEADER, TAG_HEADER, SessionEnded
+from fedsilo.client.relay_socket import LockStepSocket
+from fedsilo.errors import APIError, ServerUnavailable, SessionError, WaitTimeout
+from fedsilo.http import ApiClient, error_from_response
+from fedsilo.keepalive import KeepAlive
+from fedsilo.wire import (
+    API_PREFIX,
+    OCTET_STREAM,
+    PARTICIPANT_HEADER,
+    SENDER_HEADER,
+    TAG_HEADER,
+    SessionEnded,
+)
 
 __all__ = ["HttpExchange"]
 
@@ -81,6 +93,16 @@ class HttpExchange:
         self.full_timeout = full_timeout
         self._headers = {PARTICIPANT_HEADER: credential}
         self._base = f"/sessions/{session_id}/participants/{participant_id}/relay"
+        # The lock-step send's own socket on a plain http:// server (see relay_socket);
+        # ApiClient's keep-alive settings say where and with which token.
+        plain: KeepAlive | None = getattr(api, "_keepalive", None)
+        self._lock_step = (
+            LockStepSocket(plain.host, plain.port, plain.base_path, plain.headers)
+            if isinstance(plain, KeepAlive)
+            else None
+        )
+        if self._lock_step is not None:  # closed with this exchange, if not before
+            weakref.finalize(self, self._lock_step.close)
 
     def send(self, to: str, payload: bytes, tag: str = "") -> None:
         """Deliver ``payload`` to participant ``to``; waits while its mailbox is full.
@@ -109,10 +131,16 @@ class HttpExchange:
         self._post(to, payload, tag, 0.0)
 
     def send_and_receive(
-        self, to: str, payload: bytes, tag: str = "", wait: float = 2.0
+        self,
+        to: str,
+        payload: bytes,
+        tag: str = "",
+        wait: float = 2.0,
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[str, str, bytes] | None:
         """:meth:`send`, then this participant's next message if one comes within ``wait``
-        seconds -- in one request.
+        seconds -- in one request. ``meanwhile`` (once) runs after the request is sent and
+        before its answer is read: this party's own work that the answer does not need.
 
         Returns
         -------
@@ -126,10 +154,15 @@ class HttpExchange:
         """
         if wait <= 0:
             raise ValueError(f"The 'wait' parameter must be > 0. Got {wait}.")
-        return self._post(to, payload, tag, wait)
+        return self._post(to, payload, tag, wait, meanwhile)
 
     def _post(
-        self, to: str, payload: bytes, tag: str, wait: float
+        self,
+        to: str,
+        payload: bytes,
+        tag: str,
+        wait: float,
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[str, str, bytes] | None:
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise TypeError(f"The 'payload' parameter must be bytes. Got {type(payload).__name__}.")
@@ -142,15 +175,23 @@ class HttpExchange:
         started = time.monotonic()
         delay = _FULL_BACKOFF_START
         while True:
-            response = self.api.exchange(
-                "POST",
-                f"{self._base}/{to}",
-                content=bytes(payload),
-                headers=headers,
-                params=params,
-                timeout=wait + _POLL_GRACE if wait > 0 else None,
-                ok=(200, 204, 410, 429),
-            )
+            response: Any
+            if wait > 0 and self._lock_step is not None:
+                response = self._post_in_halves(to, bytes(payload), headers, wait, meanwhile)
+                meanwhile = None
+            else:
+                response = self.api.exchange(
+                    "POST",
+                    f"{self._base}/{to}",
+                    content=bytes(payload),
+                    headers=headers,
+                    params=params,
+                    timeout=wait + _POLL_GRACE if wait > 0 else None,
+                    ok=(200, 204, 410, 429),
+                )
+            if meanwhile is not None:
+                meanwhile()
+                meanwhile = None
             if response.status_code == 200:
                 sender = response.headers.get(SENDER_HEADER, "")
                 return sender, response.headers.get(TAG_HEADER, ""), response.content
@@ -168,6 +209,54 @@ class HttpExchange:
                 )
             time.sleep(delay)
             delay = min(delay * 2, _FULL_BACKOFF_CAP)
+
+    def _post_in_halves(
+        self,
+        to: str,
+        payload: bytes,
+        headers: dict[str, str],
+        wait: float,
+        meanwhile: Callable[[], None] | None,
+    ) -> Any:
+        """The send-and-wait POST on the lock-step socket: ``meanwhile`` runs between
+        writing the request and reading its answer. Errors as :meth:`ApiClient.exchange`."""
+        assert self._lock_step is not None
+        connection = self._lock_step
+        target = f"{API_PREFIX}{self._base}/{to}?wait={wait:g}"
+        try:
+            connection.write(
+                "POST",
+                target,
+                payload,
+                {**headers, "Content-Type": OCTET_STREAM},
+                wait + _POLL_GRACE,
+            )
+        except OSError as exc:
+            raise ServerUnavailable(
+                f"cannot reach fedsilo server at {self.api.url}: {exc}"
+            ) from exc
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        except BaseException:
+            connection.close()  # its answer will not be read
+            raise
+        try:
+            response = connection.read(wait + _POLL_GRACE)
+        except TimeoutError as exc:
+            raise ServerUnavailable(f"fedsilo server at {self.api.url} timed out: {exc}") from exc
+        except OSError as exc:
+            raise ServerUnavailable(
+                f"cannot reach fedsilo server at {self.api.url}: {exc}"
+            ) from exc
+        if response.status_code not in (200, 204, 410, 429):
+            raise error_from_response(response)
+        return response
+
+    def close(self) -> None:
+        """Close the lock-step socket (the ApiClient's connections are its own)."""
+        if self._lock_step is not None:
+            self._lock_step.close()
 
     def receive(self, timeout: float | None = None) -> tuple[str, str, bytes]:
         """The next message for this participant, oldest first.

@@ -60,6 +60,7 @@ class Peers:
         self.ids: dict[str, str] = {}
         self.credentials: dict[str, str] = {}
         self.apis: list[ApiClient] = []
+        self.exchanges: list[HttpExchange] = []
         for name, keys in self.keys.items():
             self.ids[name], self.credentials[name] = join(api, self.sid, name, keys)
         self.server = server
@@ -67,9 +68,13 @@ class Peers:
     def exchange(self, name: str, **kwargs: Any) -> HttpExchange:
         own = ApiClient(self.server.url, self.server.token)
         self.apis.append(own)
-        return HttpExchange(own, self.sid, self.ids[name], self.credentials[name], **kwargs)
+        made = HttpExchange(own, self.sid, self.ids[name], self.credentials[name], **kwargs)
+        self.exchanges.append(made)
+        return made
 
     def close(self) -> None:
+        for exchange in self.exchanges:
+            exchange.close()
         for client in self.apis:
             client.close()
 

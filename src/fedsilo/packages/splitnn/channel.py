@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from fedsilo.errors import TaskError, WaitTimeout
@@ -46,7 +46,12 @@ class RoundTrip(Protocol):
     (:meth:`fedsilo.client.exchange.HttpExchange.send_and_receive`)."""
 
     def send_and_receive(
-        self, to: str, payload: bytes, tag: str = "", wait: float = 2.0
+        self,
+        to: str,
+        payload: bytes,
+        tag: str = "",
+        wait: float = 2.0,
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[str, str, bytes] | None: ...
 
 
@@ -88,23 +93,29 @@ class PeerChannel:
         arrays: Mapping[str, Any],
         *,
         answered: bool = False,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Seal ``arrays`` to participant ``to`` and send them.
 
         With ``answered`` (this party's next step is :meth:`receive`, and the message it
         awaits comes in answer to this one), the same request waits a moment for this
-        party's next message, kept for :meth:`receive`.
+        party's next message, kept for :meth:`receive`. ``meanwhile`` runs once the message
+        is on its way (while the peer works on it), before this call returns.
         """
         frame = encode_frame(dict(arrays), {"kind": kind, "attempt": attempt, "batch": batch})
         sealed = self._context.seal(to, frame)
         exchange = self._context.exchange
         tag = f"{kind}:{attempt}:{batch}"
         if answered and isinstance(exchange, RoundTrip):
-            got = exchange.send_and_receive(to, sealed.ciphertext, tag=tag, wait=_POLL_S)
+            got = exchange.send_and_receive(
+                to, sealed.ciphertext, tag=tag, wait=_POLL_S, meanwhile=meanwhile
+            )
             if got is not None:
                 self._inbox.append((got[0], got[2]))
         else:
             exchange.send(to, sealed.ciphertext, tag=tag)
+            if meanwhile is not None:
+                meanwhile()
         self.bytes_sent += len(sealed.ciphertext)
 
     def receive(

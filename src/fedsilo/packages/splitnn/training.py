@@ -237,20 +237,32 @@ class Party:
         for optimizer in self.optimizers.values():
             optimizer.zero_grad()
         loss.backward()
+        stepped = False
+
+        def step() -> None:
+            nonlocal stepped
+            for optimizer in self.optimizers.values():
+                optimizer.step()
+            stepped = True
+
         for i, (name, tensor) in enumerate(passive.items()):
             assert tensor.grad is not None
+            last = i == len(passive) - 1
             # Only the last send waits for an answer (the next batch's embeddings, or the
             # test embeddings): an earlier one would hold back the later parties' gradients.
+            # Our own step runs while that answer is being made: it reads only our gradients
+            # (already computed), and our next forward comes after it either way.
             self.channel.send(
                 self.peers.ids[name],
                 GRADIENT,
                 attempt,
                 b,
                 {"g": tensor.grad.numpy()},
-                answered=i == len(passive) - 1,
+                answered=last,
+                meanwhile=step if last else None,
             )
-        for optimizer in self.optimizers.values():
-            optimizer.step()
+        if not stepped:
+            step()
         return float(loss.detach())
 
     def _side_by_side(self, passive: Mapping[str, torch.Tensor], x: np.ndarray) -> torch.Tensor:
