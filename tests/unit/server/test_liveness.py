@@ -37,6 +37,7 @@ from fedsilo.client.keys import KeyPair
 from fedsilo.federation import Failure, Outcome, Reply, SessionContext, Task
 from fedsilo.http import ApiClient
 from fedsilo.server.engine.health import STORE_UNAVAILABLE_DETAIL
+from fedsilo.server.engine.liveness import LivenessSweep
 from fedsilo.server.settings import Settings
 from fedsilo.strategies import get_strategy
 from fedsilo.wire import (
@@ -223,6 +224,26 @@ def test_a_client_that_hangs_up_a_long_poll_is_silent_from_then_not_from_the_end
     )
     assert time.monotonic() - hung_up <= GRACE + SWEEP + SLACK
     assert line.endswith("; no outstanding task"), line
+    finish.set()
+
+
+def test_the_sweep_writes_last_seen_of_the_participants_heard_and_no_poll_writes_it(
+    thread_server: Any, api: httpx.Client, silos: Any, helpers: Any, probe: Any
+) -> None:
+    finish = threading.Event()
+    probe.workflow = lambda ctx: (ctx.wait_for_clients(2), finish.wait(30))
+    sid = helpers.create_session(api, package="probe", clients=2)
+    polling, quiet = silos(sid, "polling"), silos(sid, "quiet")
+    assert polling.join().status_code == 201 and quiet.join().status_code == 201
+    store = thread_server.app_state.store
+    joined = {p.client_name: p.last_seen_at for p in store.list_participants(sid)}
+    since = time.monotonic()
+    assert polling.next(wait=0).status_code == 204
+    # the poll itself wrote nothing: the round's path does not touch the database
+    assert {p.client_name: p.last_seen_at for p in store.list_participants(sid)} == joined
+    LivenessSweep(thread_server.app_state.engine).write_seen(since=since)
+    seen = {p.client_name: p.last_seen_at for p in store.list_participants(sid)}
+    assert seen["polling"] > joined["polling"] and seen["quiet"] == joined["quiet"]
     finish.set()
 
 

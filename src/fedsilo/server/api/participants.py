@@ -12,7 +12,6 @@ import hmac
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -57,8 +56,6 @@ router = APIRouter(
     prefix="/sessions/{session_id}/participants", tags=["participants"], responses=ACCESS_RESPONSES
 )
 
-# Seen-at bookkeeping is refreshed at most this often, to keep writes off the hot path.
-_SEEN_RESOLUTION = timedelta(seconds=10)
 # A frame larger than this is streamed in pieces of this size: written whole, Python 3.11's
 # asyncio transport copies whatever the socket does not take at once into its own buffer,
 # i.e. one copy of the model per recipient; in pieces, uvicorn's flow control keeps about two
@@ -239,26 +236,16 @@ def list_participants(session_id: str, store: StoreDep, _: SessionView) -> list[
 # ------------------------------------------------------------------ task delivery
 
 
-def _known_active(engine: SessionEngine, session_id: str, participant_id: str) -> bool:
-    """Memory alone shows the session is active: the participant was confirmed within
-    ``_SEEN_RESOLUTION`` and its session has a live workflow. The round's hot path then reads
-    no table and takes no thread hop."""
-    confirmed = engine.participant_seen.get(participant_id)
-    return (
-        confirmed is not None
-        and confirmed[0] == session_id
-        and time.monotonic() - confirmed[1] < _SEEN_RESOLUTION.total_seconds()
-        and engine.is_running(session_id)
-    )
+def _known_active(engine: SessionEngine, session_id: str) -> bool:
+    """Memory alone shows the session is active: it has a live workflow (the credential
+    dependency already proved the participant is in it). The round's hot path then reads no
+    table and takes no thread hop; ``last_seen_at`` is the liveness sweep's to write."""
+    return engine.is_running(session_id)
 
 
-def _poll_state(engine: SessionEngine, session_id: str, participant_id: str) -> SessionStatus:
-    """The session's status from the state store; refreshes ``last_seen_at`` and the
-    in-memory confirmation (the credential dependency already proved membership)."""
-    engine.state.touch_participant(participant_id, min_interval=_SEEN_RESOLUTION)
-    status = get_session_record(engine.state, session_id).status
-    engine.participant_seen[participant_id] = (session_id, time.monotonic())
-    return status
+def _poll_state(engine: SessionEngine, session_id: str) -> SessionStatus:
+    """The session's status from the state store."""
+    return get_session_record(engine.state, session_id).status
 
 
 def _ended(store: StateStore, session_id: str) -> JSONResponse:
@@ -332,10 +319,10 @@ async def deliver_next(
                 return JSONResponse(
                     status_code=503, content={"detail": _DRAINING}, headers={"Retry-After": "1"}
                 )
-            if _known_active(engine, session_id, participant_id):
+            if _known_active(engine, session_id):
                 status = SessionStatus.running
             else:
-                status = await run_in_threadpool(_poll_state, engine, session_id, participant_id)
+                status = await run_in_threadpool(_poll_state, engine, session_id)
             if status.ended:
                 return await run_in_threadpool(_ended, engine.state, session_id)
             remaining = deadline - time.monotonic()
@@ -388,8 +375,8 @@ async def heartbeat(
     engine: SessionEngine = request.app.state.engine
     pid = participant.participant_id
     engine.liveness.seen(pid, session_id)
-    if not _known_active(engine, session_id, pid):
-        status = await run_in_threadpool(_poll_state, engine, session_id, pid)
+    if not _known_active(engine, session_id):
+        status = await run_in_threadpool(_poll_state, engine, session_id)
         if status.ended:
             return await run_in_threadpool(_ended, engine.state, session_id)
     return Response(status_code=204)

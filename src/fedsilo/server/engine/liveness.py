@@ -14,8 +14,9 @@ log says so. Hearing from it again (a poll, a heartbeat, a rejoin) makes it live
 
 Bookkeeping only, in memory, one lock: :meth:`Liveness.seen` is on every poll's path and costs
 a dictionary write. The sweep (the engine's thread, every :attr:`Liveness.sweep_interval`) finds
-who went silent and who came back. After a server restart nobody has been heard yet: the
-engine gives the participants of resumed sessions one grace period to poll again.
+who went silent and who came back, and every :data:`SEEN_WRITE_INTERVAL` writes the
+participants' ``last_seen_at`` in one statement. After a server restart nobody has been heard
+yet: the engine gives the participants of resumed sessions one grace period to poll again.
 """
 
 from __future__ import annotations
@@ -31,9 +32,13 @@ from fedsilo.server.state import utcnow
 if TYPE_CHECKING:
     from fedsilo.server.engine.runner import SessionEngine
 
-__all__ = ["Liveness", "LivenessSweep", "Silence"]
+__all__ = ["SEEN_WRITE_INTERVAL", "Liveness", "LivenessSweep", "Silence"]
 
 logger = logging.getLogger("fedsilo.engine")
+
+#: seconds between two writes of the participants' ``last_seen_at`` (the sweep writes who was
+#: heard from in one statement: a poll never writes to the database)
+SEEN_WRITE_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,11 @@ class Liveness:
             back, self._back = self._back, []
         return silent, back
 
+    def heard_since(self, since: float) -> list[str]:
+        """The participants heard from at or after monotonic time ``since``."""
+        with self._lock:
+            return [pid for pid, heard in self._heard.items() if heard.at >= since]
+
     def forget_session(self, session_id: str) -> None:
         """Drop a session that ended: its participants are no longer expected to poll."""
         with self._lock:
@@ -162,6 +172,7 @@ class LivenessSweep(threading.Thread):
 
     def run(self) -> None:
         engine = self._engine
+        written = time.monotonic()
         while not engine.stopping.wait(engine.liveness.sweep_interval):
             try:
                 silent, back = engine.liveness.sweep()
@@ -169,8 +180,19 @@ class LivenessSweep(threading.Thread):
                     self._went_offline(silence)
                 for participant_id, session_id in back:
                     self._came_back(participant_id, session_id)
+                if time.monotonic() - written >= SEEN_WRITE_INTERVAL:
+                    written = self.write_seen(since=written)
             except Exception:  # a store error here must not end the sweeps
                 logger.exception("the liveness sweep failed")
+
+    def write_seen(self, since: float) -> float:
+        """Write ``last_seen_at`` of the participants heard from since ``since`` (monotonic),
+        in one statement; returns the time to count the next batch from."""
+        now = time.monotonic()
+        heard = self._engine.liveness.heard_since(since)
+        if heard:
+            self._engine.state.touch_participants(heard)
+        return now
 
     def _client_name(self, participant_id: str) -> str:
         record = self._engine.state.get_participant(participant_id)

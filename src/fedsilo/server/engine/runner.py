@@ -88,8 +88,6 @@ class SessionEngine:
         self.joined = threading.Condition()
         self._workers: dict[str, _Worker] = {}
         self._gates: dict[str, ReplyGate] = {}
-        #: participant id -> (session id, monotonic time its membership was last read)
-        self.participant_seen: dict[str, tuple[str, float]] = {}
         #: rounds, task latency, rejected replies (GET /metrics)
         self.metrics = ServerMetrics(state)
         #: who polls: participants silent past the grace period are offline

@@ -13,7 +13,7 @@ import dataclasses
 import secrets
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 from fedsilo.server.state.records import (
@@ -234,23 +234,20 @@ class MemoryStore:
             chosen = [p for p in self._participants.values() if p.session_id == session_id]
             return _copy(sorted(chosen, key=lambda p: p.seq))
 
-    def touch_participant(
-        self,
-        participant_id: str,
-        *,
-        at: datetime | None = None,
-        min_interval: timedelta = timedelta(0),
-    ) -> bool:
+    def touch_participants(
+        self, participant_ids: Collection[str], *, at: datetime | None = None
+    ) -> int:
         now = at or utcnow()
+        written = 0
         with self._lock:
-            participant = self._participants.get(participant_id)
-            if participant is None or (
-                participant.last_seen_at is not None
-                and participant.last_seen_at > now - min_interval
-            ):
-                return False
-            self._participants[participant_id] = dataclasses.replace(participant, last_seen_at=now)
-            return True
+            for participant_id in participant_ids:
+                participant = self._participants.get(participant_id)
+                if participant is not None:
+                    self._participants[participant_id] = dataclasses.replace(
+                        participant, last_seen_at=now
+                    )
+                    written += 1
+        return written
 
     def set_participant_offline(self, participant_id: str, at: datetime | None) -> None:
         with self._lock:

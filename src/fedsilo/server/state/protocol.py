@@ -21,7 +21,7 @@ Conventions shared by every method:
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from fedsilo.server.state.records import (
@@ -137,15 +137,12 @@ class StateStore(Protocol):
     def list_participants(self, session_id: str) -> list[ParticipantRecord]:
         """A session's participants in join order."""
 
-    def touch_participant(
-        self,
-        participant_id: str,
-        *,
-        at: datetime | None = None,
-        min_interval: timedelta = timedelta(0),
-    ) -> bool:
-        """Set ``last_seen_at`` unless it was set less than ``min_interval`` before ``at``
-        (bookkeeping off the hot path, in one statement). Returns whether it was written."""
+    def touch_participants(
+        self, participant_ids: Collection[str], *, at: datetime | None = None
+    ) -> int:
+        """Set ``last_seen_at`` of these participants (the engine's liveness sweep writes
+        who was heard from, a batch every few seconds, off the round's path). Unknown ids
+        are skipped. Returns how many were written."""
 
     def set_participant_offline(self, participant_id: str, at: datetime | None) -> None:
         """Record that the participant went offline at ``at`` (None: it is live again)."""

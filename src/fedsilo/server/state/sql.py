@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -60,6 +60,8 @@ from fedsilo.wire import SessionStatus
 
 __all__ = ["SqlStore"]
 
+#: ids per ``IN (...)`` list (SQLite allows 32,766 bound parameters a statement)
+_IN_CHUNK = 500
 _TASKS_REJECTED = "Cannot add tasks: a task id is taken, or its session or participant is unknown."
 
 
@@ -279,27 +281,24 @@ class SqlStore:
             )
             return [row.record() for row in rows]
 
-    def touch_participant(
-        self,
-        participant_id: str,
-        *,
-        at: datetime | None = None,
-        min_interval: timedelta = timedelta(0),
-    ) -> bool:
+    def touch_participants(
+        self, participant_ids: Collection[str], *, at: datetime | None = None
+    ) -> int:
+        ids = sorted(set(participant_ids))
+        if not ids:
+            return 0
         now = at or utcnow()
-        statement = (
-            update(ParticipantRow)
-            .where(
-                ParticipantRow.id == participant_id,
-                or_(
-                    ParticipantRow.last_seen_at.is_(None),
-                    ParticipantRow.last_seen_at <= now - min_interval,
-                ),
-            )
-            .values(last_seen_at=now)
-        )
+        written = 0
         with self.database.session() as s:
-            return _rowcount(s.execute(statement)) > 0
+            # IN lists in chunks: SQLite caps a statement's bound parameters
+            for start in range(0, len(ids), _IN_CHUNK):
+                statement = (
+                    update(ParticipantRow)
+                    .where(ParticipantRow.id.in_(ids[start : start + _IN_CHUNK]))
+                    .values(last_seen_at=now)
+                )
+                written += _rowcount(s.execute(statement))
+        return written
 
     def set_participant_offline(self, participant_id: str, at: datetime | None) -> None:
         statement = (

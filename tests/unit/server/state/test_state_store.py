@@ -207,20 +207,19 @@ def test_a_rejoin_updates_only_what_it_is_given(store: StateStore) -> None:
     assert store.rejoin_participant("nobody") is None
 
 
-def test_last_seen_is_written_at_most_once_an_interval(store: StateStore) -> None:
+def test_last_seen_is_written_for_a_batch_of_participants(store: StateStore) -> None:
     sid = new_session(store)
-    pid = join(store, sid, "silo-a")
-    joined = store.get_participant(pid)
+    first, second = join(store, sid, "silo-a"), join(store, sid, "silo-b")
+    joined = store.get_participant(second)
     assert joined is not None and joined.last_seen_at is not None
-    interval = timedelta(seconds=10)
-    soon = joined.last_seen_at + timedelta(seconds=3)
-    assert not store.touch_participant(pid, at=soon, min_interval=interval)
     later = joined.last_seen_at + timedelta(seconds=11)
-    assert store.touch_participant(pid, at=later, min_interval=interval)
-    touched = store.get_participant(pid)
+    assert store.touch_participants([first, "nobody"], at=later) == 1
+    touched, untouched = store.get_participant(first), store.get_participant(second)
     assert touched is not None and touched.last_seen_at == later
-    assert store.touch_participant(pid, at=later + timedelta(microseconds=1))  # no interval
-    assert not store.touch_participant("nobody")
+    assert untouched is not None and untouched.last_seen_at == joined.last_seen_at
+    assert store.touch_participants([]) == 0
+    many = [join(store, sid, f"silo-{i}") for i in range(600)]  # more than one IN list
+    assert store.touch_participants(many, at=later) == 600
 
 
 def test_concurrent_joins_get_distinct_places_and_one_wins_a_name(store: StateStore) -> None:
