@@ -146,6 +146,12 @@ class ApiClient:
         if self._keepalive is not None:
             self._keepalive.close()
 
+    @property
+    def keepalive(self) -> KeepAlive | None:
+        """The keep-alive connection to a plain ``http://`` server, else None: the relay's
+        lock-step socket (:mod:`fedsilo.client.relay_socket`) connects where it does."""
+        return self._keepalive
+
     def __enter__(self) -> ApiClient:
         return self
 

@@ -95,7 +95,7 @@ class HttpExchange:
         self._base = f"/sessions/{session_id}/participants/{participant_id}/relay"
         # The lock-step send's own socket on a plain http:// server (see relay_socket);
         # ApiClient's keep-alive settings say where and with which token.
-        plain: KeepAlive | None = getattr(api, "_keepalive", None)
+        plain = api.keepalive
         self._lock_step = (
             LockStepSocket(plain.host, plain.port, plain.base_path, plain.headers)
             if isinstance(plain, KeepAlive)

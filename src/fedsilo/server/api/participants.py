@@ -32,6 +32,7 @@ from fedsilo.server.api.deps import (
     errors,
     get_session_record,
 )
+from fedsilo.server.api.direct import DirectRoute
 from fedsilo.server.auth import hash_token
 from fedsilo.server.engine.frames import receive_buffer
 from fedsilo.server.engine.gate import Slot
@@ -53,7 +54,12 @@ from fedsilo.wire import (
 )
 
 router = APIRouter(
-    prefix="/sessions/{session_id}/participants", tags=["participants"], responses=ACCESS_RESPONSES
+    prefix="/sessions/{session_id}/participants",
+    tags=["participants"],
+    responses=ACCESS_RESPONSES,
+    # the round's hot path: the same dependencies, called without FastAPI's solver
+    # (api/direct.py); the join (a body) and the list (sync) go through FastAPI's handler
+    route_class=DirectRoute,
 )
 
 # A frame larger than this is streamed in pieces of this size: written whole, Python 3.11's

@@ -27,7 +27,7 @@ from fedsilo.server.api.deps import (
     ParticipantDep,
     errors,
 )
-from fedsilo.server.api.relay_route import DirectRoute
+from fedsilo.server.api.direct import DirectRoute
 from fedsilo.server.engine import SessionEngine
 from fedsilo.server.engine.relay import MessageRelay, RelayMessage
 from fedsilo.server.state import StateStore
@@ -39,7 +39,7 @@ router = APIRouter(
     prefix="/sessions/{session_id}/participants/{participant_id}/relay",
     tags=["relay"],
     responses=ACCESS_RESPONSES,
-    # the hot path: the same dependencies, called without FastAPI's solver (relay_route)
+    # the hot path: the same dependencies, called without FastAPI's solver (api/direct.py)
     route_class=DirectRoute,
 )
 

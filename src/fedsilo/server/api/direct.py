@@ -1,19 +1,22 @@
-"""The relay routes' request handler: their own dependencies called directly.
+"""The hot routes' request handler: their own dependencies called directly.
 
-A SplitNN batch is two relay requests, and FastAPI's generic handler -- dependency solving
-with its per-request cache keys, parameter validation through pydantic, the exit stacks --
-was a fifth of the server's CPU per request. :class:`DirectRoute` builds, once, a plan of
-what a route's dependant asks for, and when every part is of a kind it knows (path
-parameters, the request, non-negative float query parameters, and dependencies that take
-only those), answers a plain request by calling the *same* dependencies in the same order
-with the same arguments -- the route's declared :class:`~fedsilo.server.access.Requirement`
-first, then the participant-credential check -- and then the endpoint. Anything else (a
-query value that is not a plain decimal, a dependant of another shape) goes through
+The participant routes a round runs on (``tasks/next``, a reply with the next task, the
+heartbeat) and the relay's (a SplitNN batch is two relay requests) are called by every
+client every round, and FastAPI's generic handler -- dependency solving with its
+per-request cache keys, parameter validation through pydantic, the exit stacks -- was a
+fifth of the server's CPU per request. :class:`DirectRoute` builds, once, a plan of what a
+route's dependant asks for, and when every part is of a kind it knows (path parameters,
+the request, float query parameters whose only bound is ``ge=0`` with a float default or
+``None``, and async dependencies that take only path parameters and the request), answers
+a plain request by calling the *same* dependencies in the same order with the same
+arguments -- the route's declared :class:`~fedsilo.server.access.Requirement` first, then
+the participant-credential check -- and then the endpoint. Anything else (a query value
+that is not a plain decimal, a dependant of another shape, a body parameter) goes through
 FastAPI's own handler, so validation errors and their 422 bodies stay FastAPI's.
 
-``tests/unit/server/test_relay_route.py`` checks that the routes as mounted in the app have
-the dependencies this plan calls (an app-level dependency added at ``include_router`` would
-otherwise be skipped) and that both handlers answer alike.
+``tests/unit/server/test_direct_route.py`` checks that the routes as mounted in the app
+have the dependencies this plan calls (an app-level dependency added at ``include_router``
+would otherwise be skipped) and that both handlers answer alike.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from annotated_types import Ge
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from pydantic.fields import FieldInfo
 
 __all__ = ["DirectRoute", "direct_plan"]
 
@@ -49,7 +54,7 @@ class DirectPlan:
 
     dependencies: tuple[_Call, ...]
     path: tuple[str, ...]
-    query: tuple[tuple[str, float], ...]  # (name, default)
+    query: tuple[tuple[str, float | None], ...]  # (name, default)
     request: str | None
 
     async def run(
@@ -103,6 +108,19 @@ def _plain(dependant: Dependant) -> bool:
     )
 
 
+def _plain_number(info: FieldInfo) -> bool:
+    """Whether a query parameter's only constraints are ``ge=0`` and finiteness: what
+    :data:`_PLAIN_NUMBER` values meet. Any other bound (``le``, ``gt``) is FastAPI's to
+    check."""
+    for item in info.metadata:
+        if isinstance(item, Ge) and item.ge == 0:
+            continue
+        if getattr(item, "allow_inf_nan", None) is False:
+            continue
+        return False
+    return True
+
+
 def direct_plan(dependant: Dependant) -> DirectPlan | None:
     """The plan of ``dependant``, or None when some part of it is of another kind."""
     if not (_plain(dependant) and _is_async(dependant.call)):
@@ -123,14 +141,17 @@ def direct_plan(dependant: Dependant) -> DirectPlan | None:
                 sub.name, sub.call, tuple(p.name for p in sub.path_params), sub.request_param_name
             )
         )
-    query = []
+    query: list[tuple[str, float | None]] = []
     for field in dependant.query_params:
         default = field.field_info.default
-        if field.field_info.annotation is not float or field.alias != field.name:
+        if field.alias != field.name or not _plain_number(field.field_info):
             return None
-        if not isinstance(default, float):
+        if field.field_info.annotation is float and isinstance(default, float):
+            query.append((field.name, default))
+        elif field.field_info.annotation == float | None and default is None:
+            query.append((field.name, None))
+        else:
             return None
-        query.append((field.name, default))
     return DirectPlan(
         tuple(calls),
         tuple(p.name for p in dependant.path_params),

@@ -1,11 +1,11 @@
-"""The relay routes' direct handler (server/api/relay_route.py): it calls the dependencies
-the routes have as mounted in the app, and answers what FastAPI's handler answers."""
+"""The hot routes' direct handler (server/api/direct.py): it calls the dependencies the
+routes have as mounted in the app, and answers what FastAPI's handler answers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -13,8 +13,9 @@ from fastapi.routing import iter_route_contexts
 
 from fedsilo.client.keys import KeyPair
 from fedsilo.server.api.deps import require_participant
+from fedsilo.server.api.direct import DirectRoute, direct_plan
+from fedsilo.server.api.participants import router as participants_router
 from fedsilo.server.api.relay import router
-from fedsilo.server.api.relay_route import DirectRoute, direct_plan
 from fedsilo.server.app import create_app
 from fedsilo.server.settings import Settings
 from fedsilo.wire import OCTET_STREAM, PARTICIPANT_HEADER
@@ -55,7 +56,7 @@ def api(thread_server: Any) -> Iterator[httpx.Client]:
         yield client
 
 
-def test_the_mounted_relay_routes_have_the_dependencies_the_direct_plan_calls() -> None:
+def test_the_mounted_hot_routes_have_the_dependencies_the_direct_plan_calls() -> None:
     # An app-level dependency (include_router(dependencies=...)) would be in the mounted
     # dependant but not in the route's own: the direct handler would skip it.
     app = create_app(Settings(data_dir=Path("unused-never-started"), admin_token="fs_unused"))
@@ -64,19 +65,31 @@ def test_the_mounted_relay_routes_have_the_dependencies_the_direct_plan_calls() 
         for context in iter_route_contexts(app.routes)
         if isinstance(context.original_route, DirectRoute)
     }
-    assert len(mounted) == len(router.routes) == 2
-    for context in mounted.values():
-        route = context.original_route
-        plan = direct_plan(route.dependant)
-        assert plan is not None, route.path
-        assert [d.call for d in context.dependant.dependencies] == [
+    assert len(mounted) == len(router.routes) + len(participants_router.routes) == 7
+    plans = {
+        key: direct_plan(cast(DirectRoute, c.original_route).dependant)
+        for key, c in mounted.items()
+    }
+    # the join (a body) and the list (a sync endpoint) stay FastAPI's
+    assert {str(path).rsplit("/", 1)[-1] for (path, _), plan in plans.items() if plan} == {
+        "next",
+        "heartbeat",
+        "reply",
+        "relay",
+        "{to}",
+    }
+    for key, plan in plans.items():
+        if plan is None:
+            continue
+        assert [d.call for d in mounted[key].dependant.dependencies] == [
             d.call for d in plan.dependencies
         ]
         # the declared Requirement first (scope 'client'), then the participant's credential
         first, second = plan.dependencies
         assert [str(s) for s in first.call.scopes] == ["client"]  # type: ignore[attr-defined]
         assert second.call is require_participant
-        assert [name for name, _ in plan.query] == ["wait"]
+        expected = [] if str(key[0]).endswith("/heartbeat") else ["wait"]
+        assert [name for name, _ in plan.query] == expected
 
 
 @pytest.mark.parametrize(
@@ -116,3 +129,24 @@ def test_the_credential_is_checked_on_the_direct_path(api: httpx.Client) -> None
         api.get(path, params={"wait": "0"}, headers={PARTICIPANT_HEADER: alice[1]}).status_code
         == 204
     )
+
+
+@pytest.mark.parametrize(
+    ("wait", "status"), [(None, 200), ("0", 200), ("-1", 422), ("nan", 422), ("1e400", 422)]
+)
+def test_a_reply_s_wait_is_validated_alike_on_both_paths(
+    api: httpx.Client, wait: str | None, status: int
+) -> None:
+    sid = echo_session(api)
+    alice = join(api, sid, "alice")
+    params = {} if wait is None else {"wait": wait}
+    response = api.post(
+        f"/sessions/{sid}/participants/{alice[0]}/tasks/nosuchtask/reply",
+        params=params,
+        content=b"",
+        headers={PARTICIPANT_HEADER: alice[1], "Content-Type": OCTET_STREAM},
+    )
+    # a task that is not awaited: 409 once the query passed validation
+    assert response.status_code == (409 if status == 200 else 422), response.text
+    if status == 422:
+        assert response.json()["detail"].startswith("query.wait: "), response.text
