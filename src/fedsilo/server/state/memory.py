@@ -429,7 +429,8 @@ class MemoryStore:
             self._add_tasks(writes.tasks)
             self._complete_tasks(writes.completions)
             for r in writes.rounds:
-                self._record_round(session_id, r.round, r.federated, r.per_client, now)
+                # the time it was recorded, not written: the writer may apply several at once
+                self._record_round(session_id, r.round, r.federated, r.per_client, r.created_at)
             rounds = [r.round for r in writes.rounds]
             if writes.session_round is not None:
                 rounds.append(writes.session_round)

@@ -447,7 +447,8 @@ class SqlStore:
             if writes.completions:
                 _complete_tasks(s, writes.completions)
             for r in writes.rounds:
-                _record_round(s, session_id, r.round, r.federated, r.per_client, now)
+                # the time it was recorded, not written: the writer may apply several at once
+                _record_round(s, session_id, r.round, r.federated, r.per_client, r.created_at)
             rounds = [r.round for r in writes.rounds]
             if writes.session_round is not None:
                 rounds.append(writes.session_round)

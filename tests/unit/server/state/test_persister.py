@@ -5,6 +5,7 @@ jobs keep their order, and a failure reaches every waiter of its transaction."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -71,7 +72,9 @@ def blocked(writer: Persister) -> threading.Event:
 
 
 def a_round(session_id: str, number: int) -> RoundRecord:
-    return RoundRecord(session_id, number, {"loss": 1.0 / number}, {}, utcnow())
+    return RoundRecord(
+        session_id, number, {"loss": 1.0 / number}, {}, utcnow() - timedelta(seconds=number)
+    )
 
 
 def test_batches_queued_together_are_one_transaction(store: StateStore) -> None:
@@ -83,11 +86,10 @@ def test_batches_queued_together_are_one_transaction(store: StateStore) -> None:
         release = blocked(writer)
         writer.submit(Batch(lambda: SessionWrites(sid, tasks=[queued(sid, pid, "t1")])))
         done = TaskCompletion("t1", {"n": 1}, None, utcnow())
+        rounds = [a_round(sid, 1), a_round(sid, 2)]
         writer.submit(
             Batch(
-                lambda: SessionWrites(
-                    sid, completions=[done], rounds=[a_round(sid, 1)], session_round=1
-                ),
+                lambda: SessionWrites(sid, completions=[done], rounds=rounds, session_round=1),
                 # a checkpoint's file: written once its round's records are committed
                 after=lambda: seen_at_file.append(store.get_session(sid).round),  # type: ignore[union-attr]
             )
@@ -98,10 +100,12 @@ def test_batches_queued_together_are_one_transaction(store: StateStore) -> None:
     finally:
         writer.close()
     assert len(counting.applied) == 1
-    assert seen_at_file == [1]
+    assert seen_at_file == [2]
     task = store.get_task("t1")
     assert task is not None and task.status == TaskStatus.done and task.reply_meta == {"n": 1}
-    assert [r.round for r in store.list_rounds(sid)] == [1]
+    # each round keeps the time it was recorded, not the one transaction's
+    stored = store.list_rounds(sid)
+    assert [(r.round, r.created_at) for r in stored] == [(r.round, r.created_at) for r in rounds]
     assert [log.message for log in store.list_logs(sid)] == ["round 1 done"]
 
 
