@@ -63,6 +63,7 @@ BENCH = Path(__file__).resolve().parent
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "rounds": 20,
+        "floor_rounds": 200,
         "flower_rounds": 10,
         "train_rounds": 20,
         "clients": [2, 10],
@@ -74,6 +75,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "rounds": 20,
+        "floor_rounds": 100,
         "flower_rounds": 5,
         "train_rounds": 5,
         "clients": [2, 10],
@@ -266,61 +268,33 @@ def run_all(profile: dict[str, Any], rec: Recorder, work: Path, only: set[str]) 
     rounds, frounds = profile["rounds"], profile["flower_rounds"]
 
     if "a" in only:
+        # fedsilo's runs first, on a machine Flower's processes have not just loaded (its
+        # simulation runtime leaves the 1-min load at 6 on 2 cores); its rounds take
+        # milliseconds, so it runs more of them for a steady median
+        floor = profile.get("floor_rounds", rounds)
+        v = profile["virtual"]
         for n in profile["clients"]:
             base = {"benchmark": "a_round_floor", "clients": n, "client_mode": "processes"}
             rec.attempt(
-                {**base, "system": "fedsilo", "runtime": "real processes", "rounds": rounds},
+                {**base, "system": "fedsilo", "runtime": "real processes", "rounds": floor},
                 partial(
                     fedsilo_runs.run,
                     fedsilo_runs.ECHO,
                     n,
-                    rounds,
+                    floor,
                     work / f"fs_echo{n}",
                     silos,
                     None,
                     300,
                 ),
             )
-            if flwr:
-                rec.attempt(
-                    {
-                        **base,
-                        "system": "flower",
-                        "flwr": flwr,
-                        "runtime": "deployment",
-                        "rounds": frounds,
-                    },
-                    partial(
-                        flower_runs.run_deployment,
-                        "noop",
-                        n,
-                        frounds,
-                        work / f"fl_noop{n}",
-                        {},
-                        60 + 40 * n * frounds,
-                    ),
-                )
-                rec.attempt(
-                    {
-                        **base,
-                        "system": "flower",
-                        "flwr": flwr,
-                        "runtime": "simulation",
-                        "client_mode": "virtual",
-                        "rounds": rounds,
-                    },
-                    partial(
-                        flower_runs.run_simulation, "noop", n, rounds, work / f"fl_sim{n}", 300
-                    ),
-                )
-        v = profile["virtual"]
         base = {"benchmark": "a_round_floor", "clients": v, "client_mode": "threads"}
         rec.attempt(
-            {**base, "system": "fedsilo", "runtime": "threads, 4 processes", "rounds": rounds},
+            {**base, "system": "fedsilo", "runtime": "threads, 4 processes", "rounds": floor},
             lambda: fedsilo_runs.run(
                 fedsilo_runs.ECHO,
                 v,
-                rounds,
+                floor,
                 work / f"fs_echo{v}",
                 silos,
                 None,
@@ -328,7 +302,39 @@ def run_all(profile: dict[str, Any], rec: Recorder, work: Path, only: set[str]) 
                 threads_per_process=-(-v // 4),
             ),
         )
+        for n in profile["clients"] if flwr else []:
+            base = {"benchmark": "a_round_floor", "clients": n, "client_mode": "processes"}
+            rec.attempt(
+                {
+                    **base,
+                    "system": "flower",
+                    "flwr": flwr,
+                    "runtime": "deployment",
+                    "rounds": frounds,
+                },
+                partial(
+                    flower_runs.run_deployment,
+                    "noop",
+                    n,
+                    frounds,
+                    work / f"fl_noop{n}",
+                    {},
+                    60 + 40 * n * frounds,
+                ),
+            )
+            rec.attempt(
+                {
+                    **base,
+                    "system": "flower",
+                    "flwr": flwr,
+                    "runtime": "simulation",
+                    "client_mode": "virtual",
+                    "rounds": rounds,
+                },
+                partial(flower_runs.run_simulation, "noop", n, rounds, work / f"fl_sim{n}", 300),
+            )
         if flwr:
+            base = {"benchmark": "a_round_floor", "clients": v, "client_mode": "threads"}
             rec.attempt(
                 {
                     **base,
