@@ -3,9 +3,8 @@ routes have as mounted in the app, and answers what FastAPI's handler answers.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import httpx
 import pytest
@@ -44,16 +43,6 @@ def join(api: httpx.Client, sid: str, name: str) -> tuple[str, str]:
     response = api.post(f"/sessions/{sid}/participants", json=body)
     assert response.status_code == 201, response.text
     return response.json()["id"], response.json()["credential"]
-
-
-@pytest.fixture
-def api(thread_server: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=thread_server.url + "/api/v1",
-        headers={"Authorization": f"Bearer {thread_server.token}"},
-        timeout=30,
-    ) as client:
-        yield client
 
 
 def test_the_mounted_hot_routes_have_the_dependencies_the_direct_plan_calls() -> None:
